@@ -1,0 +1,104 @@
+"""Where modules live in each supported architecture, as the `adapters` library 1.3 wires them.
+
+One table is the single source of truth for hook points (sampling) and weight names (transfer),
+so supporting a new encoder is one entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from transmod.errors import TransmodError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    model_types: tuple[str, ...]
+    layers_path: str  # module path of the layer list inside the base model
+    layers_attr: str  # config attribute with the number of layers
+    hidden_attr: str  # config attribute with the hidden size
+    adapter_site: str  # sub-module of a layer holding the output bottleneck adapter
+    adapter_input: str  # sub-module of a layer whose forward output the output adapter reads
+    query: str  # sub-module of a layer: self-attention query projection (LoRA site, input hook)
+    value: str  # sub-module of a layer: self-attention value projection (LoRA site)
+
+
+_BERT_LIKE = dict(
+    layers_path="encoder.layer",
+    layers_attr="num_hidden_layers",
+    hidden_attr="hidden_size",
+    adapter_site="output.adapters",
+    adapter_input="output.LayerNorm",
+    query="attention.self.query",
+    value="attention.self.value",
+)
+
+ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture(model_types=("bert",), **_BERT_LIKE),
+    Architecture(model_types=("xlm-roberta", "roberta"), **_BERT_LIKE),
+    Architecture(
+        model_types=("distilbert",),
+        layers_path="transformer.layer",
+        layers_attr="n_layers",
+        hidden_attr="dim",
+        adapter_site="output_adapters.adapters",
+        adapter_input="output_layer_norm",
+        query="attention.q_lin",
+        value="attention.v_lin",
+    ),
+)
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES for t in a.model_types)
+
+
+def architecture(model_type: str, source: str = "the model") -> Architecture:
+    for arch in ARCHITECTURES:
+        if model_type in arch.model_types:
+            return arch
+    raise TransmodError(
+        f"{source}: unsupported architecture {model_type!r}; supported model types are "
+        f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+    )
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What transfer needs to know about a model: read from its config alone, no weights."""
+
+    name: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    model_class: str
+
+    @property
+    def arch(self) -> Architecture:
+        return architecture(self.model_type, self.name)
+
+
+def model_shape(config: Any, name: str) -> ModelShape:
+    arch = architecture(config.model_type, name)
+    base_class = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
+                  "distilbert": "DistilBertModel"}[config.model_type]
+    return ModelShape(
+        name=name,
+        model_type=config.model_type,
+        num_layers=int(getattr(config, arch.layers_attr)),
+        hidden_size=int(getattr(config, arch.hidden_attr)),
+        model_class=base_class,
+    )
+
+
+def load_model_shape(model: str) -> ModelShape:
+    """Shape of a hub id or local model folder, from its config.json only."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise TransmodError(
+            f"cannot read the model config of {model!r}: give a local model folder with config.json "
+            f"or a hub id reachable from here ({str(exc).splitlines()[0]})"
+        ) from None
+    return model_shape(config, model)

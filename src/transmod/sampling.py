@@ -1,0 +1,158 @@
+"""Hidden states that each module reads, sampled from a frozen base model into parquet.
+
+The file layout is described in `transmod.samplefile`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from transmod.architectures import Architecture, model_shape
+from transmod.errors import TransmodError
+from transmod.samplefile import META_KEY, PEFT_TYPES
+from transmod.texts import Example
+
+
+
+def spaces_for(peft: str, lora_outputs: bool) -> tuple[str, ...]:
+    if peft not in PEFT_TYPES:
+        raise TransmodError(f"unknown --peft {peft!r}: use one of {', '.join(PEFT_TYPES)}")
+    return ("h", "q", "v") if peft == "lora" and lora_outputs else ("h",)
+
+
+@contextmanager
+def capture(model: torch.nn.Module, arch: Architecture, peft: str, spaces: Sequence[str]):
+    """Register read-only hooks; yield a dict that each forward fills with {space}{layer} -> tensor."""
+    layers = model.get_submodule(arch.layers_path)
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def keep(name: str, from_input: bool):
+        def hook(module, args, output=None):
+            store[name] = (args[0] if from_input else output).detach()
+        return hook
+
+    for l, layer in enumerate(layers):
+        if peft == "adapter":
+            handles.append(layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"h{l}", False)))
+        else:
+            query = layer.get_submodule(arch.query)
+            handles.append(query.register_forward_pre_hook(keep(f"h{l}", True)))
+            if "q" in spaces:
+                handles.append(query.register_forward_hook(keep(f"q{l}", False)))
+                handles.append(layer.get_submodule(arch.value).register_forward_hook(keep(f"v{l}", False)))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def sample_hidden_states(
+    model: torch.nn.Module,
+    tokenizer,
+    examples: Sequence[Example],
+    out: str | Path,
+    *,
+    model_name: str,
+    peft: str,
+    max_tokens: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 128,
+    lora_outputs: bool = False,
+) -> int:
+    """Run the bare model over `examples` and write the module inputs of every layer to `out`.
+
+    Returns the number of tokens written. Only non-special, non-padding tokens are kept; the first
+    `max_tokens` of them in reading order, so two models reading the same data keep the same tokens.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise TransmodError(f"{model_name}: sampling needs a fast tokenizer (tokenizer.json) for character offsets")
+    if max_tokens is not None and max_tokens < 1:
+        raise TransmodError(f"--max-tokens must be positive, got {max_tokens}")
+    shape = model_shape(model.config, model_name)
+    arch = shape.arch
+    spaces = spaces_for(peft, lora_outputs)
+    columns = [f"{s}{l}" for s in spaces for l in range(shape.num_layers)]
+    schema = pa.schema(
+        [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), ("end", pa.int32()), ("token", pa.string())]
+        + [(c, pa.list_(pa.float32(), shape.hidden_size)) for c in columns]
+    )
+    model.eval()
+    written = 0
+    with pq.ParquetWriter(out, schema) as writer, capture(model, arch, peft, spaces) as store, torch.inference_mode():
+        for first in range(0, len(examples), batch_size):
+            batch = examples[first : first + batch_size]
+            enc = tokenizer(
+                [ex[0] for ex in batch],
+                [ex[1] if len(ex) > 1 else "" for ex in batch] if any(len(ex) > 1 for ex in batch) else None,
+                padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                return_offsets_mapping=True, return_special_tokens_mask=True,
+            )
+            offsets = enc.pop("offset_mapping")
+            keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()
+            model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+            rows, pos = keep.nonzero(as_tuple=True)
+            if max_tokens is not None:
+                rows, pos = rows[: max_tokens - written], pos[: max_tokens - written]
+            if len(rows) == 0:
+                continue
+            seq = torch.tensor([[s if s is not None else -1 for s in enc.sequence_ids(i)] for i in range(len(batch))])
+            ids = enc["input_ids"][rows, pos].tolist()
+            data = {
+                "sent": pa.array((rows + first).numpy().astype(np.int32)),
+                "seq": pa.array(seq[rows, pos].numpy().astype(np.int8)),
+                "start": pa.array(offsets[rows, pos, 0].numpy().astype(np.int32)),
+                "end": pa.array(offsets[rows, pos, 1].numpy().astype(np.int32)),
+                "token": pa.array(tokenizer.convert_ids_to_tokens(ids)),
+            }
+            for c in columns:
+                values = store[c][rows, pos].float().numpy().reshape(-1)
+                data[c] = pa.FixedSizeListArray.from_arrays(pa.array(values), shape.hidden_size)
+            writer.write_table(pa.table(data, schema=schema))
+            written += len(rows)
+            if max_tokens is not None and written >= max_tokens:
+                break
+        meta = {
+            "model": model_name, "model_type": shape.model_type, "hook": peft, "spaces": list(spaces),
+            "num_layers": shape.num_layers, "layers": list(range(shape.num_layers)),
+            "hidden_size": shape.hidden_size, "num_tokens": written,
+        }
+        writer.add_key_value_metadata({META_KEY: json.dumps(meta).encode()})
+    return written
+
+
+def sample_model(
+    model_name: str,
+    examples: Sequence[Example],
+    out: str | Path,
+    *,
+    peft: str,
+    max_tokens: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 128,
+    lora_outputs: bool = False,
+) -> int:
+    """Load a hub id or local folder (no remote code) and sample it; see `sample_hidden_states`."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name, use_fast=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModel.from_pretrained(model_name, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise TransmodError(f"cannot load model {model_name!r}: {str(exc).splitlines()[0]}") from None
+    return sample_hidden_states(
+        model, tokenizer, examples, out, model_name=model_name, peft=peft, max_tokens=max_tokens,
+        batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs,
+    )

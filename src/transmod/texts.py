@@ -1,0 +1,44 @@
+"""Text inputs for sampling: a plain text file or a parquet file in a task's hub schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transmod.errors import TransmodError
+
+# Text columns of each task's schema (DESIGN.md section 6), in the order a model reads them.
+TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "ner": ("tokens",),
+    "pi": ("sentence1", "sentence2"),
+    "nli": ("premise", "hypothesis"),
+}
+
+Example = tuple[str, ...]  # one sentence, or a sentence pair
+
+
+def read_texts(path: str | Path) -> list[Example]:
+    """Sentences (or sentence pairs) from a .txt/.tsv file (tab separates a pair) or a task parquet."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransmodError(f"{path}: no such sample data file; give a text file or a parquet file")
+    if path.suffix == ".parquet":
+        examples = _read_parquet(path)
+    else:
+        with open(path, encoding="utf-8") as handle:
+            examples = [tuple(line.rstrip("\n").split("\t")) for line in handle if line.strip()]
+    if not examples:
+        raise TransmodError(f"{path}: the sample data file holds no text; give at least one sentence")
+    return examples
+
+
+def _read_parquet(path: Path) -> list[Example]:
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    for columns in TEXT_COLUMNS.values():
+        if set(columns) <= names:
+            table = pq.read_table(path, columns=list(columns)).to_pydict()
+            rows = zip(*(table[c] for c in columns))
+            return [tuple(" ".join(v) if isinstance(v, list) else str(v) for v in row) for row in rows]
+    wanted = "; ".join(f"{task}: {', '.join(cols)}" for task, cols in TEXT_COLUMNS.items())
+    raise TransmodError(f"{path}: no text columns of a known task schema ({wanted})")

@@ -1,0 +1,243 @@
+"""Prune & align: turn a teacher's module into a student-shaped one (layer mapping + permutation).
+
+Reads and writes modules in the `adapters` library's own folder format (adapter_config.json plus
+weights), with the weights written as safetensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from transmod.architectures import Architecture, ModelShape, architecture
+from transmod.assignment import Assignment
+from transmod.atomic import atomic_path
+from transmod.errors import TransmodError
+from transmod.layermap import layer_map
+
+CONFIG_NAME = "adapter_config.json"
+SAFE_WEIGHTS_NAME = "adapter.safetensors"  # the adapters library's name for safetensors weights
+BIN_WEIGHTS_NAME = "pytorch_adapter.bin"
+LORA_B_ALIGNMENTS = ("study", "output")
+
+# Which axis of each parameter runs along a hidden space, and whether it reads ("in") or writes ("out").
+# Parameters absent here do not touch the hidden size (e.g. the bottleneck bias) and are copied.
+_HIDDEN_AXES: dict[str, tuple[int, str]] = {
+    "adapter_down.0.weight": (1, "in"),
+    "adapter_up.weight": (0, "out"),
+    "adapter_up.bias": (0, "out"),
+    "lora_A": (1, "in"),
+    "lora_B": (0, "out"),
+}
+_PLAIN = {"adapter_down.0.bias"}
+SITES = ("adapter", "query", "value")
+
+
+@dataclass
+class Module:
+    """A module read from disk: its adapters config and weights keyed by (layer, site, parameter)."""
+
+    path: Path
+    config: dict
+    weights: dict[tuple[int, str, str], torch.Tensor]
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or "transferred"
+
+    @property
+    def kind(self) -> str:
+        return "lora" if self.config["config"].get("architecture") == "lora" else "adapter"
+
+    @property
+    def layers(self) -> set[int]:
+        return {layer for layer, _, _ in self.weights}
+
+
+def _site_paths(arch: Architecture) -> dict[str, str]:
+    return {"adapter": f"{arch.adapter_site}", "query": f"{arch.query}.loras", "value": f"{arch.value}.loras"}
+
+
+def _check_supported(config: dict, source: Path) -> None:
+    cfg = config.get("config")
+    if not isinstance(cfg, dict):
+        raise TransmodError(f"{source}/{CONFIG_NAME}: no `config` section; save the module with adapters' save_adapter")
+    if cfg.get("architecture") == "lora":
+        bad = [k for k in ("intermediate_lora", "output_lora", "use_dora", "use_gating") if cfg.get(k)]
+        if not cfg.get("selfattn_lora", True) or not set(cfg.get("attn_matrices", [])) <= {"q", "v"}:
+            bad.append("attn_matrices other than q, v")
+        kind = "LoRA on self-attention query/value"
+    elif "reduction_factor" in cfg:
+        bad = [k for k in ("mh_adapter", "phm_layer", "inv_adapter", "ln_before", "ln_after", "use_gating") if cfg.get(k)]
+        if not cfg.get("output_adapter", True):
+            bad.append("output_adapter false")
+        if isinstance(cfg.get("reduction_factor"), dict):
+            bad.append("per-layer reduction_factor")
+        kind = "bottleneck output adapters (Pfeiffer / SeqBnConfig)"
+    else:
+        raise TransmodError(f"{source}/{CONFIG_NAME}: not a bottleneck adapter or LoRA config; transmod moves those two")
+    if bad:
+        raise TransmodError(f"{source}/{CONFIG_NAME}: unsupported module options {', '.join(bad)}; transmod supports {kind}")
+
+
+def read_module(path: str | Path, teacher: ModelShape) -> Module:
+    """Read a module folder saved by `adapters` (safetensors, or .bin with weights_only=True)."""
+    path = Path(path)
+    config_file = path / CONFIG_NAME
+    if not config_file.is_file():
+        raise TransmodError(f"{path}: no {CONFIG_NAME}; give a folder written by adapters' save_adapter")
+    config = json.loads(config_file.read_text())
+    _check_supported(config, path)
+    if (path / SAFE_WEIGHTS_NAME).is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(path / SAFE_WEIGHTS_NAME))
+    elif (path / BIN_WEIGHTS_NAME).is_file():
+        try:
+            state = torch.load(path / BIN_WEIGHTS_NAME, map_location="cpu", weights_only=True)
+        except Exception as exc:  # weights_only refuses anything but plain tensors
+            raise TransmodError(f"{path / BIN_WEIGHTS_NAME}: unreadable with weights_only=True ({exc})") from None
+    else:
+        raise TransmodError(f"{path}: no weights ({SAFE_WEIGHTS_NAME} or {BIN_WEIGHTS_NAME}); save the module with its weights")
+    arch = teacher.arch
+    if config.get("model_type") and architecture(config["model_type"], str(config_file)) != arch:
+        raise TransmodError(
+            f"{config_file}: the module was saved for a {config['model_type']} model, but the teacher "
+            f"{teacher.name} is {teacher.model_type}; give the teacher the module was trained on"
+        )
+    pattern = re.compile(
+        rf"(?:^|\.){re.escape(arch.layers_path)}\.(\d+)\.("
+        + "|".join(re.escape(p) for p in _site_paths(arch).values())
+        + r")\.[^.]+\.(.+)$"
+    )
+    site_of = {p: s for s, p in _site_paths(arch).items()}
+    weights: dict[tuple[int, str, str], torch.Tensor] = {}
+    for key, tensor in state.items():
+        match = pattern.search(key)
+        if match is None or (match.group(3) not in _HIDDEN_AXES and match.group(3) not in _PLAIN):
+            raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} module; transmod cannot map it")
+        weights[(int(match.group(1)), site_of[match.group(2)], match.group(3))] = tensor
+    if not weights:
+        raise TransmodError(f"{path}: the weights file holds no module weights")
+    missing = sorted(l for l in {l for l, _, _ in weights} if l >= teacher.num_layers)
+    if missing:
+        raise TransmodError(
+            f"{path}: the module has layers {missing} but the teacher {teacher.name} has only "
+            f"{teacher.num_layers} layers; give the teacher the module was trained on"
+        )
+    module = Module(path, config, weights)
+    width = {t.shape[axis] for (_, _, p), t in weights.items() if p in _HIDDEN_AXES for axis in [_HIDDEN_AXES[p][0]]}
+    if width != {teacher.hidden_size}:
+        raise TransmodError(
+            f"{path}: module weights are {sorted(width)} wide but the teacher {teacher.name} has hidden size "
+            f"{teacher.hidden_size}; give the teacher the module was trained on"
+        )
+    return module
+
+
+def _space(site: str, direction: str, lora_b: str) -> str:
+    if direction == "in" or site == "adapter" or lora_b == "study":
+        return "h"
+    return "q" if site == "query" else "v"
+
+
+def transfer_weights(
+    module: Module,
+    teacher: ModelShape,
+    student: ModelShape,
+    mapping: str,
+    assignment: Assignment | None = None,
+    lora_b: str = "study",
+) -> dict[tuple[int, str, str], torch.Tensor]:
+    """Map layers (SKIP copies, AVG averages a group) and prune/permute every hidden-size axis.
+
+    With no assignment the widths must agree and the permutation is the identity.
+    """
+    if lora_b not in LORA_B_ALIGNMENTS:
+        raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
+    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    if assignment is None and teacher.hidden_size != student.hidden_size:
+        raise TransmodError(
+            f"{teacher.name} ({teacher.hidden_size} dims) and {student.name} ({student.hidden_size} dims) differ in "
+            "width: give --samples (to align on the way) or --assignment"
+        )
+    params = sorted({(site, param) for _, site, param in module.weights})
+    out: dict[tuple[int, str, str], torch.Tensor] = {}
+    for l, group in enumerate(groups):
+        present = [t for t in group if t in module.layers]
+        for site, param in params:
+            tensors = [module.weights[(t, site, param)] for t in present if (t, site, param) in module.weights]
+            if not tensors:
+                continue
+            tensor = tensors[0].clone() if len(tensors) == 1 else torch.stack(tensors).mean(0)
+            if param in _HIDDEN_AXES and assignment is not None:
+                axis, direction = _HIDDEN_AXES[param]
+                space = _space(site, direction, lora_b)
+                sigma = assignment.sigma(l, space)
+                if sigma is None:
+                    raise TransmodError(
+                        f"the assignment has no {space!r} space for student layer {l}; "
+                        + ("sample with --lora-outputs for --lora-b output" if space != "h" else "recompute it")
+                    )
+                tensor = tensor.index_select(axis, torch.as_tensor(sigma))
+            out[(l, site, param)] = tensor.contiguous()
+    return out
+
+
+def student_config(module: Module, teacher: ModelShape, student: ModelShape, kept_layers: set[int], provenance: dict) -> dict:
+    """The module's config rewritten for the student: same bottleneck or rank, the student's names."""
+    config = copy.deepcopy(module.config)
+    cfg = config["config"]
+    if module.kind == "adapter":
+        bottleneck = int(teacher.hidden_size // cfg["reduction_factor"])
+        factor = student.hidden_size / bottleneck
+        if int(student.hidden_size // factor) != bottleneck:
+            factor = student.hidden_size / (bottleneck + 0.5)  # floor(hidden / factor) == bottleneck exactly
+        cfg["reduction_factor"] = int(factor) if float(factor).is_integer() else factor
+    cfg["leave_out"] = sorted(set(range(student.num_layers)) - kept_layers)
+    config.update(
+        hidden_size=student.hidden_size, model_type=student.model_type, model_class=student.model_class,
+        model_name=student.name, transmod=provenance,
+    )
+    return config
+
+
+def save_module(
+    weights: dict[tuple[int, str, str], torch.Tensor], config: dict, student: ModelShape, out: str | Path
+) -> None:
+    """Write the module in the adapters library's layout for the student (keys as its base model names them)."""
+    from safetensors.torch import save_file
+
+    arch = student.arch
+    paths = _site_paths(arch)
+    name = config.get("name") or "transferred"
+    state = {f"{arch.layers_path}.{l}.{paths[site]}.{name}.{param}": t for (l, site, param), t in weights.items()}
+    with atomic_path(out, is_dir=True) as tmp:
+        save_file(state, str(tmp / SAFE_WEIGHTS_NAME))
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def transfer_module(
+    module_dir: str | Path,
+    teacher: ModelShape,
+    student: ModelShape,
+    mapping: str,
+    out: str | Path,
+    assignment: Assignment | None = None,
+    lora_b: str = "study",
+) -> Module:
+    """Read, transfer and save a module; returns the teacher module that was read."""
+    module = read_module(module_dir, teacher)
+    if assignment is not None:
+        assignment.check_models(teacher, student, mapping, "the assignment")
+    weights = transfer_weights(module, teacher, student, mapping, assignment, lora_b)
+    provenance = {"teacher": teacher.name, "student": student.name, "mapping": mapping,
+                  "aligned": assignment is not None, "lora_b": lora_b if module.kind == "lora" else None}
+    config = student_config(module, teacher, student, {l for l, _, _ in weights}, provenance)
+    save_module(weights, config, student, out)
+    return module
