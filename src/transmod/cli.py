@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", required=True, choices=MAPPINGS)
     p.add_argument("--out", required=True, help="output correlation file (safetensors)")
     p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
+    p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
+    p.add_argument("--student-model", help="check the student samples against this model's shape")
 
     p = command("assign", "Linear sum assignment per layer: a teacher dim for each student dim.")
     p.add_argument("--correlation", required=True, help="correlation file from `transmod correlate`")
@@ -97,7 +99,13 @@ def _correlate(args: argparse.Namespace) -> None:
     from transmod.correlation import correlate_samples
     from transmod.samplefile import SampleFile
 
-    corr = correlate_samples(SampleFile.open(args.teacher), SampleFile.open(args.student), args.mapping, args.batch_size)
+    from transmod.architectures import load_model_shape
+
+    teacher, student = SampleFile.open(args.teacher), SampleFile.open(args.student)
+    for sample, model in ((teacher, args.teacher_model), (student, args.student_model)):
+        if model:
+            sample.check_model(load_model_shape(model))
+    corr = correlate_samples(teacher, student, args.mapping, args.batch_size)
     with atomic_path(args.out) as tmp:
         corr.save(tmp)
     print(f"correlated {len(corr.layers)} layer pairs over {corr.num_tokens} tokens into {args.out}")
@@ -137,7 +145,8 @@ def _transfer(args: argparse.Namespace) -> None:
 def _assignment_from_samples(args: argparse.Namespace, peft: str):
     from transmod.assignment import assign_correlation
     from transmod.correlation import correlate_samples
-    from transmod.samplefile import SampleFile, sample_model
+    from transmod.samplefile import SampleFile
+    from transmod.sampling import sample_model
     from transmod.texts import read_texts
 
     examples = read_texts(args.samples)

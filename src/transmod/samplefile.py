@@ -42,7 +42,7 @@ class SampleFile:
             pfile = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise TransmodError(f"{path}: not a readable parquet file ({exc})") from None
-        raw = (pfile.schema_arrow.metadata or {}).get(META_KEY)
+        raw = (pfile.metadata.metadata or {}).get(META_KEY)
         if raw is None:
             raise TransmodError(f"{path}: not a transmod sample file (no `transmod` metadata); write it with `transmod sample`")
         meta = json.loads(raw)

@@ -5,6 +5,7 @@ The file layout is described in `transmod.samplefile`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from collections.abc import Sequence
@@ -88,6 +89,7 @@ def sample_hidden_states(
         + [(c, pa.list_(pa.float32(), shape.hidden_size)) for c in columns]
     )
     model.eval()
+    accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
     written = 0
     with pq.ParquetWriter(out, schema) as writer, capture(model, arch, peft, spaces) as store, torch.inference_mode():
         for first in range(0, len(examples), batch_size):
@@ -100,7 +102,7 @@ def sample_hidden_states(
             )
             offsets = enc.pop("offset_mapping")
             keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()
-            model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+            model(**{k: v for k, v in enc.items() if k in accepted})
             rows, pos = keep.nonzero(as_tuple=True)
             if max_tokens is not None:
                 rows, pos = rows[: max_tokens - written], pos[: max_tokens - written]

@@ -1,0 +1,409 @@
+"""Benchmark: correlate + assign on XLM-R large -> base shapes, against the study's per-dimension method.
+
+Prints figures; it is not a test. Run from the repository root with the project's venv:
+
+    python benchmarks/bench_correlate.py            # full run (50k and 200k tokens, several minutes)
+    python benchmarks/bench_correlate.py --quick    # smoke run (< 1 minute, small token counts)
+
+What it does, on one set of synthetic activations written as real sample parquet files
+(teacher: 24 layers x 1024 dims, student: 12 layers x 768 dims, SKIP mapping):
+
+* fast method = the project's own code path, `correlate_samples(SampleFile.open(teacher),
+  SampleFile.open(student), "skip")` then `assign_correlation(...)`, each measurement in a fresh
+  child process (wall time, peak RSS via getrusage, numpy peak via tracemalloc, Arrow pool peak);
+* reference method = the study's public code approach: per student dimension one
+  `sklearn.feature_selection.r_regression(teacher_matrix, student[:, i])` call against the full
+  teacher matrix (n x 1024), stacked into 768 x 1024, then `linear_sum_assignment(-C)`. It takes
+  minutes per layer pair, so it is timed on a subset of student dimensions of a few layer pairs
+  and scaled linearly to 12 x 768 dimensions (the output says so);
+* agreement: the reference rows that were computed are compared with the fast method's rows, and
+  on a reduced case (the first few thousand tokens of the same data) the full reference matrix of
+  one or more layer pairs is computed and both assignments are compared exactly; both are also
+  compared with the planted (known) assignment of the synthetic data.
+
+Synthetic data: per teacher layer, unit-variance noise plus a shared low-rank part (so teacher
+dims are correlated with each other, as in real models) and a few outlier dims with large mean
+and scale; each student dim i of layer l is a noisy, scaled and shifted copy of teacher dim
+planted[l][i] of teacher layer 2l (planted correlations 0.25 to 0.9). Odd teacher layers are
+never read under SKIP; they are written as zeros (compressed) to keep the files small, which
+does not change what the fast method reads (parquet reads only the requested columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+T_LAYERS, T_HIDDEN = 24, 1024  # XLM-R large
+S_LAYERS, S_HIDDEN = 12, 768  # XLM-R base
+CHUNK = 5000  # tokens generated and written per row group
+RANK = 8  # shared low-rank structure in the teacher
+SEED = 1234
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def skip_teacher_layer(l: int) -> int:
+    return (l * T_LAYERS) // S_LAYERS
+
+
+def planted(seed: int = SEED) -> dict:
+    """The known structure: per student layer, which teacher dim each student dim copies, and how."""
+    rng = np.random.default_rng([seed, 0])
+    out = {"sigma": [], "gain": [], "noise": [], "s_mean": [], "t_mean": [], "t_scale": [], "mix": []}
+    for _ in range(S_LAYERS):
+        out["sigma"].append(rng.permutation(T_HIDDEN)[:S_HIDDEN])
+        r = rng.uniform(0.25, 0.9, S_HIDDEN)  # target planted correlation (before teacher scale effects)
+        out["gain"].append(rng.uniform(0.5, 3.0, S_HIDDEN).astype(np.float32))
+        out["noise"].append(np.sqrt(1.0 / r**2 - 1.0).astype(np.float32))
+        out["s_mean"].append(rng.normal(0.0, 2.0, S_HIDDEN).astype(np.float32))
+        t_mean = rng.normal(0.0, 0.5, T_HIDDEN)
+        t_scale = rng.uniform(0.5, 2.0, T_HIDDEN)
+        outliers = rng.choice(T_HIDDEN, 4, replace=False)  # a few huge dims, as in real transformers
+        t_mean[outliers] = rng.choice([-1, 1], 4) * rng.uniform(20, 60, 4)
+        t_scale[outliers] *= 15
+        out["t_mean"].append(t_mean.astype(np.float32))
+        out["t_scale"].append(t_scale.astype(np.float32))
+        out["mix"].append((rng.normal(0.0, 0.35, (RANK, T_HIDDEN))).astype(np.float32))
+    return out
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Unit-variance, zero-mean uniform noise (Pearson does not care about the distribution; it is
+    6x cheaper to draw than normal noise)."""
+    x = rng.random(shape, dtype=np.float32)
+    x -= 0.5
+    x *= np.float32(np.sqrt(12.0))
+    return x
+
+
+def chunk_data(plant: dict, chunk_index: int, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Teacher states of the SKIP-mapped layers and the student states, for one chunk of tokens.
+
+    Seeded by the chunk index, so the first k chunks are the same for every token count.
+    """
+    rng = np.random.default_rng([SEED, 1, chunk_index])
+    teacher, student = [], []
+    for l in range(S_LAYERS):
+        factors = rng.standard_normal((n, RANK), dtype=np.float32)
+        z = _noise(rng, (n, T_HIDDEN))
+        z += factors @ plant["mix"][l]
+        z *= plant["t_scale"][l]
+        z += plant["t_mean"][l]
+        s = _noise(rng, (n, S_HIDDEN))
+        s *= plant["noise"][l]
+        # The teacher dim's own fluctuation, standardised, drives the student dim.
+        sd = plant["t_scale"][l][plant["sigma"][l]] * np.sqrt(1.0 + (plant["mix"][l] ** 2).sum(0)[plant["sigma"][l]])
+        s += (z[:, plant["sigma"][l]] - plant["t_mean"][l][plant["sigma"][l]]) / sd
+        s *= plant["gain"][l]
+        s += plant["s_mean"][l]
+        teacher.append(z)
+        student.append(s)
+    return teacher, student
+
+
+def _fsl(values: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def write_samples(directory: Path, num_tokens: int, plant: dict) -> tuple[Path, Path, float]:
+    """Write teacher.parquet and student.parquet in the project's sample format, streaming chunks."""
+    directory.mkdir(parents=True, exist_ok=True)
+    t_path, s_path = directory / "teacher.parquet", directory / "student.parquet"
+    key_fields = [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), ("end", pa.int32()), ("token", pa.string())]
+
+    def schema(num_layers: int, hidden: int, model: str, model_type: str) -> pa.Schema:
+        meta = {
+            "model": model, "model_type": model_type, "hook": "adapter", "spaces": ["h"], "num_layers": num_layers,
+            "layers": list(range(num_layers)), "hidden_size": hidden, "num_tokens": num_tokens,
+        }
+        fields = [pa.field(k, t) for k, t in key_fields]
+        fields += [pa.field(f"h{l}", pa.list_(pa.float32(), hidden)) for l in range(num_layers)]
+        return pa.schema(fields, metadata={b"transmod": json.dumps(meta).encode()})
+
+    t_schema = schema(T_LAYERS, T_HIDDEN, "synthetic/xlm-roberta-large", "xlm-roberta")
+    s_schema = schema(S_LAYERS, S_HIDDEN, "synthetic/xlm-roberta-base", "xlm-roberta")
+    # Activations are incompressible noise: store them plain (as fast to read as it gets); the zero
+    # odd teacher layers (never read under SKIP) compress to almost nothing.
+    used = {skip_teacher_layer(l) for l in range(S_LAYERS)}
+    t_compression = {name: "none" for name in t_schema.names}
+    t_compression.update({f"h{l}": "zstd" for l in range(T_LAYERS) if l not in used})
+    started = time.perf_counter()
+    with pq.ParquetWriter(t_path, t_schema, compression=t_compression, use_dictionary=False) as tw, pq.ParquetWriter(
+        s_path, s_schema, compression="none", use_dictionary=False
+    ) as sw:
+        for c, first in enumerate(range(0, num_tokens, CHUNK)):
+            n = min(CHUNK, num_tokens - first)
+            teacher, student = chunk_data(plant, c, n)
+            keys = {
+                "sent": pa.array(np.arange(first, first + n, dtype=np.int32)),
+                "seq": pa.array(np.zeros(n, np.int8)),
+                "start": pa.array(np.zeros(n, np.int32)),
+                "end": pa.array(np.ones(n, np.int32)),
+                "token": pa.array(["x"] * n, pa.string()),
+            }
+            zeros = _fsl(np.zeros((n, T_HIDDEN), np.float32))
+            t_cols = dict(keys)
+            for l in range(T_LAYERS):
+                t_cols[f"h{l}"] = _fsl(teacher[l // 2]) if l in used else zeros
+            s_cols = dict(keys)
+            for l in range(S_LAYERS):
+                s_cols[f"h{l}"] = _fsl(student[l])
+            tw.write_table(pa.table(t_cols, schema=t_schema))
+            sw.write_table(pa.table(s_cols, schema=s_schema))
+    return t_path, s_path, time.perf_counter() - started
+
+
+def read_layer(path: Path, layer: int, rows: int | None = None) -> np.ndarray:
+    """One layer column as an (n x hidden) float32 matrix (for the reference method)."""
+    table = pq.read_table(path, columns=[f"h{layer}"])
+    if rows is not None:
+        table = table.slice(0, rows)
+    col = table.column(0).combine_chunks()
+    return col.flatten().to_numpy().reshape(len(col), -1)
+
+
+# --------------------------------------------------------------------------- the two methods
+
+
+def run_fast(t_path: Path, s_path: Path, track_numpy: bool) -> dict:
+    """The project's code path; returns times, memory and the result (call in a fresh process)."""
+    import tracemalloc
+
+    from transmod.assignment import assign_correlation
+    from transmod.correlation import correlate_samples
+    from transmod.samplefile import SampleFile
+
+    pool = pa.default_memory_pool()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if track_numpy:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    corr = correlate_samples(SampleFile.open(t_path), SampleFile.open(s_path), "skip")
+    t1 = time.perf_counter()
+    assignment = assign_correlation(corr)
+    t2 = time.perf_counter()
+    numpy_peak = tracemalloc.get_traced_memory()[1] if track_numpy else None
+    if track_numpy:
+        tracemalloc.stop()
+    return {
+        "correlate_s": t1 - t0, "assign_s": t2 - t1, "total_s": t2 - t0, "num_tokens": corr.num_tokens,
+        "rss_before": rss_before, "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "numpy_peak": numpy_peak, "arrow_peak": pool.max_memory(), "arrow_backend": pool.backend_name,
+        "corr": corr, "assignment": assignment,
+    }
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Child-process entry: run the fast method once, save figures, sigmas and requested r rows."""
+    res = run_fast(Path(args.child_teacher), Path(args.child_student), track_numpy=args.child_tracemalloc)
+    corr, assignment = res.pop("corr"), res.pop("assignment")
+    out = Path(args.child_out)
+    out.with_suffix(".json").write_text(json.dumps(res))
+    rows = json.loads(args.child_rows)  # {student layer: [dims]}
+    arrays = {f"sigma{la.student_layer}": np.asarray(la.sigma) for la in assignment.layers}
+    arrays.update({f"r{lc.student_layer}": lc.r[rows[str(lc.student_layer)]] for lc in corr.layers if str(lc.student_layer) in rows})
+    np.savez(out.with_suffix(".npz"), **arrays)
+
+
+def fast_in_child(t_path: Path, s_path: Path, workdir: Path, tag: str, rows: dict, tracemalloc_on: bool) -> tuple[dict, dict]:
+    out = workdir / f"fast_{tag}"
+    cmd = [
+        sys.executable, os.path.abspath(__file__), "--child-teacher", str(t_path), "--child-student", str(s_path),
+        "--child-out", str(out), "--child-rows", json.dumps({str(k): v for k, v in rows.items()}),
+    ]
+    if tracemalloc_on:
+        cmd.append("--child-tracemalloc")
+    subprocess.run(cmd, check=True)
+    figures = json.loads(out.with_suffix(".json").read_text())
+    with np.load(out.with_suffix(".npz")) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return figures, arrays
+
+
+def reference_rows(teacher: np.ndarray, student: np.ndarray, dims) -> tuple[np.ndarray, list[float]]:
+    """The study's method: one r_regression call per student dim against the full teacher matrix."""
+    from sklearn.feature_selection import r_regression
+
+    rows, times = [], []
+    for i in dims:
+        t0 = time.perf_counter()
+        rows.append(r_regression(teacher, student[:, i]))
+        times.append(time.perf_counter() - t0)
+    return np.stack(rows), times
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB"
+
+
+def mib(b: float | None) -> str:
+    return "n/a" if b is None else f"{b / 2**20:.0f} MiB"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=50_000, help="tokens of the speed comparison (default 50000)")
+    p.add_argument("--big-tokens", type=int, default=200_000, help="second token count for peak memory (default 200000)")
+    p.add_argument("--ref-dims", type=int, default=16, help="student dims per layer timed with the reference (default 16)")
+    p.add_argument("--ref-layers", default="0,11", help="student layers timed with the reference (default 0,11)")
+    p.add_argument("--check-tokens", type=int, default=5000, help="tokens of the full-reference assignment check (default 5000)")
+    p.add_argument("--check-layers", default="11", help="student layers given a full reference matrix in the check (default 11)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 10k/20k tokens, 4 ref dims, 2k-token check")
+    p.add_argument("--workdir", help="directory for the temporary sample files (default: a new temp dir, removed after)")
+    p.add_argument("--child-teacher", help=argparse.SUPPRESS)
+    p.add_argument("--child-student", help=argparse.SUPPRESS)
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--child-rows", default="{}", help=argparse.SUPPRESS)
+    p.add_argument("--child-tracemalloc", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child_out:
+        _child(args)
+        return
+    if args.quick:
+        args.tokens, args.big_tokens, args.ref_dims, args.check_tokens = 10_000, 20_000, 4, 2000
+    ref_layers = [int(x) for x in args.ref_layers.split(",")]
+    check_layers = [int(x) for x in args.check_layers.split(",")]
+
+    started = time.perf_counter()
+    base = Path(tempfile.mkdtemp(prefix="bench_correlate_", dir=args.workdir))
+    try:
+        report(args, base, ref_layers, check_layers)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s (temporary files removed)")
+
+
+def report(args: argparse.Namespace, base: Path, ref_layers: list[int], check_layers: list[int]) -> None:
+    import scipy
+    import sklearn
+    from scipy.optimize import linear_sum_assignment
+
+    from transmod.assignment import assign_correlation
+    from transmod.correlation import correlate_samples
+    from transmod.samplefile import SampleFile
+
+    print("== transmod correlate + assign benchmark (XLM-R large -> base shapes, SKIP) ==")
+    print(f"teacher {T_LAYERS} layers x {T_HIDDEN} dims, student {S_LAYERS} layers x {S_HIDDEN} dims, "
+          f"student layer l <- teacher layer 2l")
+    print(f"cpus {os.cpu_count()}, numpy {np.__version__}, scipy {scipy.__version__}, sklearn {sklearn.__version__}, "
+          f"pyarrow {pa.__version__}")
+    print("synthetic activations: each student dim a noisy scaled copy of one teacher dim (planted assignment, "
+          "r 0.25..0.9), teacher with shared low-rank structure and outlier dims (|mean| up to 60)")
+    plant = planted()
+    rng = np.random.default_rng([SEED, 2])
+    ref_dims = {l: np.sort(rng.choice(S_HIDDEN, args.ref_dims, replace=False)).tolist() for l in ref_layers}
+
+    # ---- files at the main token count
+    main_dir = base / f"n{args.tokens}"
+    t_path, s_path, wt = write_samples(main_dir, args.tokens, plant)
+    size = t_path.stat().st_size + s_path.stat().st_size
+    print(f"\nwrote {args.tokens} tokens of sample parquet ({gib(size)}) in {wt:.0f} s")
+
+    # ---- fast method at the main token count (fresh process; the timing run has no tracemalloc)
+    print("\n-- fast method: transmod.correlation.correlate_samples + transmod.assignment.assign_correlation --")
+    fast, fast_arrays = fast_in_child(t_path, s_path, base, "main", ref_dims, tracemalloc_on=False)
+    print(f"{args.tokens} tokens: correlate {fast['correlate_s']:.1f} s + assign {fast['assign_s']:.1f} s "
+          f"= {fast['total_s']:.1f} s (12 layer pairs, parquet read included, fresh process)")
+
+    # ---- reference method on a subset of dims, scaled linearly
+    print("\n-- reference method: one sklearn r_regression(teacher n x 1024, student[:, i]) call per student dim --")
+    ref_times, ref_diff = [], 0.0
+    for l in ref_layers:
+        teacher = read_layer(t_path, skip_teacher_layer(l))
+        student = read_layer(s_path, l)
+        reference_rows(teacher, student, [0])  # warm-up call, not timed
+        rows, times = reference_rows(teacher, student, ref_dims[l])
+        ref_times += times
+        ref_diff = max(ref_diff, float(np.abs(rows - fast_arrays[f"r{l}"]).max()))
+        del teacher, student
+    per_dim = float(np.mean(ref_times))
+    lsa_s = fast["assign_s"]  # the same linear_sum_assignment calls in both methods
+    ref_total = per_dim * S_HIDDEN * S_LAYERS + lsa_s
+    print(f"timed {len(ref_times)} r_regression calls ({args.ref_dims} student dims x student layers {ref_layers}) "
+          f"on the same {args.tokens}-token data (loaded in memory first; loading not counted): "
+          f"{per_dim:.3f} s per dim (min {min(ref_times):.3f}, max {max(ref_times):.3f})")
+    print(f"EXTRAPOLATED linearly to {S_LAYERS} x {S_HIDDEN} = {S_LAYERS * S_HIDDEN} calls: "
+          f"{per_dim * S_HIDDEN * S_LAYERS:.0f} s  (= {per_dim * S_HIDDEN / 60:.1f} min per layer pair), "
+          f"+ {lsa_s:.1f} s of linear_sum_assignment (same as the fast method's) = {ref_total:.0f} s")
+    speedup = ref_total / fast["total_s"]
+    print(f"SPEEDUP (extrapolated reference / measured fast) at {args.tokens} tokens: {speedup:.0f}x  "
+          f"-> {'meets' if speedup >= 200 else 'DOES NOT meet'} the >= 200x target")
+    print(f"reference rows vs fast rows (the {len(ref_times)} rows computed above): max |r diff| = {ref_diff:.2e} "
+          f"({'<=' if ref_diff <= 1e-6 else '>'} 1e-6)")
+
+    # ---- assignments vs planted, at the main token count
+    print("\n-- assignment --")
+    match = [int((fast_arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS)]
+    print(f"fast assignment at {args.tokens} tokens vs planted: {sum(match)}/{S_LAYERS * S_HIDDEN} dims match "
+          f"(per layer: {', '.join(map(str, match))})")
+
+    # ---- reduced full check: full reference matrix of some layer pairs, first check_tokens tokens
+    check_dir = base / f"n{args.check_tokens}"
+    ct_path, cs_path, _ = write_samples(check_dir, args.check_tokens, plant)
+    corr = correlate_samples(SampleFile.open(ct_path), SampleFile.open(cs_path), "skip")
+    small = assign_correlation(corr)
+    for l in check_layers:
+        teacher = read_layer(ct_path, skip_teacher_layer(l))
+        student = read_layer(cs_path, l)
+        t0 = time.perf_counter()
+        c_ref, _ = reference_rows(teacher, student, range(S_HIDDEN))
+        rows, cols = linear_sum_assignment(-c_ref)
+        sigma_ref = np.empty(S_HIDDEN, np.int64)
+        sigma_ref[rows] = cols
+        ref_s = time.perf_counter() - t0
+        sigma_fast = small.sigma(l)
+        diff = float(np.abs(c_ref - corr.layers[l].r).max())
+        same = int((sigma_fast == sigma_ref).sum())
+        print(f"full check, first {args.check_tokens} tokens (same data), student layer {l} <- teacher layer "
+              f"{skip_teacher_layer(l)}: full {S_HIDDEN} x {T_HIDDEN} reference matrix ({ref_s:.0f} s) vs fast: "
+              f"max |r diff| = {diff:.2e}; assignments identical on {same}/{S_HIDDEN} dims "
+              f"({'SAME ASSIGNMENT' if same == S_HIDDEN else 'DIFFERENT'}); "
+              f"vs planted: fast {int((sigma_fast == plant['sigma'][l]).sum())}/{S_HIDDEN}, "
+              f"reference {int((sigma_ref == plant['sigma'][l]).sum())}/{S_HIDDEN}")
+    shutil.rmtree(check_dir, ignore_errors=True)
+
+    # ---- peak memory at the two token counts (fresh processes, tracemalloc on for numpy's share)
+    print("\n-- peak memory of the fast method (fresh process each; RSS = getrusage ru_maxrss) --")
+    mem = {}
+    for n in (args.tokens, args.big_tokens):
+        if n == args.tokens:
+            tp, sp = t_path, s_path
+        else:
+            shutil.rmtree(main_dir, ignore_errors=True)
+            tp, sp, wt = write_samples(base / f"n{n}", n, plant)
+            print(f"wrote {n} tokens of sample parquet ({gib(tp.stat().st_size + sp.stat().st_size)}) in {wt:.0f} s")
+        figures, arrays = fast_in_child(tp, sp, base, f"mem{n}", {}, tracemalloc_on=True)
+        mem[n] = figures
+        match = sum(int((arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS))
+        print(f"{n:>7} tokens: peak RSS {mib(figures['rss_peak'])} (after imports {mib(figures['rss_before'])}), "
+              f"numpy peak (tracemalloc) {mib(figures['numpy_peak'])}, Arrow pool peak "
+              f"({figures['arrow_backend']}) {mib(figures['arrow_peak'])}; time {figures['total_s']:.1f} s "
+              f"(with tracemalloc); vs planted {match}/{S_LAYERS * S_HIDDEN}")
+    a, b = mem[args.tokens], mem[args.big_tokens]
+    print(f"peak RSS ratio {args.big_tokens}/{args.tokens} tokens: {b['rss_peak'] / a['rss_peak']:.3f} "
+          f"(tokens x{args.big_tokens / args.tokens:.0f}); numpy peak ratio {b['numpy_peak'] / a['numpy_peak']:.3f}; "
+          f"Arrow peak ratio {b['arrow_peak'] / a['arrow_peak']:.3f}")
+    print(f"input data held by the files: {gib(args.tokens * (T_LAYERS // 2 * T_HIDDEN + S_LAYERS * S_HIDDEN) * 4)} "
+          f"at {args.tokens} tokens, {gib(args.big_tokens * (T_LAYERS // 2 * T_HIDDEN + S_LAYERS * S_HIDDEN) * 4)} "
+          f"at {args.big_tokens} (SKIP-read layers only)")
+
+
+if __name__ == "__main__":
+    main()

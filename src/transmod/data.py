@@ -1,0 +1,167 @@
+"""Task datasets, by hub id or from a local folder, through one call to `datasets.load_dataset`.
+
+A local copy is a folder laid out like a hub dataset repo: parquet files plus a README.md whose
+YAML front matter declares `configs:` (config_name, data_files). That is the hub's own mechanism,
+so `load_dataset(source, name=config, split=split)` reads a hub id and a local copy the same way,
+and offline runs (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1) need nothing but the folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transmod.errors import TransmodError
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task's hub dataset: where it lives, how its configs/splits are named, its schema."""
+
+    name: str
+    hub_id: str
+    labels: tuple[str, ...]  # label names; the stored label is the index
+    languages: tuple[str, ...]  # languages the hub dataset has
+    text_columns: tuple[str, ...]
+    label_column: str
+    lang_in_split: bool  # True: one config, language in the split name (wikineural)
+    split_names: Mapping[str, str]  # our split -> the dataset's split (before the language suffix)
+
+    def config_and_split(self, lang: str, split: str) -> tuple[str | None, str]:
+        """`load_dataset` name/split for one language and split (None: the dataset's default config)."""
+        if split not in SPLITS:
+            raise TransmodError(f"split {split!r}: unknown; use one of {', '.join(SPLITS)}")
+        name = self.split_names[split]
+        if self.lang_in_split:
+            return None, f"{name}_{lang}"
+        return lang, name
+
+    def features(self) -> Any:
+        """The hub schema as `datasets.Features` (labels as ClassLabel, like the hub)."""
+        import datasets
+
+        label = datasets.ClassLabel(names=list(self.labels))
+        if self.name == "ner":
+            return datasets.Features({
+                "tokens": datasets.Sequence(datasets.Value("string")),
+                "ner_tags": datasets.Sequence(label),
+                "lang": datasets.Value("string"),
+            })
+        columns: dict[str, Any] = {"id": datasets.Value("int32")} if self.name == "pi" else {}
+        columns.update({c: datasets.Value("string") for c in self.text_columns})
+        columns[self.label_column] = label
+        return datasets.Features(columns)
+
+
+NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+
+TASKS: dict[str, Task] = {
+    "ner": Task(
+        name="ner",
+        hub_id="Babelscape/wikineural",
+        labels=NER_LABELS,
+        languages=("de", "en", "es", "fr", "it", "nl", "pl", "pt", "ru"),
+        text_columns=("tokens",),
+        label_column="ner_tags",
+        lang_in_split=True,
+        split_names={"train": "train", "validation": "val", "test": "test"},
+    ),
+    "pi": Task(
+        name="pi",
+        hub_id="google-research-datasets/paws-x",
+        labels=("0", "1"),  # 1: paraphrase
+        languages=("de", "en", "es", "fr", "ja", "ko", "zh"),
+        text_columns=("sentence1", "sentence2"),
+        label_column="label",
+        lang_in_split=False,
+        split_names={s: s for s in SPLITS},
+    ),
+    "nli": Task(
+        name="nli",
+        hub_id="facebook/xnli",
+        labels=("entailment", "neutral", "contradiction"),
+        languages=("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"),
+        text_columns=("premise", "hypothesis"),
+        label_column="label",
+        lang_in_split=False,
+        split_names={s: s for s in SPLITS},
+    ),
+}
+
+
+def get_task(task: str) -> Task:
+    """The task's description, or a TransmodError listing the known tasks."""
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise TransmodError(f"task {task!r}: unknown; use one of {', '.join(TASKS)}") from None
+
+
+def _looks_local(source: str) -> bool:
+    """A path the user meant as a folder (hub ids are `owner/name`, never absolute or dotted)."""
+    return Path(source).exists() or source.startswith(("/", "./", "../", "~")) or source.count("/") > 1
+
+
+def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | None = None) -> Any:
+    """One language's split of a task, from a hub id or a local hub-layout folder (same call either way)."""
+    spec = get_task(task)
+    config, split_name = spec.config_and_split(lang, split)
+    what = f"dataset {source!r} (task {task}, language {lang}, split {split})"
+    local = _looks_local(source)
+    if local and not Path(source).expanduser().is_dir():
+        raise TransmodError(f"{what}: no such folder; give a hub id or a folder with a README.md "
+                            f"declaring configs (write one with transmod.data.write_hub_folder)")
+    if not local and source == spec.hub_id and lang not in spec.languages:
+        raise TransmodError(f"{what}: {source} has no language {lang!r}; "
+                            f"use one of {', '.join(spec.languages)}")
+    import datasets
+
+    path = str(Path(source).expanduser()) if local else source
+    try:
+        dataset = datasets.load_dataset(path, name=config, split=split_name, cache_dir=cache_dir)
+    except Exception as exc:  # datasets raises ValueError/FileNotFoundError/ConnectionError/...
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = ("the folder's README.md configs" if local else
+                 "the hub (no local folder of that name exists; offline machines need a local copy)")
+        raise TransmodError(f"{what}: cannot load config {config or 'default'!r}, split {split_name!r} "
+                            f"from {where}: {detail}") from exc
+    missing = [c for c in (*spec.text_columns, spec.label_column) if c not in dataset.column_names]
+    if missing:
+        raise TransmodError(f"{what}: missing column(s) {', '.join(missing)}; "
+                            f"the {task} schema needs {', '.join((*spec.text_columns, spec.label_column))}")
+    return dataset
+
+
+def write_hub_folder(out_dir: str | Path, task: str, rows: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
+                     title: str = "") -> Path:
+    """Write rows keyed by (lang, split) as a hub-layout folder that `load_split` reads like the hub.
+
+    Layout: `<config>/<split>.parquet` per config and split (ner: the single `default` config with
+    `train_xx`/`val_xx`/`test_xx` splits, like wikineural), and a README.md declaring the configs.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = get_task(task)
+    schema = spec.features().arrow_schema  # carries the ClassLabel names in its metadata
+    out_dir = Path(out_dir)
+    configs: dict[str, list[tuple[str, str]]] = {}
+    for (lang, split), split_rows in sorted(rows.items()):
+        config, split_name = spec.config_and_split(lang, split)
+        config = config or "default"
+        relative = f"{config}/{split_name}.parquet"
+        (out_dir / config).mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([dict(r) for r in split_rows], schema=schema)
+        pq.write_table(table, out_dir / relative)
+        configs.setdefault(config, []).append((split_name, relative))
+    lines = ["---", "configs:"]
+    for config, files in configs.items():
+        lines += [f"- config_name: {config}", "  data_files:"]
+        lines += [f"  - split: {split_name}\n    path: {relative}" for split_name, relative in files]
+    lines += ["---", "", f"# {title or f'{task} data in the schema of {spec.hub_id}'}", ""]
+    (out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out_dir

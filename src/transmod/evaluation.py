@@ -1,0 +1,122 @@
+"""Test-set metrics from a predictions file, so evaluation needs no model (DESIGN.md section 5).
+
+NER: entity-level precision/recall/F1 with `seqeval` (default, conlleval-style mode) over the
+label of each word's first sub-token. PI and NLI: accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transmod.atomic import atomic_path
+from transmod.errors import TransmodError
+
+PRIMARY_METRIC = {"ner": "f1", "pi": "accuracy", "nli": "accuracy"}
+
+
+def score_lists(task: str, predictions: Sequence, gold: Sequence) -> dict[str, float]:
+    """Metrics of predictions against gold labels (label-name lists per sentence for ner, class ids otherwise)."""
+    if task not in PRIMARY_METRIC:
+        raise TransmodError(f"unknown task {task!r}: use one of {', '.join(PRIMARY_METRIC)}")
+    if len(predictions) != len(gold):
+        raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold examples")
+    if task == "ner":
+        from seqeval.metrics import f1_score, precision_score, recall_score
+
+        y_true = [list(g) for g in gold]
+        y_pred = [list(p) for p in predictions]
+        return {
+            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+            "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+            "n": len(gold),
+        }
+    correct = sum(int(p) == int(g) for p, g in zip(predictions, gold))
+    return {"accuracy": correct / len(gold) if gold else 0.0, "n": len(gold)}
+
+
+def read_predictions(path: str | Path) -> dict[str, Any]:
+    """Read and check a test_predictions.json written by `transmod.training.train`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TransmodError(f"{path}: no such predictions file; run the training job that writes it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TransmodError(f"{path}: not valid JSON ({exc}); re-run the training job that writes it") from None
+    _check_predictions(data, path)
+    return data
+
+
+def _check_predictions(data: Any, path: Path | str) -> None:
+    fix = "re-run the training job that writes it"
+    if not isinstance(data, dict):
+        raise TransmodError(f"{path}: a predictions file holds a JSON object; {fix}")
+    for key in ("task", "predictions", "gold"):
+        if key not in data:
+            raise TransmodError(f"{path}: missing key {key!r}; {fix}")
+    task, pred, gold = data["task"], data["predictions"], data["gold"]
+    if task not in PRIMARY_METRIC:
+        raise TransmodError(f"{path}: key 'task' is {task!r}, not one of {', '.join(PRIMARY_METRIC)}; {fix}")
+    if not isinstance(pred, list) or not isinstance(gold, list) or len(pred) != len(gold):
+        raise TransmodError(f"{path}: keys 'predictions' and 'gold' must be lists of the same length; {fix}")
+    if not gold:
+        raise TransmodError(f"{path}: key 'gold' is empty (an empty test set); give a non-empty test split")
+    if task == "ner":
+        for i, (p, g) in enumerate(zip(pred, gold)):
+            if (not isinstance(p, list) or not isinstance(g, list) or len(p) != len(g)
+                    or not all(isinstance(t, str) for t in p + g)):
+                raise TransmodError(
+                    f"{path}: sentence {i} of 'predictions'/'gold' must be lists of label names of equal length; {fix}"
+                )
+    else:
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in pred + gold):
+            raise TransmodError(f"{path}: keys 'predictions' and 'gold' must hold integer class ids for {task}; {fix}")
+
+
+def score(task: str, predictions_json: str | Path | dict) -> dict[str, Any]:
+    """Metrics of a predictions file (or its parsed content): f1/precision/recall for ner, accuracy otherwise.
+
+    The result also names the primary metric (`metric`) and repeats its value as `score`, so tables
+    can read every task the same way.
+    """
+    if isinstance(predictions_json, dict):
+        data, source = predictions_json, "the predictions"
+        _check_predictions(data, source)
+    else:
+        data, source = read_predictions(predictions_json), str(predictions_json)
+    if data["task"] != task:
+        raise TransmodError(f"{source}: predictions are for task {data['task']!r}, not {task!r}; pass the matching file")
+    result = score_lists(task, data["predictions"], data["gold"])
+    metric = PRIMARY_METRIC[task]
+    return {"task": task, "metric": metric, "score": result[metric], **result}
+
+
+def write_metrics(pred_path: str | Path, out_path: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
+    """Score a predictions file and write metrics JSON (atomically) with the run's config under `run`."""
+    data = read_predictions(pred_path)
+    metrics = score(data["task"], data)
+    metrics["run"] = _jsonable(run_info)
+    for key in ("best_epoch", "best_val_metric"):
+        if key in data:
+            metrics[key] = data[key]
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _jsonable(value: Any) -> Any:
+    """Run info as plain JSON (paths and tuples become strings and lists; NaN becomes null)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

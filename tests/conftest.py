@@ -1,0 +1,129 @@
+"""Shared fixtures: tiny real models and a tokenizer, built offline from configs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+WORDS = (
+    "the a cat dog sat on mat house red blue green big small runs walks sees eats bird tree river "
+    "city paris berlin anna tom bank company john maria fast slow under over near far old new"
+).split()
+SENTENCES = [
+    " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(4 + i % 6)) for i in range(60)
+]
+
+HIDDEN = 24
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+    )
+
+
+def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int = 2):
+    from transformers import BertConfig, DistilBertConfig, XLMRobertaConfig
+
+    vocab = 5 + len(WORDS)
+    if model_type == "bert":
+        return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                          intermediate_size=40, max_position_embeddings=64)
+    if model_type == "xlm-roberta":
+        return XLMRobertaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                intermediate_size=40, max_position_embeddings=64, pad_token_id=0)
+    if model_type == "distilbert":
+        return DistilBertConfig(vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=40,
+                                max_position_embeddings=64)
+    raise ValueError(model_type)
+
+
+def make_model(model_type: str, layers: int, hidden: int = HIDDEN, seed: int = 0):
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(make_config(model_type, layers, hidden))
+    return model.eval()
+
+
+def save_model(model, path) -> str:
+    model.save_pretrained(path, safe_serialization=True)
+    make_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def randomize_module(model, name: str, seed: int = 1) -> None:
+    """Give a freshly added module non-trivial weights so that it changes the outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, param in model.named_parameters():
+            if f".{name}." in key:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+
+
+def add_module(model, peft: str, name: str = "task", bottleneck: int = 6, seed: int = 1):
+    import adapters
+    from adapters import LoRAConfig, SeqBnConfig
+
+    adapters.init(model)
+    hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
+    if peft == "adapter":
+        model.add_adapter(name, config=SeqBnConfig(reduction_factor=hidden / bottleneck))
+    else:
+        model.add_adapter(name, config=LoRAConfig(r=4, alpha=4))
+    randomize_module(model, name, seed)
+    model.set_active_adapters(name)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "sentences.txt"
+    path.write_text("\n".join(SENTENCES) + "\n")
+    return path
+
+
+def _hidden_axes(name: str) -> tuple[int, ...]:
+    """Axes of a BERT/DistilBERT/XLM-R parameter that run along the residual stream (hidden size)."""
+    if "embeddings" in name and name.endswith("_embeddings.weight"):
+        return (1,)
+    if "LayerNorm" in name or "layer_norm" in name:
+        return (0,)
+    if any(k in name for k in (".query.", ".key.", ".value.", ".q_lin.", ".k_lin.", ".v_lin.", "intermediate.dense", "ffn.lin1")):
+        return (1,) if name.endswith("weight") else ()
+    if any(k in name for k in ("attention.output.dense", "out_lin", ".output.dense", "ffn.lin2")):
+        return (0,)
+    if "pooler.dense" in name:
+        return (0, 1) if name.endswith("weight") else (0,)
+    raise AssertionError(f"unhandled parameter {name}")
+
+
+def permute_hidden(model, perm: torch.Tensor):
+    """The same network with its hidden dimensions permuted: an exact symmetry (h_student = h_teacher[perm])."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            for axis in _hidden_axes(name):
+                param.copy_(param.index_select(axis, perm))
+    return model

@@ -1,0 +1,159 @@
+"""The `transmod` command end to end, and its answer to every kind of bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import SENTENCES, add_module, make_model, save_model
+from transmod.cli import main
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    paths = {
+        "teacher": save_model(make_model("bert", 4, hidden=24), root / "teacher"),
+        "student": save_model(make_model("distilbert", 2, hidden=24), root / "student"),
+        "narrow": save_model(make_model("xlm-roberta", 2, hidden=16), root / "narrow"),
+        "wide": save_model(make_model("xlm-roberta", 4, hidden=24), root / "wide"),
+        "deep": save_model(make_model("bert", 6, hidden=24), root / "deep"),
+        "shallow": save_model(make_model("bert", 2, hidden=24), root / "shallow"),
+    }
+    for name, base in (("module", "teacher"), ("wide_module", "wide")):
+        from transformers import AutoModel
+
+        model = add_module(AutoModel.from_pretrained(paths[base]), "adapter")
+        model.save_adapter(str(root / name), "task", use_safetensors=True)
+        paths[name] = str(root / name)
+    from transformers import GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(n_layer=2, n_embd=24, n_head=2, vocab_size=50)).save_pretrained(root / "gpt2")
+    paths["gpt2"] = str(root / "gpt2")
+    return paths
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_step_by_step_and_one_shot_agree(tmp_path, models, text_file, capsys):
+    for who, model in (("t", models["wide"]), ("s", models["narrow"])):
+        code, out, err = run(capsys, "sample", "--model", model, "--peft", "adapter", "--data", text_file,
+                             "--out", tmp_path / f"{who}.parquet", "--max-tokens", 200)
+        assert code == 0, err
+    assert run(capsys, "correlate", "--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet",
+               "--mapping", "skip", "--out", tmp_path / "c.safetensors", "--teacher-model", models["wide"],
+               "--student-model", models["narrow"])[0] == 0
+    code, out, _ = run(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "a.json")
+    assert code == 0 and "mean matched r" in out
+    common = ["--module", models["wide_module"], "--teacher-model", models["wide"], "--student-model", models["narrow"],
+              "--mapping", "skip"]
+    assert run(capsys, "transfer", *common, "--assignment", tmp_path / "a.json", "--out", tmp_path / "x")[0] == 0
+    assert run(capsys, "transfer", *common, "--samples", text_file, "--max-tokens", 200, "--out", tmp_path / "y")[0] == 0
+    a = (tmp_path / "x" / "adapter.safetensors").read_bytes()
+    assert a == (tmp_path / "y" / "adapter.safetensors").read_bytes()
+    config = json.loads((tmp_path / "x" / "adapter_config.json").read_text())
+    assert config["hidden_size"] == 16 and config["config"]["reduction_factor"] * 6 == pytest.approx(16)
+
+
+def test_help_has_examples():
+    for command in ("sample", "correlate", "assign", "transfer"):
+        done = subprocess.run(["transmod", command, "--help"], capture_output=True, text=True)
+        assert done.returncode == 0 and "examples:" in done.stdout
+
+
+def _bad_module(tmp_path, models, what):
+    folder = tmp_path / what
+    shutil.copytree(models["module"], folder)
+    if what == "no-weights":
+        (folder / "adapter.safetensors").unlink()
+    elif what == "no-config":
+        (folder / "adapter_config.json").unlink()
+    return folder
+
+
+def _samples(tmp_path, models, capsys, model="teacher"):
+    out = tmp_path / f"{model}.parquet"
+    if not out.exists():
+        text = tmp_path / "s.txt"
+        text.write_text("\n".join(SENTENCES[:8]))
+        assert run(capsys, "sample", "--model", models[model], "--peft", "adapter", "--data", text, "--out", out)[0] == 0
+    return out
+
+
+def _poisoned(tmp_path, models, capsys):
+    table = pq.read_table(_samples(tmp_path, models, capsys, "student"))
+    meta = pq.ParquetFile(_samples(tmp_path, models, capsys, "student")).metadata.metadata
+    values = np.stack(table.column("h1").to_numpy(zero_copy_only=False))
+    values[3, 5] = np.nan
+    column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+    table = table.set_column(table.schema.get_field_index("h1"), "h1", column)
+    out = tmp_path / "nan.parquet"
+    with pq.ParquetWriter(out, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata(meta)
+    return out
+
+
+CASES = {
+    "module without weights": lambda t, m, c: ["transfer", "--module", _bad_module(t, m, "no-weights"),
+        "--teacher-model", m["teacher"], "--student-model", m["student"], "--mapping", "skip"],
+    "module without config": lambda t, m, c: ["transfer", "--module", _bad_module(t, m, "no-config"),
+        "--teacher-model", m["teacher"], "--student-model", m["student"], "--mapping", "skip"],
+    "module layers missing in teacher": lambda t, m, c: ["transfer", "--module", m["module"],
+        "--teacher-model", m["shallow"], "--student-model", m["shallow"], "--mapping", "skip"],
+    "student deeper than teacher": lambda t, m, c: ["transfer", "--module", m["module"],
+        "--teacher-model", m["teacher"], "--student-model", m["deep"], "--mapping", "skip"],
+    "different widths, no samples": lambda t, m, c: ["transfer", "--module", m["wide_module"],
+        "--teacher-model", m["wide"], "--student-model", m["narrow"], "--mapping", "skip"],
+    "unsupported architecture": lambda t, m, c: ["transfer", "--module", m["module"],
+        "--teacher-model", m["gpt2"], "--student-model", m["student"], "--mapping", "skip"],
+    "parquet does not match the model": lambda t, m, c: ["correlate", "--teacher", _samples(t, m, c),
+        "--student", _samples(t, m, c), "--teacher-model", m["narrow"], "--mapping", "skip"],
+    "empty sample data": lambda t, m, c: ["sample", "--model", m["teacher"], "--peft", "adapter",
+        "--data", (t / "empty.txt", (t / "empty.txt").write_text("\n"))[0]],
+    "samples with NaN": lambda t, m, c: ["correlate", "--teacher", _samples(t, m, c, "teacher"),
+        "--student", _poisoned(t, m, c), "--mapping", "skip"],
+}
+EXPECTED = {
+    "module without weights": "no weights",
+    "module without config": "no adapter_config.json",
+    "module layers missing in teacher": "has only 2 layers",
+    "student deeper than teacher": "deeper than",
+    "different widths, no samples": "give --samples",
+    "unsupported architecture": "supported model types are bert",
+    "parquet does not match the model": "sample that model",
+    "empty sample data": "holds no text",
+    "samples with NaN": "NaN or inf",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gives_one_line_and_no_output(tmp_path, models, capsys, case):
+    argv = CASES[case](tmp_path, models, capsys)
+    out = tmp_path / "result"
+    code, _, err = run(capsys, *argv, "--out", out)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "error:" in lines[0], err
+    assert EXPECTED[case] in lines[0], lines[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".result")]  # no temp leftovers
+
+
+def test_console_script_exit_code(tmp_path, models):
+    done = subprocess.run(
+        ["transmod", "transfer", "--module", str(tmp_path / "nowhere"), "--teacher-model", models["teacher"],
+         "--student-model", models["student"], "--mapping", "skip", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no adapter_config.json" in done.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,87 @@
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import SENTENCES, add_module, make_model
+from transmod.errors import TransmodError
+from transmod.samplefile import SampleFile
+from transmod.sampling import capture, sample_hidden_states
+from transmod.architectures import architecture
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "xlm-roberta"])
+@pytest.mark.parametrize("peft", ["adapter", "lora"])
+def test_sampled_states_are_the_module_inputs(tmp_path, tokenizer, model_type, peft):
+    model = make_model(model_type, 3)
+    examples = [(s,) for s in SENTENCES[:10]]
+    out = tmp_path / "s.parquet"
+    n = sample_hidden_states(model, tokenizer, examples, out, model_name="tiny", peft=peft, batch_size=4, lora_outputs=True)
+    sample = SampleFile.open(out)
+    assert sample.num_tokens == n == sum(len(s.split()) for s, in examples)  # no [CLS]/[SEP]/padding
+    assert sample.meta["hook"] == peft and sample.meta["num_layers"] == 3 and sample.meta["hidden_size"] == 24
+
+    enc = tokenizer([s for s, in examples], padding=True, return_tensors="pt", return_special_tokens_mask=True)
+    keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()
+    with torch.no_grad():
+        hs = model(**{k: v for k, v in enc.items() if k != "token_type_ids" or model_type != "distilbert"},
+                   output_hidden_states=True).hidden_states
+    table = pq.read_table(out)
+    for l in range(3):
+        got = np.stack(table.column(f"h{l}").to_numpy(zero_copy_only=False))
+        # adapter: the output adapter reads the layer's final LayerNorm output = the layer's output;
+        # LoRA: query/value read the layer's input.
+        expected = (hs[l + 1] if peft == "adapter" else hs[l])[keep].numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_hook_point_matches_the_adapters_library(tokenizer, model_type):
+    """With a zeroed-out adapter in place, adapter_down receives exactly what sampling records."""
+    model = make_model(model_type, 2)
+    add_module(model, "adapter")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "adapter_up" in name:
+                p.zero_()
+    seen = {}
+    arch = architecture(model.config.model_type)
+    layers = model.get_submodule(arch.layers_path)
+    for l, layer in enumerate(layers):
+        down = layer.get_submodule(arch.adapter_site)["task"].adapter_down
+        down.register_forward_pre_hook(lambda m, args, l=l: seen.__setitem__(l, args[0].detach()))
+    enc = tokenizer(SENTENCES[:3], padding=True, return_tensors="pt")
+    if model_type == "distilbert":
+        enc.pop("token_type_ids")
+    with capture(model, arch, "adapter", ("h",)) as store, torch.no_grad():
+        model(**enc)
+        for l in range(2):
+            torch.testing.assert_close(store[f"h{l}"], seen[l])
+
+
+def test_hooks_do_not_change_outputs(tokenizer):
+    model = make_model("bert", 2)
+    enc = tokenizer(SENTENCES[:3], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**enc).last_hidden_state
+        with capture(model, architecture("bert"), "lora", ("h", "q", "v")):
+            during = model(**enc).last_hidden_state
+    assert torch.equal(before, during)
+
+
+def test_max_tokens_cuts_in_reading_order(tmp_path, tokenizer):
+    model = make_model("bert", 1)
+    out = tmp_path / "s.parquet"
+    n = sample_hidden_states(model, tokenizer, [(s,) for s in SENTENCES], out, model_name="m", peft="adapter",
+                             max_tokens=13, batch_size=2)
+    assert n == 13 and pq.read_table(out).num_rows == 13
+
+
+def test_empty_and_foreign_files_are_refused(tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "foreign.parquet")
+    with pytest.raises(TransmodError, match="not a transmod sample file"):
+        SampleFile.open(tmp_path / "foreign.parquet")
+    with pytest.raises(TransmodError, match="no such sample file"):
+        SampleFile.open(tmp_path / "missing.parquet")
