@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from transmod.errors import TransmodError
@@ -34,11 +35,21 @@ def read_texts(path: str | Path) -> list[Example]:
 def _read_parquet(path: Path) -> list[Example]:
     import pyarrow.parquet as pq
 
-    names = set(pq.read_schema(path).names)
+    names = pq.read_schema(path).names
+    columns = text_columns(names, str(path))
+    return examples_from_columns(pq.read_table(path, columns=list(columns)).to_pydict(), columns)
+
+
+def text_columns(names: Sequence[str], source: str) -> tuple[str, ...]:
+    """The text columns of whichever task schema `names` follows."""
     for columns in TEXT_COLUMNS.values():
-        if set(columns) <= names:
-            table = pq.read_table(path, columns=list(columns)).to_pydict()
-            rows = zip(*(table[c] for c in columns))
-            return [tuple(" ".join(v) if isinstance(v, list) else str(v) for v in row) for row in rows]
+        if set(columns) <= set(names):
+            return columns
     wanted = "; ".join(f"{task}: {', '.join(cols)}" for task, cols in TEXT_COLUMNS.items())
-    raise TransmodError(f"{path}: no text columns of a known task schema ({wanted})")
+    raise TransmodError(f"{source}: no text columns of a known task schema ({wanted})")
+
+
+def examples_from_columns(table: Mapping[str, Sequence], columns: Sequence[str]) -> list[Example]:
+    """Rows of a task table as examples; NER word lists are joined with spaces."""
+    rows = zip(*(table[c] for c in columns))
+    return [tuple(" ".join(v) if isinstance(v, list) else str(v) for v in row) for row in rows]

@@ -1,0 +1,21 @@
+# transmod: does a module transferred from a teacher model beat the student's default start?
+# Thin entry point: config, validation, includes, targets. Logic lives in src/transmod.
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+if config.get("demo"):
+
+    include: "workflow/rules/demo.smk"
+
+
+include: "workflow/rules/train.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/results.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,104 @@
+"""Fail early, with a clear message, when a SLURM profile still has placeholders.
+
+profiles/slurm/config.yaml ships with ``slurm_partition: "<set-me>"`` and
+``slurm_account: "<set-me>"``. Left unchanged, snakemake-executor-plugin-slurm
+2.8.0 would only notice at submission time, one job at a time:
+
+* ``slurm_partition``: sbatch answers "invalid partition specified: <set-me>";
+  the plugin reports "SLURM sbatch failed" for every job, which then fails
+  (and is retried ``retries`` times) before the run stops;
+* ``slurm_account``: on clusters with accounting the plugin raises "The given
+  account <set-me> appears to be invalid"; on clusters without accounting the
+  account is not validated and sbatch even accepts ``-A '<set-me>'``.
+
+Neither message names the profile key. :func:`check_slurm_profile` looks at
+the resources of every rule (default-resources, the rule's own ``resources:``
+and ``set-resources`` are already merged there while the Snakefile is parsed)
+and raises one ``WorkflowError`` listing each key that still holds a
+placeholder and where to set it. Call it at the very end of the Snakefile,
+after all rules are defined::
+
+    from transmod.profile_check import check_slurm_profile  # once moved to src/
+    check_slurm_profile(workflow)
+
+It runs before the DAG is built, so ``snakemake -n --profile profiles/slurm``
+already fails, and it is skipped inside SLURM jobs (the jobs re-parse the
+Snakefile).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+# "<set-me>", "<SET_ME>", "< set me >" ...
+PLACEHOLDER = re.compile(r"^\s*<\s*set[-_ ]?me\s*>\s*$", re.IGNORECASE)
+
+#: resource name -> how to find a value for it
+REQUIRED_KEYS: Mapping[str, str] = {
+    "slurm_partition": "a partition listed by `sinfo -s`",
+    "slurm_account": (
+        "an account listed by `sacctmgr -s show user $USER format=account`, "
+        "or delete the line if your cluster has no accounts"
+    ),
+}
+
+
+def is_placeholder(value) -> bool:
+    """True for a ``<set-me>``-style placeholder (str, or a Resource's raw)."""
+    raw = getattr(value, "raw", value)
+    return isinstance(raw, str) and bool(PLACEHOLDER.match(raw.strip("'\"")))
+
+
+def find_placeholders(
+    rule_resources: Mapping[str, Mapping], keys: Iterable[str] = REQUIRED_KEYS
+) -> dict[str, list[str]]:
+    """Map each key in ``keys`` to the sorted rule names where it is a placeholder.
+
+    ``rule_resources`` maps rule name -> resources mapping (plain dicts, or
+    snakemake ``Resources`` whose values are ``Resource`` objects).
+    """
+    found: dict[str, list[str]] = {}
+    for rule, resources in rule_resources.items():
+        for key in keys:
+            if key in resources and is_placeholder(resources[key]):
+                found.setdefault(key, []).append(rule)
+    return {key: sorted(rules) for key, rules in found.items()}
+
+
+def format_message(
+    found: Mapping[str, list[str]],
+    all_rules: Iterable[str],
+    profile: str = "profiles/slurm/config.yaml",
+) -> str:
+    all_rules = set(all_rules)
+    lines = ["The SLURM profile is not configured yet:"]
+    for key, rules in found.items():
+        if set(rules) >= all_rules:
+            where = f"`default-resources: {key}`"
+        else:
+            where = f"`{key}` for rule(s) {', '.join(rules)} (check `set-resources:`)"
+        lines.append(
+            f"  * {where} is still a placeholder (\"<set-me>\"). "
+            f"Set it in {profile} to {REQUIRED_KEYS.get(key, 'a real value')}, "
+            f"or on the command line, e.g. --set-resources / --default-resources "
+            f"(the latter replaces ALL default-resources of the profile)."
+        )
+    return "\n".join(lines)
+
+
+def check_slurm_profile(workflow, profile: str = "profiles/slurm/config.yaml") -> None:
+    """Raise ``WorkflowError`` if any rule still has a ``<set-me>`` placeholder.
+
+    ``workflow`` is the ``workflow`` object available in every Snakefile.
+    """
+    from snakemake.exceptions import WorkflowError
+
+    # Inside a SLURM job (slurm-jobstep executor) the Snakefile is parsed
+    # again; the main process has already checked.
+    if getattr(workflow, "remote_exec", False):
+        return
+    rule_resources = {rule.name: rule.resources for rule in workflow.rules}
+    found = find_placeholders(rule_resources)
+    if found:
+        raise WorkflowError(format_message(found, rule_resources, profile))

@@ -1,0 +1,350 @@
+"""Tokenisation, batching, model building and (resumable) training on tiny offline models."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+
+from transmod.batching import collate, encode, length_grouped_batches, sorted_batches
+from transmod.errors import TransmodError
+from transmod.evaluation import score
+from transmod.training import (
+    ADAPTER_NAME,
+    HEAD_FILE,
+    HISTORY_FILE,
+    MODULE_DIR,
+    PREDICTIONS_FILE,
+    STATE_DIR,
+    TrainConfig,
+    build_model,
+    head_parameter_names,
+    reduction_factor,
+    train,
+)
+
+WORDS = ["john", "mary", "berlin", "paris", "acme", "lives", "in", "works", "at", "the", "good", "bad", "a", "day",
+         "is", "and", "ber", "##lin"]
+PER, LOC = {"john", "mary"}, {"berlin", "paris", "bonn"}
+
+
+def make_tokenizer():
+    """A WordPiece tokenizer over a few words; unknown words fall back to single characters."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(specials + WORDS + letters + ["##" + c for c in letters]))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def tiny_config(arch: str):
+    from transformers import BertConfig, DistilBertConfig, XLMRobertaConfig
+
+    if arch == "bert":
+        return BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, pad_token_id=0)
+    if arch == "distilbert":
+        return DistilBertConfig(vocab_size=200, dim=32, n_layers=2, n_heads=2, hidden_dim=64, pad_token_id=0)
+    return XLMRobertaConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, pad_token_id=0, max_position_embeddings=160)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    """Tiny base models saved as local folders (weights + tokenizer), one per architecture."""
+    from transformers import AutoModel
+
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for arch in ("bert", "distilbert", "xlm-roberta"):
+        torch.manual_seed(0)
+        model = AutoModel.from_config(tiny_config(arch))
+        model.save_pretrained(root / arch)
+        tokenizer.save_pretrained(root / arch)
+        out[arch] = root / arch
+    return out
+
+
+def ner_data(n: int, seed: int) -> Dataset:
+    rng = random.Random(seed)
+    filler = ["lives", "in", "works", "at", "the", "a", "day", "is", "and"]
+    rows = {"tokens": [], "ner_tags": []}
+    for _ in range(n):
+        words = [rng.choice(filler + sorted(PER) + sorted(LOC)) for _ in range(rng.randint(3, 9))]
+        rows["tokens"].append(words)
+        rows["ner_tags"].append([1 if w in PER else 5 if w in LOC else 0 for w in words])
+    return Dataset.from_dict(rows)
+
+
+def pi_data(n: int, seed: int) -> Dataset:
+    rng = random.Random(seed)
+    filler = ["john", "lives", "in", "berlin", "the", "day", "is", "and", "a"]
+    rows = {"sentence1": [], "sentence2": [], "label": []}
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(filler) for _ in range(rng.randint(2, 6))]
+        words.insert(rng.randint(0, len(words)), "good" if label else "bad")
+        rows["sentence1"].append(" ".join(words))
+        rows["sentence2"].append(" ".join(rng.choice(filler) for _ in range(rng.randint(2, 6))))
+        rows["label"].append(label)
+    return Dataset.from_dict(rows)
+
+
+# ------------------------------------------------------------------------------------------ batching
+
+
+def test_encode_labels_first_subtoken_only(tokenizer):
+    ds = Dataset.from_dict({"tokens": [["john", "bonn", "berlin"]], "ner_tags": [[1, 5, 5]]})
+    (ex,) = encode(ds, tokenizer, "ner", max_length=32)
+    pieces = tokenizer.convert_ids_to_tokens(ex["input_ids"])
+    assert pieces == ["[CLS]", "john", "b", "##o", "##n", "##n", "berlin", "[SEP]"]
+    assert ex["labels"] == [-100, 1, 5, -100, -100, -100, 5, -100]
+    assert ex["word_ids"] == [-1, 0, 1, -1, -1, -1, 2, -1]
+    assert ex["num_words"] == 3
+    # truncation keeps the alignment of what is left
+    (short,) = encode(ds, tokenizer, "ner", max_length=8)
+    assert short["labels"] == ex["labels"]
+
+
+def test_encode_pairs_and_bad_labels(tokenizer):
+    ds = Dataset.from_dict({"sentence1": ["john lives"], "sentence2": ["in berlin"], "label": [1]})
+    (ex,) = encode(ds, tokenizer, "pi", max_length=32)
+    assert tokenizer.convert_ids_to_tokens(ex["input_ids"]) == ["[CLS]", "john", "lives", "[SEP]", "in", "berlin", "[SEP]"]
+    assert ex["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1] and ex["labels"] == 1
+    with pytest.raises(TransmodError, match="label"):
+        encode(Dataset.from_dict({"premise": ["a"], "hypothesis": ["b"], "label": [3]}), tokenizer, "nli", 32)
+    with pytest.raises(TransmodError, match="hypothesis"):
+        encode(Dataset.from_dict({"premise": ["a"], "label": [0]}), tokenizer, "nli", 32)
+
+
+def test_collate_pads_to_longest():
+    examples = [
+        {"input_ids": [2, 7, 3], "attention_mask": [1, 1, 1], "labels": [-100, 4, -100], "word_ids": [-1, 0, -1]},
+        {"input_ids": [2, 7, 8, 9, 3], "attention_mask": [1] * 5, "labels": [-100, 1, 2, -100, -100],
+         "word_ids": [-1, 0, 1, -1, -1]},
+    ]
+    batch = collate(examples, pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[2, 7, 3, 0, 0], [2, 7, 8, 9, 3]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["labels"].tolist()[0] == [-100, 4, -100, -100, -100]
+    assert batch["word_ids"].tolist()[0] == [-1, 0, -1, -1, -1]
+    seq = collate([{"input_ids": [2, 3], "attention_mask": [1, 1], "labels": 1},
+                   {"input_ids": [2], "attention_mask": [1], "labels": 0}], pad_token_id=0)
+    assert seq["labels"].tolist() == [1, 0] and seq["input_ids"].tolist() == [[2, 3], [2, 0]]
+
+
+def test_length_grouped_batches_deterministic_and_grouped():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 100, size=1000).tolist()
+    a = length_grouped_batches(lengths, 16, seed=3, epoch=2, mega_batches=10)
+    assert a == length_grouped_batches(lengths, 16, seed=3, epoch=2, mega_batches=10)
+    assert a != length_grouped_batches(lengths, 16, seed=3, epoch=3, mega_batches=10)
+    assert a != length_grouped_batches(lengths, 16, seed=4, epoch=2, mega_batches=10)
+    assert sorted(i for b in a for i in b) == list(range(1000))
+    assert all(len(b) <= 16 for b in a)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in a)
+    plain = np.random.default_rng(0).permutation(1000)
+    unsorted = sum(16 * max(lengths[i] for i in plain[s:s + 16]) for s in range(0, 1000, 16))
+    assert padded < 0.8 * unsorted  # grouping saves padding work
+    assert sorted(i for b in sorted_batches(lengths, 7) for i in b) == list(range(1000))
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def _split(model, peft):
+    module, head, base_trainable = [], [], []
+    head_names = set(head_parameter_names(model))
+    marker = ".loras." if peft == "lora" else "adapters."
+    for n, p in model.named_parameters():
+        if n in head_names:
+            head.append((n, p.requires_grad))
+        elif f"{marker}{ADAPTER_NAME}." in n:
+            module.append((n, p.requires_grad))
+        elif p.requires_grad:
+            base_trainable.append(n)
+    return module, head, base_trainable
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "xlm-roberta"])
+@pytest.mark.parametrize("peft", ["adapter", "lora"])
+def test_build_model_trains_only_module_and_head(models, arch, peft):
+    cfg = TrainConfig(seed=1, adapter_bottleneck=8, lora_r=4, lora_alpha=4)
+    task = "ner" if peft == "adapter" else "pi"
+    model = build_model(models[arch], task, 9 if task == "ner" else 2, peft, cfg)
+    module, head, base_trainable = _split(model, peft)
+    assert base_trainable == []
+    assert module and all(t for _, t in module)
+    assert head and all(t for _, t in head)
+    names = {n.split(".")[0] for n, _ in head}
+    assert "classifier" in names and ("pre_classifier" in names) == (arch == "distilbert" and task == "pi")
+    if peft == "adapter":
+        down = next(p for n, p in model.named_parameters() if "adapter_down.0.weight" in n)
+        assert down.shape == (8, 32)
+    else:
+        assert {n.split(".loras.")[0].rsplit(".", 1)[-1] for n, _ in module} == (
+            {"q_lin", "v_lin"} if arch == "distilbert" else {"query", "value"})
+    # the head is fresh but reproducible from the seed
+    again = build_model(models[arch], task, 9 if task == "ner" else 2, peft, cfg)
+    other = build_model(models[arch], task, 9 if task == "ner" else 2, peft, TrainConfig(seed=2, adapter_bottleneck=8,
+                                                                                       lora_r=4, lora_alpha=4))
+    sd, sd2, sd3 = model.state_dict(), again.state_dict(), other.state_dict()
+    for n, _ in head + module:
+        assert torch.equal(sd[n], sd2[n])
+    assert any(not torch.equal(sd[n], sd3[n]) for n, _ in head if n.endswith("weight"))
+
+
+def test_reduction_factor_gives_the_bottleneck():
+    for hidden, bottleneck in [(768, 128), (1024, 128), (32, 8), (100, 7), (768, 100)]:
+        assert int(hidden // reduction_factor(hidden, bottleneck)) == bottleneck
+
+
+@pytest.mark.parametrize("peft", ["adapter", "lora"])
+def test_init_module_loads_identical_weights(models, tmp_path, peft):
+    cfg = TrainConfig(seed=5, adapter_bottleneck=8, lora_r=4, lora_alpha=4)
+    teacher = build_model(models["bert"], "ner", 9, peft, cfg)
+    with torch.no_grad():  # make the module non-trivial (LoRA B starts at zero)
+        for n, p in teacher.named_parameters():
+            if f".{ADAPTER_NAME}." in n:
+                p.add_(torch.randn_like(p))
+    teacher.save_adapter(str(tmp_path / "mod"), ADAPTER_NAME, use_safetensors=True)
+    assert (tmp_path / "mod" / "adapter.safetensors").is_file()
+    student = build_model(models["bert"], "ner", 9, peft, TrainConfig(seed=9), init_module=tmp_path / "mod")
+    module, head, base_trainable = _split(student, peft)
+    assert base_trainable == [] and module and all(t for _, t in module + head)
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    for n, _ in module:
+        assert torch.equal(t_sd[n], s_sd[n]), n
+    # the head stays fresh: the same as a default-init run of the student's seed
+    fresh = build_model(models["bert"], "ner", 9, peft, TrainConfig(seed=9)).state_dict()
+    for n, _ in head:
+        assert torch.equal(fresh[n], s_sd[n])
+    other = "lora" if peft == "adapter" else "adapter"
+    with pytest.raises(TransmodError, match="peft"):
+        build_model(models["bert"], "ner", 9, other, cfg, init_module=tmp_path / "mod")
+
+
+def test_init_module_refuses_mismatches(models, tmp_path):
+    cfg = TrainConfig(seed=5, adapter_bottleneck=8)
+    bert = build_model(models["bert"], "ner", 9, "adapter", cfg)
+    bert.save_adapter(str(tmp_path / "bert_mod"), ADAPTER_NAME, use_safetensors=True)
+    with pytest.raises(TransmodError, match="bert_mod"):  # keys name bert's layers, distilbert has others
+        build_model(models["distilbert"], "ner", 9, "adapter", cfg, init_module=tmp_path / "bert_mod")
+    (tmp_path / "bert_mod" / "adapter.safetensors").rename(tmp_path / "bert_mod" / "pytorch_adapter.bin")
+    with pytest.raises(TransmodError, match="safetensors"):
+        build_model(models["bert"], "ner", 9, "adapter", cfg, init_module=tmp_path / "bert_mod")
+    with pytest.raises(TransmodError, match="no such module"):
+        build_model(models["bert"], "ner", 9, "adapter", cfg, init_module=tmp_path / "absent")
+
+
+def test_train_config_from_dict():
+    cfg = TrainConfig.from_dict({"learning_rate": "1e-4", "epochs": 3, "seed": "2"})
+    assert cfg.learning_rate == 1e-4 and cfg.epochs == 3 and cfg.seed == 2
+    with pytest.raises(TransmodError, match="lerning_rate"):
+        TrainConfig.from_dict({"lerning_rate": 1e-4}, "config.yaml")
+    with pytest.raises(TransmodError, match="batch_size"):
+        TrainConfig.from_dict({"batch_size": 0})
+
+
+# ------------------------------------------------------------------------------------------ training
+
+FAST = dict(learning_rate=3e-3, batch_size=8, epochs=4, max_length=32, adapter_bottleneck=8, lora_r=4, lora_alpha=8,
+            eval_batch_size=32)
+
+
+@pytest.mark.parametrize("arch,peft,task", [("bert", "adapter", "pi"), ("distilbert", "lora", "ner"),
+                                            ("xlm-roberta", "adapter", "ner")])
+def test_training_beats_chance(models, tmp_path, arch, peft, task):
+    data = pi_data if task == "pi" else ner_data
+    cfg = TrainConfig(seed=0, **{**FAST, "epochs": 6, "learning_rate": 1e-2})
+    summary = train(models[arch], task, peft, data(96, 0), data(32, 1), data(32, 2), cfg, tmp_path / "run", threads=1)
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.iterdir()) == sorted([MODULE_DIR, HEAD_FILE, HISTORY_FILE, PREDICTIONS_FILE])
+    assert (out / MODULE_DIR / "adapter.safetensors").is_file() and (out / MODULE_DIR / "adapter_config.json").is_file()
+    history = json.loads((out / HISTORY_FILE).read_text())
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 7))
+    assert history["best_val_metric"] == max(e["val_metric"] for e in history["epochs"]) == summary["best_val_metric"]
+    head = load_file(str(out / HEAD_FILE))
+    assert head and all(k.split(".")[0] in ("classifier", "pre_classifier") for k in head)
+    preds = json.loads((out / PREDICTIONS_FILE).read_text())
+    assert len(preds["predictions"]) == len(preds["gold"]) == 32
+    if task == "ner":
+        assert [len(p) for p in preds["predictions"]] == [len(g) for g in preds["gold"]]
+        assert score("ner", out / PREDICTIONS_FILE)["f1"] > 0.6
+    else:
+        assert score("pi", out / PREDICTIONS_FILE)["accuracy"] > 0.75
+    # the saved module can start another run (the student side of the workflow)
+    student = build_model(models[arch], task, 9 if task == "ner" else 2, peft, cfg, init_module=out / MODULE_DIR)
+    saved = load_file(str(out / MODULE_DIR / "adapter.safetensors"))
+    sd = student.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in saved.items())
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("peft,task", [("lora", "ner"), ("adapter", "pi")])
+def test_resume_after_kill_is_exact(models, tmp_path, peft, task):
+    data = pi_data if task == "pi" else ner_data
+    splits = data(60, 0), data(20, 1), data(20, 2)
+    # dropout on, so the RNG state matters; 8 steps per epoch; checkpoints every 3 steps
+    cfg = TrainConfig(seed=4, checkpoint_every=3, **{**FAST, "epochs": 3})
+    train(models["bert"], task, peft, *splits, cfg, tmp_path / "whole", threads=1)
+
+    def kill_at(step):
+        def callback(global_step):
+            if global_step == step:
+                raise Killed
+        return callback
+
+    out = tmp_path / "resumed"
+    for step in (5, 13):  # mid-epoch after a checkpoint; then in the second epoch
+        with pytest.raises(Killed):
+            train(models["bert"], task, peft, *splits, cfg, out, threads=1, step_callback=kill_at(step))
+        assert (out / STATE_DIR / "LATEST").is_file()
+        assert not (out / PREDICTIONS_FILE).exists()
+    train(models["bert"], task, peft, *splits, cfg, out, threads=1)
+    assert not (out / STATE_DIR).exists()
+    whole = tmp_path / "whole"
+    assert (out / PREDICTIONS_FILE).read_text() == (whole / PREDICTIONS_FILE).read_text()
+    assert (out / HISTORY_FILE).read_text() == (whole / HISTORY_FILE).read_text()
+    for name in (f"{MODULE_DIR}/adapter.safetensors", HEAD_FILE):
+        a, b = load_file(str(out / name)), load_file(str(whole / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # a checkpoint of another configuration is refused, not silently mixed in
+    with pytest.raises(Killed):
+        train(models["bert"], task, peft, *splits, cfg, out, threads=1, step_callback=kill_at(2))
+    with pytest.raises(TransmodError, match="delete"):
+        train(models["bert"], task, peft, *splits, TrainConfig(seed=5, checkpoint_every=3, **FAST), out, threads=1)
+
+
+def test_train_refuses_bad_input(models, tmp_path):
+    cfg = TrainConfig(**FAST)
+    with pytest.raises(TransmodError, match="empty"):
+        train(models["bert"], "pi", "adapter", pi_data(8, 0), pi_data(0, 1), pi_data(4, 2), cfg, tmp_path / "x")
+    with pytest.raises(TransmodError, match="cannot load"):
+        train(tmp_path / "nomodel", "pi", "adapter", pi_data(8, 0), pi_data(4, 1), pi_data(4, 2), cfg, tmp_path / "y")
+    with pytest.raises(TransmodError, match="peft"):
+        train(models["bert"], "pi", "prefix", pi_data(8, 0), pi_data(4, 1), pi_data(4, 2), cfg, tmp_path / "z")

@@ -1,0 +1,79 @@
+# Sample -> correlate -> assign -> prune & align. Sampling reads the frozen base models only, so it
+# runs beside teacher training; prune_align joins the two branches.
+
+
+rule sample_embeddings:
+    input:
+        model=model_input(),
+        data=dataset_input,
+    output:
+        ALIGN + "/{role}.parquet",
+    params:
+        model=model_of(),
+        dataset=lambda w: config["tasks"][w.task]["dataset"],
+        split=config["sampling"]["split"],
+        max_tokens=config["sampling"]["max_tokens"],
+        batch_size=config["sampling"]["batch_size"],
+        lora_outputs=config["alignment"]["lora_b"] == "output",
+    log:
+        R + "/logs/sample_embeddings/{pair}/{task}/{lang}/{peft}/{role}.log",
+    benchmark:
+        R + "/benchmarks/sample_embeddings/{pair}/{task}/{lang}/{peft}/{role}.tsv"
+    threads: 1
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/sample_embeddings.py"
+
+
+rule correlate:
+    input:
+        teacher=ALIGN + "/teacher.parquet",
+        student=ALIGN + "/student.parquet",
+    output:
+        ALIGN + "/{mapping}.correlation.safetensors",
+    log:
+        R + "/logs/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.log",
+    benchmark:
+        R + "/benchmarks/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/correlate.py"
+
+
+rule solve_lsa:
+    input:
+        ALIGN + "/{mapping}.correlation.safetensors",
+    output:
+        ALIGN + "/{mapping}.assignment.json",
+    log:
+        R + "/logs/solve_lsa/{pair}/{task}/{lang}/{peft}/{mapping}.log",
+    benchmark:
+        R + "/benchmarks/solve_lsa/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/solve_lsa.py"
+
+
+rule prune_align:
+    input:
+        module=RUN + "/teacher/seed{seed}/module",
+        assignment=assignment_input,
+        teacher=model_input("teacher"),
+        student=model_input("student"),
+    output:
+        directory(R + "/transferred/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}"),
+    params:
+        teacher=model_of("teacher"),
+        student=model_of("student"),
+        lora_b=config["alignment"]["lora_b"],
+    log:
+        R + "/logs/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.log",
+    benchmark:
+        R + "/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.tsv"
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/prune_align.py"

@@ -1,0 +1,127 @@
+# Input functions, paths and config validation shared by every rule file.
+
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, when not pip-installed
+
+from transmod.errors import TransmodError
+from transmod.workflow_config import validate_config
+
+try:
+    validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+except TransmodError as exc:
+    raise WorkflowError(f"invalid config: {exc}") from None
+
+R = config["results"]
+RUN = R + "/runs/{pair}/{task}/{lang}/{peft}"
+ALIGN = R + "/align/{pair}/{task}/{lang}/{peft}"
+
+
+wildcard_constraints:
+    pair="|".join(config["pairs"]),
+    task="ner|pi|nli",
+    lang="[a-z]{2,3}",
+    peft="adapter|lora",
+    init="default|skip|avg",
+    mapping="skip|avg",
+    role="teacher|student",
+    seed=r"\d+",
+
+
+def grid():
+    """Every (pair, task, lang, peft) of the study, as wildcard dicts."""
+    for pair, spec in config["pairs"].items():
+        for task in spec["tasks"]:
+            for lang in config["tasks"][task]["languages"]:
+                for peft in config["peft"]:
+                    yield dict(pair=pair, task=task, lang=lang, peft=peft)
+
+
+def all_targets():
+    seeds = config["seeds"]
+    mappings = [m for m in ("skip", "avg")]
+    targets = [f"{R}/tables/summary.md"]
+    for w in grid():
+        targets += expand(ALIGN + "/{mapping}.assignment.json", mapping=mappings, **w)
+    return targets
+
+
+def run_dirs(init):
+    """Every run folder of one kind: `teacher` or `student-<init>`."""
+    return [
+        RUN.format(**w) + f"/{init}/seed{seed}" for w in grid() for seed in config["seeds"]
+    ]
+
+
+def all_metrics():
+    runs = run_dirs("teacher")
+    for init in config["inits"]:
+        runs += run_dirs(f"student-{init}")
+    return [f"{run}/metrics.json" for run in runs]
+
+
+def is_local(path):
+    """Local folders (and the demo's built assets) are tracked inputs; hub ids are not files."""
+    return path.startswith(("resources/", "./", "/")) or Path(path).exists()
+
+
+def local(path):
+    return [path] if is_local(path) else []
+
+
+def model_of(role=None):
+    """The model of a pair's role (fixed, or the `role` wildcard's)."""
+    return lambda w: config["pairs"][w.pair][role or w.role]
+
+
+def model_input(role=None):
+    return lambda w: local(model_of(role)(w))
+
+
+def dataset_input(w):
+    return local(config["tasks"][w.task]["dataset"])
+
+
+def hyper(role):
+    """Training hyper-parameters of a role, with the task's overrides applied."""
+
+    def params(w):
+        merged = dict(config["training"][role])
+        merged.update(config["tasks"][w.task].get("training", {}).get(role, {}))
+        return merged
+
+    return params
+
+
+def module_config(w):
+    return dict(config["modules"][w.peft])
+
+
+def init_module(w):
+    """The transferred module a student run starts from (none for the default init)."""
+    if w.init == "default":
+        return []
+    return R + f"/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{w.init}/seed{w.seed}"
+
+
+def assignment_input(w):
+    """Only pairs with `aligned: true` permute/prune; the others keep the identity."""
+    if not config["pairs"][w.pair]["aligned"]:
+        return []
+    return ALIGN.format(**w) + f"/{w.mapping}.assignment.json"
+
+
+def run_info(w):
+    """What a metrics file records about its run, so tables can tell configs apart."""
+    role, _, init = w.run.partition("-")
+    return dict(
+        pair=w.pair, task=w.task, lang=w.lang, peft=w.peft, seed=int(w.seed), role=role, init=init or None,
+        teacher=config["pairs"][w.pair]["teacher"], student=config["pairs"][w.pair]["student"],
+        training=hyper(role)(w), module=module_config(w),
+    )

@@ -1,0 +1,16 @@
+"""correlate: Pearson r of every student dim against every teacher dim, per mapped layer pair."""
+
+import sys
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from transmod.atomic import atomic_path
+from transmod.correlation import correlate_samples
+from transmod.samplefile import SampleFile
+
+corr = correlate_samples(
+    SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student), snakemake.wildcards.mapping
+)
+with atomic_path(snakemake.output[0]) as tmp:
+    corr.save(tmp)
+print(f"correlated {len(corr.layers)} layer pairs over {corr.num_tokens} tokens")

@@ -1,0 +1,11 @@
+"""demo_data: small, learnable data for one task in its hub layout, generated offline."""
+
+import sys
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from transmod.atomic import atomic_path
+from transmod.demo import write_demo_dataset
+
+with atomic_path(snakemake.output[0], is_dir=True) as tmp:
+    write_demo_dataset(snakemake.wildcards.task, tmp, langs=snakemake.params.langs, sizes=snakemake.params.sizes)

@@ -1,0 +1,15 @@
+"""solve_lsa: a teacher dimension for each student dimension, per layer, and the mean matched r."""
+
+import sys
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from transmod.assignment import assign_correlation
+from transmod.atomic import atomic_path
+from transmod.correlation import Correlation
+
+result = assign_correlation(Correlation.load(snakemake.input[0]))
+with atomic_path(snakemake.output[0]) as tmp:
+    result.save(tmp)
+for la in result.layers:
+    print(f"student layer {la.student_layer} <- teacher {la.teacher_layers} [{la.space}]: mean r {la.mean_r:.3f}")

@@ -1,0 +1,29 @@
+"""train_teacher / train_student: one module + head on one task and language."""
+
+import sys
+from pathlib import Path
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from transmod.data import SPLITS, load_split
+from transmod.training import TrainConfig, train
+
+w, p = snakemake.wildcards, snakemake.params
+module = p.module
+cfg = TrainConfig.from_dict(
+    {
+        **p.hyper,
+        "seed": int(w.seed),
+        **({"adapter_bottleneck": module["bottleneck"]} if w.peft == "adapter" else {}),
+        **({"lora_r": module["r"], "lora_alpha": module["alpha"]} if w.peft == "lora" else {}),
+    },
+    source="config.yaml training",
+)
+data = {split: load_split(p.dataset, w.task, w.lang, split) for split in SPLITS}
+train(
+    p.model, w.task, w.peft, data["train"], data["validation"], data["test"], cfg,
+    out_dir=Path(snakemake.output.module).parent,
+    init_module=snakemake.input.get("init") or None,
+    threads=snakemake.threads,
+    state_dir=p.state,
+)
