@@ -61,65 +61,82 @@ def skip_teacher_layer(l: int) -> int:
 
 
 def planted(seed: int = SEED) -> dict:
-    """The known structure: per student layer, which teacher dim each student dim copies, and how."""
+    """The known structure: per student layer, which teacher dim each student dim copies, and how.
+
+    Teacher dim j = mean_j + scale_j * (u_j + factors @ mix[:, j]) with u unit-variance noise;
+    student dim i = s_mean_i + gain_i * (z_sigma(i) standardised + noise_i * u'_i), so the planted
+    pair has r = 1 / sqrt(1 + noise_i**2), drawn in 0.25..0.9.
+    """
     rng = np.random.default_rng([seed, 0])
-    out = {"sigma": [], "gain": [], "noise": [], "s_mean": [], "t_mean": [], "t_scale": [], "mix": []}
+    out = {"sigma": [], "t_coef": [], "t_mix": [], "t_const": [], "s_noise": [], "s_coef": [], "s_const": []}
     for _ in range(S_LAYERS):
-        out["sigma"].append(rng.permutation(T_HIDDEN)[:S_HIDDEN])
-        r = rng.uniform(0.25, 0.9, S_HIDDEN)  # target planted correlation (before teacher scale effects)
-        out["gain"].append(rng.uniform(0.5, 3.0, S_HIDDEN).astype(np.float32))
-        out["noise"].append(np.sqrt(1.0 / r**2 - 1.0).astype(np.float32))
-        out["s_mean"].append(rng.normal(0.0, 2.0, S_HIDDEN).astype(np.float32))
+        sigma = rng.permutation(T_HIDDEN)[:S_HIDDEN]
+        r = rng.uniform(0.25, 0.9, S_HIDDEN)
+        gain = rng.uniform(0.5, 3.0, S_HIDDEN)
+        s_mean = rng.normal(0.0, 2.0, S_HIDDEN)
         t_mean = rng.normal(0.0, 0.5, T_HIDDEN)
         t_scale = rng.uniform(0.5, 2.0, T_HIDDEN)
         outliers = rng.choice(T_HIDDEN, 4, replace=False)  # a few huge dims, as in real transformers
         t_mean[outliers] = rng.choice([-1, 1], 4) * rng.uniform(20, 60, 4)
         t_scale[outliers] *= 15
-        out["t_mean"].append(t_mean.astype(np.float32))
-        out["t_scale"].append(t_scale.astype(np.float32))
-        out["mix"].append((rng.normal(0.0, 0.35, (RANK, T_HIDDEN))).astype(np.float32))
+        mix = rng.normal(0.0, 0.35, (RANK, T_HIDDEN))
+        t_sd = t_scale * np.sqrt(1.0 + (mix**2).sum(0))
+        noise = np.sqrt(1.0 / r**2 - 1.0)
+        # uniform noise u = (v - 0.5) * sqrt(12), v ~ U(0, 1): fold the affine parts into coefficients.
+        out["sigma"].append(sigma)
+        out["t_coef"].append((np.sqrt(12.0) * t_scale).astype(np.float32))
+        out["t_mix"].append((mix * t_scale).astype(np.float32))
+        out["t_const"].append((t_mean - 0.5 * np.sqrt(12.0) * t_scale).astype(np.float32))
+        out["s_noise"].append((np.sqrt(12.0) * noise * gain).astype(np.float32))
+        out["s_coef"].append((gain / t_sd[sigma]).astype(np.float32))
+        out["s_const"].append(
+            (s_mean - gain * t_mean[sigma] / t_sd[sigma] - 0.5 * np.sqrt(12.0) * noise * gain).astype(np.float32)
+        )
     return out
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Unit-variance, zero-mean uniform noise (Pearson does not care about the distribution; it is
-    6x cheaper to draw than normal noise)."""
-    x = rng.random(shape, dtype=np.float32)
-    x -= 0.5
-    x *= np.float32(np.sqrt(12.0))
-    return x
+class ChunkMaker:
+    """Draws the teacher states of the SKIP-mapped layers and the student states, chunk by chunk.
 
-
-def chunk_data(plant: dict, chunk_index: int, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Teacher states of the SKIP-mapped layers and the student states, for one chunk of tokens.
-
-    Seeded by the chunk index, so the first k chunks are the same for every token count.
+    Seeded by the chunk index, so the first k chunks are the same for every token count. The noise
+    is uniform (Pearson does not care about the distribution; it is 6x cheaper to draw than normal).
+    Buffers are reused across chunks (fresh allocations cost more in page faults than the maths).
     """
-    rng = np.random.default_rng([SEED, 1, chunk_index])
-    teacher, student = [], []
-    for l in range(S_LAYERS):
-        factors = rng.standard_normal((n, RANK), dtype=np.float32)
-        z = _noise(rng, (n, T_HIDDEN))
-        z += factors @ plant["mix"][l]
-        z *= plant["t_scale"][l]
-        z += plant["t_mean"][l]
-        s = _noise(rng, (n, S_HIDDEN))
-        s *= plant["noise"][l]
-        # The teacher dim's own fluctuation, standardised, drives the student dim.
-        sd = plant["t_scale"][l][plant["sigma"][l]] * np.sqrt(1.0 + (plant["mix"][l] ** 2).sum(0)[plant["sigma"][l]])
-        s += (z[:, plant["sigma"][l]] - plant["t_mean"][l][plant["sigma"][l]]) / sd
-        s *= plant["gain"][l]
-        s += plant["s_mean"][l]
-        teacher.append(z)
-        student.append(s)
-    return teacher, student
+
+    def __init__(self, plant: dict) -> None:
+        self.plant = plant
+        self.t_buf = np.empty((S_LAYERS, CHUNK, T_HIDDEN), np.float32)
+        self.v_buf = np.empty((CHUNK, T_HIDDEN), np.float32)
+        self.s_buf = np.empty((S_LAYERS, CHUNK, S_HIDDEN), np.float32)
+        self.g_buf = np.empty((CHUNK, S_HIDDEN), np.float32)
+
+    def __call__(self, chunk_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(teacher layers x n x 1024, student layers x n x 768); valid until the next call."""
+        plant, rng = self.plant, np.random.default_rng([SEED, 1, chunk_index])
+        teacher, student = self.t_buf[:, :n], self.s_buf[:, :n]
+        v, g = self.v_buf[:n], self.g_buf[:n]
+        for l in range(S_LAYERS):
+            z, s = teacher[l], student[l]
+            factors = rng.standard_normal((n, RANK), dtype=np.float32)
+            np.matmul(factors, plant["t_mix"][l], out=z)
+            rng.random(out=v, dtype=np.float32)
+            v *= plant["t_coef"][l]
+            z += v
+            z += plant["t_const"][l]
+            rng.random(out=s, dtype=np.float32)
+            s *= plant["s_noise"][l]
+            np.take(z, plant["sigma"][l], axis=1, out=g)
+            g *= plant["s_coef"][l]
+            s += g
+            s += plant["s_const"][l]
+        return teacher, student
 
 
 def _fsl(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def write_samples(directory: Path, num_tokens: int, plant: dict) -> tuple[Path, Path, float]:
+def write_samples(directory: Path, num_tokens: int, plant: dict, plain: bool = False) -> tuple[Path, Path, float]:
     """Write teacher.parquet and student.parquet in the project's sample format, streaming chunks."""
     directory.mkdir(parents=True, exist_ok=True)
     t_path, s_path = directory / "teacher.parquet", directory / "student.parquet"
@@ -136,18 +153,24 @@ def write_samples(directory: Path, num_tokens: int, plant: dict) -> tuple[Path, 
 
     t_schema = schema(T_LAYERS, T_HIDDEN, "synthetic/xlm-roberta-large", "xlm-roberta")
     s_schema = schema(S_LAYERS, S_HIDDEN, "synthetic/xlm-roberta-base", "xlm-roberta")
-    # Activations are incompressible noise: store them plain (as fast to read as it gets); the zero
-    # odd teacher layers (never read under SKIP) compress to almost nothing.
+    # By default the writer settings of `transmod sample` (pyarrow's defaults: dictionary encoding,
+    # snappy). The odd teacher layers, never read under SKIP, hold zeros, zstd-compressed to nothing.
     used = {skip_teacher_layer(l) for l in range(S_LAYERS)}
-    t_compression = {name: "none" for name in t_schema.names}
-    t_compression.update({f"h{l}": "zstd" for l in range(T_LAYERS) if l not in used})
+    codec = "none" if plain else "snappy"
+    t_compression = {name: "snappy" for name in ("sent", "seq", "start", "end", "token")}
+    t_compression.update({f"h{l}.list.element": codec if l in used else "zstd" for l in range(T_LAYERS)})
+    s_compression = {name: "snappy" for name in ("sent", "seq", "start", "end", "token")}
+    s_compression.update({f"h{l}.list.element": codec for l in range(S_LAYERS)})
+    dictionary = ["sent", "seq", "start", "end", "token"] if plain else True
     started = time.perf_counter()
-    with pq.ParquetWriter(t_path, t_schema, compression=t_compression, use_dictionary=False) as tw, pq.ParquetWriter(
-        s_path, s_schema, compression="none", use_dictionary=False
+    with pq.ParquetWriter(t_path, t_schema, compression=t_compression, use_dictionary=dictionary) as tw, pq.ParquetWriter(
+        s_path, s_schema, compression=s_compression, use_dictionary=dictionary
     ) as sw:
+        make = ChunkMaker(plant)
+        zeros = _fsl(np.zeros((CHUNK, T_HIDDEN), np.float32))
         for c, first in enumerate(range(0, num_tokens, CHUNK)):
             n = min(CHUNK, num_tokens - first)
-            teacher, student = chunk_data(plant, c, n)
+            teacher, student = make(c, n)
             keys = {
                 "sent": pa.array(np.arange(first, first + n, dtype=np.int32)),
                 "seq": pa.array(np.zeros(n, np.int8)),
@@ -155,10 +178,9 @@ def write_samples(directory: Path, num_tokens: int, plant: dict) -> tuple[Path, 
                 "end": pa.array(np.ones(n, np.int32)),
                 "token": pa.array(["x"] * n, pa.string()),
             }
-            zeros = _fsl(np.zeros((n, T_HIDDEN), np.float32))
             t_cols = dict(keys)
             for l in range(T_LAYERS):
-                t_cols[f"h{l}"] = _fsl(teacher[l // 2]) if l in used else zeros
+                t_cols[f"h{l}"] = _fsl(teacher[l // 2]) if l in used else zeros.slice(0, n)
             s_cols = dict(keys)
             for l in range(S_LAYERS):
                 s_cols[f"h{l}"] = _fsl(student[l])
@@ -188,7 +210,7 @@ def run_fast(t_path: Path, s_path: Path, track_numpy: bool) -> dict:
     from transmod.samplefile import SampleFile
 
     pool = pa.default_memory_pool()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = peak_rss()
     if track_numpy:
         tracemalloc.start()
     t0 = time.perf_counter()
@@ -201,7 +223,7 @@ def run_fast(t_path: Path, s_path: Path, track_numpy: bool) -> dict:
         tracemalloc.stop()
     return {
         "correlate_s": t1 - t0, "assign_s": t2 - t1, "total_s": t2 - t0, "num_tokens": corr.num_tokens,
-        "rss_before": rss_before, "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_before": rss_before, "rss_peak": peak_rss(),
         "numpy_peak": numpy_peak, "arrow_peak": pool.max_memory(), "arrow_backend": pool.backend_name,
         "corr": corr, "assignment": assignment,
     }
@@ -219,7 +241,33 @@ def _child(args: argparse.Namespace) -> None:
     np.savez(out.with_suffix(".npz"), **arrays)
 
 
-def fast_in_child(t_path: Path, s_path: Path, workdir: Path, tag: str, rows: dict, tracemalloc_on: bool) -> tuple[dict, dict]:
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes: VmHWM, which (unlike getrusage's ru_maxrss on
+    Linux) does not inherit the parent's peak across fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def fast_in_child(
+    t_path: Path, s_path: Path, workdir: Path, tag: str, rows: dict, tracemalloc_on: bool, cap: float
+) -> tuple[dict | None, dict | None, int]:
+    """Run the fast method in a fresh process; kill it if its RSS passes `cap` bytes (the machine is
+    shared). Returns (figures, arrays, highest RSS seen from outside); figures is None if killed."""
     out = workdir / f"fast_{tag}"
     cmd = [
         sys.executable, os.path.abspath(__file__), "--child-teacher", str(t_path), "--child-student", str(s_path),
@@ -227,11 +275,21 @@ def fast_in_child(t_path: Path, s_path: Path, workdir: Path, tag: str, rows: dic
     ]
     if tracemalloc_on:
         cmd.append("--child-tracemalloc")
-    subprocess.run(cmd, check=True)
+    child = subprocess.Popen(cmd)
+    seen = 0
+    while child.poll() is None:
+        seen = max(seen, _rss(child.pid))
+        if seen > cap:
+            child.kill()
+            child.wait()
+            return None, None, seen
+        time.sleep(0.05)
+    if child.returncode != 0:
+        raise RuntimeError(f"the fast-method child failed with exit status {child.returncode}")
     figures = json.loads(out.with_suffix(".json").read_text())
     with np.load(out.with_suffix(".npz")) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    return figures, arrays
+    return figures, arrays, seen
 
 
 def reference_rows(teacher: np.ndarray, student: np.ndarray, dims) -> tuple[np.ndarray, list[float]]:
@@ -257,6 +315,23 @@ def mib(b: float | None) -> str:
     return "n/a" if b is None else f"{b / 2**20:.0f} MiB"
 
 
+def mem_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 60
+
+
+def load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average n/a"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=int, default=50_000, help="tokens of the speed comparison (default 50000)")
@@ -265,8 +340,13 @@ def main() -> None:
     p.add_argument("--ref-layers", default="0,11", help="student layers timed with the reference (default 0,11)")
     p.add_argument("--check-tokens", type=int, default=5000, help="tokens of the full-reference assignment check (default 5000)")
     p.add_argument("--check-layers", default="11", help="student layers given a full reference matrix in the check (default 11)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 10k/20k tokens, 4 ref dims, 2k-token check")
-    p.add_argument("--workdir", help="directory for the temporary sample files (default: a new temp dir, removed after)")
+    p.add_argument("--plain-encoding", action="store_true",
+                   help="write activation columns without dictionary encoding or compression (default: the writer "
+                        "settings of `transmod sample`, i.e. pyarrow's defaults)")
+    p.add_argument("--mem-cap-gib", type=float, default=12.0,
+                   help="kill a fast-method run whose RSS passes this (default 12, or 80%% of available memory if less)")
+    p.add_argument("--quick", action="store_true", help="smoke run (< 1 min): 5k/10k tokens, 4 ref dims, 1k-token check")
+    p.add_argument("--workdir", help="parent directory of the temporary sample files (default: the system temp dir)")
     p.add_argument("--child-teacher", help=argparse.SUPPRESS)
     p.add_argument("--child-student", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -277,20 +357,20 @@ def main() -> None:
         _child(args)
         return
     if args.quick:
-        args.tokens, args.big_tokens, args.ref_dims, args.check_tokens = 10_000, 20_000, 4, 2000
-    ref_layers = [int(x) for x in args.ref_layers.split(",")]
-    check_layers = [int(x) for x in args.check_layers.split(",")]
+        args.tokens, args.big_tokens, args.ref_dims, args.check_tokens = 5000, 10_000, 4, 1000
+    args.ref_layers = [int(x) for x in args.ref_layers.split(",")]
+    args.check_layers = [int(x) for x in args.check_layers.split(",")]
 
     started = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="bench_correlate_", dir=args.workdir))
     try:
-        report(args, base, ref_layers, check_layers)
+        report(args, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s (temporary files removed)")
+    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s; {load()} (temporary files removed)")
 
 
-def report(args: argparse.Namespace, base: Path, ref_layers: list[int], check_layers: list[int]) -> None:
+def report(args: argparse.Namespace, base: Path) -> None:
     import scipy
     import sklearn
     from scipy.optimize import linear_sum_assignment
@@ -299,33 +379,41 @@ def report(args: argparse.Namespace, base: Path, ref_layers: list[int], check_la
     from transmod.correlation import correlate_samples
     from transmod.samplefile import SampleFile
 
+    cap = min(args.mem_cap_gib * 2**30, 0.8 * mem_available())
     print("== transmod correlate + assign benchmark (XLM-R large -> base shapes, SKIP) ==")
     print(f"teacher {T_LAYERS} layers x {T_HIDDEN} dims, student {S_LAYERS} layers x {S_HIDDEN} dims, "
           f"student layer l <- teacher layer 2l")
-    print(f"cpus {os.cpu_count()}, numpy {np.__version__}, scipy {scipy.__version__}, sklearn {sklearn.__version__}, "
-          f"pyarrow {pa.__version__}")
+    print(f"{os.cpu_count()} cpus, {load()}; numpy {np.__version__}, scipy {scipy.__version__}, "
+          f"sklearn {sklearn.__version__}, pyarrow {pa.__version__}")
     print("synthetic activations: each student dim a noisy scaled copy of one teacher dim (planted assignment, "
-          "r 0.25..0.9), teacher with shared low-rank structure and outlier dims (|mean| up to 60)")
+          "r 0.25..0.9); teacher dims share a low-rank part, 4 outlier dims per layer (|mean| 20..60)")
+    print(f"sample parquet written {'with plain encoding (--plain-encoding)' if args.plain_encoding else 'with the writer settings of `transmod sample` (pyarrow defaults: dictionary + snappy)'}, "
+          f"row groups of {CHUNK} tokens; odd teacher layers (never read under SKIP) hold zeros")
     plant = planted()
     rng = np.random.default_rng([SEED, 2])
-    ref_dims = {l: np.sort(rng.choice(S_HIDDEN, args.ref_dims, replace=False)).tolist() for l in ref_layers}
+    ref_dims = {l: np.sort(rng.choice(S_HIDDEN, args.ref_dims, replace=False)).tolist() for l in args.ref_layers}
+    data_gib = lambda n: gib(n * (T_LAYERS // 2 * T_HIDDEN + S_LAYERS * S_HIDDEN) * 4)  # noqa: E731
 
     # ---- files at the main token count
     main_dir = base / f"n{args.tokens}"
-    t_path, s_path, wt = write_samples(main_dir, args.tokens, plant)
-    size = t_path.stat().st_size + s_path.stat().st_size
-    print(f"\nwrote {args.tokens} tokens of sample parquet ({gib(size)}) in {wt:.0f} s")
+    t_path, s_path, wt = write_samples(main_dir, args.tokens, plant, args.plain_encoding)
+    print(f"\nwrote {args.tokens} tokens ({gib(t_path.stat().st_size + s_path.stat().st_size)} of parquet; "
+          f"{data_gib(args.tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
 
-    # ---- fast method at the main token count (fresh process; the timing run has no tracemalloc)
+    # ---- fast method at the main token count, in a fresh process
     print("\n-- fast method: transmod.correlation.correlate_samples + transmod.assignment.assign_correlation --")
-    fast, fast_arrays = fast_in_child(t_path, s_path, base, "main", ref_dims, tracemalloc_on=False)
+    fast, fast_arrays, seen = fast_in_child(t_path, s_path, base, "main", ref_dims, True, cap)
+    if fast is None:
+        print(f"killed: its RSS passed the {gib(cap)} cap ({gib(seen)} seen) at {args.tokens} tokens; no figures")
+        return
     print(f"{args.tokens} tokens: correlate {fast['correlate_s']:.1f} s + assign {fast['assign_s']:.1f} s "
-          f"= {fast['total_s']:.1f} s (12 layer pairs, parquet read included, fresh process)")
+          f"= {fast['total_s']:.1f} s (12 layer pairs; parquet reading included; fresh process; tracemalloc on); {load()}")
 
     # ---- reference method on a subset of dims, scaled linearly
-    print("\n-- reference method: one sklearn r_regression(teacher n x 1024, student[:, i]) call per student dim --")
+    print("\n-- reference method (the study's public code): one sklearn r_regression(teacher n x 1024, student[:, i]) "
+          "call per student dim, then linear_sum_assignment(-C) --")
     ref_times, ref_diff = [], 0.0
-    for l in ref_layers:
+    for l in args.ref_layers:
         teacher = read_layer(t_path, skip_teacher_layer(l))
         student = read_layer(s_path, l)
         reference_rows(teacher, student, [0])  # warm-up call, not timed
@@ -336,30 +424,28 @@ def report(args: argparse.Namespace, base: Path, ref_layers: list[int], check_la
     per_dim = float(np.mean(ref_times))
     lsa_s = fast["assign_s"]  # the same linear_sum_assignment calls in both methods
     ref_total = per_dim * S_HIDDEN * S_LAYERS + lsa_s
-    print(f"timed {len(ref_times)} r_regression calls ({args.ref_dims} student dims x student layers {ref_layers}) "
-          f"on the same {args.tokens}-token data (loaded in memory first; loading not counted): "
-          f"{per_dim:.3f} s per dim (min {min(ref_times):.3f}, max {max(ref_times):.3f})")
-    print(f"EXTRAPOLATED linearly to {S_LAYERS} x {S_HIDDEN} = {S_LAYERS * S_HIDDEN} calls: "
-          f"{per_dim * S_HIDDEN * S_LAYERS:.0f} s  (= {per_dim * S_HIDDEN / 60:.1f} min per layer pair), "
-          f"+ {lsa_s:.1f} s of linear_sum_assignment (same as the fast method's) = {ref_total:.0f} s")
+    print(f"MEASURED: {len(ref_times)} r_regression calls ({args.ref_dims} random student dims of each of student layers "
+          f"{args.ref_layers}) on the same {args.tokens}-token data, held in memory as float32 (loading not counted): "
+          f"{per_dim:.3f} s per dim (min {min(ref_times):.3f}, max {max(ref_times):.3f}); {load()}")
+    print(f"EXTRAPOLATED (linear in the number of dims): {S_LAYERS} layers x {S_HIDDEN} dims = {S_LAYERS * S_HIDDEN} calls "
+          f"= {per_dim * S_HIDDEN * S_LAYERS:.0f} s ({per_dim * S_HIDDEN / 60:.1f} min per layer pair), "
+          f"+ {lsa_s:.1f} s of linear_sum_assignment (taken equal to the fast method's) = {ref_total:.0f} s")
     speedup = ref_total / fast["total_s"]
-    print(f"SPEEDUP (extrapolated reference / measured fast) at {args.tokens} tokens: {speedup:.0f}x  "
-          f"-> {'meets' if speedup >= 200 else 'DOES NOT meet'} the >= 200x target")
-    print(f"reference rows vs fast rows (the {len(ref_times)} rows computed above): max |r diff| = {ref_diff:.2e} "
-          f"({'<=' if ref_diff <= 1e-6 else '>'} 1e-6)")
+    print(f"SPEEDUP at {args.tokens} tokens (extrapolated reference / measured fast): {speedup:.0f}x "
+          f"-> {'MEETS' if speedup >= 200 else 'DOES NOT MEET'} the >= 200x target")
+    print(f"agreement on the {len(ref_times)} reference rows computed above: max |r_reference - r_fast| = {ref_diff:.2e} "
+          f"({'<=' if ref_diff <= 1e-6 else 'ABOVE'} 1e-6)")
 
-    # ---- assignments vs planted, at the main token count
+    # ---- assignments
     print("\n-- assignment --")
     match = [int((fast_arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS)]
-    print(f"fast assignment at {args.tokens} tokens vs planted: {sum(match)}/{S_LAYERS * S_HIDDEN} dims match "
+    print(f"fast assignment at {args.tokens} tokens vs the planted one: {sum(match)}/{S_LAYERS * S_HIDDEN} dims "
           f"(per layer: {', '.join(map(str, match))})")
-
-    # ---- reduced full check: full reference matrix of some layer pairs, first check_tokens tokens
     check_dir = base / f"n{args.check_tokens}"
-    ct_path, cs_path, _ = write_samples(check_dir, args.check_tokens, plant)
+    ct_path, cs_path, _ = write_samples(check_dir, args.check_tokens, plant, args.plain_encoding)
     corr = correlate_samples(SampleFile.open(ct_path), SampleFile.open(cs_path), "skip")
     small = assign_correlation(corr)
-    for l in check_layers:
+    for l in args.check_layers:
         teacher = read_layer(ct_path, skip_teacher_layer(l))
         student = read_layer(cs_path, l)
         t0 = time.perf_counter()
@@ -371,38 +457,44 @@ def report(args: argparse.Namespace, base: Path, ref_layers: list[int], check_la
         sigma_fast = small.sigma(l)
         diff = float(np.abs(c_ref - corr.layers[l].r).max())
         same = int((sigma_fast == sigma_ref).sum())
-        print(f"full check, first {args.check_tokens} tokens (same data), student layer {l} <- teacher layer "
-              f"{skip_teacher_layer(l)}: full {S_HIDDEN} x {T_HIDDEN} reference matrix ({ref_s:.0f} s) vs fast: "
-              f"max |r diff| = {diff:.2e}; assignments identical on {same}/{S_HIDDEN} dims "
-              f"({'SAME ASSIGNMENT' if same == S_HIDDEN else 'DIFFERENT'}); "
+        print(f"full reference check on the first {args.check_tokens} tokens of the same data (a reduced case: the full "
+              f"reference at {args.tokens} tokens is not affordable), student layer {l} <- teacher layer "
+              f"{skip_teacher_layer(l)}: full {S_HIDDEN} x {T_HIDDEN} reference matrix + LSA ({ref_s:.0f} s) vs the fast "
+              f"method on files of those {args.check_tokens} tokens: max |r diff| = {diff:.2e}; assignments agree on "
+              f"{same}/{S_HIDDEN} dims -> {'SAME ASSIGNMENT' if same == S_HIDDEN else 'DIFFERENT ASSIGNMENT'}; "
               f"vs planted: fast {int((sigma_fast == plant['sigma'][l]).sum())}/{S_HIDDEN}, "
               f"reference {int((sigma_ref == plant['sigma'][l]).sum())}/{S_HIDDEN}")
     shutil.rmtree(check_dir, ignore_errors=True)
 
-    # ---- peak memory at the two token counts (fresh processes, tracemalloc on for numpy's share)
-    print("\n-- peak memory of the fast method (fresh process each; RSS = getrusage ru_maxrss) --")
-    mem = {}
-    for n in (args.tokens, args.big_tokens):
-        if n == args.tokens:
-            tp, sp = t_path, s_path
-        else:
-            shutil.rmtree(main_dir, ignore_errors=True)
-            tp, sp, wt = write_samples(base / f"n{n}", n, plant)
-            print(f"wrote {n} tokens of sample parquet ({gib(tp.stat().st_size + sp.stat().st_size)}) in {wt:.0f} s")
-        figures, arrays = fast_in_child(tp, sp, base, f"mem{n}", {}, tracemalloc_on=True)
-        mem[n] = figures
-        match = sum(int((arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS))
-        print(f"{n:>7} tokens: peak RSS {mib(figures['rss_peak'])} (after imports {mib(figures['rss_before'])}), "
-              f"numpy peak (tracemalloc) {mib(figures['numpy_peak'])}, Arrow pool peak "
-              f"({figures['arrow_backend']}) {mib(figures['arrow_peak'])}; time {figures['total_s']:.1f} s "
-              f"(with tracemalloc); vs planted {match}/{S_LAYERS * S_HIDDEN}")
-    a, b = mem[args.tokens], mem[args.big_tokens]
-    print(f"peak RSS ratio {args.big_tokens}/{args.tokens} tokens: {b['rss_peak'] / a['rss_peak']:.3f} "
-          f"(tokens x{args.big_tokens / args.tokens:.0f}); numpy peak ratio {b['numpy_peak'] / a['numpy_peak']:.3f}; "
-          f"Arrow peak ratio {b['arrow_peak'] / a['arrow_peak']:.3f}")
-    print(f"input data held by the files: {gib(args.tokens * (T_LAYERS // 2 * T_HIDDEN + S_LAYERS * S_HIDDEN) * 4)} "
-          f"at {args.tokens} tokens, {gib(args.big_tokens * (T_LAYERS // 2 * T_HIDDEN + S_LAYERS * S_HIDDEN) * 4)} "
-          f"at {args.big_tokens} (SKIP-read layers only)")
+    # ---- peak memory at the two token counts, each in a fresh process
+    print("\n-- peak memory of the fast method (fresh process each; peak RSS = VmHWM of the child; "
+          "numpy = tracemalloc peak; Arrow = default pool max_memory) --")
+    rows_out = {args.tokens: (fast, seen)}
+    shutil.rmtree(main_dir, ignore_errors=True)
+    tp, sp, wt = write_samples(base / f"n{args.big_tokens}", args.big_tokens, plant, args.plain_encoding)
+    print(f"wrote {args.big_tokens} tokens ({gib(tp.stat().st_size + sp.stat().st_size)} of parquet; "
+          f"{data_gib(args.big_tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
+    big, big_arrays, big_seen = fast_in_child(tp, sp, base, "big", {}, True, cap)
+    rows_out[args.big_tokens] = (big, big_seen)
+    for n, (figures, seen_n) in rows_out.items():
+        if figures is None:
+            print(f"{n:>7} tokens: KILLED when its RSS passed the {gib(cap)} cap ({gib(seen_n)} seen): "
+                  f"peak memory grows with the token count")
+            continue
+        print(f"{n:>7} tokens: peak RSS {mib(figures['rss_peak'])} (after imports {mib(figures['rss_before'])}); "
+              f"numpy peak {mib(figures['numpy_peak'])}; Arrow pool peak ({figures['arrow_backend']}) "
+              f"{mib(figures['arrow_peak'])}; fast method {figures['total_s']:.1f} s")
+    if big is not None:
+        match = sum(int((big_arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS))
+        ratio = big["rss_peak"] / fast["rss_peak"]
+        print(f"peak RSS ratio {args.big_tokens} / {args.tokens} tokens: {ratio:.2f} for x{args.big_tokens / args.tokens:.0f} "
+              f"the tokens (numpy {big['numpy_peak'] / fast['numpy_peak']:.2f}, Arrow "
+              f"{big['arrow_peak'] / fast['arrow_peak']:.2f}) -> peak memory "
+              f"{'DOES NOT GROW' if ratio < 1.1 else 'GROWS'} with the token count; "
+              f"fast assignment at {args.big_tokens} tokens vs planted: {match}/{S_LAYERS * S_HIDDEN}")
+    else:
+        print(f"peak RSS ratio {args.big_tokens} / {args.tokens} tokens: >= {big_seen / fast['rss_peak']:.2f} "
+              f"(the run was killed) -> peak memory GROWS with the token count")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ def test_sampled_states_are_the_module_inputs(tmp_path, tokenizer, model_type, p
     model = make_model(model_type, 3)
     examples = [(s,) for s in SENTENCES[:10]]
     out = tmp_path / "s.parquet"
-    n = sample_hidden_states(model, tokenizer, examples, out, model_name="tiny", peft=peft, batch_size=4, lora_outputs=True)
+    other = "lora" if peft == "adapter" else "adapter"  # both hook types in one pass, as the workflow samples
+    n = sample_hidden_states(model, tokenizer, examples, {peft: out, other: tmp_path / "other.parquet"},
+                             model_name="tiny", batch_size=4, lora_outputs=True)
     sample = SampleFile.open(out)
     assert sample.num_tokens == n == sum(len(s.split()) for s, in examples)  # no [CLS]/[SEP]/padding
     assert sample.meta["hook"] == peft and sample.meta["num_layers"] == 3 and sample.meta["hidden_size"] == 24
@@ -53,10 +55,10 @@ def test_hook_point_matches_the_adapters_library(tokenizer, model_type):
     enc = tokenizer(SENTENCES[:3], padding=True, return_tensors="pt")
     if model_type == "distilbert":
         enc.pop("token_type_ids")
-    with capture(model, arch, "adapter", ("h",)) as store, torch.no_grad():
+    with capture(model, arch, {"adapter": ("h",)}) as store, torch.no_grad():
         model(**enc)
         for l in range(2):
-            torch.testing.assert_close(store[f"h{l}"], seen[l])
+            torch.testing.assert_close(store[f"adapter:h{l}"], seen[l])
 
 
 def test_hooks_do_not_change_outputs(tokenizer):
@@ -64,7 +66,7 @@ def test_hooks_do_not_change_outputs(tokenizer):
     enc = tokenizer(SENTENCES[:3], padding=True, return_tensors="pt")
     with torch.no_grad():
         before = model(**enc).last_hidden_state
-        with capture(model, architecture("bert"), "lora", ("h", "q", "v")):
+        with capture(model, architecture("bert"), {"lora": ("h", "q", "v"), "adapter": ("h",)}):
             during = model(**enc).last_hidden_state
     assert torch.equal(before, during)
 
@@ -72,7 +74,7 @@ def test_hooks_do_not_change_outputs(tokenizer):
 def test_max_tokens_cuts_in_reading_order(tmp_path, tokenizer):
     model = make_model("bert", 1)
     out = tmp_path / "s.parquet"
-    n = sample_hidden_states(model, tokenizer, [(s,) for s in SENTENCES], out, model_name="m", peft="adapter",
+    n = sample_hidden_states(model, tokenizer, [(s,) for s in SENTENCES], {"adapter": out}, model_name="m",
                              max_tokens=13, batch_size=2)
     assert n == 13 and pq.read_table(out).num_rows == 13
 

@@ -53,15 +53,17 @@ def make_tokenizer():
 
 
 def tiny_config(arch: str):
+    """Tiny random models; a wider init than 0.02 so the frozen features carry enough signal to learn from."""
     from transformers import BertConfig, DistilBertConfig, XLMRobertaConfig
 
     if arch == "bert":
         return BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, pad_token_id=0)
+                          intermediate_size=64, pad_token_id=0, initializer_range=0.2)
     if arch == "distilbert":
-        return DistilBertConfig(vocab_size=200, dim=32, n_layers=2, n_heads=2, hidden_dim=64, pad_token_id=0)
+        return DistilBertConfig(vocab_size=200, dim=32, n_layers=2, n_heads=2, hidden_dim=64, pad_token_id=0,
+                                initializer_range=0.2)
     return XLMRobertaConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64, pad_token_id=0, max_position_embeddings=160)
+                            intermediate_size=64, pad_token_id=0, max_position_embeddings=160, initializer_range=0.2)
 
 
 @pytest.fixture(scope="session")
@@ -272,17 +274,17 @@ FAST = dict(learning_rate=3e-3, batch_size=8, epochs=4, max_length=32, adapter_b
             eval_batch_size=32)
 
 
-@pytest.mark.parametrize("arch,peft,task", [("bert", "adapter", "pi"), ("distilbert", "lora", "ner"),
-                                            ("xlm-roberta", "adapter", "ner")])
+@pytest.mark.parametrize("arch,peft,task", [("bert", "adapter", "ner"), ("distilbert", "lora", "pi"),
+                                            ("xlm-roberta", "lora", "ner")])
 def test_training_beats_chance(models, tmp_path, arch, peft, task):
     data = pi_data if task == "pi" else ner_data
-    cfg = TrainConfig(seed=0, **{**FAST, "epochs": 6, "learning_rate": 1e-2})
-    summary = train(models[arch], task, peft, data(96, 0), data(32, 1), data(32, 2), cfg, tmp_path / "run", threads=1)
+    cfg = TrainConfig(seed=0, **{**FAST, "epochs": 8, "learning_rate": 3e-2})
+    summary = train(models[arch], task, peft, data(128, 0), data(32, 1), data(32, 2), cfg, tmp_path / "run", threads=1)
     out = tmp_path / "run"
     assert sorted(p.name for p in out.iterdir()) == sorted([MODULE_DIR, HEAD_FILE, HISTORY_FILE, PREDICTIONS_FILE])
     assert (out / MODULE_DIR / "adapter.safetensors").is_file() and (out / MODULE_DIR / "adapter_config.json").is_file()
     history = json.loads((out / HISTORY_FILE).read_text())
-    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 7))
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 9))
     assert history["best_val_metric"] == max(e["val_metric"] for e in history["epochs"]) == summary["best_val_metric"]
     head = load_file(str(out / HEAD_FILE))
     assert head and all(k.split(".")[0] in ("classifier", "pre_classifier") for k in head)
@@ -335,7 +337,7 @@ def test_resume_after_kill_is_exact(models, tmp_path, peft, task):
 
     # a checkpoint of another configuration is refused, not silently mixed in
     with pytest.raises(Killed):
-        train(models["bert"], task, peft, *splits, cfg, out, threads=1, step_callback=kill_at(2))
+        train(models["bert"], task, peft, *splits, cfg, out, threads=1, step_callback=kill_at(4))
     with pytest.raises(TransmodError, match="delete"):
         train(models["bert"], task, peft, *splits, TrainConfig(seed=5, checkpoint_every=3, **FAST), out, threads=1)
 
@@ -348,3 +350,40 @@ def test_train_refuses_bad_input(models, tmp_path):
         train(tmp_path / "nomodel", "pi", "adapter", pi_data(8, 0), pi_data(4, 1), pi_data(4, 2), cfg, tmp_path / "y")
     with pytest.raises(TransmodError, match="peft"):
         train(models["bert"], "pi", "prefix", pi_data(8, 0), pi_data(4, 1), pi_data(4, 2), cfg, tmp_path / "z")
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_training import FAST, pi_data
+from transmod.training import TrainConfig, train
+
+def die(step):
+    if step == {step}:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: a node that loses power
+
+cfg = TrainConfig(seed=3, checkpoint_every=2, **{{**FAST, "epochs": 2}})
+train({model!r}, "pi", "adapter", pi_data(40, 0), pi_data(12, 1), pi_data(12, 2), cfg, {out!r}, threads=1,
+      step_callback=die)
+"""
+
+
+def test_resume_after_sigkill(models, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), step=7, model=str(models["bert"]), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / PREDICTIONS_FILE).exists()
+    assert (out / STATE_DIR / "LATEST").read_text() == "step-000000006-e0001"  # 5 steps an epoch, one more done
+    cfg = TrainConfig(seed=3, checkpoint_every=2, **{**FAST, "epochs": 2})
+    splits = pi_data(40, 0), pi_data(12, 1), pi_data(12, 2)
+    train(models["bert"], "pi", "adapter", *splits, cfg, out, threads=1)
+    train(models["bert"], "pi", "adapter", *splits, cfg, tmp_path / "whole", threads=1)
+    assert (out / PREDICTIONS_FILE).read_text() == (tmp_path / "whole" / PREDICTIONS_FILE).read_text()
+    a = load_file(str(out / MODULE_DIR / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "whole" / MODULE_DIR / "adapter.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -6,7 +6,9 @@ so supporting a new encoder is one entry here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transmod.errors import TransmodError
@@ -77,28 +79,38 @@ class ModelShape:
         return architecture(self.model_type, self.name)
 
 
+BASE_CLASSES = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
+                "distilbert": "DistilBertModel"}
+
+
 def model_shape(config: Any, name: str) -> ModelShape:
-    arch = architecture(config.model_type, name)
-    base_class = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
-                  "distilbert": "DistilBertModel"}[config.model_type]
+    """Shape from a transformers config object or the dict of a config.json."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    arch = architecture(values.get("model_type", "?"), name)
     return ModelShape(
         name=name,
-        model_type=config.model_type,
-        num_layers=int(getattr(config, arch.layers_attr)),
-        hidden_size=int(getattr(config, arch.hidden_attr)),
-        model_class=base_class,
+        model_type=values["model_type"],
+        num_layers=int(values[arch.layers_attr]),
+        hidden_size=int(values[arch.hidden_attr]),
+        model_class=BASE_CLASSES[values["model_type"]],
     )
 
 
 def load_model_shape(model: str) -> ModelShape:
-    """Shape of a hub id or local model folder, from its config.json only."""
-    from transformers import AutoConfig
-
+    """Shape of a hub id or local model folder, from its config.json alone (no transformers import)."""
+    local = Path(model) / "config.json"
     try:
-        config = AutoConfig.from_pretrained(model, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
+        if local.is_file():
+            path = local
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model, "config.json"))
+        return model_shape(json.loads(path.read_text()), model)
+    except TransmodError:
+        raise
+    except Exception as exc:  # hub errors, a missing file, invalid JSON
         raise TransmodError(
             f"cannot read the model config of {model!r}: give a local model folder with config.json "
-            f"or a hub id reachable from here ({str(exc).splitlines()[0]})"
+            f"or a hub id reachable from here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
-    return model_shape(config, model)

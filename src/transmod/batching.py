@@ -8,11 +8,14 @@ already seen and continue on exactly the same data as an uninterrupted run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from transmod.errors import TransmodError
+
+if TYPE_CHECKING:
+    import torch
 
 TASKS = ("ner", "pi", "nli")
 
@@ -112,7 +115,7 @@ def length(example: Example) -> int:
     return len(example["input_ids"])
 
 
-def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, "torch.Tensor"]:  # noqa: F821
+def collate(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest example (right padding); labels and word ids pad with -100 / -1."""
     import torch
 

@@ -87,7 +87,7 @@ def _sample(args: argparse.Namespace) -> None:
 
     examples = read_texts(args.data)
     with atomic_path(args.out) as tmp:
-        n = sample_model(args.model, examples, tmp, peft=args.peft, max_tokens=args.max_tokens,
+        n = sample_model(args.model, examples, {args.peft: tmp}, max_tokens=args.max_tokens,
                          batch_size=args.batch_size, max_length=args.max_length, lora_outputs=args.lora_outputs)
         if n == 0:
             raise TransmodError(f"{args.data}: no tokens left after removing special tokens; give more text")
@@ -155,7 +155,7 @@ def _assignment_from_samples(args: argparse.Namespace, peft: str):
         files = {}
         for who, model in (("teacher", args.teacher_model), ("student", args.student_model)):
             files[who] = Path(tmp) / f"{who}.parquet"
-            sample_model(model, examples, files[who], peft=peft, max_tokens=args.max_tokens, lora_outputs=lora_outputs)
+            sample_model(model, examples, {peft: files[who]}, max_tokens=args.max_tokens, lora_outputs=lora_outputs)
         teacher, student = SampleFile.open(files["teacher"]), SampleFile.open(files["student"])
         return assign_correlation(correlate_samples(teacher, student, args.mapping))
 

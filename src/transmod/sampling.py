@@ -5,10 +5,11 @@ The file layout is described in `transmod.samplefile`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,8 +32,11 @@ def spaces_for(peft: str, lora_outputs: bool) -> tuple[str, ...]:
 
 
 @contextmanager
-def capture(model: torch.nn.Module, arch: Architecture, peft: str, spaces: Sequence[str]):
-    """Register read-only hooks; yield a dict that each forward fills with {space}{layer} -> tensor."""
+def capture(model: torch.nn.Module, arch: Architecture, spaces: Mapping[str, Sequence[str]]):
+    """Register read-only hooks; each forward fills the yielded dict with `{peft}:{space}{layer}` -> tensor.
+
+    `spaces` maps a hook type (adapter, lora) to the spaces to record for it.
+    """
     layers = model.get_submodule(arch.layers_path)
     store: dict[str, torch.Tensor] = {}
     handles = []
@@ -43,14 +47,14 @@ def capture(model: torch.nn.Module, arch: Architecture, peft: str, spaces: Seque
         return hook
 
     for l, layer in enumerate(layers):
-        if peft == "adapter":
-            handles.append(layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"h{l}", False)))
-        else:
+        if "adapter" in spaces:
+            handles.append(layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"adapter:h{l}", False)))
+        if "lora" in spaces:
             query = layer.get_submodule(arch.query)
-            handles.append(query.register_forward_pre_hook(keep(f"h{l}", True)))
-            if "q" in spaces:
-                handles.append(query.register_forward_hook(keep(f"q{l}", False)))
-                handles.append(layer.get_submodule(arch.value).register_forward_hook(keep(f"v{l}", False)))
+            handles.append(query.register_forward_pre_hook(keep(f"lora:h{l}", True)))
+            if "q" in spaces["lora"]:
+                handles.append(query.register_forward_hook(keep(f"lora:q{l}", False)))
+                handles.append(layer.get_submodule(arch.value).register_forward_hook(keep(f"lora:v{l}", False)))
     try:
         yield store
     finally:
@@ -58,20 +62,23 @@ def capture(model: torch.nn.Module, arch: Architecture, peft: str, spaces: Seque
             handle.remove()
 
 
+_KEYS = [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), ("end", pa.int32()), ("token", pa.string())]
+
+
 def sample_hidden_states(
     model: torch.nn.Module,
     tokenizer,
     examples: Sequence[Example],
-    out: str | Path,
+    outs: Mapping[str, str | Path],
     *,
     model_name: str,
-    peft: str,
     max_tokens: int | None = None,
     batch_size: int = 32,
     max_length: int = 128,
     lora_outputs: bool = False,
 ) -> int:
-    """Run the bare model over `examples` and write the module inputs of every layer to `out`.
+    """Run the bare model over `examples` once and write, per hook type in `outs` (adapter, lora),
+    the module inputs of every layer to that file.
 
     Returns the number of tokens written. Only non-special, non-padding tokens are kept; the first
     `max_tokens` of them in reading order, so two models reading the same data keep the same tokens.
@@ -81,17 +88,18 @@ def sample_hidden_states(
     if max_tokens is not None and max_tokens < 1:
         raise TransmodError(f"--max-tokens must be positive, got {max_tokens}")
     shape = model_shape(model.config, model_name)
-    arch = shape.arch
-    spaces = spaces_for(peft, lora_outputs)
-    columns = [f"{s}{l}" for s in spaces for l in range(shape.num_layers)]
-    schema = pa.schema(
-        [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), ("end", pa.int32()), ("token", pa.string())]
-        + [(c, pa.list_(pa.float32(), shape.hidden_size)) for c in columns]
-    )
+    spaces = {peft: spaces_for(peft, lora_outputs) for peft in outs}
+    columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
+    schemas = {
+        peft: pa.schema(_KEYS + [(c, pa.list_(pa.float32(), shape.hidden_size)) for c in columns[peft]]) for peft in outs
+    }
     model.eval()
     accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
     written = 0
-    with pq.ParquetWriter(out, schema) as writer, capture(model, arch, peft, spaces) as store, torch.inference_mode():
+    with contextlib.ExitStack() as stack:
+        writers = {peft: stack.enter_context(pq.ParquetWriter(out, schemas[peft])) for peft, out in outs.items()}
+        store = stack.enter_context(capture(model, shape.arch, spaces))
+        stack.enter_context(torch.inference_mode())
         for first in range(0, len(examples), batch_size):
             batch = examples[first : first + batch_size]
             enc = tokenizer(
@@ -109,36 +117,37 @@ def sample_hidden_states(
             if len(rows) == 0:
                 continue
             seq = torch.tensor([[s if s is not None else -1 for s in enc.sequence_ids(i)] for i in range(len(batch))])
-            ids = enc["input_ids"][rows, pos].tolist()
-            data = {
+            keys = {
                 "sent": pa.array((rows + first).numpy().astype(np.int32)),
                 "seq": pa.array(seq[rows, pos].numpy().astype(np.int8)),
                 "start": pa.array(offsets[rows, pos, 0].numpy().astype(np.int32)),
                 "end": pa.array(offsets[rows, pos, 1].numpy().astype(np.int32)),
-                "token": pa.array(tokenizer.convert_ids_to_tokens(ids)),
+                "token": pa.array(tokenizer.convert_ids_to_tokens(enc["input_ids"][rows, pos].tolist())),
             }
-            for c in columns:
-                values = store[c][rows, pos].float().numpy().reshape(-1)
-                data[c] = pa.FixedSizeListArray.from_arrays(pa.array(values), shape.hidden_size)
-            writer.write_table(pa.table(data, schema=schema))
+            for peft, writer in writers.items():
+                data = dict(keys)
+                for c in columns[peft]:
+                    values = store[f"{peft}:{c}"][rows, pos].float().numpy().reshape(-1)
+                    data[c] = pa.FixedSizeListArray.from_arrays(pa.array(values), shape.hidden_size)
+                writer.write_table(pa.table(data, schema=schemas[peft]))
             written += len(rows)
             if max_tokens is not None and written >= max_tokens:
                 break
-        meta = {
-            "model": model_name, "model_type": shape.model_type, "hook": peft, "spaces": list(spaces),
-            "num_layers": shape.num_layers, "layers": list(range(shape.num_layers)),
-            "hidden_size": shape.hidden_size, "num_tokens": written,
-        }
-        writer.add_key_value_metadata({META_KEY: json.dumps(meta).encode()})
+        for peft, writer in writers.items():
+            meta = {
+                "model": model_name, "model_type": shape.model_type, "hook": peft, "spaces": list(spaces[peft]),
+                "num_layers": shape.num_layers, "layers": list(range(shape.num_layers)),
+                "hidden_size": shape.hidden_size, "num_tokens": written,
+            }
+            writer.add_key_value_metadata({META_KEY: json.dumps(meta).encode()})
     return written
 
 
 def sample_model(
     model_name: str,
     examples: Sequence[Example],
-    out: str | Path,
+    outs: Mapping[str, str | Path],
     *,
-    peft: str,
     max_tokens: int | None = None,
     batch_size: int = 32,
     max_length: int = 128,
@@ -155,6 +164,6 @@ def sample_model(
     except (OSError, ValueError) as exc:
         raise TransmodError(f"cannot load model {model_name!r}: {str(exc).splitlines()[0]}") from None
     return sample_hidden_states(
-        model, tokenizer, examples, out, model_name=model_name, peft=peft, max_tokens=max_tokens,
+        model, tokenizer, examples, outs, model_name=model_name, max_tokens=max_tokens,
         batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs,
     )

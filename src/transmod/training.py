@@ -45,7 +45,7 @@ from transmod.evaluation import PRIMARY_METRIC, score_lists
 
 log = logging.getLogger(__name__)
 
-PEFT_TYPES = ("adapter", "lora")
+PEFT_TYPES = ("adapter", "lora")  # as transmod.samplefile (not imported: it pulls in pyarrow)
 ADAPTER_NAME = "task"  # the module's name inside the model; saved modules are loaded under it too
 MODULE_DIR = "module"
 HEAD_FILE = "head.safetensors"
@@ -122,15 +122,19 @@ class TrainConfig:
 
 @contextmanager
 def _quiet_transformers():
-    """Silence the expected 'newly initialized head' warnings of from_pretrained."""
+    """Silence expected warnings: from_pretrained's 'newly initialized head', adapters' activation notes."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    adapters_logger = logging.getLogger("adapters")
+    adapters_level = adapters_logger.level
     hf_logging.set_verbosity_error()
+    adapters_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        adapters_logger.setLevel(adapters_level)
 
 
 def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:
@@ -219,11 +223,12 @@ def build_model(
             module_cfg = adapters.LoRAConfig(
                 r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, attn_matrices=["q", "v"]
             )
-        model.add_adapter(ADAPTER_NAME, config=module_cfg, set_active=True)
+        with _quiet_transformers():
+            model.add_adapter(ADAPTER_NAME, config=module_cfg, set_active=True)
     else:
         _load_module(model, Path(init_module), peft)
-
-    model.train_adapter(ADAPTER_NAME)
+    with _quiet_transformers():
+        model.train_adapter(ADAPTER_NAME)
     head = set(head_parameter_names(model))
     if not head:
         raise TransmodError(f"{source}: the model has no classification head outside its base model")
@@ -289,6 +294,7 @@ def configure_threads(threads: int | None = None) -> None:
         if threads < 1:
             raise TransmodError(f"threads must be positive, got {threads}")
         torch.set_num_threads(threads)
+        os.environ.setdefault("RAYON_RS_NUM_CPUS", str(threads))  # the fast tokenizer's thread pool
 
 
 @dataclass
@@ -312,13 +318,20 @@ class _Device:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
-def _model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> dict:
+def input_keys(model: torch.nn.Module) -> tuple[str, ...]:
+    """Which encoded inputs the model reads: no token types for DistilBERT or single-type models (XLM-R)."""
+    import inspect
+
     keys = ["input_ids", "attention_mask"]
-    if "token_type_ids" in batch and model.config.model_type != "distilbert" and getattr(
+    if "token_type_ids" in inspect.signature(model.forward).parameters and getattr(
         model.config, "type_vocab_size", 2
     ) > 1:
         keys.append("token_type_ids")
-    return {k: batch[k].to(device, non_blocking=True) for k in keys}
+    return tuple(keys)
+
+
+def _model_inputs(keys: Sequence[str], batch: dict[str, torch.Tensor], device: torch.device) -> dict:
+    return {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -347,12 +360,13 @@ def predict(
     outside = "O" if "O" in labels else labels[0]
     out: list = [None] * len(examples)
     was_training = model.training
+    keys = input_keys(model)
     model.eval()
     with torch.inference_mode():
         for idx in sorted_batches([length(ex) for ex in examples], batch_size):
             batch = collate([examples[i] for i in idx], pad_token_id)
             with dev.autocast():
-                logits = model(**_model_inputs(model, batch, dev.device)).logits
+                logits = model(**_model_inputs(keys, batch, dev.device)).logits
             best = logits.float().argmax(-1).cpu()
             for row, i in enumerate(idx):
                 if task == "ner":
@@ -568,6 +582,7 @@ def train(
     out_dir = Path(out_dir)
     state_dir = Path(state_dir) if state_dir is not None else out_dir / STATE_DIR
     labels = list(labels) if labels is not None else list(DEFAULT_LABELS[task])
+    (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)  # a stale file must not pass for this run's result
     set_seeds(cfg.seed)
 
     from transformers import AutoTokenizer
@@ -582,9 +597,10 @@ def train(
     if not getattr(tokenizer, "is_fast", False) and task == "ner":
         raise TransmodError(f"{model_path}: NER needs a fast tokenizer (tokenizer.json) to align words and sub-tokens")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_length = min(cfg.max_length, int(getattr(tokenizer, "model_max_length", None) or cfg.max_length))
     splits = {}
     for split, ds in (("train", train_ds), ("validation", val_ds), ("test", test_ds)):
-        splits[split] = encode(ds, tokenizer, task, cfg.max_length, len(labels), source=f"the {split} split")
+        splits[split] = encode(ds, tokenizer, task, max_length, len(labels), source=f"the {split} split")
         if not splits[split]:
             raise TransmodError(f"the {split} split is empty; give at least one example")
     val_gold = gold_labels(val_ds, task, labels)
@@ -593,6 +609,7 @@ def train(
     dev = _Device.pick()
     model = build_model(model_path, task, len(labels), peft, cfg, init_module, labels).to(dev.device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    keys = input_keys(model)
     optimizer = _optimizer(named, cfg)
     scaler = torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None
     train_ex = splits["train"]
@@ -621,7 +638,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * _lr_factor(progress.global_step, warmup, total_steps)
             with dev.autocast():
-                logits = model(**_model_inputs(model, batch, dev.device)).logits
+                logits = model(**_model_inputs(keys, batch, dev.device)).logits
             loss = _loss(logits, batch["labels"].to(dev.device))
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -682,7 +699,6 @@ def _write_outputs(
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
     with atomic_path(out_dir / MODULE_DIR, is_dir=True) as tmp:
         with _quiet_transformers():
             model.save_adapter(str(tmp), ADAPTER_NAME, use_safetensors=True)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from transmod.architectures import Architecture, ModelShape, architecture
 from transmod.assignment import Assignment
@@ -44,7 +44,7 @@ class Module:
 
     path: Path
     config: dict
-    weights: dict[tuple[int, str, str], torch.Tensor]
+    weights: dict[tuple[int, str, str], np.ndarray]
 
     @property
     def name(self) -> str:
@@ -94,12 +94,15 @@ def read_module(path: str | Path, teacher: ModelShape) -> Module:
     config = json.loads(config_file.read_text())
     _check_supported(config, path)
     if (path / SAFE_WEIGHTS_NAME).is_file():
-        from safetensors.torch import load_file
+        from safetensors.numpy import load_file
 
         state = load_file(str(path / SAFE_WEIGHTS_NAME))
     elif (path / BIN_WEIGHTS_NAME).is_file():
+        import torch  # only for the legacy format; weights_only refuses pickled code
+
         try:
-            state = torch.load(path / BIN_WEIGHTS_NAME, map_location="cpu", weights_only=True)
+            state = {k: v.float().numpy() for k, v in
+                     torch.load(path / BIN_WEIGHTS_NAME, map_location="cpu", weights_only=True).items()}
         except Exception as exc:  # weights_only refuses anything but plain tensors
             raise TransmodError(f"{path / BIN_WEIGHTS_NAME}: unreadable with weights_only=True ({exc})") from None
     else:
@@ -116,7 +119,7 @@ def read_module(path: str | Path, teacher: ModelShape) -> Module:
         + r")\.[^.]+\.(.+)$"
     )
     site_of = {p: s for s, p in _site_paths(arch).items()}
-    weights: dict[tuple[int, str, str], torch.Tensor] = {}
+    weights: dict[tuple[int, str, str], np.ndarray] = {}
     for key, tensor in state.items():
         match = pattern.search(key)
         if match is None or (match.group(3) not in _HIDDEN_AXES and match.group(3) not in _PLAIN):
@@ -153,7 +156,7 @@ def transfer_weights(
     mapping: str,
     assignment: Assignment | None = None,
     lora_b: str = "study",
-) -> dict[tuple[int, str, str], torch.Tensor]:
+) -> dict[tuple[int, str, str], np.ndarray]:
     """Map layers (SKIP copies, AVG averages a group) and prune/permute every hidden-size axis.
 
     With no assignment the widths must agree and the permutation is the identity.
@@ -167,14 +170,14 @@ def transfer_weights(
             "width: give --samples (to align on the way) or --assignment"
         )
     params = sorted({(site, param) for _, site, param in module.weights})
-    out: dict[tuple[int, str, str], torch.Tensor] = {}
+    out: dict[tuple[int, str, str], np.ndarray] = {}
     for l, group in enumerate(groups):
         present = [t for t in group if t in module.layers]
         for site, param in params:
             tensors = [module.weights[(t, site, param)] for t in present if (t, site, param) in module.weights]
             if not tensors:
                 continue
-            tensor = tensors[0].clone() if len(tensors) == 1 else torch.stack(tensors).mean(0)
+            tensor = tensors[0].copy() if len(tensors) == 1 else np.mean(tensors, axis=0, dtype=np.float64).astype(tensors[0].dtype)
             if param in _HIDDEN_AXES and assignment is not None:
                 axis, direction = _HIDDEN_AXES[param]
                 space = _space(site, direction, lora_b)
@@ -184,8 +187,8 @@ def transfer_weights(
                         f"the assignment has no {space!r} space for student layer {l}; "
                         + ("sample with --lora-outputs for --lora-b output" if space != "h" else "recompute it")
                     )
-                tensor = tensor.index_select(axis, torch.as_tensor(sigma))
-            out[(l, site, param)] = tensor.contiguous()
+                tensor = np.take(tensor, sigma, axis=axis)
+            out[(l, site, param)] = np.ascontiguousarray(tensor)
     return out
 
 
@@ -208,10 +211,10 @@ def student_config(module: Module, teacher: ModelShape, student: ModelShape, kep
 
 
 def save_module(
-    weights: dict[tuple[int, str, str], torch.Tensor], config: dict, student: ModelShape, out: str | Path
+    weights: dict[tuple[int, str, str], np.ndarray], config: dict, student: ModelShape, out: str | Path
 ) -> None:
     """Write the module in the adapters library's layout for the student (keys as its base model names them)."""
-    from safetensors.torch import save_file
+    from safetensors.numpy import save_file
 
     arch = student.arch
     paths = _site_paths(arch)

@@ -7,7 +7,8 @@ rule sample_embeddings:
         model=model_input(),
         data=dataset_input,
     output:
-        ALIGN + "/{role}.parquet",
+        adapter=SAMPLES + "/{role}.adapter.parquet",
+        lora=SAMPLES + "/{role}.lora.parquet",
     params:
         model=model_of(),
         dataset=lambda w: config["tasks"][w.task]["dataset"],
@@ -16,9 +17,9 @@ rule sample_embeddings:
         batch_size=config["sampling"]["batch_size"],
         lora_outputs=config["alignment"]["lora_b"] == "output",
     log:
-        R + "/logs/sample_embeddings/{pair}/{task}/{lang}/{peft}/{role}.log",
+        R + "/logs/sample_embeddings/{pair}/{task}/{lang}/{role}.log",
     benchmark:
-        R + "/benchmarks/sample_embeddings/{pair}/{task}/{lang}/{peft}/{role}.tsv"
+        R + "/benchmarks/sample_embeddings/{pair}/{task}/{lang}/{role}.tsv"
     threads: 1
     conda:
         "../envs/transmod.yaml"
@@ -28,8 +29,8 @@ rule sample_embeddings:
 
 rule correlate:
     input:
-        teacher=ALIGN + "/teacher.parquet",
-        student=ALIGN + "/student.parquet",
+        teacher=SAMPLES + "/teacher.{peft}.parquet",
+        student=SAMPLES + "/student.{peft}.parquet",
     output:
         ALIGN + "/{mapping}.correlation.safetensors",
     log:

@@ -1,14 +1,10 @@
 # Input functions, paths and config validation shared by every rule file.
 
-import json
-import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
 
 min_version("9.0")
-
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, when not pip-installed
 
 from transmod.errors import TransmodError
 from transmod.workflow_config import validate_config
@@ -21,6 +17,7 @@ except TransmodError as exc:
 R = config["results"]
 RUN = R + "/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = R + "/align/{pair}/{task}/{lang}/{peft}"
+SAMPLES = R + "/samples/{pair}/{task}/{lang}"
 
 
 wildcard_constraints:
@@ -45,7 +42,7 @@ def grid():
 
 def all_targets():
     seeds = config["seeds"]
-    mappings = [m for m in ("skip", "avg")]
+    mappings = ["skip", "avg"]
     targets = [f"{R}/tables/summary.md"]
     for w in grid():
         targets += expand(ALIGN + "/{mapping}.assignment.json", mapping=mappings, **w)

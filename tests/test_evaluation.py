@@ -1,0 +1,80 @@
+"""Metrics from predictions files: seqeval entity F1 for NER, accuracy for PI/NLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from transmod.errors import TransmodError
+from transmod.evaluation import score, score_lists, write_metrics
+
+
+def write(path, data):
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_seqeval_entity_f1_on_a_known_example(tmp_path):
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-MISC", "I-MISC"]]
+    pred = [["B-PER", "I-PER", "O", "O"],  # PER right, LOC missed
+            ["B-LOC", "O", "B-MISC", "I-MISC"]]  # ORG typed wrong (a false positive and a miss), MISC right
+    # gold entities: PER, LOC, ORG, MISC (4); predicted: PER, LOC, MISC (3); correct: PER, MISC (2)
+    path = write(tmp_path / "p.json", {"task": "ner", "predictions": pred, "gold": gold})
+    m = score("ner", path)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 4)
+    assert m["f1"] == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert m["metric"] == "f1" and m["score"] == m["f1"] and m["n"] == 2
+
+
+def test_entity_boundaries_count():
+    # a partly found entity is wrong at the entity level
+    m = score_lists("ner", [["B-PER", "O"]], [["B-PER", "I-PER"]])
+    assert m["f1"] == 0.0
+    assert score_lists("ner", [["O", "O"]], [["O", "O"]])["f1"] == 0.0  # no entities: 0, not an error
+
+
+def test_accuracy(tmp_path):
+    path = write(tmp_path / "p.json", {"task": "nli", "predictions": [0, 1, 1, 2], "gold": [0, 1, 2, 2]})
+    m = score("nli", path)
+    assert m["accuracy"] == 0.75 and m["score"] == 0.75 and m["metric"] == "accuracy"
+    assert score("pi", {"task": "pi", "predictions": [1, 0], "gold": [1, 1]})["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("content", [
+    "not json",
+    json.dumps([1, 2]),
+    json.dumps({"task": "pi", "predictions": [0, 1]}),
+    json.dumps({"task": "pos", "predictions": [0], "gold": [0]}),
+    json.dumps({"task": "pi", "predictions": [0, 1], "gold": [0]}),
+    json.dumps({"task": "pi", "predictions": ["a"], "gold": [0]}),
+    json.dumps({"task": "ner", "predictions": [["O"]], "gold": [["O", "B-PER"]]}),
+    json.dumps({"task": "ner", "predictions": [], "gold": []}),
+])
+def test_malformed_predictions_are_refused(tmp_path, content):
+    path = tmp_path / "bad_predictions.json"
+    path.write_text(content)
+    with pytest.raises(TransmodError, match="bad_predictions.json"):
+        score("pi", path)
+
+
+def test_missing_file_and_wrong_task(tmp_path):
+    with pytest.raises(TransmodError, match="absent.json"):
+        score("pi", tmp_path / "absent.json")
+    path = write(tmp_path / "p.json", {"task": "pi", "predictions": [0], "gold": [0]})
+    with pytest.raises(TransmodError, match="'nli'"):
+        score("nli", path)
+
+
+def test_write_metrics_includes_run_info(tmp_path):
+    pred = write(tmp_path / "p.json", {"task": "pi", "predictions": [1, 0, 1], "gold": [1, 0, 0],
+                                       "best_epoch": 2, "best_val_metric": 0.5})
+    out = tmp_path / "metrics" / "m.json"
+    run = {"pair": "matching", "lang": "de", "seed": 1, "config": {"learning_rate": 1e-5}, "path": tmp_path}
+    write_metrics(pred, out, run)
+    m = json.loads(out.read_text())
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["task"] == "pi" and m["best_epoch"] == 2
+    assert m["run"]["pair"] == "matching" and m["run"]["config"]["learning_rate"] == 1e-5
+    assert m["run"]["path"] == str(tmp_path)
+    assert [p.name for p in out.parent.iterdir()] == ["m.json"]  # no temp file left behind
