@@ -1,7 +1,9 @@
 # transmod: does a module transferred from a teacher model beat the student's default start?
 # Thin entry point: config, validation, includes, targets. Logic lives in src/transmod.
 
-configfile: "config.yaml"
+from pathlib import Path
+
+configfile: Path(workflow.basedir) / "config.yaml"
 
 
 include: "workflow/rules/common.smk"

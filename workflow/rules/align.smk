@@ -7,8 +7,8 @@ rule sample_embeddings:
         model=model_input(),
         data=dataset_input,
     output:
-        adapter=SAMPLES + "/{role}.adapter.parquet",
-        lora=SAMPLES + "/{role}.lora.parquet",
+        adapter="results/samples/{pair}/{task}/{lang}/{role}.adapter.parquet",
+        lora="results/samples/{pair}/{task}/{lang}/{role}.lora.parquet",
     params:
         model=model_of(),
         dataset=lambda w: config["tasks"][w.task]["dataset"],
@@ -17,9 +17,9 @@ rule sample_embeddings:
         batch_size=config["sampling"]["batch_size"],
         lora_outputs=config["alignment"]["lora_b"] == "output",
     log:
-        R + "/logs/sample_embeddings/{pair}/{task}/{lang}/{role}.log",
+        "results/logs/sample_embeddings/{pair}/{task}/{lang}/{role}.log",
     benchmark:
-        R + "/benchmarks/sample_embeddings/{pair}/{task}/{lang}/{role}.tsv"
+        "results/benchmarks/sample_embeddings/{pair}/{task}/{lang}/{role}.tsv"
     threads: 1
     conda:
         "../envs/transmod.yaml"
@@ -29,14 +29,14 @@ rule sample_embeddings:
 
 rule correlate:
     input:
-        teacher=SAMPLES + "/teacher.{peft}.parquet",
-        student=SAMPLES + "/student.{peft}.parquet",
+        teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
+        student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
     output:
-        ALIGN + "/{mapping}.correlation.safetensors",
+        "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.correlation.safetensors",
     log:
-        R + "/logs/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.log",
+        "results/logs/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.log",
     benchmark:
-        R + "/benchmarks/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
+        "results/benchmarks/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
     conda:
         "../envs/transmod.yaml"
     script:
@@ -45,13 +45,13 @@ rule correlate:
 
 rule solve_lsa:
     input:
-        ALIGN + "/{mapping}.correlation.safetensors",
+        "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.correlation.safetensors",
     output:
-        ALIGN + "/{mapping}.assignment.json",
+        "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.assignment.json",
     log:
-        R + "/logs/solve_lsa/{pair}/{task}/{lang}/{peft}/{mapping}.log",
+        "results/logs/solve_lsa/{pair}/{task}/{lang}/{peft}/{mapping}.log",
     benchmark:
-        R + "/benchmarks/solve_lsa/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
+        "results/benchmarks/solve_lsa/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
     conda:
         "../envs/transmod.yaml"
     script:
@@ -60,20 +60,20 @@ rule solve_lsa:
 
 rule prune_align:
     input:
-        module=RUN + "/teacher/seed{seed}/module",
+        module="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/module",
         assignment=assignment_input,
         teacher=model_input("teacher"),
         student=model_input("student"),
     output:
-        directory(R + "/transferred/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}"),
+        directory("results/transferred/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}"),
     params:
         teacher=model_of("teacher"),
         student=model_of("student"),
         lora_b=config["alignment"]["lora_b"],
     log:
-        R + "/logs/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.log",
+        "results/logs/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.log",
     benchmark:
-        R + "/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.tsv"
+        "results/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.tsv"
     conda:
         "../envs/transmod.yaml"
     script:

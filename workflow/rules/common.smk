@@ -14,10 +14,8 @@ try:
 except TransmodError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 
-R = config["results"]
-RUN = R + "/runs/{pair}/{task}/{lang}/{peft}"
-ALIGN = R + "/align/{pair}/{task}/{lang}/{peft}"
-SAMPLES = R + "/samples/{pair}/{task}/{lang}"
+RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
+ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
 
 
 wildcard_constraints:
@@ -43,17 +41,15 @@ def grid():
 def all_targets():
     seeds = config["seeds"]
     mappings = ["skip", "avg"]
-    targets = [f"{R}/tables/summary.md"]
+    targets = ["results/tables/summary.md"]
     for w in grid():
-        targets += expand(ALIGN + "/{mapping}.assignment.json", mapping=mappings, **w)
+        targets += expand(f"{ALIGN}/{{mapping}}.assignment.json", mapping=mappings, **w)
     return targets
 
 
 def run_dirs(init):
     """Every run folder of one kind: `teacher` or `student-<init>`."""
-    return [
-        RUN.format(**w) + f"/{init}/seed{seed}" for w in grid() for seed in config["seeds"]
-    ]
+    return [f"{RUN.format(**w)}/{init}/seed{seed}" for w in grid() for seed in config["seeds"]]
 
 
 def all_metrics():
@@ -104,14 +100,14 @@ def init_module(w):
     """The transferred module a student run starts from (none for the default init)."""
     if w.init == "default":
         return []
-    return R + f"/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{w.init}/seed{w.seed}"
+    return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{w.init}/seed{w.seed}"
 
 
 def assignment_input(w):
     """Only pairs with `aligned: true` permute/prune; the others keep the identity."""
     if not config["pairs"][w.pair]["aligned"]:
         return []
-    return ALIGN.format(**w) + f"/{w.mapping}.assignment.json"
+    return f"{ALIGN.format(**w)}/{w.mapping}.assignment.json"
 
 
 def run_info(w):

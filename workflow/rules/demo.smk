@@ -7,14 +7,14 @@ DEMO_MODELS = ["teacher-bert", "student-distilbert", "teacher-xlmr", "student-xl
 
 rule demo_data:
     output:
-        directory(DEMO + "/data/{task}"),
+        directory("resources/demo/data/{task}"),
     params:
         langs=lambda w: config["tasks"][w.task]["languages"],
         sizes=config.get("demo_sizes", {}),
     log:
-        R + "/logs/demo_data/{task}.log",
+        "results/logs/demo_data/{task}.log",
     benchmark:
-        R + "/benchmarks/demo_data/{task}.tsv"
+        "results/benchmarks/demo_data/{task}.tsv"
     conda:
         "../envs/transmod.yaml"
     script:
@@ -23,15 +23,15 @@ rule demo_data:
 
 rule demo_tokenizer:
     input:
-        **{task: f"{DEMO}/data/{task}" for task in config["tasks"]},
+        **{task: f"resources/demo/data/{task}" for task in config["tasks"]},
     output:
-        directory(DEMO + "/tokenizer"),
+        directory("resources/demo/tokenizer"),
     params:
         langs={task: spec["languages"] for task, spec in config["tasks"].items()},
     log:
-        R + "/logs/demo_tokenizer.log",
+        "results/logs/demo_tokenizer.log",
     benchmark:
-        R + "/benchmarks/demo_tokenizer.tsv"
+        "results/benchmarks/demo_tokenizer.tsv"
     conda:
         "../envs/transmod.yaml"
     script:
@@ -40,13 +40,13 @@ rule demo_tokenizer:
 
 rule demo_models:
     input:
-        DEMO + "/tokenizer",
+        "resources/demo/tokenizer",
     output:
-        [directory(f"{DEMO}/models/{name}") for name in DEMO_MODELS],
+        [directory(f"resources/demo/models/{name}") for name in DEMO_MODELS],
     log:
-        R + "/logs/demo_models.log",
+        "results/logs/demo_models.log",
     benchmark:
-        R + "/benchmarks/demo_models.tsv"
+        "results/benchmarks/demo_models.tsv"
     conda:
         "../envs/transmod.yaml"
     script:

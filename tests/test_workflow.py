@@ -1,0 +1,196 @@
+"""The workflow for real: the demo end to end, caching, the paper grid's plan, lint and bad configs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "profiles" / "demo" / "demo-config.yaml"
+
+
+def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=1800)
+    if check and done.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Per-rule job counts from a dry-run's 'Job stats' table."""
+    block = output.split("Job stats:", 1)[1].split("\n\n", 1)[0] if "Job stats:" in output else ""
+    counts = {}
+    for line in block.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def dry_run(*args, cwd) -> dict[str, int]:
+    done = snakemake("-n", "--profile", REPO / "profiles" / "demo", *args, cwd=cwd)
+    return job_counts(done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """One full demo run in a scratch working directory."""
+    work = tmp_path_factory.mktemp("demo")
+    (work / "profiles").symlink_to(REPO / "profiles")
+    snakemake("--profile", REPO / "profiles" / "demo", cwd=work)
+    return work
+
+
+def demo_grid():
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    for pair, spec in config["pairs"].items():
+        for task in spec["tasks"]:
+            for lang in config["tasks"][task]["languages"]:
+                for peft in ("adapter", "lora"):
+                    yield pair, task, lang, peft
+
+
+def test_demo_produces_every_table_with_numbers(demo):
+    tables = demo / "results" / "tables"
+    for stem in ("summary", "ner", "pi", "nli"):
+        for ext in (".md", ".csv", ".tex"):
+            assert (tables / f"{stem}{ext}").is_file(), f"{stem}{ext} missing"
+    for task in ("ner", "pi", "nli"):
+        table = pd.read_csv(tables / f"{task}.csv")
+        for pair, t, lang, peft in demo_grid():
+            if t != task:
+                continue
+            rows = table[(table.setting == pair) & (table.module == peft)]
+            assert set(rows.model) == {"Teacher", "Student", "TM-Student SKIP", "TM-Student AVG"}
+            assert rows[lang].notna().all(), (pair, task, lang, peft)
+    summary = pd.read_csv(tables / "summary.csv")
+    assert summary.filter(like="AVG").notna().all().all()
+
+
+def test_table_numbers_are_the_metrics(demo):
+    runs = demo / "results" / "runs"
+    table = pd.read_csv(demo / "results" / "tables" / "ner.csv")
+    for pair, task, lang, peft in demo_grid():
+        if task != "ner":
+            continue
+        metrics = json.loads((runs / pair / task / lang / peft / "student-skip" / "seed1" / "metrics.json").read_text())
+        assert metrics["metric"] == "f1" and metrics["run"]["init"] == "skip"
+        row = table[(table.setting == pair) & (table.module == peft) & (table.model == "TM-Student SKIP")]
+        assert row[lang].iloc[0] == pytest.approx(100 * metrics["score"], abs=1e-3)
+
+
+def test_every_stage_is_a_tracked_file(demo):
+    results = demo / "results"
+    for pair, task, lang, peft in demo_grid():
+        assert (results / "samples" / pair / task / lang / f"teacher.{peft}.parquet").is_file()
+        for mapping in ("skip", "avg"):
+            assert (results / "align" / pair / task / lang / peft / f"{mapping}.correlation.safetensors").is_file()
+            assert (results / "align" / pair / task / lang / peft / f"{mapping}.assignment.json").is_file()
+            assert (results / "transferred" / pair / task / lang / peft / mapping / "seed1" / "adapter.safetensors").is_file()
+    assert list((results / "logs").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
+
+
+def test_finished_demo_has_nothing_to_do(demo):
+    done = snakemake("-n", "--profile", REPO / "profiles" / "demo", cwd=demo)
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def _override(work: Path, role: str) -> Path:
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config["training"][role]["epochs"] += 1
+    path = work / f"override-{role}.yaml"
+    path.write_text(yaml.safe_dump({"training": config["training"]}))
+    return path
+
+
+def test_student_change_reruns_only_student_stages(demo):
+    counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "student"), cwd=demo)
+    n = len(list(demo_grid()))
+    assert counts == {"train_student": 3 * n, "evaluate": 3 * n, "aggregate_tables": 1, "all": 1}
+
+
+def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
+    counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "teacher"), cwd=demo)
+    n = len(list(demo_grid()))
+    assert counts == {
+        "train_teacher": n, "prune_align": 2 * n, "train_student": 2 * n,  # default students do not read the teacher
+        "evaluate": 3 * n, "aggregate_tables": 1, "all": 1,
+    }
+
+
+def test_failed_job_leaves_no_output(demo, tmp_path):
+    results = demo / "results" / "align" / "incompatible" / "pi" / "en" / "adapter"
+    backup = tmp_path / "corr"
+    shutil.copy(results / "skip.correlation.safetensors", backup)
+    try:
+        (results / "skip.correlation.safetensors").write_bytes(b"not a correlation file")
+        done = snakemake("--profile", REPO / "profiles" / "demo", "--forcerun", "solve_lsa", "--until", "solve_lsa",
+                         results / "skip.assignment.json", cwd=demo, check=False)
+        assert done.returncode != 0
+        assert not (results / "skip.assignment.json").exists()
+        log = demo / "results" / "logs" / "solve_lsa" / "incompatible" / "pi" / "en" / "adapter" / "skip.log"
+        assert "not a transmod correlation file" in log.read_text()
+    finally:
+        shutil.copy(backup, results / "skip.correlation.safetensors")
+        snakemake("--profile", REPO / "profiles" / "demo", "--touch", cwd=demo, check=False)
+
+
+def test_paper_grid_plan_offline(tmp_path):
+    done = snakemake("-n", "--cores", 1, cwd=tmp_path)
+    counts = job_counts(done.stdout + done.stderr)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    task_langs = sum(len(config["tasks"][t]["languages"]) for p in config["pairs"].values() for t in p["tasks"])
+    runs = task_langs * len(config["peft"]) * len(config["seeds"])
+    assert task_langs == 9 + 7 + 15 + 9 + 7
+    assert counts == {
+        "train_teacher": runs,
+        "train_student": 3 * runs,
+        "sample_embeddings": 2 * task_langs,
+        "correlate": 2 * task_langs * len(config["peft"]),
+        "solve_lsa": 2 * task_langs * len(config["peft"]),
+        "prune_align": 2 * runs,
+        "evaluate": 4 * runs,
+        "aggregate_tables": 1,
+        "all": 1,
+    }
+
+
+def test_lint_is_clean(tmp_path):
+    done = snakemake("--lint", cwd=REPO, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Lints for" not in done.stdout + done.stderr
+
+
+BAD_CONFIGS = {
+    "wrong type": ({"seeds": "one"}, "config key seeds"),
+    "unknown key": ({"epochs": 3}, "unknown key(s) epochs"),
+    "unknown task": ({"pairs": {"matching": {"tasks": ["ner", "qa"]}}}, "config key pairs.matching.tasks.1"),
+    "language the task lacks": ({"tasks": {"pi": {"languages": ["en", "ar"]}}}, "config key tasks.pi.languages: ar"),
+    "missing dataset": ({"tasks": {"ner": {"dataset": ""}}}, "config key tasks.ner.dataset"),
+    "student deeper than teacher": (
+        {"pairs": {"matching": {"teacher": "distilbert-base-multilingual-cased",
+                                "student": "bert-base-multilingual-cased"}}},
+        "config key pairs.matching.student",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_is_refused_before_any_job(tmp_path, case):
+    override, message = BAD_CONFIGS[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(override))
+    done = snakemake("-n", "--cores", 1, "--configfile", REPO / "config.yaml", path, cwd=tmp_path, check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert message in out, out[-2000:]
+    assert "Job stats" not in out
