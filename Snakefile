@@ -12,6 +12,7 @@ if config.get("demo"):
     include: "workflow/rules/demo.smk"
 
 
+include: "workflow/rules/assets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/results.smk"

@@ -222,23 +222,25 @@ _STYLES = ("active", "fronted", "passive")
 
 
 def _pi_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]:
-    """Label 1: the same content, reordered and/or with synonyms; label 0: 2-3 content words differ."""
+    """Label 1: the same content, mostly reordered, some words as synonyms; label 0: 2-3 content words differ."""
     c1 = _content(lex, rng)
     c2 = dict(c1)
     if label == 0:
         for key in rng.sample(("subj", "verb", "noun", "adj", "loc"), rng.choice((2, 3))):
             c2 = _changed(c2, key, rng)
     parts = ("adj", "loc")
-    s1 = _render(lex, _fact(lex, c1, rng, 0.2, parts), rng.choice(_STYLES))
-    s2 = _render(lex, _fact(lex, c2, rng, 0.2, parts), rng.choice(_STYLES))
+    s1 = _render(lex, _fact(lex, c1, rng, 0.2, parts), "active" if rng.random() < 0.9 else "fronted")
+    # Rewrites change the word order more often than edits do: a surface cue, like real data has.
+    style = rng.choices(_STYLES, weights=(0.2, 0.3, 0.5) if label else (0.7, 0.15, 0.15))[0]
+    s2 = _render(lex, _fact(lex, c2, rng, 0.2, parts), style)
     return {"sentence1": _text(s1), "sentence2": _text(s2), "label": label}
 
 
 def _nli_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]:
     """Entailment: the premise with parts dropped; contradiction: negated or another subject;
-    neutral: the premise's subject doing something new."""
+    neutral: the premise's subject doing something new, often with someone new."""
     c = _content(lex, rng)
-    if c["loc"] is None:
+    if c["loc"] is None:  # premises always name a place, so hypotheses can drop it
         c["loc"] = rng.randrange(_COUNTS["loc"])
     premise = _render(lex, _fact(lex, c, rng, 0.0, ("adj", "loc")), rng.choice(("active", "fronted")))
     keep = [p for p in ("adj", "loc") if rng.random() < 0.4]
@@ -251,7 +253,10 @@ def _nli_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]
             h = _changed(c, "subj", rng)
     elif label == 1:
         h = _changed(_changed(c, "verb", rng), "noun", rng)
-    hypothesis = _render(lex, _fact(lex, h, rng, 0.0, keep, negated), "active")
+    fact = _fact(lex, h, rng, 0.0, keep, negated)
+    if label == 1 and rng.random() < 0.7:  # added information, as neutral hypotheses often have
+        fact.with_ = _entity([rng.choice(lex.names["first"])], "PER")
+    hypothesis = _render(lex, fact, "active")
     return {"premise": _text(premise), "hypothesis": _text(hypothesis), "label": label}
 
 

@@ -38,8 +38,8 @@ PLACEHOLDER = re.compile(r"^\s*<\s*set[-_ ]?me\s*>\s*$", re.IGNORECASE)
 REQUIRED_KEYS: Mapping[str, str] = {
     "slurm_partition": "a partition listed by `sinfo -s`",
     "slurm_account": (
-        "an account listed by `sacctmgr -s show user $USER format=account`, "
-        "or delete the line if your cluster has no accounts"
+        "an account listed by `sacctmgr -n -s list user $USER format=account` "
+        "(delete the line if your cluster has no accounts)"
     ),
 }
 
@@ -79,11 +79,15 @@ def format_message(
         else:
             where = f"`{key}` for rule(s) {', '.join(rules)} (check `set-resources:`)"
         lines.append(
-            f"  * {where} is still a placeholder (\"<set-me>\"). "
-            f"Set it in {profile} to {REQUIRED_KEYS.get(key, 'a real value')}, "
-            f"or on the command line, e.g. --set-resources / --default-resources "
-            f"(the latter replaces ALL default-resources of the profile)."
+            f"  * {where} is still a placeholder (\"<set-me>\"): set it in {profile} "
+            f"to {REQUIRED_KEYS.get(key, 'a real value')}."
         )
+    lines.append(
+        "  (Do not set them with --default-resources/--set-resources on the command "
+        "line: those replace the profile's whole key, e.g. runtime/mem_mb or the GPU "
+        "requests. To keep a separate copy, add a second profile with full "
+        "default-resources: snakemake --profile profiles/slurm --profile my-site.)"
+    )
     return "\n".join(lines)
 
 

@@ -42,7 +42,14 @@ if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null \
     apt-get install -y -q --no-install-recommends slurm-wlm munge
 fi
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid file names a live process (not a zombie: containers without an init that
+# reaps orphans keep dead daemons around as zombies)
+pid_alive() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null || true)"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
+        && ! grep -qs '^State:[[:space:]]*Z' "/proc/$pid/status"
+}
 
 # ---------------------------------------------------------------- munge
 install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge
@@ -82,9 +89,10 @@ restart=0
 install -d -m 0755 /run/slurm /var/log/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd
 
 stop_pid() {
-    local f="$1"
+    local f="$1" pid
+    pid="$(cat "$f" 2>/dev/null || true)"
     if pid_alive "$f"; then
-        kill "$(cat "$f")" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 20); do pid_alive "$f" || break; sleep 0.5; done
     fi
     rm -f "$f"

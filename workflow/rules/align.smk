@@ -11,7 +11,7 @@ rule sample_embeddings:
         lora="results/samples/{pair}/{task}/{lang}/{role}.lora.parquet",
     params:
         model=model_of(),
-        dataset=lambda w: config["tasks"][w.task]["dataset"],
+        dataset=dataset_of,
         split=config["sampling"]["split"],
         max_tokens=config["sampling"]["max_tokens"],
         batch_size=config["sampling"]["batch_size"],

@@ -1,5 +1,6 @@
 # Input functions, paths and config validation shared by every rule file.
 
+import os
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -59,6 +60,11 @@ def all_metrics():
     return [f"{run}/metrics.json" for run in runs]
 
 
+def asset_task(repo):
+    """The task whose dataset is this hub id (fetch_assets writes it in that task's schema)."""
+    return next(task for task, spec in config["tasks"].items() if spec["dataset"] == repo)
+
+
 def is_local(path):
     """Local folders (and the demo's built assets) are tracked inputs; hub ids are not files."""
     return path.startswith(("resources/", "./", "/")) or Path(path).exists()
@@ -68,9 +74,23 @@ def local(path):
     return [path] if is_local(path) else []
 
 
+FETCH = config.get("assets", {}).get("fetch", False)
+if FETCH:  # every job but fetch_assets reads local copies; compute nodes need no network
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+
+def resolve(kind, name):
+    """Where jobs read a model or dataset: its fetched copy under resources/assets when assets.fetch is on."""
+    return f"resources/assets/{kind}/{name}" if FETCH and not is_local(name) else name
+
+
 def model_of(role=None):
     """The model of a pair's role (fixed, or the `role` wildcard's)."""
-    return lambda w: config["pairs"][w.pair][role or w.role]
+    return lambda w: resolve("models", config["pairs"][w.pair][role or w.role])
+
+
+def dataset_of(w):
+    return resolve("datasets", config["tasks"][w.task]["dataset"])
 
 
 def model_input(role=None):
@@ -78,7 +98,7 @@ def model_input(role=None):
 
 
 def dataset_input(w):
-    return local(config["tasks"][w.task]["dataset"])
+    return local(dataset_of(w))
 
 
 def hyper(role):

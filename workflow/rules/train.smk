@@ -12,7 +12,7 @@ rule train_teacher:
         predictions="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/test_predictions.json",
     params:
         model=model_of("teacher"),
-        dataset=lambda w: config["tasks"][w.task]["dataset"],
+        dataset=dataset_of,
         hyper=hyper("teacher"),
         module=module_config,
         state="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/train_state",
@@ -39,7 +39,7 @@ rule train_student:
         predictions="results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/test_predictions.json",
     params:
         model=model_of("student"),
-        dataset=lambda w: config["tasks"][w.task]["dataset"],
+        dataset=dataset_of,
         hyper=hyper("student"),
         module=module_config,
         state="results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/train_state",

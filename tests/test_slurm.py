@@ -1,0 +1,260 @@
+"""Snakemake through a real SLURM cluster (snakemake-executor-plugin-slurm).
+
+The cluster tests need the single-node cluster of tests/slurm/start_cluster.sh
+(run it as root first) and are skipped when `sbatch` is missing or `sinfo`
+fails. The profile tests need no cluster.
+
+The workflow runs with the production profile plus the CI overrides, exactly
+as CI runs the real workflow:
+
+    snakemake --profile profiles/slurm --profile tests/slurm/profile
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "profiles" / "slurm"
+CI_PROFILE = ROOT / "tests" / "slurm" / "profile"
+SLURM_TEST_DIR = ROOT / "tests" / "slurm"
+
+sys.path.insert(0, str(SLURM_TEST_DIR))
+import profile_check  # noqa: E402
+
+GPU_RULES = ("train_teacher", "train_student", "sample_embeddings")
+CPU_RULES = ("correlate", "solve_lsa", "prune_align", "evaluate", "aggregate_tables")
+CLUSTER_TIMEOUT_S = 240
+
+
+def _load(profile_dir: Path) -> dict:
+    return yaml.safe_load((profile_dir / "config.yaml").read_text())
+
+
+def _cluster_up() -> tuple[bool, str]:
+    if shutil.which("sbatch") is None:
+        return False, "sbatch not on PATH (run tests/slurm/start_cluster.sh as root)"
+    try:
+        res = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"sinfo failed: {exc}"
+    if res.returncode != 0:
+        return False, f"SLURM cluster not up (sinfo: {res.stderr.strip()})"
+    states = res.stdout.split()
+    if not any(s.rstrip("*~#") in {"idle", "mix", "alloc", "comp"} for s in states):
+        return False, f"no usable SLURM node (sinfo states: {states})"
+    return True, ""
+
+
+_UP, _WHY = _cluster_up()
+needs_cluster = pytest.mark.skipif(not _UP, reason=_WHY)
+
+
+# ------------------------------------------------------------------ profiles (no cluster)
+
+
+def test_profile_every_entry_commented():
+    """Each top-level entry and each resource line has a comment right above it."""
+    lines = (PROFILE / "config.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*[A-Za-z_-][\w-]*:", line) and not line.strip().startswith("#"):
+            above = lines[i - 1].strip() if i else ""
+            is_rule_name = re.match(r"^  \w+:$", line) and lines[i + 1].strip().startswith("#")
+            assert above.startswith("#") or is_rule_name, f"uncommented profile entry: {line!r}"
+
+
+def test_production_profile_contents():
+    prof = _load(PROFILE)
+    assert prof["executor"] == "slurm"
+    assert prof["rerun-incomplete"] is True
+    assert int(prof["jobs"]) > 0 and int(prof["retries"]) >= 1 and int(prof["latency-wait"]) > 0
+    res = prof["default-resources"]
+    assert profile_check.is_placeholder(res["slurm_partition"])
+    assert profile_check.is_placeholder(res["slurm_account"])
+    assert "attempt" in str(res["runtime"]) and "attempt" in str(res["mem_mb"])
+    for rule in GPU_RULES:
+        r = prof["set-resources"][rule]
+        assert r.get("gpu", 0) >= 1 or "gpu" in str(r.get("gres", "")), rule
+    for rule in CPU_RULES:
+        r = prof["set-resources"][rule]
+        assert not r.get("gpu") and "gpu" not in str(r.get("gres", "")), rule
+
+
+def test_ci_profile_in_sync_with_production():
+    """The CI layer restates whole keys; it must not drift from profiles/slurm."""
+    prod, ci = _load(PROFILE), _load(CI_PROFILE)
+    prod_res, ci_res = prod["default-resources"], ci["default-resources"]
+    assert ci_res["slurm_partition"] == "ci"
+    assert "slurm_account" not in ci_res  # no accounts without accounting DB
+    for key in set(prod_res) - {"slurm_partition", "slurm_account"}:
+        assert str(ci_res.get(key)) == str(prod_res[key]), f"default-resources: {key} differs"
+    assert set(ci_res) - {"slurm_partition"} <= set(prod_res)
+    assert set(ci["set-resources"]) == set(prod["set-resources"])
+    for rule, res in ci["set-resources"].items():
+        assert not res.get("gpu") and "gres" not in res, f"{rule} asks for a GPU on CI"
+        assert set(res) == set(prod["set-resources"][rule]), rule
+    assert ci["slurm-status-command"] == "squeue"
+    # MinJobAge (write_conf.sh: 600 s) must exceed 3x the initial interval,
+    # otherwise the plugin silently switches to sacct.
+    assert 3 * int(ci["slurm-init-seconds-before-status-checks"]) <= 600
+
+
+def test_find_placeholders():
+    rules = {
+        "a": {"slurm_partition": "<set-me>", "slurm_account": "acc", "mem_mb": 10},
+        "b": {"slurm_partition": "<set-me>", "slurm_account": "'<SET_ME>'"},
+        "c": {"slurm_partition": "gpu", "slurm_account": "acc"},
+    }
+    found = profile_check.find_placeholders(rules)
+    assert found == {"slurm_partition": ["a", "b"], "slurm_account": ["b"]}
+    msg = profile_check.format_message(found, rules)
+    assert "`slurm_partition` for rule(s) a, b" in msg
+    assert "`slurm_account` for rule(s) b" in msg
+    all_rules = profile_check.format_message({"slurm_account": ["a", "b", "c"]}, rules)
+    assert "`default-resources: slurm_account`" in all_rules
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def _snakemake(workdir: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run snakemake in its own session; on timeout kill it and cancel its jobs."""
+    cmd = [sys.executable, "-m", "snakemake", "--directory", str(workdir), "--workflow-profile", "none", *args]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # snakemake ignores SIGTERM while it waits for jobs: kill the group.
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True)
+        pytest.fail(f"snakemake timed out after {timeout}s:\n{out[-6000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+CHECK_SNIPPET = f"""
+import sys
+sys.path.insert(0, {str(SLURM_TEST_DIR)!r})
+from profile_check import check_slurm_profile
+"""
+
+
+def test_placeholder_profile_fails_early_with_key_names(tmp_path):
+    """Unedited profiles/slurm: the run stops before any submission and names the keys."""
+    snakefile = _write(
+        tmp_path / "Snakefile",
+        CHECK_SNIPPET
+        + """
+rule all:
+    input: "a.txt"
+
+rule a:
+    output: "a.txt"
+    shell: "touch {output}"
+
+check_slurm_profile(workflow)
+""",
+    )
+    res = _snakemake(tmp_path, "-s", str(snakefile), "--profile", str(PROFILE), "--dry-run")
+    assert res.returncode != 0, res.stdout
+    assert "`default-resources: slurm_partition` is still a placeholder" in res.stdout, res.stdout
+    assert "`default-resources: slurm_account` is still a placeholder" in res.stdout, res.stdout
+    assert "submitted with SLURM jobid" not in res.stdout
+    assert not (tmp_path / "a.txt").exists()
+
+
+# ------------------------------------------------------------------ real cluster
+
+WORKFLOW = CHECK_SNIPPET + """
+LAYERS = ["l0", "l1"]
+
+rule all:
+    input: "results/table.tsv"
+
+# named like the workflow's GPU rule: the CI profile must turn its GPU off
+rule train_teacher:
+    output: "results/teacher.txt"
+    log: "logs/train_teacher.log"
+    shell:
+        "echo \\"$SLURM_JOB_ID ${{SLURM_JOB_PARTITION:-none}} ${{SLURM_JOB_GPUS:-nogpu}}\\" > {output} 2> {log}"
+
+rule correlate:
+    input: "results/teacher.txt"
+    output: "results/corr_{layer}.txt"
+    log: "logs/correlate_{layer}.log"
+    shell:
+        "(cat {input}; echo \\"$SLURM_JOB_ID {wildcards.layer}\\") > {output} 2> {log}"
+
+rule aggregate_tables:
+    input: expand("results/corr_{layer}.txt", layer=LAYERS)
+    output: "results/table.tsv"
+    log: "logs/aggregate_tables.log"
+    shell:
+        "(cat {input}; echo \\"$SLURM_JOB_ID aggregate\\") > {output} 2> {log}"
+
+check_slurm_profile(workflow)
+"""
+
+
+@needs_cluster
+def test_workflow_runs_as_slurm_jobs(tmp_path):
+    snakefile = _write(tmp_path / "Snakefile", WORKFLOW)
+    res = _snakemake(
+        tmp_path,
+        "-s", str(snakefile),
+        "--profile", str(PROFILE),
+        "--profile", str(CI_PROFILE),
+        timeout=CLUSTER_TIMEOUT_S,
+    )
+    out = res.stdout
+    assert res.returncode == 0, out[-8000:]
+
+    # every rule except the local target `all` went through sbatch
+    submitted = dict(
+        (rule, []) for rule in ("train_teacher", "correlate", "aggregate_tables")
+    )
+    for jobid, rule in re.findall(r"SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+?)/", out):
+        submitted[rule].append(jobid)
+    assert [len(v) for v in submitted.values()] == [1, 2, 1], out[-8000:]
+    all_ids = [i for ids in submitted.values() for i in ids]
+    assert len(set(all_ids)) == 4
+
+    # the outputs were written inside those SLURM jobs
+    teacher = (tmp_path / "results/teacher.txt").read_text().split()
+    assert teacher == [submitted["train_teacher"][0], "ci", "nogpu"]
+    corr_ids = sorted((tmp_path / f"results/corr_{layer}.txt").read_text().splitlines()[-1].split()[0]
+                      for layer in ("l0", "l1"))
+    assert corr_ids == sorted(submitted["correlate"])
+    table = (tmp_path / "results/table.tsv").read_text().splitlines()
+    assert table[-1] == f"{submitted['aggregate_tables'][0]} aggregate"
+    for name in ("train_teacher", "correlate_l0", "correlate_l1", "aggregate_tables"):
+        assert (tmp_path / "logs" / f"{name}.log").exists()
+
+    # SLURM itself knows them as completed (squeue keeps them for MinJobAge)
+    sq = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i|%T|%P", "--jobs", ",".join(all_ids)],
+        capture_output=True, text=True, check=True,
+    )
+    states = dict(line.split("|", 1) for line in sq.stdout.split())
+    assert states == {i: "COMPLETED|ci" for i in all_ids}, sq.stdout
+
+    # per-job SLURM logs (kept on CI): .snakemake/slurm_logs/rule_<rule>/[<wildcards>/]<jobid>.log
+    logs = tmp_path / ".snakemake" / "slurm_logs"
+    assert (logs / "rule_train_teacher" / f"{submitted['train_teacher'][0]}.log").exists()
+    assert sorted(p.stem for p in logs.glob("rule_correlate/*/*.log")) == sorted(submitted["correlate"])
