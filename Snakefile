@@ -22,3 +22,6 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+check_slurm_profile(workflow)  # a SLURM profile with "<set-me>" left stops here, naming the key

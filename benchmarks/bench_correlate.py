@@ -10,7 +10,9 @@ What it does, on one set of synthetic activations written as real sample parquet
 
 * fast method = the project's own code path, `correlate_samples(SampleFile.open(teacher),
   SampleFile.open(student), "skip")` then `assign_correlation(...)`, each measurement in a fresh
-  child process (wall time, peak RSS via getrusage, numpy peak via tracemalloc, Arrow pool peak);
+  child process (wall time; peak RSS = the child's VmHWM; numpy peak via tracemalloc; Arrow
+  memory pool peak). The machine may be shared, so a child whose RSS passes --mem-cap-gib is
+  killed and reported as such;
 * reference method = the study's public code approach: per student dimension one
   `sklearn.feature_selection.r_regression(teacher_matrix, student[:, i])` call against the full
   teacher matrix (n x 1024), stacked into 768 x 1024, then `linear_sum_assignment(-C)`. It takes
@@ -189,12 +191,9 @@ def write_samples(directory: Path, num_tokens: int, plant: dict, plain: bool = F
     return t_path, s_path, time.perf_counter() - started
 
 
-def read_layer(path: Path, layer: int, rows: int | None = None) -> np.ndarray:
+def read_layer(path: Path, layer: int) -> np.ndarray:
     """One layer column as an (n x hidden) float32 matrix (for the reference method)."""
-    table = pq.read_table(path, columns=[f"h{layer}"])
-    if rows is not None:
-        table = table.slice(0, rows)
-    col = table.column(0).combine_chunks()
+    col = pq.read_table(path, columns=[f"h{layer}"]).column(0).combine_chunks()
     return col.flatten().to_numpy().reshape(len(col), -1)
 
 

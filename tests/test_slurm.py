@@ -29,8 +29,7 @@ PROFILE = ROOT / "profiles" / "slurm"
 CI_PROFILE = ROOT / "tests" / "slurm" / "profile"
 SLURM_TEST_DIR = ROOT / "tests" / "slurm"
 
-sys.path.insert(0, str(SLURM_TEST_DIR))
-import profile_check  # noqa: E402
+from transmod import profile_check
 
 GPU_RULES = ("train_teacher", "train_student", "sample_embeddings")
 CPU_RULES = ("correlate", "solve_lsa", "prune_align", "evaluate", "aggregate_tables")
@@ -148,10 +147,8 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 120) -> subprocess.Comp
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
-CHECK_SNIPPET = f"""
-import sys
-sys.path.insert(0, {str(SLURM_TEST_DIR)!r})
-from profile_check import check_slurm_profile
+CHECK_SNIPPET = """
+from transmod.profile_check import check_slurm_profile
 """
 
 
@@ -258,3 +255,34 @@ def test_workflow_runs_as_slurm_jobs(tmp_path):
     logs = tmp_path / ".snakemake" / "slurm_logs"
     assert (logs / "rule_train_teacher" / f"{submitted['train_teacher'][0]}.log").exists()
     assert sorted(p.stem for p in logs.glob("rule_correlate/*/*.log")) == sorted(submitted["correlate"])
+
+
+@needs_cluster
+def test_failed_slurm_job_is_reported(tmp_path):
+    """A job that fails on the node is seen as FAILED through squeue; the run stops instead of hanging."""
+    snakefile = _write(
+        tmp_path / "Snakefile",
+        """
+        rule all:
+            input: "never.txt"
+
+        rule correlate:
+            output: "never.txt"
+            log: "logs/correlate.log"
+            shell: "echo failing in $SLURM_JOB_ID > {log}; exit 3"
+        """,
+    )
+    res = _snakemake(
+        tmp_path,
+        "-s", str(snakefile),
+        "--profile", str(PROFILE),
+        "--profile", str(CI_PROFILE),
+        "--retries", "0",
+        timeout=CLUSTER_TIMEOUT_S,
+    )
+    assert res.returncode != 0
+    ids = re.findall(r"submitted with SLURM jobid (\d+)", res.stdout)
+    assert len(ids) == 1, res.stdout[-6000:]
+    assert f"SLURM-job '{ids[0]}' failed, SLURM status is: 'FAILED'" in res.stdout, res.stdout[-6000:]
+    assert (tmp_path / "logs/correlate.log").read_text().strip() == f"failing in {ids[0]}"
+    assert not (tmp_path / "never.txt").exists()

@@ -72,6 +72,8 @@ MpiDefault=none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# jobs without --mem would otherwise get the whole node's memory (one job at a time)
+DefMemPerCPU=1000
 # no accounting database
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none

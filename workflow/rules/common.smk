@@ -8,6 +8,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from transmod.errors import TransmodError
+from transmod.profile_check import check_slurm_profile
 from transmod.workflow_config import validate_config
 
 try:
