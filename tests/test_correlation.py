@@ -30,7 +30,7 @@ def test_constant_dimension_gets_zero():
     acc.update(x, y)
     r, const_x, const_y = acc.result()
     assert np.all(r[1] == 0) and list(const_x) == [1] and len(const_y) == 0
-    np.testing.assert_allclose(r[[0, 2]], np.corrcoef(x, y, rowvar=False)[[0, 2]][:, 3:], atol=1e-12)
+    np.testing.assert_allclose(r[[0, 2]], np.corrcoef(x, y, rowvar=False)[[0, 2]][:, 3:], atol=1e-6)
 
 
 def test_assignment_recovers_a_planted_permutation_and_prunes():

@@ -88,7 +88,7 @@ class SampleFile:
 
     def iter_columns(self, columns: Sequence[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Stream (rows x hidden) float32 arrays per column; refuses NaN/inf with the file and column."""
-        pfile = pq.ParquetFile(self.path)
+        pfile = pq.ParquetFile(self.path, pre_buffer=False)  # read-ahead would hold every row group
         for batch in pfile.iter_batches(batch_size=batch_size, columns=list(columns)):
             out = {}
             for name in columns:

@@ -97,7 +97,10 @@ def sample_hidden_states(
     accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
     written = 0
     with contextlib.ExitStack() as stack:
-        writers = {peft: stack.enter_context(pq.ParquetWriter(out, schemas[peft])) for peft, out in outs.items()}
+        writers = {  # dictionary encoding and compression only slow down float activations
+            peft: stack.enter_context(pq.ParquetWriter(out, schemas[peft], use_dictionary=False, compression="none"))
+            for peft, out in outs.items()
+        }
         store = stack.enter_context(capture(model, shape.arch, spaces))
         stack.enter_context(torch.inference_mode())
         for first in range(0, len(examples), batch_size):
