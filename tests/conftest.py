@@ -7,8 +7,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "profiles" / "demo" / "demo-config.yaml"
 
 WORDS = (
     "the a cat dog sat on mat house red blue green big small runs walks sees eats bird tree river "
@@ -127,3 +135,36 @@ def permute_hidden(model, perm: torch.Tensor):
             for axis in _hidden_axes(name):
                 param.copy_(param.index_select(axis, perm))
     return model
+
+
+def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=1800)
+    if check and done.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Per-rule job counts from a dry-run's 'Job stats' table."""
+    block = output.split("Job stats:", 1)[1].split("\n\n", 1)[0] if "Job stats:" in output else ""
+    counts = {}
+    for line in block.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def dry_run(*args, cwd) -> dict[str, int]:
+    done = snakemake("-n", "--profile", REPO / "profiles" / "demo", *args, cwd=cwd)
+    return job_counts(done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """One full demo run in a scratch working directory."""
+    work = tmp_path_factory.mktemp("demo")
+    (work / "profiles").symlink_to(REPO / "profiles")
+    snakemake("--profile", REPO / "profiles" / "demo", cwd=work)
+    return work

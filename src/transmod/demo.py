@@ -231,7 +231,7 @@ def _pi_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]:
     parts = ("adj", "loc")
     s1 = _render(lex, _fact(lex, c1, rng, 0.2, parts), "active" if rng.random() < 0.9 else "fronted")
     # Rewrites change the word order more often than edits do: a surface cue, like real data has.
-    style = rng.choices(_STYLES, weights=(0.2, 0.3, 0.5) if label else (0.7, 0.15, 0.15))[0]
+    style = rng.choices(_STYLES, weights=(0.1, 0.3, 0.6) if label else (0.8, 0.1, 0.1))[0]
     s2 = _render(lex, _fact(lex, c2, rng, 0.2, parts), style)
     return {"sentence1": _text(s1), "sentence2": _text(s2), "label": label}
 
@@ -247,14 +247,14 @@ def _nli_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]
     negated = False
     h = c
     if label == 2:
-        if rng.random() < 0.5:
+        if rng.random() < 0.8:
             negated = True
         else:
             h = _changed(c, "subj", rng)
     elif label == 1:
         h = _changed(_changed(c, "verb", rng), "noun", rng)
     fact = _fact(lex, h, rng, 0.0, keep, negated)
-    if label == 1 and rng.random() < 0.7:  # added information, as neutral hypotheses often have
+    if label == 1 and rng.random() < 0.8:  # added information, as neutral hypotheses often have
         fact.with_ = _entity([rng.choice(lex.names["first"])], "PER")
     hypothesis = _render(lex, fact, "active")
     return {"premise": _text(premise), "hypothesis": _text(hypothesis), "label": label}
