@@ -1,4 +1,4 @@
-"""The `transmod` command: sample, correlate, assign, transfer. Each step reads and writes files."""
+"""The `transmod` command: sample, correlate, assign, fit-alignment, transfer, fidelity. Each step reads and writes files."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 from transmod.errors import TransmodError
 from transmod.layermap import MAPPINGS
 from transmod.samplefile import PEFT_TYPES
+
+ALIGN_METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # transmod.alignment.METHODS, without its imports
+DEFAULT_RIDGE = 1e-4
 
 EXAMPLES = {
     "sample": """examples:
@@ -30,7 +33,23 @@ EXAMPLES = {
   # different widths, one shot: samples, correlates and assigns on the way
   transmod transfer --module ner_lora --teacher-model xlm-roberta-large --student-model xlm-roberta-base \\
       --mapping skip --samples sents.txt --out ner_lora_student
-load the result with: model.load_adapter(OUT, use_safetensors=True)""",
+  # a better alignment than the study's permutation, fitted on the way and folded into the weights
+  transmod transfer --module ner_adapter --teacher-model xlm-roberta-large --student-model xlm-roberta-base \\
+      --mapping skip --samples sents.txt --align procrustes --out ner_adapter_student
+  # a LoRA saved by peft, written back in peft's format
+  transmod transfer --module peft_lora --teacher-model bert-base-cased --student-model distilbert-base-cased \\
+      --mapping skip --format peft --out peft_lora_student
+load the result with: model.load_adapter(OUT, use_safetensors=True)
+(--format peft: PeftModel.from_pretrained(student_model, OUT))""",
+    "fit-alignment": """examples:
+  transmod fit-alignment --teacher teacher.parquet --student student.parquet --mapping skip \\
+      --method linear --holdout 0.2 --out linear.safetensors
+  transmod transfer ... --alignment linear.safetensors --out module_student
+methods: lsa (the study's permutation), lsa-signed, linear, procrustes, select (data-free)""",
+    "fidelity": """examples:
+  transmod fidelity --module ner_adapter --transferred ner_adapter_student --teacher teacher.parquet \\
+      --student student.parquet --mapping skip --holdout 0.2 --out fidelity.json
+fit the alignment with the same --holdout so that the measured tokens were not fitted on""",
 }
 
 
@@ -65,18 +84,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--correlation", required=True, help="correlation file from `transmod correlate`")
     p.add_argument("--out", required=True, help="output assignment .json")
 
-    p = command("transfer", "Move a module saved by `adapters` from the teacher to the student.")
-    p.add_argument("--module", required=True, help="module folder written by adapters' save_adapter")
+    p = command("transfer", "Move a module saved by `adapters` (or a LoRA saved by `peft`) from the teacher to the student.")
+    p.add_argument("--module", required=True, help="module folder written by adapters' save_adapter or peft's save_pretrained")
     p.add_argument("--teacher-model", required=True, help="hub id or local folder of the module's model")
     p.add_argument("--student-model", required=True, help="hub id or local folder of the target model")
     p.add_argument("--mapping", required=True, choices=MAPPINGS)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--assignment", help="assignment .json from `transmod assign`")
     source.add_argument("--samples", help="text or parquet data to sample, correlate and assign on the way")
+    source.add_argument("--alignment", help="alignment file from `transmod fit-alignment`")
     p.add_argument("--max-tokens", type=int, default=20000, help="tokens to sample with --samples")
     p.add_argument("--lora-b", default="study", choices=("study", "output"),
                    help="align LoRA B with the input's permutation (study) or with query/value outputs (output)")
+    p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(ALIGN_METHODS)} (default lsa, the study's); "
+                   "select needs no data, lsa-signed/linear/procrustes need --samples or --alignment")
+    p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
+    p.add_argument("--format", default="adapters", choices=("adapters", "peft"), help="output layout (peft: LoRA only)")
     p.add_argument("--out", required=True, help="output module folder")
+
+    p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
+    p.add_argument("--teacher", required=True, help="teacher sample parquet")
+    p.add_argument("--student", required=True, help="student sample parquet")
+    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(ALIGN_METHODS))
+    p.add_argument("--out", required=True, help="output alignment file (safetensors)")
+    p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
+    p.add_argument("--holdout", type=float, default=0.0, help="leave the last fraction of the tokens out (for fidelity)")
+    p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
+    p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
+    p.add_argument("--student-model", help="check the student samples against this model's shape")
+
+    p = command("fidelity", "Training-free measure: the transferred module's effect against the teacher module's.")
+    p.add_argument("--module", required=True, help="the teacher's module folder (adapters or peft)")
+    p.add_argument("--transferred", required=True, help="the transferred module folder")
+    p.add_argument("--teacher", required=True, help="teacher sample parquet")
+    p.add_argument("--student", required=True, help="student sample parquet")
+    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    p.add_argument("--holdout", type=float, default=0.2, help="measure on the last fraction of the shared tokens")
+    p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of the reference map")
+    p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
+    p.add_argument("--out", required=True, help="output .json")
     return parser
 
 
@@ -124,6 +171,7 @@ def _assign(args: argparse.Namespace) -> None:
 
 
 def _transfer(args: argparse.Namespace) -> None:
+    from transmod.alignment import Alignment, check_method, describe_shape, select_alignment
     from transmod.architectures import load_model_shape
     from transmod.assignment import Assignment
     from transmod.transfer import read_module, transfer_module
@@ -134,15 +182,38 @@ def _transfer(args: argparse.Namespace) -> None:
             f"--student-model {student.name} ({student.num_layers} layers) is deeper than --teacher-model "
             f"{teacher.name} ({teacher.num_layers} layers); swap them"
         )
-    assignment = Assignment.load(args.assignment) if args.assignment else None
-    if assignment is None and args.samples and teacher.hidden_size != student.hidden_size:
+    method = check_method(args.align) if args.align else None
+    alignment = assignment = None
+    if args.alignment:
+        alignment = Alignment.load(args.alignment)
+        if method and method != alignment.method:
+            raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
+    elif method in (None, "lsa"):  # the study's path, unchanged
+        assignment = Assignment.load(args.assignment) if args.assignment else None
+        if assignment is None and args.samples and teacher.hidden_size != student.hidden_size:
+            kind = read_module(args.module, teacher).kind
+            assignment = _from_samples(args, kind, "lsa")
+    elif args.assignment:
+        raise TransmodError(f"--assignment holds a permutation (lsa); for --align {method} give --samples or --alignment")
+    elif method != "select" and not args.samples:
+        raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
+    else:
         kind = read_module(args.module, teacher).kind
-        assignment = _assignment_from_samples(args, kind)
-    transfer_module(args.module, teacher, student, args.mapping, args.out, assignment, args.lora_b)
+        if args.format == "peft" and kind != "lora":  # before sampling: the output could not be written
+            raise TransmodError(f"{args.module}: --format peft writes LoRA modules only, and this one is a bottleneck adapter")
+        if method == "select":
+            spaces = ("h", "q", "v") if kind == "lora" and args.lora_b == "output" else ("h",)
+            alignment = select_alignment(describe_shape(teacher), describe_shape(student), args.mapping, spaces)
+        else:
+            alignment = _from_samples(args, kind, method)
+    transfer_module(args.module, teacher, student, args.mapping, args.out, assignment, args.lora_b,
+                    alignment=alignment, fmt=args.format)
     print(f"wrote the transferred module to {args.out}")
 
 
-def _assignment_from_samples(args: argparse.Namespace, peft: str):
+def _from_samples(args: argparse.Namespace, peft: str, method: str):
+    """Sample both models and compute the assignment (lsa) or fit the alignment (other methods) on the way."""
+    from transmod.alignment import fit_alignment
     from transmod.assignment import assign_correlation
     from transmod.correlation import correlate_samples
     from transmod.samplefile import SampleFile
@@ -157,12 +228,53 @@ def _assignment_from_samples(args: argparse.Namespace, peft: str):
             files[who] = Path(tmp) / f"{who}.parquet"
             sample_model(model, examples, {peft: files[who]}, max_tokens=args.max_tokens, lora_outputs=lora_outputs)
         teacher, student = SampleFile.open(files["teacher"]), SampleFile.open(files["student"])
-        return assign_correlation(correlate_samples(teacher, student, args.mapping))
+        if method == "lsa":
+            return assign_correlation(correlate_samples(teacher, student, args.mapping))
+        return fit_alignment(teacher, student, args.mapping, method, ridge=args.ridge)
+
+
+def _fit_alignment(args: argparse.Namespace) -> None:
+    from transmod.alignment import check_method, fit_alignment
+    from transmod.architectures import load_model_shape
+    from transmod.atomic import atomic_path
+    from transmod.samplefile import SampleFile
+
+    check_method(args.method)
+    teacher, student = SampleFile.open(args.teacher), SampleFile.open(args.student)
+    for sample, model in ((teacher, args.teacher_model), (student, args.student_model)):
+        if model:
+            sample.check_model(load_model_shape(model))
+    alignment = fit_alignment(teacher, student, args.mapping, args.method, ridge=args.ridge, holdout=args.holdout,
+                              batch_size=args.batch_size)
+    with atomic_path(args.out) as tmp:
+        alignment.save(tmp)
+    print(f"fitted {args.method} maps for {len(alignment.layers)} layer/space pairs on {alignment.num_tokens} tokens into {args.out}")
+
+
+def _fidelity(args: argparse.Namespace) -> None:
+    import json
+
+    from transmod.atomic import atomic_path
+    from transmod.fidelity import sample_shape, transfer_fidelity
+    from transmod.samplefile import SampleFile
+    from transmod.transfer import read_module
+
+    teacher, student = SampleFile.open(args.teacher), SampleFile.open(args.student)
+    teacher_module = read_module(args.module, sample_shape(teacher))
+    student_module = read_module(args.transferred, sample_shape(student))
+    result = transfer_fidelity(teacher_module, student_module, teacher, student, args.mapping, holdout=args.holdout,
+                               ridge=args.ridge, batch_size=args.batch_size)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    overall = {k: "n/a" if v is None else f"{v:.4g}" for k, v in result["overall"].items()}
+    print(f"fidelity of {args.transferred} ({result['method'] or 'unaligned'}) on {result['heldout_tokens']} held-out tokens: "
+          f"relative error {overall['rel_error']}, cosine {overall['cosine']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"sample": _sample, "correlate": _correlate, "assign": _assign, "transfer": _transfer}
+    handlers = {"sample": _sample, "correlate": _correlate, "assign": _assign, "transfer": _transfer,
+                "fit-alignment": _fit_alignment, "fidelity": _fidelity}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

@@ -1,7 +1,9 @@
 """Prune & align: turn a teacher's module into a student-shaped one (layer mapping + permutation).
 
 Reads and writes modules in the `adapters` library's own folder format (adapter_config.json plus
-weights), with the weights written as safetensors.
+weights), with the weights written as safetensors; LoRAs saved by Hugging Face `peft` are read and
+written too (`transmod.peft_format`). Alignments other than the study's permutation
+(`transmod.alignment`) are folded into the same weights.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,10 +23,14 @@ from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
 from transmod.layermap import layer_map
 
+if TYPE_CHECKING:  # alignment pulls in the sample reader; transfer itself stays light
+    from transmod.alignment import Alignment, LayerMap
+
 CONFIG_NAME = "adapter_config.json"
 SAFE_WEIGHTS_NAME = "adapter.safetensors"  # the adapters library's name for safetensors weights
 BIN_WEIGHTS_NAME = "pytorch_adapter.bin"
 LORA_B_ALIGNMENTS = ("study", "output")
+FORMATS = ("adapters", "peft")
 
 # Which axis of each parameter runs along a hidden space, and whether it reads ("in") or writes ("out").
 # Parameters absent here do not touch the hidden size (e.g. the bottleneck bias) and are copied.
@@ -45,6 +52,7 @@ class Module:
     path: Path
     config: dict
     weights: dict[tuple[int, str, str], np.ndarray]
+    peft_config: dict | None = None  # the adapter_config.json of a LoRA saved by `peft`, kept for writing it back
 
     @property
     def name(self) -> str:
@@ -92,6 +100,10 @@ def read_module(path: str | Path, teacher: ModelShape) -> Module:
     if not config_file.is_file():
         raise TransmodError(f"{path}: no {CONFIG_NAME}; give a folder written by adapters' save_adapter")
     config = json.loads(config_file.read_text())
+    if isinstance(config, dict) and "peft_type" in config:
+        from transmod.peft_format import read_peft_module
+
+        return read_peft_module(path, config, teacher)
     _check_supported(config, path)
     if (path / SAFE_WEIGHTS_NAME).is_file():
         from safetensors.numpy import load_file
@@ -156,15 +168,19 @@ def transfer_weights(
     mapping: str,
     assignment: Assignment | None = None,
     lora_b: str = "study",
+    alignment: Alignment | None = None,
 ) -> dict[tuple[int, str, str], np.ndarray]:
     """Map layers (SKIP copies, AVG averages a group) and prune/permute every hidden-size axis.
 
-    With no assignment the widths must agree and the permutation is the identity.
+    With no assignment or alignment the widths must agree and the permutation is the identity.
+    An alignment's maps are folded in after the layer mapping (see `transmod.alignment`).
     """
     if lora_b not in LORA_B_ALIGNMENTS:
         raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
+    if assignment is not None and alignment is not None:
+        raise TransmodError("give an assignment or an alignment, not both")
     groups = layer_map(mapping, teacher.num_layers, student.num_layers)
-    if assignment is None and teacher.hidden_size != student.hidden_size:
+    if assignment is None and alignment is None and teacher.hidden_size != student.hidden_size:
         raise TransmodError(
             f"{teacher.name} ({teacher.hidden_size} dims) and {student.name} ({student.hidden_size} dims) differ in "
             "width: give --samples (to align on the way) or --assignment"
@@ -189,6 +205,33 @@ def transfer_weights(
                     )
                 tensor = np.take(tensor, sigma, axis=axis)
             out[(l, site, param)] = np.ascontiguousarray(tensor)
+    return out if alignment is None else _fold(out, alignment, lora_b)
+
+
+def _fold(mapped: dict[tuple[int, str, str], np.ndarray], alignment: Alignment, lora_b: str) -> dict[tuple[int, str, str], np.ndarray]:
+    """Fold each layer's maps into the layer-mapped teacher weights (reads: W M_in, writes: M_out W)."""
+
+    def maps(l: int, space: str) -> LayerMap:
+        lm = alignment.get(l, space)
+        if lm is None:
+            raise TransmodError(
+                f"the {alignment.method} alignment has no {space!r} space for student layer {l}; "
+                + ("sample with --lora-outputs for --lora-b output" if space != "h" else "refit it")
+            )
+        return lm
+
+    out = {}
+    for (l, site, param), tensor in mapped.items():
+        if param == "adapter_down.0.bias":  # h_t ~ M_in h_s + c: the offset moves into the bottleneck bias
+            offset = maps(l, "h").offset
+            down = mapped[(l, site, "adapter_down.0.weight")]
+            if offset is not None:
+                tensor = (tensor + np.asarray(down, np.float64) @ offset).astype(tensor.dtype)
+        elif param in _HIDDEN_AXES:
+            _, direction = _HIDDEN_AXES[param]
+            lm = maps(l, _space(site, direction, lora_b))
+            tensor = lm.read(tensor) if direction == "in" else lm.write(tensor)
+        out[(l, site, param)] = np.ascontiguousarray(tensor)
     return out
 
 
@@ -233,14 +276,34 @@ def transfer_module(
     out: str | Path,
     assignment: Assignment | None = None,
     lora_b: str = "study",
+    alignment: Alignment | None = None,
+    fmt: str = "adapters",
 ) -> Module:
-    """Read, transfer and save a module; returns the teacher module that was read."""
+    """Read, transfer and save a module (`fmt`: adapters' or peft's layout); returns the teacher module read."""
+    if fmt not in FORMATS:
+        raise TransmodError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     module = read_module(module_dir, teacher)
+    if fmt == "peft" and module.kind != "lora":
+        raise TransmodError(f"{module_dir}: --format peft writes LoRA modules only, and this one is a bottleneck adapter")
     if assignment is not None:
         assignment.check_models(teacher, student, mapping, "the assignment")
-    weights = transfer_weights(module, teacher, student, mapping, assignment, lora_b)
+    if alignment is not None:
+        alignment.check_models(teacher, student, mapping, "the alignment")
+        if alignment.hook is not None and alignment.hook != module.kind:
+            raise TransmodError(
+                f"the alignment was fitted on {alignment.hook} samples but {module_dir} is a {module.kind} module; "
+                f"fit it on samples taken with --peft {module.kind}"
+            )
+    weights = transfer_weights(module, teacher, student, mapping, assignment, lora_b, alignment)
+    method = alignment.method if alignment is not None else "lsa" if assignment is not None else None
     provenance = {"teacher": teacher.name, "student": student.name, "mapping": mapping,
-                  "aligned": assignment is not None, "lora_b": lora_b if module.kind == "lora" else None}
+                  "aligned": assignment is not None or alignment is not None, "align": method,
+                  "lora_b": lora_b if module.kind == "lora" else None}
+    if fmt == "peft":
+        from transmod.peft_format import save_peft_module
+
+        save_peft_module(weights, module, student, out, provenance)
+        return module
     config = student_config(module, teacher, student, {l for l, _, _ in weights}, provenance)
     save_module(weights, config, student, out)
     return module

@@ -1,0 +1,376 @@
+"""Alignments between a teacher's and a student's hidden spaces, folded into a module's own weights.
+
+Convention, per student layer `l` and space (`h`: what the module reads; `q`/`v`: LoRA B's outputs):
+- the *in* map `M_in` (d_t x d_s) and offset `c` (d_t) take a student state into the teacher's
+  space, `h_t ~ M_in h_s + c`. A weight that reads the teacher space (adapter down, LoRA A; b x d_t)
+  becomes `W M_in` (b x d_s); the adapter's down bias becomes `b + W c`, which is exact. LoRA A has
+  no bias, so for LoRA the offset is not used (the fit is then made through the origin instead).
+- the *out* map `M_out` (d_s x d_t) takes a teacher-space write into the student's space. A weight that
+  writes (adapter up and its bias, LoRA B) becomes `M_out W`. A write is a change of state, so
+  `M_out` is a slope: it has no offset.
+A selection sigma (student dim i takes teacher dim sigma[i], times sign[i]) is `M_in[sigma[i], i] = sign[i]`
+and `M_out = M_in^T`; such maps are kept as (sigma, sign) and applied by indexing, so `lsa` folds
+bit for bit as the study's permutation does. The folded module is an ordinary module of the
+student's shape: the student's inference cost does not change.
+
+Methods: `lsa` (the study: assignment on signed r), `lsa-signed` (assignment on |r|, each match's sign
+folded in), `linear` (ridge least squares, student -> teacher for reads, teacher -> student for
+writes), `procrustes` (orthogonal map between per-dimension standardised states, the smaller space
+zero-padded: the orthogonal relaxation of `lsa` on the same r), `select` (every k-th teacher
+dimension, no data). `linear` and `procrustes` shrink towards the `lsa-signed` map (weight `ridge`):
+directions the samples do not span (a LayerNorm output lies in a hyperplane) then follow the
+assignment instead of collapsing to zero, which keeps planted symmetries exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from transmod.architectures import ModelShape
+from transmod.assignment import assign
+from transmod.correlation import PearsonAccumulator, _masked, _rechunk, aligned_rows
+from transmod.errors import TransmodError
+from transmod.layermap import layer_map
+from transmod.samplefile import SampleFile
+
+METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")
+DENSE_METHODS = ("linear", "procrustes")
+DEFAULT_RIDGE = 1e-4
+
+
+def check_method(method: str) -> str:
+    """Refuse an unknown method name, listing the valid ones."""
+    if method not in METHODS:
+        raise TransmodError(f"unknown alignment method {method!r} (--align/--method): use one of {', '.join(METHODS)}")
+    return method
+
+
+class MomentAccumulator(PearsonAccumulator):
+    """A PearsonAccumulator (its r unchanged) that also keeps every second moment in float64.
+
+    Linear maps need full covariances, not only their diagonals; float64 products keep a planted
+    symmetry exact (x^T y and x^T x then round alike).
+    """
+
+    def __init__(self, dx: int, dy: int) -> None:
+        super().__init__(dx, dy)
+        self.fx, self.fy = np.zeros(dx), np.zeros(dy)
+        self.cxx, self.cyy, self.cxy = np.zeros((dx, dx)), np.zeros((dy, dy)), np.zeros((dx, dy))
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        super().update(x, y)
+        if len(x) == 0:
+            return
+        x = np.asarray(x, dtype=np.float64) - self.shift_x
+        y = np.asarray(y, dtype=np.float64) - self.shift_y
+        self.fx += x.sum(0)
+        self.fy += y.sum(0)
+        self.cxx += x.T @ x
+        self.cyy += y.T @ y
+        self.cxy += x.T @ y
+
+    def moments(self, centred: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mean x, mean y, Cxx, Cyy, Cxy): covariances, or second moments about 0 if not `centred`."""
+        if self.n == 0:
+            raise TransmodError("no tokens to fit an alignment on")
+        dx, dy = self.fx / self.n, self.fy / self.n
+        cxx = self.cxx / self.n - np.outer(dx, dx)
+        cyy = self.cyy / self.n - np.outer(dy, dy)
+        cxy = self.cxy / self.n - np.outer(dx, dy)
+        mx, my = self.shift_x + dx, self.shift_y + dy
+        if not centred:
+            cxx, cyy, cxy = cxx + np.outer(mx, mx), cyy + np.outer(my, my), cxy + np.outer(mx, my)
+        return mx, my, cxx, cyy, cxy
+
+
+@dataclass
+class LayerMap:
+    """The in/out maps of one student layer and space (see the module docstring for the convention)."""
+
+    student_layer: int
+    teacher_layers: list[int]
+    space: str
+    sigma: np.ndarray | None = None  # (d_s,) teacher dim of each student dim, for selections
+    sign: np.ndarray | None = None  # (d_s,) +-1 of each match (lsa-signed)
+    m_in: np.ndarray | None = None  # (d_t, d_s) dense read map
+    offset: np.ndarray | None = None  # (d_t,) constant of the read map
+    m_out: np.ndarray | None = None  # (d_s, d_t) dense write map
+    mean_r: float = float("nan")  # mean matched r (|r| for the signed assignment); NaN when data-free
+
+    def read(self, w: np.ndarray) -> np.ndarray:
+        """A weight reading the teacher space along its last axis, made to read the student's."""
+        if self.sigma is not None:
+            w2 = np.take(w, self.sigma, axis=-1)
+            return w2 if self.sign is None else (w2 * self.sign).astype(w.dtype)
+        return (np.asarray(w, np.float64) @ self.m_in).astype(w.dtype)
+
+    def write(self, w: np.ndarray) -> np.ndarray:
+        """A weight writing the teacher space along its first axis, made to write the student's."""
+        if self.sigma is not None:
+            w2 = np.take(w, self.sigma, axis=0)
+            return w2 if self.sign is None else (w2 * self.sign.reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype)
+        return np.tensordot(self.m_out, np.asarray(w, np.float64), axes=1).astype(w.dtype)
+
+
+@dataclass
+class Alignment:
+    """Per student layer and space, the maps of one method.
+
+    File format (safetensors, like the correlation file): tensors `{space}{layer}.{sigma|sign|m_in|offset|m_out}`
+    (sigma int64, the rest float32; only those the method has), and metadata key `transmod_alignment`: JSON
+    with method, mapping, teacher, student (model, model_type, num_layers, hidden_size), num_tokens fitted
+    on, ridge, hook (adapter/lora; null when data-free) and layers [{student, teacher, space, mean_r}].
+    """
+
+    method: str
+    mapping: str
+    teacher: dict
+    student: dict
+    num_tokens: int
+    ridge: float | None = DEFAULT_RIDGE  # None when data-free
+    hook: str | None = None  # the samples' hook (adapter, lora); None when data-free
+    layers: list[LayerMap] = field(default_factory=list)
+
+    def get(self, student_layer: int, space: str = "h") -> LayerMap | None:
+        for lm in self.layers:
+            if lm.student_layer == student_layer and lm.space == space:
+                return lm
+        return None
+
+    def check_models(self, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
+        """Refuse an alignment fitted for other shapes or another layer mapping."""
+        for who, shape in (("teacher", teacher), ("student", student)):
+            want = (getattr(self, who)["num_layers"], getattr(self, who)["hidden_size"])
+            if want != (shape.num_layers, shape.hidden_size):
+                raise TransmodError(
+                    f"{source}: fitted for a {who} of {want[0]} layers x {want[1]} dims, but {shape.name} has "
+                    f"{shape.num_layers} x {shape.hidden_size}; refit it from samples of {shape.name}"
+                )
+        if self.mapping != mapping:
+            raise TransmodError(f"{source}: fitted for --mapping {self.mapping}, not {mapping}; use the same mapping")
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        tensors: dict[str, np.ndarray] = {}
+        for lm in self.layers:
+            for name in ("sigma", "sign", "m_in", "offset", "m_out"):
+                value = getattr(lm, name)
+                if value is not None:
+                    tensors[f"{lm.space}{lm.student_layer}.{name}"] = np.ascontiguousarray(value)
+        meta = {
+            "method": self.method, "mapping": self.mapping, "teacher": self.teacher, "student": self.student,
+            "num_tokens": self.num_tokens, "ridge": self.ridge, "hook": self.hook,
+            "layers": [{"student": lm.student_layer, "teacher": lm.teacher_layers, "space": lm.space,
+                        "mean_r": None if np.isnan(lm.mean_r) else lm.mean_r} for lm in self.layers],
+        }
+        save_file(tensors, str(path), metadata={"transmod_alignment": json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Alignment":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise TransmodError(f"{path}: no such alignment file; run `transmod fit-alignment` first")
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = json.loads((f.metadata() or {})["transmod_alignment"])
+                keys = set(f.keys())
+                layers = []
+                for d in meta["layers"]:
+                    prefix = f"{d['space']}{d['student']}."
+                    arrays = {n: f.get_tensor(prefix + n) if prefix + n in keys else None
+                              for n in ("sigma", "sign", "m_in", "offset", "m_out")}
+                    mean_r = float("nan") if d["mean_r"] is None else d["mean_r"]
+                    layers.append(LayerMap(d["student"], d["teacher"], d["space"], mean_r=mean_r, **arrays))
+            check_method(meta["method"])
+        except (KeyError, OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise TransmodError(f"{path}: not a transmod alignment file ({exc}); write it with `transmod fit-alignment`") from None
+        return cls(meta["method"], meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"],
+                   meta["ridge"], meta["hook"], layers)
+
+
+def describe(sample: SampleFile) -> dict:
+    return {k: sample.meta[k] for k in ("model", "model_type", "num_layers", "hidden_size")}
+
+
+def describe_shape(shape: ModelShape) -> dict:
+    return {"model": shape.name, "model_type": shape.model_type, "num_layers": shape.num_layers,
+            "hidden_size": shape.hidden_size}
+
+
+def select_alignment(teacher: dict, student: dict, mapping: str, spaces: Sequence[str] = ("h",)) -> Alignment:
+    """Data-free baseline: student dim i takes teacher dim floor(i * d_t / d_s) (every k-th, evenly spaced)."""
+    d_t, d_s = int(teacher["hidden_size"]), int(student["hidden_size"])
+    _check_widths(d_t, d_s)
+    sigma = (np.arange(d_s, dtype=np.int64) * d_t) // d_s
+    groups = layer_map(mapping, int(teacher["num_layers"]), int(student["num_layers"]))
+    layers = [LayerMap(l, g, s, sigma=sigma.copy()) for s in spaces for l, g in enumerate(groups)]
+    return Alignment("select", mapping, teacher, student, 0, None, None, layers)
+
+
+def _check_widths(d_t: int, d_s: int) -> None:
+    if d_s > d_t:
+        raise TransmodError(
+            f"the student ({d_s} dims) is wider than the teacher ({d_t} dims): alignments prune a wider "
+            "teacher to a narrower or equal student; swap the models"
+        )
+
+
+def shared_rows(teacher: SampleFile, student: SampleFile) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """Row masks of the tokens both files share (None: all rows) and how many they share."""
+    masks = aligned_rows(teacher, student)
+    if masks is None:
+        return None, None, pq.ParquetFile(teacher.path).metadata.num_rows
+    return masks[0], masks[1], int(masks[0].sum())
+
+
+def split_point(n: int, holdout: float) -> int:
+    """Shared rows [0, split) fit, [split, n) are held out: the same split everywhere."""
+    if not 0.0 <= holdout < 1.0:
+        raise TransmodError(f"--holdout must be in [0, 1), got {holdout}")
+    return n - int(round(n * holdout))
+
+
+def paired_batches(
+    teacher: SampleFile, student: SampleFile, t_cols: Sequence[str], s_cols: Sequence[str],
+    batch_size: int, start: int, stop: int, masks: tuple[np.ndarray | None, np.ndarray | None],
+) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Matching (teacher, student) batches of the shared rows [start, stop)."""
+    offset = 0
+    stream = zip(
+        _rechunk(_masked(teacher.iter_columns(t_cols, batch_size), masks[0]), batch_size),
+        _rechunk(_masked(student.iter_columns(s_cols, batch_size), masks[1]), batch_size),
+    )
+    for t_batch, s_batch in stream:
+        n = len(next(iter(t_batch.values())))
+        lo, hi = max(start - offset, 0), min(stop - offset, n)
+        offset += n
+        if lo < hi:
+            yield {k: v[lo:hi] for k, v in t_batch.items()}, {k: v[lo:hi] for k, v in s_batch.items()}
+        if offset >= stop:
+            return
+
+
+def check_pair(teacher: SampleFile, student: SampleFile) -> list[str]:
+    """The spaces both files hold; refuses samples of different hook points."""
+    if teacher.meta["hook"] != student.meta["hook"]:
+        raise TransmodError(
+            f"{teacher.path} samples {teacher.meta['hook']} inputs but {student.path} samples "
+            f"{student.meta['hook']} inputs; sample both with the same --peft"
+        )
+    return [s for s in student.meta["spaces"] if s in teacher.meta["spaces"]]
+
+
+def accumulate(
+    teacher: SampleFile, student: SampleFile, mapping: str, holdout: float = 0.0, batch_size: int = 2048
+) -> tuple[list[list[int]], dict[tuple[int, str], MomentAccumulator]]:
+    """One streaming pass over the fitting rows: moments of each student layer against its teacher group's mean."""
+    spaces = check_pair(teacher, student)
+    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    acc = {(l, s): MomentAccumulator(student.hidden_size, teacher.hidden_size) for l in range(len(groups)) for s in spaces}
+    t_cols = sorted({f"{s}{t}" for s in spaces for g in groups for t in g})
+    s_cols = [f"{s}{l}" for s in spaces for l in range(len(groups))]
+    mask_t, mask_s, n = shared_rows(teacher, student)
+    for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, 0,
+                                           split_point(n, holdout), (mask_t, mask_s)):
+        for (l, s), a in acc.items():
+            group = [t_batch[f"{s}{t}"] for t in groups[l]]
+            y = group[0] if len(group) == 1 else np.mean(group, axis=0, dtype=np.float64)
+            a.update(s_batch[f"{s}{l}"], y)
+    return groups, acc
+
+
+def fit_alignment(
+    teacher: SampleFile, student: SampleFile, mapping: str, method: str, *,
+    ridge: float = DEFAULT_RIDGE, holdout: float = 0.0, batch_size: int = 2048,
+) -> Alignment:
+    """Fit one method's maps from two sample files (AVG: the group's mean teacher state), first rows only.
+
+    `holdout` leaves the last fraction of the shared tokens out, for `transmod.fidelity`.
+    """
+    check_method(method)
+    _check_widths(teacher.hidden_size, student.hidden_size)
+    if ridge < 0:
+        raise TransmodError(f"--ridge must not be negative, got {ridge}")
+    if method == "select":
+        return select_alignment(describe(teacher), describe(student), mapping, check_pair(teacher, student))
+    groups, acc = accumulate(teacher, student, mapping, holdout, batch_size)
+    n = next(iter(acc.values())).n
+    need = max(teacher.hidden_size, student.hidden_size) + 1
+    if method in DENSE_METHODS and n < need:
+        raise TransmodError(
+            f"--align {method} fits a {teacher.hidden_size} x {student.hidden_size} map per layer and needs at least "
+            f"{need} shared tokens to fit on, but {teacher.path} and {student.path} give {n}; sample more (--max-tokens)"
+        )
+    if n == 0:
+        raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
+    intercept = teacher.meta["hook"] == "adapter"  # only the adapter's down layer has a bias to fold an offset into
+    out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"])
+    for (l, s), a in acc.items():
+        out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))
+    return out
+
+
+def _fit_layer(method: str, acc: MomentAccumulator, ridge: float, intercept: bool, lm: LayerMap) -> LayerMap:
+    r = acc.result()[0]  # student dims x teacher dims, as `transmod correlate` computes it
+    if method == "lsa":
+        sigma, lm.mean_r = assign(r)
+        lm.sigma = sigma
+        return lm
+    sigma, lm.mean_r = assign(np.abs(r))
+    rows = np.arange(len(sigma))
+    sign = np.where(r[rows, sigma] < 0, -1.0, 1.0)
+    if method == "lsa-signed":
+        lm.sigma, lm.sign = sigma, sign
+        return lm
+    prior = np.zeros((r.shape[1], r.shape[0]))  # the lsa-signed in-map, d_t x d_s
+    prior[sigma, rows] = sign
+    mx, my, cxx, cyy, cxy = acc.moments()
+    if method == "linear":
+        if intercept:
+            m_in = _ridge(cxy.T, cxx, prior, ridge)
+            lm.offset = (my - m_in @ mx).astype(np.float32)
+        else:  # LoRA A has no bias: the best map through the origin
+            _, _, rxx, _, rxy = acc.moments(centred=False)
+            m_in = _ridge(rxy.T, rxx, prior, ridge)
+        m_out = _ridge(cxy, cyy, prior.T, ridge)
+    else:  # procrustes on per-dimension standardised states; the narrower space is zero-padded
+        sd_x, sd_y = _std(cxx), _std(cyy)
+        q = _polar(cxy.T / np.outer(sd_y, sd_x) + ridge * prior)
+        m_in = sd_y[:, None] * q / sd_x[None, :]
+        m_out = sd_x[:, None] * q.T / sd_y[None, :]
+        if intercept:
+            lm.offset = (my - m_in @ mx).astype(np.float32)
+    lm.m_in, lm.m_out = m_in.astype(np.float32), m_out.astype(np.float32)
+    return lm
+
+
+def _ridge(c_ab: np.ndarray, c_bb: np.ndarray, prior: np.ndarray, ridge: float) -> np.ndarray:
+    """argmin_M E||a - M b||^2 + lam ||M - prior||^2 = (C_ab + lam prior)(C_bb + lam I)^-1, lam relative to C_bb."""
+    from scipy.linalg import solve
+
+    scale = np.trace(c_bb) / len(c_bb)
+    lam = ridge * (scale if scale > 0 else 1.0)
+    if lam == 0:
+        lam = 1e-12 * max(scale, 1e-300)
+    lhs = c_bb + lam * np.eye(len(c_bb))
+    return solve(lhs, (c_ab + lam * prior).T, assume_a="pos").T
+
+
+def _std(cov: np.ndarray) -> np.ndarray:
+    var = np.maximum(np.diag(cov), 0.0)
+    return np.where(var <= 1e-12 * max(var.max(initial=0.0), 1e-300), 1.0, np.sqrt(var))
+
+
+def _polar(a: np.ndarray) -> np.ndarray:
+    """The matrix with orthonormal columns nearest to `a` (d_t x d_s): U V^T of its thin SVD."""
+    u, _, vt = np.linalg.svd(a, full_matrices=False)
+    return u @ vt

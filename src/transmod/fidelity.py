@@ -1,0 +1,150 @@
+"""Transfer fidelity: how closely a transferred module reproduces the teacher module's effect, without training.
+
+On held-out sampled tokens (the last `holdout` fraction of the tokens both sample files share), per
+student layer `l` and site:
+- the teacher's effect `D_t` is the teacher module applied to the teacher's own states (adapter:
+  `up(act(down(h))) * scaling`; LoRA: `B A h * alpha / r`), averaged over the layer group that `l` stands
+  for (one layer for SKIP);
+- the student's effect `D_s` is the transferred module applied to the student's own states;
+- both are compared in the student's space: `rel_error = ||D_s - M D_t|| / ||M D_t||` (Frobenius over
+  tokens and dims) and `cosine` = mean over tokens of cos(D_s, M D_t).
+
+The reference map `M` (teacher -> student) must not favour a method. By default it is the ridge
+least-squares slope of the student's states on the teacher's (LoRA B's effects: of the query/value
+outputs when both files sampled them, else of the hidden states), fitted on the first, not held-out,
+tokens: the best linear account of how a teacher-space change looks in the student's space, a property
+of the model pair and not of any method. The read side needs no map (each module reads its own model's
+states). `linear` uses the same slope as its write map, so on the write side it is the reference by
+definition: the other methods are constrained versions (selection, signed selection, orthogonal) and the
+measure shows what each constraint costs. A known map (an exact synthetic pair) can be given instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from transmod.alignment import DEFAULT_RIDGE, Alignment, LayerMap, check_pair, fit_alignment, paired_batches, shared_rows, split_point
+from transmod.architectures import BASE_CLASSES, ModelShape
+from transmod.errors import TransmodError
+from transmod.layermap import layer_map
+from transmod.samplefile import SampleFile
+from transmod.transfer import Module
+
+
+def sample_shape(sample: SampleFile) -> ModelShape:
+    """The model shape a sample file was taken from (enough to read its modules)."""
+    model_type = sample.meta["model_type"]
+    return ModelShape(sample.meta["model"], model_type, sample.num_layers, sample.hidden_size,
+                      BASE_CLASSES.get(model_type, "?"))
+
+
+def module_effect(module: Module, layer: int, site: str, h: np.ndarray) -> np.ndarray | None:
+    """The change the module adds at (layer, site) for inputs h (tokens x hidden), in float64; None if absent."""
+    w = {p: np.asarray(t, np.float64) for (l, s, p), t in module.weights.items() if l == layer and s == site}
+    if not w:
+        return None
+    cfg = module.config["config"]
+    h = np.asarray(h, np.float64)
+    if module.kind == "lora":
+        if cfg.get("composition_mode", "add") != "add":
+            raise TransmodError(f"{module.path}: LoRA composition_mode {cfg['composition_mode']!r}; fidelity handles 'add'")
+        return (h @ w["lora_A"].T @ w["lora_B"].T) * (float(cfg["alpha"]) / float(cfg["r"]))
+    scaling = cfg.get("scaling", 1.0)
+    if not isinstance(scaling, (int, float)):
+        raise TransmodError(f"{module.path}: adapter scaling {scaling!r}; fidelity handles a fixed number")
+    down = h @ w["adapter_down.0.weight"].T + w.get("adapter_down.0.bias", 0.0)
+    return (_activation(cfg.get("non_linearity"), down) @ w["adapter_up.weight"].T + w.get("adapter_up.bias", 0.0)) * scaling
+
+
+def _activation(name: str | None, x: np.ndarray) -> np.ndarray:
+    """The adapters library's activation (transformers' functions), applied in float64."""
+    if name is None:
+        return x
+    import torch
+    from transformers.activations import get_activation
+
+    f = torch.nn.functional.leaky_relu if name.lower() == "leakyrelu" else get_activation(name.lower())
+    with torch.no_grad():
+        return f(torch.from_numpy(x)).numpy()
+
+
+def _sites(module: Module) -> list[str]:
+    return sorted({s for _, s, _ in module.weights}, key=["adapter", "query", "value"].index)
+
+
+def _check_width(module: Module, sample: SampleFile, who: str) -> None:
+    width = {t.shape[-1] for (_, _, p), t in module.weights.items() if p in ("adapter_down.0.weight", "lora_A")}
+    if width != {sample.hidden_size}:
+        raise TransmodError(
+            f"{module.path}: the {who} module reads {sorted(width)} dims but {sample.path} has {sample.hidden_size}; "
+            f"give the {who} samples of the model the module belongs to"
+        )
+
+
+def transfer_fidelity(
+    teacher_module: Module, student_module: Module, teacher: SampleFile, student: SampleFile, mapping: str, *,
+    holdout: float = 0.2, ridge: float = DEFAULT_RIDGE, reference: Alignment | None = None, batch_size: int = 2048,
+) -> dict:
+    """Relative error and cosine of the student module's effect against the teacher's, per layer/site and overall.
+
+    `reference`: an alignment whose write maps (`m_out`, or a selection) are the reference `M`; by
+    default the ridge slope fitted on the non-held-out tokens (see the module docstring).
+    """
+    spaces = check_pair(teacher, student)
+    if teacher_module.kind != student_module.kind:
+        raise TransmodError(f"{teacher_module.path} is a {teacher_module.kind} but {student_module.path} is a {student_module.kind}")
+    _check_width(teacher_module, teacher, "teacher")
+    _check_width(student_module, student, "student")
+    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    mask_t, mask_s, n = shared_rows(teacher, student)
+    split = split_point(n, holdout)
+    if split >= n:
+        raise TransmodError(f"--holdout {holdout} leaves none of the {n} shared tokens to measure on; raise it or sample more")
+    label = "given" if reference is not None else "ridge"
+    if reference is None:
+        if split < max(teacher.hidden_size, student.hidden_size) + 1:
+            raise TransmodError(
+                f"the reference map needs at least {max(teacher.hidden_size, student.hidden_size) + 1} tokens to fit on "
+                f"but the first {1 - holdout:.0%} of {teacher.path} and {student.path} give {split}; sample more (--max-tokens)"
+            )
+        reference = fit_alignment(teacher, student, mapping, "linear", ridge=ridge, holdout=holdout, batch_size=batch_size)
+    effect_space = {"adapter": "h", "query": "q" if "q" in spaces else "h", "value": "v" if "v" in spaces else "h"}
+    present = {(t, s) for t, s, _ in teacher_module.weights}
+    cells = [(l, site) for l in range(len(groups)) for site in _sites(teacher_module)
+             if any((t, site) in present for t in groups[l])]
+    if not cells:
+        raise TransmodError(f"{teacher_module.path}: no module weights in the teacher layers that {mapping} maps to the student")
+    maps: dict[tuple[int, str], LayerMap] = {}
+    for l, site in cells:
+        lm = reference.get(l, effect_space[site])
+        if lm is None or (lm.m_out is None and lm.sigma is None):
+            raise TransmodError(f"the reference has no write map for student layer {l} space {effect_space[site]!r}")
+        maps[(l, site)] = lm
+    sums = {cell: np.zeros(4) for cell in cells}  # squared error, squared reference, summed cosine, cosine count
+    t_cols = sorted({f"h{t}" for l, _ in cells for t in groups[l]})
+    s_cols = sorted({f"h{l}" for l, _ in cells})
+    for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
+        for l, site in cells:
+            effects = [e for t in groups[l] if (e := module_effect(teacher_module, t, site, t_batch[f"h{t}"])) is not None]
+            ref = maps[(l, site)].write(np.mean(effects, axis=0).T).T
+            got = module_effect(student_module, l, site, s_batch[f"h{l}"])
+            got = np.zeros_like(ref) if got is None else got
+            norms = np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1)
+            ok = norms > 0
+            sums[(l, site)] += [np.sum((got - ref) ** 2), np.sum(ref**2),
+                                np.sum(np.einsum("ij,ij->i", got[ok], ref[ok]) / norms[ok]), ok.sum()]
+
+    def summary(s: np.ndarray) -> dict:
+        return {"rel_error": math.sqrt(s[0] / s[1]) if s[1] > 0 else None,
+                "cosine": s[2] / s[3] if s[3] > 0 else None}
+
+    layers = [dict(student_layer=l, teacher_layers=groups[l], site=site, space=effect_space[site], **summary(sums[(l, site)]))
+              for l, site in cells]
+    provenance = student_module.config.get("transmod") or {}
+    return {
+        "method": provenance.get("align"), "mapping": mapping, "kind": teacher_module.kind, "holdout": holdout,
+        "heldout_tokens": n - split, "fit_tokens": split, "reference": label,
+        "overall": summary(np.sum(list(sums.values()), axis=0)), "layers": layers,
+    }

@@ -1,0 +1,171 @@
+"""LoRAs in Hugging Face `peft`'s folder format: read one as the teacher module, write a transferred one.
+
+A `peft` LoRA folder holds adapter_config.json (`peft_type: LORA`, `r`, `lora_alpha`, `target_modules`)
+and adapter_model.safetensors with keys such as
+`base_model.model.encoder.layer.0.attention.self.query.lora_A.weight` (a head model adds its base
+prefix, e.g. `bert.`). Its scaling alpha / r is adapters' scaling, so the weights map one to one onto
+transmod's (layer, site, lora_A | lora_B) representation. No `peft` import is needed for either direction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from transmod.architectures import ModelShape
+from transmod.atomic import atomic_path
+from transmod.errors import TransmodError
+from transmod.transfer import CONFIG_NAME, Module
+
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_BIN = "adapter_model.bin"
+PROVENANCE = "transmod.json"  # peft refuses unknown config keys quietly; provenance lives beside it
+BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "distilbert": "distilbert"}
+HEAD = "peft_head"  # marks, in Module.peft_config, a LoRA saved from a head model (keys carry the base prefix)
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
+
+
+def _check_peft_config(config: dict, path: Path) -> None:
+    if config.get("peft_type") != "LORA":
+        raise TransmodError(f"{path}/{CONFIG_NAME}: peft_type {config.get('peft_type')!r} is not LORA; transmod moves peft LoRAs only")
+    bad = [k for k in ("use_dora", "fan_in_fan_out", "lora_bias", "rank_pattern", "alpha_pattern", "layer_replication",
+                       "target_parameters", "use_qalora") if config.get(k)]
+    if config.get("bias", "none") != "none":
+        bad.append(f"bias={config['bias']}")
+    if bad:
+        raise TransmodError(f"{path}/{CONFIG_NAME}: unsupported peft LoRA options {', '.join(bad)}; transmod supports plain LoRA on query/value")
+
+
+def _adapters_lora_config(r: int, alpha: float, sites: list[str], dropout: float) -> dict:
+    """The `config` section adapters 1.3 writes for a LoRAConfig with these values."""
+    return {
+        "alpha": alpha, "architecture": "lora", "attn_matrices": [{"query": "q", "value": "v"}[s] for s in sites],
+        "composition_mode": "add", "dropout": dropout, "dtype": None, "init_weights": "lora", "init_weights_seed": None,
+        "intermediate_lora": False, "leave_out": [], "output_lora": False, "r": r, "selfattn_lora": True,
+        "use_dora": False, "use_gating": False, "vera_b": None, "vera_d": None,
+    }
+
+
+def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Module:
+    """Read a LoRA saved by `peft` into transmod's representation (the head's weights are left behind)."""
+    path = Path(path)
+    _check_peft_config(config, path)
+    if (path / PEFT_WEIGHTS).is_file():
+        from safetensors.numpy import load_file
+
+        state = load_file(str(path / PEFT_WEIGHTS))
+    elif (path / PEFT_BIN).is_file():
+        import torch
+
+        try:
+            state = {k: v.float().numpy() for k, v in torch.load(path / PEFT_BIN, map_location="cpu", weights_only=True).items()}
+        except Exception as exc:
+            raise TransmodError(f"{path / PEFT_BIN}: unreadable with weights_only=True ({exc})") from None
+    else:
+        raise TransmodError(f"{path}: no weights ({PEFT_WEIGHTS} or {PEFT_BIN}); save the LoRA with peft's save_pretrained")
+    arch = teacher.arch
+    sites = {_leaf(arch.query): "query", _leaf(arch.value): "value"}
+    pattern = re.compile(
+        rf"^base_model\.model\.(?:(\w+)\.)?{re.escape(arch.layers_path)}\.(\d+)\."
+        rf"({re.escape(arch.query)}|{re.escape(arch.value)})\.(lora_A|lora_B)(?:\.[\w-]+)?\.weight$"
+    )
+    head = set(config.get("modules_to_save") or [])
+    weights: dict[tuple[int, str, str], np.ndarray] = {}
+    prefixes, skipped = set(), []
+    for key, tensor in state.items():
+        match = pattern.match(key)
+        if match is None:
+            if ".modules_to_save." in key or any(f".{m}." in key for m in head):
+                skipped.append(key)
+                continue
+            raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} peft LoRA; transmod cannot map it")
+        prefixes.add(match.group(1))
+        weights[(int(match.group(2)), sites[_leaf(match.group(3))], match.group(4))] = tensor
+    if skipped:
+        warnings.warn(f"{path}: {len(skipped)} head weight(s) not transferred (the student's head is trained fresh)", stacklevel=2)
+    if not weights:
+        raise TransmodError(f"{path}: the weights file holds no LoRA weights for {', '.join(sorted(sites))}")
+    if len(prefixes) > 1 or prefixes - {None, BASE_PREFIX[teacher.model_type]}:
+        raise TransmodError(f"{path}: LoRA keys under {sorted(map(str, prefixes))}, not the {teacher.model_type} model; give the teacher it was trained on")
+    too_deep = sorted({l for l, _, _ in weights if l >= teacher.num_layers})
+    if too_deep:
+        raise TransmodError(
+            f"{path}: the module has layers {too_deep} but the teacher {teacher.name} has only "
+            f"{teacher.num_layers} layers; give the teacher the module was trained on"
+        )
+    width = {t.shape[1 if p == "lora_A" else 0] for (_, _, p), t in weights.items()}
+    if width != {teacher.hidden_size}:
+        raise TransmodError(
+            f"{path}: module weights are {sorted(width)} wide but the teacher {teacher.name} has hidden size "
+            f"{teacher.hidden_size}; give the teacher the module was trained on"
+        )
+    r = int(config["r"])
+    alpha = float(config["lora_alpha"])
+    if config.get("use_rslora"):
+        alpha *= float(np.sqrt(r))  # rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
+    present = sorted({s for _, s, _ in weights}, key=["query", "value"].index)
+    internal = {
+        "config": _adapters_lora_config(r, alpha, present, float(config.get("lora_dropout") or 0.0)),
+        "hidden_size": teacher.hidden_size, "model_class": teacher.model_class, "model_name": teacher.name,
+        "model_type": teacher.model_type, "name": "default", "version": "adapters.1.3.0",
+    }
+    if (path / PROVENANCE).is_file():  # a LoRA that transmod wrote: keep where it came from
+        internal["transmod"] = json.loads((path / PROVENANCE).read_text())
+    peft_config = dict(config, **{HEAD: prefixes != {None}})
+    return Module(path, internal, weights, peft_config)
+
+
+def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> dict:
+    """The student's adapter_config.json: the teacher's peft config (or one made from adapters'), renamed.
+
+    `task_type` and `modules_to_save` are cleared: the head is trained fresh (DESIGN.md section 4), and
+    peft would otherwise look for the head's weights when loading; give them again to train the student.
+    """
+    arch = student.arch
+    sites = sorted({s for _, s, _ in module.weights}, key=["query", "value"].index)
+    if module.peft_config is not None:
+        config = {k: v for k, v in module.peft_config.items() if k != HEAD}
+    else:
+        cfg = module.config["config"]
+        config = {"peft_type": "LORA", "r": int(cfg["r"]), "lora_alpha": cfg["alpha"],
+                  "lora_dropout": float(cfg.get("dropout") or 0.0), "bias": "none", "fan_in_fan_out": False,
+                  "use_rslora": False, "use_dora": False, "init_lora_weights": True, "modules_to_save": None,
+                  "rank_pattern": {}, "alpha_pattern": {}, "task_type": None}
+    leaves = {"query": _leaf(arch.query), "value": _leaf(arch.value)}
+    all_layers = layers == set(range(student.num_layers))
+    config.update(
+        base_model_name_or_path=student.name, target_modules=[leaves[s] for s in sites], inference_mode=True,
+        layers_to_transform=None if all_layers else sorted(layers),
+        layers_pattern=None if all_layers else _leaf(arch.layers_path),
+        auto_mapping=None, modules_to_save=None, task_type=None,  # the head is not transferred: no head to restore
+    )
+    return config
+
+
+def save_peft_module(
+    weights: dict[tuple[int, str, str], np.ndarray], module: Module, student: ModelShape, out: str | Path, provenance: dict
+) -> None:
+    """Write a transferred LoRA for `PeftModel.from_pretrained(student_model, out)`.
+
+    Keys name the base model's modules (`base_model.model.encoder.layer...`); a LoRA read from a head
+    model's peft folder keeps that form (`base_model.model.<base prefix>.encoder.layer...`).
+    """
+    from safetensors.numpy import save_file
+
+    arch = student.arch
+    paths = {"query": arch.query, "value": arch.value}
+    prefix = "base_model.model." + (f"{BASE_PREFIX[student.model_type]}." if (module.peft_config or {}).get(HEAD) else "")
+    state = {f"{prefix}{arch.layers_path}.{l}.{paths[site]}.{param}.weight": np.ascontiguousarray(t)
+             for (l, site, param), t in weights.items()}
+    config = peft_config_for(module, student, {l for l, _, _ in weights})
+    with atomic_path(out, is_dir=True) as tmp:
+        save_file(state, str(tmp / PEFT_WEIGHTS))
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True))

@@ -1,0 +1,212 @@
+"""Every alignment method keeps the invariants of DESIGN.md section 4, on real models with real modules."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import SENTENCES, _hidden_axes, add_module, make_model, make_tokenizer, permute_hidden
+from transmod.alignment import METHODS, Alignment, fit_alignment, select_alignment
+from transmod.architectures import model_shape
+from transmod.cli import ALIGN_METHODS
+from transmod.errors import TransmodError
+from transmod.samplefile import SampleFile
+from transmod.sampling import sample_hidden_states
+from transmod.transfer import transfer_module
+
+DATA_METHODS = ["lsa", "lsa-signed", "linear", "procrustes"]
+
+
+def _inputs(model):
+    enc = make_tokenizer()(SENTENCES[:6], SENTENCES[6:12], padding=True, return_tensors="pt")
+    if model.config.model_type == "distilbert":
+        enc.pop("token_type_ids")
+    return enc
+
+
+def _samples(models, tmp_path, peft, lora_outputs=False, sentences=SENTENCES):
+    files = []
+    for who, model in zip("ts", models):
+        files.append(tmp_path / f"{who}-{peft}-{lora_outputs}-{len(sentences)}.parquet")
+        if not files[-1].exists():
+            sample_hidden_states(model, make_tokenizer(), [(s,) for s in sentences], {peft: files[-1]}, model_name=who,
+                                 lora_outputs=lora_outputs)
+    return SampleFile.open(files[0]), SampleFile.open(files[1])
+
+
+def _transfer_and_run(teacher, student_base, alignment, tmp_path, peft, lora_b="study", name="out"):
+    import adapters
+
+    teacher.save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
+    shape = model_shape(teacher.config, "m")
+    transfer_module(tmp_path / "m", shape, model_shape(student_base.config, "s"), "skip", tmp_path / name,
+                    lora_b=lora_b, alignment=alignment)
+    student = copy.deepcopy(student_base)
+    adapters.init(student)
+    student.load_adapter(str(tmp_path / name), load_as="task", use_safetensors=True)
+    student.set_active_adapters("task")
+    with torch.no_grad():
+        return teacher(**_inputs(teacher)).last_hidden_state, student(**_inputs(student)).last_hidden_state
+
+
+def flip_all_hidden(model):
+    """The same network with every residual-stream dimension negated: an exact symmetry.
+
+    LayerNorm keeps its weight and negates its bias (LN(-x) = -(x - mu)/s * g + b). Negating only some
+    dimensions is *not* a symmetry of a LayerNorm model (the mean and variance over dims change), so a
+    partial flip is planted where it is exact: the query/key and value output spaces (`flip_heads`).
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ("LayerNorm" in name or "layer_norm" in name) and name.endswith("weight"):
+                continue
+            for _ in _hidden_axes(name):
+                param.neg_()
+    return model
+
+
+def flip_heads(model, dims):
+    """Negate some query/key output dims (scores unchanged) and value output dims (undone by the output dense)."""
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            att = layer.attention
+            for lin in (att.self.query, att.self.key, att.self.value):
+                lin.weight[dims] *= -1
+                lin.bias[dims] *= -1
+            att.output.dense.weight[:, dims] *= -1
+    return model
+
+
+@pytest.fixture(scope="module")
+def base():
+    return make_model("bert", 2)
+
+
+def test_cli_lists_the_same_methods():
+    assert ALIGN_METHODS == METHODS
+
+
+@pytest.mark.parametrize("peft", ["adapter", "lora"])
+def test_every_method_is_the_identity_on_the_same_model(tmp_path, base, peft):
+    teacher = add_module(copy.deepcopy(base), peft)
+    samples = _samples((base, base), tmp_path, peft)
+    for method in METHODS:
+        alignment = fit_alignment(*samples, "skip", method)
+        if method in ("lsa", "lsa-signed", "select"):
+            assert all(lm.sigma.tolist() == list(range(24)) for lm in alignment.layers)
+            assert all(lm.sign is None or (lm.sign == 1).all() for lm in alignment.layers)
+        want, got = _transfer_and_run(teacher, base, alignment, tmp_path, peft, name=method)
+        exact = method in ("lsa", "lsa-signed", "select")
+        torch.testing.assert_close(got, want, rtol=0, atol=0 if exact else 1e-5, msg=method)
+
+
+@pytest.mark.parametrize("peft, lora_b", [("adapter", "study"), ("lora", "output")])
+def test_planted_permutation_is_reproduced_by_every_data_method(tmp_path, base, peft, lora_b):
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(3))
+    student_base = permute_hidden(copy.deepcopy(base), perm)
+    teacher = add_module(copy.deepcopy(base), peft)
+    samples = _samples((base, student_base), tmp_path, peft, lora_outputs=peft == "lora")
+    for method in DATA_METHODS:
+        alignment = fit_alignment(*samples, "skip", method)
+        for lm in alignment.layers:
+            expected = np.eye(24)[perm] if lm.space == "h" else np.eye(24)  # q/v outputs are not permuted
+            if lm.sigma is not None:
+                assert lm.sigma.tolist() == expected.argmax(1).tolist(), method
+            else:
+                np.testing.assert_allclose(lm.m_in, expected.T, atol=1e-5, err_msg=method)
+                np.testing.assert_allclose(lm.m_out, expected, atol=1e-5, err_msg=method)
+        want, got = _transfer_and_run(teacher, student_base, alignment, tmp_path, peft, lora_b, name=method)
+        torch.testing.assert_close(got, want[..., perm], rtol=0, atol=1e-4, msg=method)
+
+
+def test_planted_sign_flip_of_the_residual_stream_is_recovered_by_lsa_signed_not_lsa(tmp_path, base):
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(5))
+    student_base = flip_all_hidden(permute_hidden(copy.deepcopy(base), perm))
+    teacher = add_module(copy.deepcopy(base), "adapter")
+    samples = _samples((base, student_base), tmp_path, "adapter")
+    outputs = {}
+    for method in DATA_METHODS:
+        alignment = fit_alignment(*samples, "skip", method)
+        if method == "lsa-signed":
+            assert all(lm.sigma.tolist() == perm.tolist() and (lm.sign == -1).all() for lm in alignment.layers)
+        if method == "lsa":
+            assert all(lm.sigma.tolist() != perm.tolist() for lm in alignment.layers)
+        outputs[method] = _transfer_and_run(teacher, student_base, alignment, tmp_path, "adapter", name=method)
+    for method in ("lsa-signed", "linear", "procrustes"):
+        want, got = outputs[method]
+        torch.testing.assert_close(got, -want[..., perm], rtol=0, atol=1e-4, msg=method)
+    want, got = outputs["lsa"]
+    assert (got + want[..., perm]).abs().max() > 0.1
+
+
+def test_partial_sign_flip_of_lora_output_spaces_is_recovered_by_lsa_signed_not_lsa(tmp_path, base):
+    dims = torch.tensor([1, 4, 5, 11, 17, 20])
+    student_base = flip_heads(copy.deepcopy(base), dims)
+    with torch.no_grad():  # the flip is an exact symmetry of the bare model
+        torch.testing.assert_close(student_base(**_inputs(base)).last_hidden_state,
+                                   base(**_inputs(base)).last_hidden_state, rtol=0, atol=1e-5)
+    teacher = add_module(copy.deepcopy(base), "lora")
+    samples = _samples((base, student_base), tmp_path, "lora", lora_outputs=True)
+    signs = np.ones(24)
+    signs[dims] = -1
+    results = {}
+    for method in ("lsa", "lsa-signed"):
+        alignment = fit_alignment(*samples, "skip", method)
+        for lm in alignment.layers:
+            if method == "lsa-signed":
+                want_sign = signs if lm.space in "qv" else np.ones(24)
+                assert lm.sigma.tolist() == list(range(24)) and lm.sign.tolist() == want_sign.tolist(), lm.space
+        results[method] = _transfer_and_run(teacher, student_base, alignment, tmp_path, "lora", "output", name=method)
+    want, got = results["lsa-signed"]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    want, got = results["lsa"]
+    assert (got - want).abs().max() > 1e-2
+
+
+def test_lsa_alignment_folds_exactly_as_the_study_assignment(tmp_path, base):
+    from transmod.assignment import assign_correlation
+    from transmod.correlation import correlate_samples
+
+    wide = make_model("bert", 4, hidden=24)
+    narrow = make_model("bert", 2, hidden=16, seed=5)
+    teacher = add_module(copy.deepcopy(wide), "adapter", bottleneck=6)
+    teacher.save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
+    samples = _samples((wide, narrow), tmp_path, "adapter")
+    shapes = model_shape(wide.config, "t"), model_shape(narrow.config, "s")
+    transfer_module(tmp_path / "m", *shapes, "avg", tmp_path / "a", assign_correlation(correlate_samples(*samples, "avg")))
+    alignment = fit_alignment(*samples, "avg", "lsa")
+    alignment.save(tmp_path / "lsa.safetensors")
+    transfer_module(tmp_path / "m", *shapes, "avg", tmp_path / "b", alignment=Alignment.load(tmp_path / "lsa.safetensors"))
+    a, b = load_file(tmp_path / "a" / "adapter.safetensors"), load_file(tmp_path / "b" / "adapter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for method in METHODS:  # every method folds to the student's shape, and the file round-trips
+        fitted = fit_alignment(*samples, "avg", method)
+        fitted.save(tmp_path / f"{method}.safetensors")
+        loaded = Alignment.load(tmp_path / f"{method}.safetensors")
+        transfer_module(tmp_path / "m", *shapes, "avg", tmp_path / method, alignment=loaded)
+        w = load_file(tmp_path / method / "adapter.safetensors")
+        assert w["encoder.layer.1.output.adapters.task.adapter_down.0.weight"].shape == (6, 16), method
+        assert w["encoder.layer.1.output.adapters.task.adapter_up.weight"].shape == (16, 6), method
+        assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_select_takes_every_kth_dimension():
+    t = {"model": "t", "model_type": "bert", "num_layers": 4, "hidden_size": 24}
+    s = {"model": "s", "model_type": "bert", "num_layers": 2, "hidden_size": 12}
+    alignment = select_alignment(t, s, "skip")
+    assert [lm.sigma.tolist() for lm in alignment.layers] == [list(range(0, 24, 2))] * 2
+    assert [lm.teacher_layers for lm in alignment.layers] == [[0], [2]]
+
+
+def test_bad_method_and_too_few_tokens_say_what_to_do(tmp_path, base):
+    samples = _samples((base, base), tmp_path, "adapter", sentences=SENTENCES[:3])
+    with pytest.raises(TransmodError, match="use one of lsa, lsa-signed, linear, procrustes, select"):
+        fit_alignment(*samples, "skip", "hungarian")
+    assert samples[0].num_tokens < 24  # three short sentences: fewer tokens than dims
+    for method in ("linear", "procrustes"):
+        with pytest.raises(TransmodError, match=r"needs at least 25 shared tokens") as err:
+            fit_alignment(*samples, "skip", method)
+        assert "--max-tokens" in str(err.value)
+    fit_alignment(*samples, "skip", "lsa-signed")  # assignments need no minimum

@@ -1,0 +1,205 @@
+"""Transfer fidelity: a training-free measure that tells the alignment methods apart."""
+
+import copy
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import add_module, make_model, save_model
+from test_alignment import _samples
+from transmod.alignment import Alignment, LayerMap, fit_alignment
+from transmod.architectures import ModelShape, model_shape
+from transmod.cli import main
+from transmod.fidelity import module_effect, sample_shape, transfer_fidelity
+from transmod.samplefile import META_KEY, SampleFile
+from transmod.transfer import Module, read_module, transfer_module, transfer_weights
+
+D, LAYERS, TRAIN, TEST = 16, 2, 400, 100
+
+
+def _write_samples(path, states, model):
+    """A sample parquet of synthetic hidden states (`states`: column -> tokens x D)."""
+    n = len(next(iter(states.values())))
+    cols = {"sent": pa.array(np.arange(n, dtype=np.int32)), "seq": pa.array(np.zeros(n, np.int8)),
+            "start": pa.array(np.zeros(n, np.int32)), "end": pa.array(np.ones(n, np.int32)),
+            "token": pa.array(["x"] * n)}
+    for name, values in states.items():
+        cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.astype(np.float32).reshape(-1)), D)
+    meta = {"model": model, "model_type": "bert", "hook": "adapter", "spaces": ["h"], "num_layers": LAYERS,
+            "layers": list(range(LAYERS)), "hidden_size": D, "num_tokens": n}
+    table = pa.table(cols)
+    with pq.ParquetWriter(path, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata({META_KEY: json.dumps(meta).encode()})
+    return SampleFile.open(path)
+
+
+def _rotated_pair(tmp_path, rng):
+    """Teacher states, and a student whose space is a known rotation of the teacher's (plus an offset).
+
+    The fitting rows are whitened exactly, so per-dimension standardisation keeps the rotation
+    orthogonal; the held-out rows are drawn afresh.
+    """
+    teacher, student, rotations = {}, {}, []
+    for l in range(LAYERS):
+        train = rng.standard_normal((TRAIN, D))
+        train -= train.mean(0)
+        train = train @ np.linalg.inv(np.linalg.cholesky(np.cov(train.T, bias=True))).T
+        h = np.concatenate([train, rng.standard_normal((TEST, D))]) * 2.0 + rng.standard_normal(D)
+        rotation = np.linalg.qr(rng.standard_normal((D, D)))[0]
+        teacher[f"h{l}"], student[f"h{l}"] = h, h @ rotation.T + rng.standard_normal(D)
+        rotations.append(rotation)
+    return _write_samples(tmp_path / "t.parquet", teacher, "t"), _write_samples(tmp_path / "s.parquet", student, "s"), rotations
+
+
+def _adapter(rng, shape):
+    weights = {}
+    for l in range(LAYERS):
+        weights.update({(l, "adapter", "adapter_down.0.weight"): rng.standard_normal((4, D)).astype(np.float32) * 0.3,
+                        (l, "adapter", "adapter_down.0.bias"): rng.standard_normal(4).astype(np.float32) * 0.3,
+                        (l, "adapter", "adapter_up.weight"): rng.standard_normal((D, 4)).astype(np.float32) * 0.3,
+                        (l, "adapter", "adapter_up.bias"): rng.standard_normal(D).astype(np.float32) * 0.3})
+    return Module(shape.name, {"config": {"reduction_factor": 4, "non_linearity": "relu", "scaling": 1.0}}, weights)
+
+
+def test_rotation_is_recovered_by_procrustes_and_linear_but_not_lsa(tmp_path):
+    rng = np.random.default_rng(0)
+    teacher, student, rotations = _rotated_pair(tmp_path, rng)
+    t_shape, s_shape = ModelShape("t", "bert", LAYERS, D, "BertModel"), ModelShape("s", "bert", LAYERS, D, "BertModel")
+    module = _adapter(rng, t_shape)
+    known = Alignment("known", "skip", {}, {}, 0, layers=[LayerMap(l, [l], "h", m_out=r) for l, r in enumerate(rotations)])
+    holdout = TEST / (TRAIN + TEST)
+    errors = {}
+    for method in ("lsa", "lsa-signed", "select", "linear", "procrustes"):
+        alignment = fit_alignment(teacher, student, "skip", method, holdout=holdout)
+        moved = Module(s_shape.name, module.config, transfer_weights(module, t_shape, s_shape, "skip", alignment=alignment))
+        for reference in ("known", "ridge"):
+            result = transfer_fidelity(module, moved, teacher, student, "skip", holdout=holdout,
+                                       reference=known if reference == "known" else None)
+            assert result["heldout_tokens"] == TEST and result["reference"] == ("given" if reference == "known" else "ridge")
+            errors[method, reference] = result["overall"]["rel_error"], result["overall"]["cosine"]
+    print("\nrelative error / cosine on held-out tokens of a rotated student:")
+    for (method, reference), (err, cos) in errors.items():
+        print(f"  {method:11s} reference {reference:6s} rel_error {err:.2e} cosine {cos:.5f}")
+    for reference in ("known", "ridge"):
+        for method in ("linear", "procrustes"):
+            assert errors[method, reference][0] < 1e-3 and errors[method, reference][1] > 0.999999, (method, reference)
+        for method in ("lsa", "lsa-signed", "select"):
+            assert errors[method, reference][0] > 0.3, (method, reference)
+
+
+def test_module_effect_matches_the_adapters_forward(tmp_path):
+    import torch
+
+    model = add_module(make_model("bert", 2), "adapter")
+    model.save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
+    module = read_module(tmp_path / "m", model_shape(model.config, "m"))
+    h = torch.randn(5, 24, generator=torch.Generator().manual_seed(0))
+    block = model.encoder.layer[1].output.adapters["task"]
+    with torch.no_grad():
+        up = block(h, residual_input=torch.zeros_like(h))[0]
+    np.testing.assert_allclose(module_effect(module, 1, "adapter", h.numpy()), up.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("peft", ["adapter", "lora"])
+def test_fidelity_of_identity_and_planted_permutation_is_exact(tmp_path, peft):
+    import torch
+
+    from conftest import permute_hidden
+
+    base = make_model("bert", 2)
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(3))
+    student_base = permute_hidden(copy.deepcopy(base), perm)
+    add_module(copy.deepcopy(base), peft).save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
+    shape = model_shape(base.config, "m")
+    teacher_module = read_module(tmp_path / "m", shape)
+    for student, name in ((base, "same"), (student_base, "permuted")):
+        samples = _samples((base, student), tmp_path, peft, lora_outputs=peft == "lora")
+        for method in ("lsa", "linear", "procrustes"):
+            alignment = fit_alignment(*samples, "skip", method, holdout=0.2)
+            transfer_module(tmp_path / "m", shape, shape, "skip", tmp_path / f"{name}-{method}", alignment=alignment,
+                            lora_b="output" if peft == "lora" else "study")
+            result = transfer_fidelity(teacher_module, read_module(tmp_path / f"{name}-{method}", shape), *samples, "skip")
+            json.dumps(result)
+            assert result["method"] == method and result["overall"]["rel_error"] < 1e-4, (name, method, result["overall"])
+            sites = ["adapter"] if peft == "adapter" else ["query", "value"]
+            assert [(d["student_layer"], d["site"]) for d in result["layers"]] == [(l, s) for l in range(2) for s in sites]
+            assert all(d["cosine"] > 0.9999 for d in result["layers"])
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    paths = {"wide": save_model(make_model("xlm-roberta", 4, hidden=24), root / "wide"),
+             "narrow": save_model(make_model("xlm-roberta", 2, hidden=16, seed=5), root / "narrow")}
+    from transformers import AutoModel
+
+    add_module(AutoModel.from_pretrained(paths["wide"]), "adapter").save_adapter(str(root / "mod"), "task", use_safetensors=True)
+    paths["module"] = str(root / "mod")
+    return paths
+
+
+def test_cli_fit_transfer_and_measure(tmp_path, models, text_file, capsys):
+    for who, model in (("t", models["wide"]), ("s", models["narrow"])):
+        assert run(capsys, "sample", "--model", model, "--peft", "adapter", "--data", text_file,
+                   "--out", tmp_path / f"{who}.parquet")[0] == 0
+    pair = ["--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet", "--mapping", "skip"]
+    common = ["--module", models["module"], "--teacher-model", models["wide"], "--student-model", models["narrow"],
+              "--mapping", "skip"]
+    results = {}
+    for method in ("lsa", "lsa-signed", "linear", "procrustes", "select"):
+        code, out, err = run(capsys, "fit-alignment", *pair, "--method", method, "--holdout", 0.2,
+                             "--out", tmp_path / f"{method}.safetensors")
+        assert code == 0, err
+        assert run(capsys, "transfer", *common, "--alignment", tmp_path / f"{method}.safetensors",
+                   "--out", tmp_path / method)[0] == 0
+        code, out, err = run(capsys, "fidelity", "--module", models["module"], "--transferred", tmp_path / method,
+                             *pair, "--out", tmp_path / f"{method}.json")
+        assert code == 0 and "relative error" in out, err
+        results[method] = json.loads((tmp_path / f"{method}.json").read_text())
+        assert results[method]["method"] == method and len(results[method]["layers"]) == 2
+    print({m: round(r["overall"]["rel_error"], 3) for m, r in results.items()})
+    assert results["linear"]["overall"]["rel_error"] < results["lsa"]["overall"]["rel_error"]
+    # one shot (fitted on all tokens) equals the step-by-step path with --holdout 0
+    assert run(capsys, "fit-alignment", *pair, "--method", "linear", "--out", tmp_path / "all.safetensors")[0] == 0
+    assert run(capsys, "transfer", *common, "--alignment", tmp_path / "all.safetensors", "--out", tmp_path / "x")[0] == 0
+    assert run(capsys, "transfer", *common, "--align", "linear", "--samples", text_file, "--out", tmp_path / "y")[0] == 0
+    assert (tmp_path / "x" / "adapter.safetensors").read_bytes() == (tmp_path / "y" / "adapter.safetensors").read_bytes()
+
+
+def test_cli_bad_alignment_input_gives_one_line(tmp_path, models, text_file, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("the cat sat\nthe dog\n")
+    for who, model in (("t", models["wide"]), ("s", models["narrow"])):
+        assert run(capsys, "sample", "--model", model, "--peft", "adapter", "--data", short,
+                   "--out", tmp_path / f"{who}.parquet")[0] == 0
+    pair = ["--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet", "--mapping", "skip"]
+    common = ["transfer", "--module", models["module"], "--teacher-model", models["wide"],
+              "--student-model", models["narrow"], "--mapping", "skip"]
+    cases = {
+        "use one of lsa, lsa-signed, linear, procrustes, select": [*common, "--align", "hungarian"],
+        "needs at least 25 shared tokens": ["fit-alignment", *pair, "--method", "procrustes"],
+        "give --samples or --alignment": [*common, "--align", "linear"],
+        "no such alignment file": [*common, "--alignment", tmp_path / "nowhere.safetensors"],
+        "writes LoRA modules only": [*common, "--align", "select", "--format", "peft"],
+    }
+    for expected, argv in cases.items():
+        code, _, err = run(capsys, *argv, "--out", tmp_path / "result")
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and expected in lines[0], (expected, err)
+        assert not (tmp_path / "result").exists()
+
+
+def test_sample_shape_reads_the_model_from_the_metadata(tmp_path):
+    rng = np.random.default_rng(1)
+    teacher, _, _ = _rotated_pair(tmp_path, rng)
+    assert sample_shape(teacher) == ModelShape("t", "bert", LAYERS, D, "BertModel")
