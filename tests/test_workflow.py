@@ -86,7 +86,7 @@ def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     n = len(list(demo_grid()))
     assert counts == {
         "train_teacher": n, "prune_align": 2 * n, "train_student": 2 * n,  # default students do not read the teacher
-        "evaluate": 3 * n, "aggregate_tables": 1, "all": 1,
+        "fidelity": 2 * n, "evaluate": 3 * n, "aggregate_tables": 1, "all": 1,
     }
 
 
@@ -112,15 +112,22 @@ def test_paper_grid_plan_offline(tmp_path):
     counts = job_counts(done.stdout + done.stderr)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     task_langs = sum(len(config["tasks"][t]["languages"]) for p in config["pairs"].values() for t in p["tasks"])
-    runs = task_langs * len(config["peft"]) * len(config["seeds"])
-    assert task_langs == 9 + 7 + 15 + 9 + 7
+    aligned_langs = sum(len(config["tasks"][t]["languages"]) for p in config["pairs"].values() if p["aligned"]
+                        for t in p["tasks"])
+    assert (task_langs, aligned_langs) == (9 + 7 + 15 + 9 + 7, 9 + 7)
+    per_lang = len(config["peft"]) * len(config["seeds"])
+    runs, aligned_runs = task_langs * per_lang, aligned_langs * per_lang
+    extra_methods = len(config["alignment"]["methods"]) - 1  # beyond the study's lsa
+    transfers = 2 * runs + 2 * extra_methods * aligned_runs  # skip/avg, times the methods where aligned
     assert counts == {
         "train_teacher": runs,
         "train_student": 3 * runs,
         "sample_embeddings": 2 * task_langs,
         "correlate": 2 * task_langs * len(config["peft"]),
         "solve_lsa": 2 * task_langs * len(config["peft"]),
-        "prune_align": 2 * runs,
+        "fit_alignment": 2 * extra_methods * aligned_langs * len(config["peft"]),
+        "prune_align": transfers,
+        "fidelity": transfers,
         "evaluate": 4 * runs,
         "aggregate_tables": 1,
         "all": 1,

@@ -58,23 +58,63 @@ rule solve_lsa:
         "../scripts/solve_lsa.py"
 
 
+rule fit_alignment:
+    input:
+        teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
+        student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
+    output:
+        "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.{method}.alignment.safetensors",
+    params:
+        holdout=config["alignment"]["holdout"],
+    log:
+        "results/logs/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.{method}.log",
+    benchmark:
+        "results/benchmarks/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.{method}.tsv"
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/fit_alignment.py"
+
+
 rule prune_align:
     input:
+        unpack(alignment_input),
         module="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/module",
-        assignment=assignment_input,
         teacher=model_input("teacher"),
         student=model_input("student"),
     output:
-        directory("results/transferred/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}"),
+        directory("results/transferred/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}"),
     params:
         teacher=model_of("teacher"),
         student=model_of("student"),
+        mapping=lambda w: split_init(w.init)[0],
         lora_b=config["alignment"]["lora_b"],
     log:
-        "results/logs/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.log",
+        "results/logs/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{mapping}/seed{seed}.tsv"
+        "results/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.tsv"
     conda:
         "../envs/transmod.yaml"
     script:
         "../scripts/prune_align.py"
+
+
+rule fidelity:
+    input:
+        module="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/module",
+        transferred="results/transferred/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}",
+        teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
+        student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
+    output:
+        "results/fidelity/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.json",
+    params:
+        mapping=lambda w: split_init(w.init)[0],
+        holdout=config["alignment"]["holdout"],
+    log:
+        "results/logs/fidelity/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/fidelity/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.tsv"
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/fidelity.py"

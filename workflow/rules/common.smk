@@ -25,8 +25,9 @@ wildcard_constraints:
     task="ner|pi|nli",
     lang="[a-z]{2,3}",
     peft="adapter|lora",
-    init="default|skip|avg",
+    init=r"default|(skip|avg)(-(lsa-signed|linear|procrustes|select))?",
     mapping="skip|avg",
+    method="lsa-signed|linear|procrustes|select",
     role="teacher|student",
     seed=r"\d+",
 
@@ -41,24 +42,40 @@ def grid():
 
 
 def all_targets():
-    seeds = config["seeds"]
-    mappings = ["skip", "avg"]
     targets = ["results/tables/summary.md"]
     for w in grid():
-        targets += expand(f"{ALIGN}/{{mapping}}.assignment.json", mapping=mappings, **w)
+        targets += expand(f"{ALIGN}/{{mapping}}.assignment.json", mapping=("skip", "avg"), **w)
+        targets += [
+            f"results/fidelity/{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}/{init}/seed{seed}.json"
+            for init in fidelity_inits(w["pair"])
+            for seed in config["seeds"]
+        ]
     return targets
 
 
-def run_dirs(init):
-    """Every run folder of one kind: `teacher` or `student-<init>`."""
-    return [f"{RUN.format(**w)}/{init}/seed{seed}" for w in grid() for seed in config["seeds"]]
+def fidelity_inits(pair):
+    """Every mapping x alignment method measured without training (unaligned pairs: the mappings only)."""
+    methods = config["alignment"]["methods"] if config["pairs"][pair]["aligned"] else ["lsa"]
+    return [m if method == "lsa" else f"{m}-{method}" for m in ("skip", "avg") for method in methods]
+
+
+def inits(pair):
+    """Student inits of a pair: alignment methods (`skip-procrustes`, ...) only where widths are aligned."""
+    return [i for i in config["inits"] if "-" not in i or config["pairs"][pair]["aligned"]]
+
+
+def split_init(init):
+    """`skip` -> (skip, lsa): the study's method; `avg-linear` -> (avg, linear)."""
+    mapping, _, method = init.partition("-")
+    return mapping, method or "lsa"
 
 
 def all_metrics():
-    runs = run_dirs("teacher")
-    for init in config["inits"]:
-        runs += run_dirs(f"student-{init}")
-    return [f"{run}/metrics.json" for run in runs]
+    files = []
+    for w in grid():
+        for run in ["teacher"] + [f"student-{i}" for i in inits(w["pair"])]:
+            files += [f"{RUN.format(**w)}/{run}/seed{seed}/metrics.json" for seed in config["seeds"]]
+    return files
 
 
 def asset_task(repo):
@@ -124,11 +141,15 @@ def init_module(w):
     return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{w.init}/seed{w.seed}"
 
 
-def assignment_input(w):
-    """Only pairs with `aligned: true` permute/prune; the others keep the identity."""
+def alignment_input(w):
+    """What prune_align aligns with: nothing (identity) for unaligned pairs, the study's assignment
+    for `lsa`, a fitted alignment file for the other methods."""
     if not config["pairs"][w.pair]["aligned"]:
-        return []
-    return f"{ALIGN.format(**w)}/{w.mapping}.assignment.json"
+        return {}
+    mapping, method = split_init(w.init)
+    if method == "lsa":
+        return {"assignment": f"{ALIGN.format(**w)}/{mapping}.assignment.json"}
+    return {"alignment": f"{ALIGN.format(**w)}/{mapping}.{method}.alignment.safetensors"}
 
 
 def run_info(w):

@@ -4,14 +4,16 @@ import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+from transmod.alignment import Alignment
 from transmod.architectures import load_model_shape
 from transmod.assignment import Assignment
 from transmod.transfer import transfer_module
 
-p = snakemake.params
-assignment = Assignment.load(snakemake.input.assignment) if snakemake.input.get("assignment") else None
+p, inp = snakemake.params, snakemake.input
 transfer_module(
-    snakemake.input.module, load_model_shape(p.teacher), load_model_shape(p.student), snakemake.wildcards.mapping,
-    snakemake.output[0], assignment, p.lora_b,
+    inp.module, load_model_shape(p.teacher), load_model_shape(p.student), p.mapping, snakemake.output[0],
+    assignment=Assignment.load(inp.assignment) if "assignment" in inp.keys() else None,
+    alignment=Alignment.load(inp.alignment) if "alignment" in inp.keys() else None,
+    lora_b=p.lora_b,
 )
-print(f"transferred {snakemake.input.module} -> {snakemake.output[0]}")
+print(f"transferred {inp.module} -> {snakemake.output[0]}")
