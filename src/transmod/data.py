@@ -106,6 +106,27 @@ def _looks_local(source: str) -> bool:
     return Path(source).exists() or source.startswith(("/", "./", "../", "~")) or source.count("/") > 1
 
 
+def _local_cache_dir(folder: Path, cache_dir: str | None) -> str:
+    """A cache folder keyed by the local folder's location and files.
+
+    `datasets` (4.8) keys a local folder's Arrow cache by the folder's *name* and its YAML only, so
+    two folders named alike (two runs' `data/pi`), or a folder whose files were regenerated, would
+    silently share stale data. Keying by path, size and mtime of every file rules that out.
+    """
+    import hashlib
+
+    import datasets
+
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            stat = path.stat()
+            digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    root = Path(cache_dir) if cache_dir else Path(datasets.config.HF_DATASETS_CACHE)
+    return str(root / "transmod-local" / digest.hexdigest()[:16])
+
+
 def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | None = None) -> Any:
     """One language's split of a task, from a hub id or a local hub-layout folder (same call either way)."""
     spec = get_task(task)
@@ -121,6 +142,8 @@ def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | N
     import datasets
 
     path = str(Path(source).expanduser()) if local else source
+    if local:
+        cache_dir = _local_cache_dir(Path(path), cache_dir)
     try:
         dataset = datasets.load_dataset(path, name=config, split=split_name, cache_dir=cache_dir)
     except Exception as exc:  # datasets raises ValueError/FileNotFoundError/ConnectionError/...

@@ -41,7 +41,7 @@ _CODAS = ("", "", "", "n", "r", "s", "l", "m", "k", "t", "nd", "st", "rt", "ng")
 
 _COUNTS = {"noun": 32, "verb": 14, "adj": 12, "first": 16, "last": 16, "org": 14, "org_suffix": 4,
            "loc": 16, "loc_suffix": 3, "misc": 10}
-_FUNCTION = ("det", "in", "with", "by", "aux", "and", "neg")
+_FUNCTION = ("det", "in", "with", "by", "aux", "neg")
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,10 @@ def _loc(lex: Lexicon, rng: random.Random) -> Phrase:
     return _entity(words, "LOC")
 
 
-def _noun_phrase(lex: Lexicon, noun: str, adj: str | None = None, misc: str | None = None) -> Phrase:
+def _noun_phrase(lex: Lexicon, noun: str, adj: str | None = None, misc: Sequence[str] = ()) -> Phrase:
     phrase = [(lex.fn["det"], "O")]
     if misc:
-        phrase += _entity([misc], "MISC")
+        phrase += _entity(misc, "MISC")
     if adj:
         phrase.append((adj, "O"))
     return phrase + [(noun, "O")]
@@ -120,6 +120,8 @@ def _noun_phrase(lex: Lexicon, noun: str, adj: str | None = None, misc: str | No
 
 @dataclass
 class Fact:
+    """Who did what to what, where and with whom: one clause before word order is chosen."""
+
     subj: Phrase
     verb: str
     obj: Phrase
@@ -154,7 +156,10 @@ def _text(phrase: Phrase) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tasks
+# Tasks. Each label follows a content rule (what overlaps, what is added or negated). Tiny
+# randomly initialised models learn little from a few hundred pairs by content alone, so PI and
+# NLI also carry surface cues that agree with the label about 90% of the time (word order of the
+# rewrite, a negation word, an added "with" phrase), as real datasets' annotation artifacts do.
 
 
 def _ner_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
@@ -167,7 +172,7 @@ def _ner_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
     elif r < 0.65:
         obj = _org(lex, rng)
     elif r < 0.85:
-        obj = _noun_phrase(lex, rng.choice(lex.nouns)[0], misc=rng.choice(lex.names["misc"]))
+        obj = _noun_phrase(lex, rng.choice(lex.nouns)[0], misc=rng.sample(lex.names["misc"], rng.choice((1, 1, 2))))
     else:
         obj = _person(lex, rng)
     fact = Fact(subj, rng.choice(lex.verbs)[0], obj,
@@ -222,7 +227,8 @@ _STYLES = ("active", "fronted", "passive")
 
 
 def _pi_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]:
-    """Label 1: the same content, mostly reordered, some words as synonyms; label 0: 2-3 content words differ."""
+    """Label 1: the same content, reordered (passive or fronted place), some words as synonyms;
+    label 0: 2-3 content words differ, mostly in the first sentence's word order."""
     c1 = _content(lex, rng)
     c2 = dict(c1)
     if label == 0:
@@ -231,7 +237,7 @@ def _pi_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]:
     parts = ("adj", "loc")
     s1 = _render(lex, _fact(lex, c1, rng, 0.2, parts), "active" if rng.random() < 0.9 else "fronted")
     # Rewrites change the word order more often than edits do: a surface cue, like real data has.
-    style = rng.choices(_STYLES, weights=(0.1, 0.3, 0.6) if label else (0.8, 0.1, 0.1))[0]
+    style = rng.choices(_STYLES, weights=(0.0, 0.3, 0.7) if label else (0.9, 0.05, 0.05))[0]
     s2 = _render(lex, _fact(lex, c2, rng, 0.2, parts), style)
     return {"sentence1": _text(s1), "sentence2": _text(s2), "label": label}
 
@@ -247,14 +253,14 @@ def _nli_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]
     negated = False
     h = c
     if label == 2:
-        if rng.random() < 0.8:
+        if rng.random() < 0.9:
             negated = True
         else:
             h = _changed(c, "subj", rng)
     elif label == 1:
         h = _changed(_changed(c, "verb", rng), "noun", rng)
     fact = _fact(lex, h, rng, 0.0, keep, negated)
-    if label == 1 and rng.random() < 0.8:  # added information, as neutral hypotheses often have
+    if label == 1 and rng.random() < 0.9:  # added information, as neutral hypotheses often have
         fact.with_ = _entity([rng.choice(lex.names["first"])], "PER")
     hypothesis = _render(lex, fact, "active")
     return {"premise": _text(premise), "hypothesis": _text(hypothesis), "label": label}
@@ -290,15 +296,24 @@ def generate_task_data(task: str, langs: Sequence[str] = DEMO_LANGS, n_train: in
     return rows
 
 
-def write_demo_dataset(task: str, out_dir: str | Path, langs: Sequence[str] = DEMO_LANGS,
-                       sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0) -> Path:
-    """A hub-layout folder of demo data that `transmod.data.load_split(out_dir, task, ...)` reads."""
+def _split_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
     unknown = set(sizes) - set(SPLITS)
     if unknown:
         raise TransmodError(f"demo data sizes: unknown split(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
-    full = {**DEFAULT_SIZES, **sizes}
-    rows = generate_task_data(task, langs, full["train"], full["validation"], full["test"], seed)
+    return {**DEFAULT_SIZES, **sizes}
+
+
+def _write_rows(task: str, rows: Mapping[tuple[str, str], list[dict[str, Any]]], out_dir: str | Path,
+                seed: int) -> Path:
     return write_hub_folder(out_dir, task, rows, title=f"transmod demo data: {task}, synthetic, seed {seed}")
+
+
+def write_demo_dataset(task: str, out_dir: str | Path, langs: Sequence[str] = DEMO_LANGS,
+                       sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0) -> Path:
+    """A hub-layout folder of demo data that `transmod.data.load_split(out_dir, task, ...)` reads."""
+    n = _split_sizes(sizes)
+    rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
+    return _write_rows(task, rows, out_dir, seed)
 
 
 def task_texts(task: str, rows: Mapping[Any, Sequence[Mapping[str, Any]]]) -> list[str]:
@@ -312,24 +327,67 @@ def task_texts(task: str, rows: Mapping[Any, Sequence[Mapping[str, Any]]]) -> li
 # Tokenizer
 
 
+def _wordpiece_vocab(words: Mapping[str, int], size: int) -> list[str]:
+    """WordPiece pieces by BPE merges over word counts, ties broken by the pieces' text.
+
+    The `tokenizers` trainer breaks ties in hash order, so the same texts give different vocabularies
+    from run to run; this learner is the same algorithm, made deterministic.
+    """
+    from collections import Counter, defaultdict
+
+    splits = {w: [w[0], *("##" + c for c in w[1:])] for w in words}
+    pieces = sorted({p for split in splits.values() for p in split})
+    known = set(pieces)
+    pairs: Counter[tuple[str, str]] = Counter()
+    holders: defaultdict[tuple[str, str], set[str]] = defaultdict(set)  # pair -> words that hold it
+
+    def count(w: str, sign: int) -> None:
+        for pair in zip(splits[w], splits[w][1:]):
+            pairs[pair] += sign * words[w]
+            if sign > 0:
+                holders[pair].add(w)
+
+    for w in splits:
+        count(w, 1)
+    while len(pieces) < size:
+        pairs = +pairs  # drop pairs whose count fell to zero
+        if not pairs:
+            break
+        a, b = max(pairs, key=lambda pair: (pairs[pair], pair))
+        merged = a + b[2:]
+        for w in sorted(holders.pop((a, b))):
+            count(w, -1)
+            split, i = splits[w], 0
+            while i < len(split) - 1:
+                if split[i] == a and split[i + 1] == b:
+                    split[i:i + 2] = [merged]
+                i += 1
+            count(w, 1)
+        if merged not in known:
+            known.add(merged)
+            pieces.append(merged)
+    return pieces
+
+
 def train_tokenizer(texts: Sequence[str], out_dir: str | Path, vocab_size: int = 700) -> Path:
-    """A cased BERT-style WordPiece tokenizer trained offline, saved as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A cased BERT-style WordPiece tokenizer learned offline, saved as a transformers fast tokenizer."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     if not texts:
         raise TransmodError(f"{out_dir}: no texts to train the tokenizer on")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                        min_frequency=1, show_progress=False)
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False, clean_text=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for text in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    pieces = _wordpiece_vocab(words, vocab_size - len(SPECIAL_TOKENS))
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *pieces])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece(prefix="##")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_LENGTH, pad_token="[PAD]",
                                    unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     out_dir = Path(out_dir)
@@ -378,11 +436,45 @@ def _save_model(model: Any, tokenizer_dir: Path, out_dir: Path, with_token_types
     return out_dir
 
 
-def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Four randomly initialised tiny encoders sharing the demo tokenizer, one folder each (DEMO_MODELS).
+def pretrain_mlm(model: Any, tokenizer: Any, texts: Sequence[str], steps: int, seed: int,
+                 batch_size: int = 64, learning_rate: float = 1e-3) -> Any:
+    """A short masked-language-model pre-training of a base encoder, in place.
+
+    A frozen *random* encoder gives adapters nothing to build on (PI/NLI stay at chance); a few
+    hundred MLM steps on the demo's text make the demo's modules learn, as on real pre-trained models.
+    """
+    import torch
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mlm = AutoModelForMaskedLM.from_config(model.config)
+        mlm.base_model.load_state_dict(model.state_dict(), strict=False)
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+        encoded = [tokenizer(t, truncation=True, max_length=MAX_LENGTH) for t in texts]
+        order = torch.randperm(len(encoded)).tolist()
+        optimizer = torch.optim.AdamW(mlm.parameters(), lr=learning_rate)
+        mlm.train()
+        for step in range(steps):
+            idx = [order[(step * batch_size + i) % len(order)] for i in range(batch_size)]
+            batch = collator([{k: v for k, v in encoded[i].items() if k != "token_type_ids"} for i in idx])
+            loss = mlm(**batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        base = mlm.base_model.state_dict()
+    model.load_state_dict(base, strict=False)  # keeps the model's own pooler, which MLM does not train
+    return model.eval()
+
+
+def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int = 0,
+                      texts: Sequence[str] = (), pretrain_steps: int = 0) -> dict[str, Path]:
+    """Four tiny encoders sharing the demo tokenizer, one folder each (DEMO_MODELS).
 
     teacher-bert (4 layers, 64 wide) -> student-distilbert (its layers 0 and 2, 64 wide): the matching pair;
     teacher-xlmr (4 layers, 64 wide) -> student-xlmr (2 layers, 48 wide, own seed): the incompatible pair.
+    With `texts` and `pretrain_steps`, the BERT and both XLM-R models get a short MLM pre-training
+    each (the DistilBERT student is then cut from the pre-trained BERT, as a distilled student would be).
     """
     import torch
     from transformers import (AutoModel, BertConfig, DistilBertConfig, PreTrainedTokenizerFast,
@@ -411,6 +503,9 @@ def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int
         for name, config in configs.items():
             torch.manual_seed(seeds[name])
             models[name] = AutoModel.from_config(config).eval()
+    if texts and pretrain_steps:
+        for name in ("teacher-bert", "teacher-xlmr", "student-xlmr"):
+            pretrain_mlm(models[name], tok, texts, pretrain_steps, seeds[name])
     _bert_to_distilbert(models["teacher-bert"], models["student-distilbert"], STUDENT_LAYERS)
     paths = {}
     for name, model in models.items():
@@ -421,18 +516,30 @@ def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int
     return paths
 
 
+def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every training sentence of the demo's data folders (task -> folder), read through `load_split`."""
+    from transmod.data import load_split
+    from transmod.texts import TEXT_COLUMNS, examples_from_columns
+
+    texts = []
+    for task, folder in folders.items():
+        for lang in langs[task]:
+            rows = load_split(str(folder), task, lang, "train").to_dict()
+            texts += [text for example in examples_from_columns(rows, TEXT_COLUMNS[task]) for text in example]
+    return texts
+
+
 def build_demo_assets(out_root: str | Path, langs: Sequence[str] = DEMO_LANGS,
                       sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0, vocab_size: int = 700) -> dict[str, Path]:
     """Everything the demo needs under out_root: data/<task>/, tokenizer/, models/<name>/."""
     out_root = Path(out_root)
+    n = _split_sizes(sizes)
     paths: dict[str, Path] = {}
     texts: list[str] = []
-    full = {**DEFAULT_SIZES, **sizes}
     for task in ("ner", "pi", "nli"):
-        rows = generate_task_data(task, langs, full["train"], full["validation"], full["test"], seed)
-        paths[f"data/{task}"] = write_hub_folder(out_root / "data" / task, task, rows,
-                                                 title=f"transmod demo data: {task}, synthetic, seed {seed}")
-        texts += task_texts(task, {k: v for k, v in rows.items() if k[1] == "train"})
+        rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
+        paths[f"data/{task}"] = _write_rows(task, rows, out_root / "data" / task, seed)
+        texts += task_texts(task, {key: r for key, r in rows.items() if key[1] == "train"})
     paths["tokenizer"] = train_tokenizer(texts, out_root / "tokenizer", vocab_size)
     for name, path in build_demo_models(paths["tokenizer"], out_root / "models", seed).items():
         paths[f"models/{name}"] = path

@@ -268,6 +268,35 @@ def save_module(
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
+def transfer(
+    module: Module,
+    teacher: ModelShape,
+    student: ModelShape,
+    mapping: str,
+    assignment: Assignment | None = None,
+    lora_b: str = "study",
+    alignment: Alignment | None = None,
+) -> Module:
+    """The student-shaped module, in memory: weights mapped and aligned, config rewritten for the student."""
+    source = str(module.path)
+    if assignment is not None:
+        assignment.check_models(teacher, student, mapping, "the assignment")
+    if alignment is not None:
+        alignment.check_models(teacher, student, mapping, "the alignment")
+        if alignment.hook is not None and alignment.hook != module.kind:
+            raise TransmodError(
+                f"the alignment was fitted on {alignment.hook} samples but {source} is a {module.kind} module; "
+                f"fit it on samples taken with --peft {module.kind}"
+            )
+    weights = transfer_weights(module, teacher, student, mapping, assignment, lora_b, alignment)
+    method = alignment.method if alignment is not None else "lsa" if assignment is not None else None
+    provenance = {"teacher": teacher.name, "student": student.name, "mapping": mapping,
+                  "aligned": assignment is not None or alignment is not None, "align": method,
+                  "lora_b": lora_b if module.kind == "lora" else None}
+    config = student_config(module, teacher, student, {l for l, _, _ in weights}, provenance)
+    return Module(module.path, config, weights)
+
+
 def transfer_module(
     module_dir: str | Path,
     teacher: ModelShape,
@@ -285,25 +314,11 @@ def transfer_module(
     module = read_module(module_dir, teacher)
     if fmt == "peft" and module.kind != "lora":
         raise TransmodError(f"{module_dir}: --format peft writes LoRA modules only, and this one is a bottleneck adapter")
-    if assignment is not None:
-        assignment.check_models(teacher, student, mapping, "the assignment")
-    if alignment is not None:
-        alignment.check_models(teacher, student, mapping, "the alignment")
-        if alignment.hook is not None and alignment.hook != module.kind:
-            raise TransmodError(
-                f"the alignment was fitted on {alignment.hook} samples but {module_dir} is a {module.kind} module; "
-                f"fit it on samples taken with --peft {module.kind}"
-            )
-    weights = transfer_weights(module, teacher, student, mapping, assignment, lora_b, alignment)
-    method = alignment.method if alignment is not None else "lsa" if assignment is not None else None
-    provenance = {"teacher": teacher.name, "student": student.name, "mapping": mapping,
-                  "aligned": assignment is not None or alignment is not None, "align": method,
-                  "lora_b": lora_b if module.kind == "lora" else None}
+    moved = transfer(module, teacher, student, mapping, assignment, lora_b, alignment)
     if fmt == "peft":
         from transmod.peft_format import save_peft_module
 
-        save_peft_module(weights, module, student, out, provenance)
-        return module
-    config = student_config(module, teacher, student, {l for l, _, _ in weights}, provenance)
-    save_module(weights, config, student, out)
+        save_peft_module(moved.weights, module, student, out, moved.config["transmod"])
+    else:
+        save_module(moved.weights, moved.config, student, out)
     return module

@@ -58,22 +58,28 @@ rule solve_lsa:
         "../scripts/solve_lsa.py"
 
 
-rule fit_alignment:
-    input:
-        teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
-        student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
-    output:
-        "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.{method}.alignment.safetensors",
-    params:
-        holdout=config["alignment"]["holdout"],
-    log:
-        "results/logs/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.{method}.log",
-    benchmark:
-        "results/benchmarks/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.{method}.tsv"
-    conda:
-        "../envs/transmod.yaml"
-    script:
-        "../scripts/fit_alignment.py"
+if EXTRA_METHODS:
+
+    rule fit_alignment:
+        input:
+            teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
+            student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
+        output:
+            expand(
+                "results/align/{{pair}}/{{task}}/{{lang}}/{{peft}}/{{mapping}}.{method}.alignment.safetensors",
+                method=EXTRA_METHODS,
+            ),
+        params:
+            methods=EXTRA_METHODS,
+            holdout=config["alignment"]["holdout"],
+        log:
+            "results/logs/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.log",
+        benchmark:
+            "results/benchmarks/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
+        conda:
+            "../envs/transmod.yaml"
+        script:
+            "../scripts/fit_alignment.py"
 
 
 rule prune_align:
@@ -101,19 +107,24 @@ rule prune_align:
 
 rule fidelity:
     input:
+        unpack(fidelity_alignments),
         module="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/module",
-        transferred="results/transferred/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}",
         teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
         student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
+        teacher_model=model_input("teacher"),
+        student_model=model_input("student"),
     output:
-        "results/fidelity/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.json",
+        "results/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.json",
     params:
-        mapping=lambda w: split_init(w.init)[0],
+        teacher=model_of("teacher"),
+        student=model_of("student"),
+        inits=lambda w: fidelity_inits(w.pair),
         holdout=config["alignment"]["holdout"],
+        lora_b=config["alignment"]["lora_b"],
     log:
-        "results/logs/fidelity/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
+        "results/logs/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/fidelity/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.tsv"
+        "results/benchmarks/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.tsv"
     conda:
         "../envs/transmod.yaml"
     script:

@@ -45,11 +45,8 @@ def all_targets():
     targets = ["results/tables/summary.md"]
     for w in grid():
         targets += expand(f"{ALIGN}/{{mapping}}.assignment.json", mapping=("skip", "avg"), **w)
-        targets += [
-            f"results/fidelity/{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}/{init}/seed{seed}.json"
-            for init in fidelity_inits(w["pair"])
-            for seed in config["seeds"]
-        ]
+        targets += [f"results/fidelity/{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}/seed{seed}.json"
+                    for seed in config["seeds"]]
     return targets
 
 
@@ -57,6 +54,17 @@ def fidelity_inits(pair):
     """Every mapping x alignment method measured without training (unaligned pairs: the mappings only)."""
     methods = config["alignment"]["methods"] if config["pairs"][pair]["aligned"] else ["lsa"]
     return [m if method == "lsa" else f"{m}-{method}" for m in ("skip", "avg") for method in methods]
+
+
+EXTRA_METHODS = [m for m in config["alignment"]["methods"] if m != "lsa"]
+
+
+def fidelity_alignments(w):
+    """Every assignment/alignment file the fidelity job of a grid cell transfers with, keyed by init."""
+    files = {}
+    for init in fidelity_inits(w.pair):
+        files.update({f"{init}.{k}": v for k, v in alignment_files(w.pair, w.task, w.lang, w.peft, init).items()})
+    return files
 
 
 def inits(pair):
@@ -141,15 +149,20 @@ def init_module(w):
     return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{w.init}/seed{w.seed}"
 
 
-def alignment_input(w):
-    """What prune_align aligns with: nothing (identity) for unaligned pairs, the study's assignment
+def alignment_files(pair, task, lang, peft, init):
+    """What a transfer aligns with: nothing (identity) for unaligned pairs, the study's assignment
     for `lsa`, a fitted alignment file for the other methods."""
-    if not config["pairs"][w.pair]["aligned"]:
+    if not config["pairs"][pair]["aligned"]:
         return {}
-    mapping, method = split_init(w.init)
+    mapping, method = split_init(init)
+    folder = ALIGN.format(pair=pair, task=task, lang=lang, peft=peft)
     if method == "lsa":
-        return {"assignment": f"{ALIGN.format(**w)}/{mapping}.assignment.json"}
-    return {"alignment": f"{ALIGN.format(**w)}/{mapping}.{method}.alignment.safetensors"}
+        return {"assignment": f"{folder}/{mapping}.assignment.json"}
+    return {"alignment": f"{folder}/{mapping}.{method}.alignment.safetensors"}
+
+
+def alignment_input(w):
+    return alignment_files(w.pair, w.task, w.lang, w.peft, w.init)
 
 
 def run_info(w):

@@ -40,9 +40,14 @@ rule demo_tokenizer:
 
 rule demo_models:
     input:
-        "resources/demo/tokenizer",
+        **{task: f"resources/demo/data/{task}" for task in config["tasks"]},
+        tokenizer="resources/demo/tokenizer",
     output:
         [directory(f"resources/demo/models/{name}") for name in DEMO_MODELS],
+    params:
+        langs={task: spec["languages"] for task, spec in config["tasks"].items()},
+        pretrain_steps=config.get("demo_pretrain_steps", 0),
+    threads: 2
     log:
         "results/logs/demo_models.log",
     benchmark:

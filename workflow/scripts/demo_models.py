@@ -5,10 +5,15 @@ from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from transmod.demo import build_demo_models
+import torch
 
-root = Path(snakemake.output[0]).parent
-built = build_demo_models(snakemake.input[0], root)
+from transmod.demo import build_demo_models, folder_texts
+
+torch.set_num_threads(snakemake.threads)
+folders = {task: path for task, path in snakemake.input.items() if task != "tokenizer"}
+built = build_demo_models(snakemake.input.tokenizer, Path(snakemake.output[0]).parent,
+                          texts=folder_texts(folders, snakemake.params.langs),
+                          pretrain_steps=snakemake.params.pretrain_steps)
 missing = sorted(set(map(str, snakemake.output)) - {str(p) for p in built.values()})
 if missing:
     raise SystemExit(f"demo_models: expected folders not built: {missing}")

@@ -1,20 +1,30 @@
-"""fidelity: how closely the transferred module reproduces the teacher module's effect, on held-out tokens."""
+"""fidelity: how closely each transferred module reproduces the teacher module's effect, on held-out
+tokens, for every mapping and alignment method of one grid cell (transferred in memory: no training)."""
 
 import json
 import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+from transmod.alignment import Alignment
+from transmod.architectures import load_model_shape
+from transmod.assignment import Assignment
 from transmod.atomic import atomic_path
-from transmod.fidelity import sample_shape, transfer_fidelity
+from transmod.fidelity import transfer_fidelity
 from transmod.samplefile import SampleFile
-from transmod.transfer import read_module
+from transmod.transfer import read_module, transfer
 
 inp, p = snakemake.input, snakemake.params
-teacher, student = SampleFile.open(inp.teacher), SampleFile.open(inp.student)
-result = transfer_fidelity(read_module(inp.module, sample_shape(teacher)), read_module(inp.transferred, sample_shape(student)),
-                           teacher, student, p.mapping, holdout=p.holdout)
-result["run"] = dict(snakemake.wildcards.items())
+teacher_shape, student_shape = load_model_shape(p.teacher), load_model_shape(p.student)
+samples = SampleFile.open(inp.teacher), SampleFile.open(inp.student)
+module = read_module(inp.module, teacher_shape)
+results = {}
+for init in p.inits:
+    mapping = init.partition("-")[0]
+    assignment = Assignment.load(inp[f"{init}.assignment"]) if f"{init}.assignment" in inp.keys() else None
+    alignment = Alignment.load(inp[f"{init}.alignment"]) if f"{init}.alignment" in inp.keys() else None
+    moved = transfer(module, teacher_shape, student_shape, mapping, assignment, p.lora_b, alignment)
+    results[init] = transfer_fidelity(module, moved, *samples, mapping, holdout=p.holdout)
+    print(init, {k: v for k, v in results[init].items() if k != "layers"})
 with atomic_path(snakemake.output[0]) as tmp:
-    tmp.write_text(json.dumps(result, indent=1))
-print(json.dumps({k: v for k, v in result.items() if k != "layers"}))
+    tmp.write_text(json.dumps({"run": dict(snakemake.wildcards.items()), "inits": results}, indent=1))

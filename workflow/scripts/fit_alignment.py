@@ -1,4 +1,4 @@
-"""fit_alignment: one alignment method's per-layer maps from the two models' sampled states."""
+"""fit_alignment: each extra alignment method's per-layer maps from the two models' sampled states."""
 
 import sys
 
@@ -8,9 +8,9 @@ from transmod.alignment import fit_alignment
 from transmod.atomic import atomic_path
 from transmod.samplefile import SampleFile
 
-w = snakemake.wildcards
-result = fit_alignment(SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student),
-                       w.mapping, w.method, holdout=snakemake.params.holdout)
-with atomic_path(snakemake.output[0]) as tmp:
-    result.save(tmp)
-print(f"fitted {w.method} ({w.mapping}) on {result.num_tokens} tokens")
+teacher, student = SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student)
+for method, out in zip(snakemake.params.methods, snakemake.output):
+    result = fit_alignment(teacher, student, snakemake.wildcards.mapping, method, holdout=snakemake.params.holdout)
+    with atomic_path(out) as tmp:
+        result.save(tmp)
+    print(f"fitted {method} on {result.num_tokens} tokens")

@@ -1,0 +1,255 @@
+"""Offline demo assets: learnable data in the hub schemas, a shared tokenizer, two model pairs."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from transmod.data import SPLITS, TASKS, load_split
+from transmod.demo import (DEMO_MODELS, DEMO_PAIRS, STUDENT_LAYERS, build_demo_assets, build_demo_models,
+                           generate_task_data, make_lexicon, task_texts, train_tokenizer, write_demo_dataset)
+from transmod.errors import TransmodError
+
+LANGS = ("en", "de")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    return {**build_demo_assets(root, LANGS, seed=0), "cache": root / "cache"}
+
+
+def _split(assets, task, lang, split):
+    return load_split(str(assets[f"data/{task}"]), task, lang, split, cache_dir=str(assets["cache"]))
+
+
+def _load(folder, cls="AutoModel", **kwargs):
+    import transformers
+
+    return getattr(transformers, cls).from_pretrained(folder, **kwargs).eval()
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def test_data_is_deterministic_and_languages_differ():
+    assert generate_task_data("nli", LANGS, 20, 5, 5, seed=3) == generate_task_data("nli", LANGS, 20, 5, 5, seed=3)
+    assert generate_task_data("nli", LANGS, 20, 5, 5, seed=3) != generate_task_data("nli", LANGS, 20, 5, 5, seed=4)
+    en, de = make_lexicon("en", 0), make_lexicon("de", 0)
+    assert not {w for pair in en.nouns for w in pair} & {w for pair in de.nouns for w in pair}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_rows_follow_the_hub_schema(task):
+    rows = generate_task_data(task, LANGS, 60, 10, 10, seed=0)
+    assert set(rows) == {(lang, split) for lang in LANGS for split in SPLITS}
+    assert [len(rows[("en", s)]) for s in SPLITS] == [60, 10, 10]
+    spec = TASKS[task]
+    columns = set(spec.features())
+    for (lang, _), split_rows in rows.items():
+        for row in split_rows:
+            assert set(row) == columns
+            if task == "ner":
+                assert row["lang"] == lang and len(row["tokens"]) == len(row["ner_tags"])
+                tags = [spec.labels[t] for t in row["ner_tags"]]
+                for prev, tag in zip(["O", *tags], tags):  # BIO: an I- continues its own type
+                    assert not tag.startswith("I-") or prev[2:] == tag[2:]
+    if task != "ner":
+        labels = [r["label"] for r in rows[("en", "train")]]
+        assert sorted(set(labels)) == list(range(len(spec.labels)))
+        assert max(labels.count(i) for i in set(labels)) - min(labels.count(i) for i in set(labels)) <= 1
+    else:
+        tags = {spec.labels[t] for r in rows[("en", "train")] for t in r["ner_tags"]}
+        assert tags == set(spec.labels)
+
+
+def _pair_features(a: str, b: str) -> dict[str, int]:
+    """Bag of words of what the second sentence adds, what it drops, and what both share."""
+    def words(s):
+        return set(s.replace(",", " ").replace(".", " ").lower().split())
+    wa, wb = words(a), words(b)
+    return {**{f"+{w}": 1 for w in wb - wa}, **{f"-{w}": 1 for w in wa - wb}, **{f"={w}": 1 for w in wa & wb}}
+
+
+def _token_features(tokens, i):
+    return {f"w={tokens[i]}": 1, f"prev={tokens[i - 1] if i else '<s>'}": 1, "cap": int(tokens[i][0].isupper())}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("task,floor", [("pi", 0.75), ("nli", 0.7), ("ner", 0.9)])
+def test_data_is_learnable_by_a_bag_of_words(task, floor, lang):
+    """A logistic regression on 320 examples gets well above chance (pi 0.5, nli 0.33, ner macro-F1 ~0.1)."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rows = generate_task_data(task, LANGS, 320, 20, 120, seed=0)
+    if task == "ner":
+        def featurise(split):
+            items = [(_token_features(r["tokens"], i), t) for r in rows[(lang, split)]
+                     for i, t in enumerate(r["ner_tags"])]
+            return [f for f, _ in items], [t for _, t in items]
+    else:
+        a, b = TASKS[task].text_columns
+
+        def featurise(split):
+            return [_pair_features(r[a], r[b]) for r in rows[(lang, split)]], [r["label"] for r in rows[(lang, split)]]
+    vectoriser = DictVectorizer()
+    x_train, y_train = featurise("train")
+    model = LogisticRegression(max_iter=2000).fit(vectoriser.fit_transform(x_train), y_train)
+    x_test, y_test = featurise("test")
+    predicted = model.predict(vectoriser.transform(x_test))
+    score = f1_score(y_test, predicted, average="macro") if task == "ner" else accuracy_score(y_test, predicted)
+    assert score >= floor
+
+
+def test_demo_dataset_folders_load_through_load_split(assets, tmp_path):
+    ner = _split(assets, "ner", "de", "validation")
+    assert ner.num_rows == 80 and set(ner["lang"]) == {"de"}
+    assert ner.to_list() == generate_task_data("ner", LANGS, seed=0)[("de", "validation")]
+    pi = _split(assets, "pi", "en", "test")
+    assert pi.column_names == ["id", "sentence1", "sentence2", "label"]
+    nli = _split(assets, "nli", "de", "train")
+    assert nli.num_rows == 320 and sorted(set(nli["label"])) == [0, 1, 2]
+    small = write_demo_dataset("pi", tmp_path / "pi", langs=["fr"], sizes={"train": 7}, seed=1)
+    assert load_split(str(small), "pi", "fr", "train", cache_dir=str(tmp_path / "cache")).num_rows == 7
+
+
+def test_bad_demo_arguments():
+    with pytest.raises(TransmodError, match="unknown split"):
+        write_demo_dataset("pi", "unused", LANGS, sizes={"dev": 3})
+    with pytest.raises(TransmodError, match="at least one example"):
+        generate_task_data("pi", LANGS, 0, 1, 1)
+    with pytest.raises(TransmodError, match="task 'qa'"):
+        generate_task_data("qa", LANGS)
+    with pytest.raises(TransmodError, match="no tokenizer.json"):
+        build_demo_models("/nonexistent/tokenizer", "unused")
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+
+def test_tokenizer_is_a_bert_style_fast_tokenizer(assets):
+    tok = AutoTokenizer.from_pretrained(assets["tokenizer"])
+    assert tok.is_fast
+    assert [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id] == [0, 1, 2, 3, 4]
+    text = _split(assets, "pi", "en", "train")[0]["sentence1"]
+    enc = tok(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+    ids = enc["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and tok.unk_token_id not in ids
+    assert enc["special_tokens_mask"] == [1] + [0] * (len(ids) - 2) + [1]
+    pieces = [text[s:e] for s, e in enc["offset_mapping"][1:-1]]
+    assert "".join(pieces) == text.replace(" ", "")
+    assert tok.decode(ids, skip_special_tokens=True).replace(" ,", ",").replace(" .", ".") == text
+
+
+def test_tokenizer_is_reproducible(tmp_path):
+    texts = task_texts("nli", generate_task_data("nli", LANGS, 100, 1, 1, seed=0))
+    first, second = train_tokenizer(texts, tmp_path / "a", 300), train_tokenizer(texts, tmp_path / "b", 300)
+    assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
+    assert len(AutoTokenizer.from_pretrained(first)) == 300
+
+
+def test_tokenizer_pairs_and_words(assets):
+    bert = AutoTokenizer.from_pretrained(assets["models/teacher-bert"])
+    pair = bert("Aa bb.", "Cc dd ee.", return_special_tokens_mask=True)
+    sep = [i for i, t in enumerate(pair["input_ids"]) if t == bert.sep_token_id]
+    assert pair["input_ids"][0] == bert.cls_token_id and len(sep) == 2 and sep[1] == len(pair["input_ids"]) - 1
+    assert pair["token_type_ids"] == [0] * (sep[0] + 1) + [1] * (sep[1] - sep[0])
+    assert sum(pair["special_tokens_mask"]) == 3
+    for name in ("student-distilbert", "teacher-xlmr", "student-xlmr"):  # no token types, like the real models
+        assert "token_type_ids" not in AutoTokenizer.from_pretrained(assets[f"models/{name}"])("Aa", "Bb")
+    row = _split(assets, "ner", "en", "train")[0]
+    words = bert(row["tokens"], is_split_into_words=True).word_ids()
+    assert words[0] is None and words[-1] is None
+    assert sorted({w for w in words if w is not None}) == list(range(len(row["tokens"])))
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DEMO_MODELS)
+def test_model_folders_load_with_auto_classes(assets, name):
+    folder = assets[f"models/{name}"]
+    assert (folder / "model.safetensors").is_file() and not (folder / "pytorch_model.bin").exists()
+    tok = AutoTokenizer.from_pretrained(folder)
+    base = _load(folder)
+    assert base.config.vocab_size == len(tok) and base.config.pad_token_id == tok.pad_token_id
+    batch = tok(["Aa " * 200, "Bb"], ["Cc dd", "Ee"], truncation=True, padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape[1] == tok.model_max_length == 128
+    ner = _load(folder, "AutoModelForTokenClassification", num_labels=9)
+    nli = _load(folder, "AutoModelForSequenceClassification", num_labels=3)
+    with torch.no_grad():
+        assert ner(**batch).logits.shape == (2, 128, 9)
+        assert nli(**batch).logits.shape == (2, 3)
+
+
+def test_model_shapes_and_pairs(assets):
+    shapes = {}
+    for name in DEMO_MODELS:
+        c = _load(assets[f"models/{name}"]).config
+        shapes[name] = (c.model_type, getattr(c, "num_hidden_layers", getattr(c, "n_layers", None)),
+                        getattr(c, "hidden_size", getattr(c, "dim", None)))
+    assert shapes == {"teacher-bert": ("bert", 4, 64), "student-distilbert": ("distilbert", 2, 64),
+                      "teacher-xlmr": ("xlm-roberta", 4, 64), "student-xlmr": ("xlm-roberta", 2, 48)}
+    assert set(DEMO_PAIRS) == {"matching", "incompatible"}
+
+
+def test_distilbert_student_is_every_second_teacher_layer(assets):
+    teacher = _load(assets["models/teacher-bert"])
+    student = _load(assets["models/student-distilbert"])
+    t, s = teacher.state_dict(), student.state_dict()
+    names = {"attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
+             "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
+             "sa_layer_norm": "attention.output.LayerNorm", "ffn.lin1": "intermediate.dense",
+             "ffn.lin2": "output.dense", "output_layer_norm": "output.LayerNorm"}
+    for i, j in enumerate(STUDENT_LAYERS):
+        for ours, theirs in names.items():
+            for p in ("weight", "bias"):
+                assert torch.equal(s[f"transformer.layer.{i}.{ours}.{p}"], t[f"encoder.layer.{j}.{theirs}.{p}"])
+    assert torch.equal(s["embeddings.word_embeddings.weight"], t["embeddings.word_embeddings.weight"])
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, student.config.vocab_size, (3, 11), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    ids[mask == 0] = 0
+    hidden = torch.randn(3, 11, 64, generator=gen)
+    with torch.no_grad():
+        # same embeddings for single sentences (token type 0 folded into the positions)
+        torch.testing.assert_close(student.embeddings(ids), teacher.embeddings(input_ids=ids), atol=1e-5, rtol=0)
+        # student layer l computes teacher layer STUDENT_LAYERS[l] on the same input
+        for i, j in enumerate(STUDENT_LAYERS):
+            out_s, out_t = student.transformer.layer[i](hidden), teacher.encoder.layer[j](hidden)
+            out_s = out_s[0] if isinstance(out_s, tuple) else out_s
+            out_t = out_t[0] if isinstance(out_t, tuple) else out_t
+            torch.testing.assert_close(out_s, out_t, atol=1e-5, rtol=0)
+        # and the whole student is the teacher cut down to those layers, padding included
+        cut = copy.deepcopy(teacher)
+        cut.encoder.layer = torch.nn.ModuleList(teacher.encoder.layer[j] for j in STUDENT_LAYERS)
+        expected = cut(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = student(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(got[mask == 1], expected[mask == 1], atol=1e-5, rtol=0)
+
+
+def test_incompatible_pair_is_independent(assets):
+    teacher = _load(assets["models/teacher-xlmr"]).embeddings.word_embeddings.weight
+    student = _load(assets["models/student-xlmr"]).embeddings.word_embeddings.weight
+    assert teacher.shape[1] == 64 and student.shape[1] == 48
+    assert not torch.allclose(teacher[:, :48], student, atol=1e-3)
+
+
+def test_models_are_reproducible_from_the_seed(assets, tmp_path):
+    again = build_demo_models(assets["tokenizer"], tmp_path, seed=0)
+    other = build_demo_models(assets["tokenizer"], tmp_path / "other", seed=1)
+
+    def digest(folder):
+        return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+    for name in DEMO_MODELS:
+        assert digest(again[name]) == digest(assets[f"models/{name}"])
+        assert digest(other[name]) != digest(assets[f"models/{name}"])

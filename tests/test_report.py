@@ -1,0 +1,305 @@
+"""Tables, plots and the HTML report through Snakemake: regeneration from finished runs, mixed configs,
+`snakemake --report` and a look at the report in headless Chromium.
+
+Fast tests run a small workflow on synthetic predictions (only the `evaluate` rule runs: nothing is
+trained). Tests on the `demo` fixture check the demo's tables, figures and report.
+
+As a script, it takes a screenshot of a report:
+    python tests/test_report.py report.html shot.png [matching.summary.html]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import DEMO_CONFIG, REPO, job_counts, snakemake
+from transmod.stats import sign_flip_test
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+
+# Opens one result of a Snakemake report (its path ends with `want`) the way a click in the menu does.
+SHOW_RESULT = """<script>
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    var want = %s;
+    var path = Object.keys(results).find(function (p) { return p.endsWith(want); });
+    var cat, sub;
+    for (var c in categories) for (var s in categories[c]) if (categories[c][s].indexOf(path) >= 0) { cat = c; sub = s; }
+    var html = results[path].mime_type === "text/html";
+    app.setView({navbarMode: "subcategory", category: cat, subcategory: sub, content: html ? "html" : "img",
+                 contentPath: results[path].data_uri, resultPath: path});
+  }, 200);
+});
+</script>"""
+
+
+def screenshot(report: Path, out: Path, show: str | None = None, size=(1400, 900)) -> str:
+    """A PNG of the report as headless Chromium renders it (optionally with one result opened); returns the DOM."""
+    page = report
+    if show:
+        head, body, tail = report.read_text(encoding="utf-8").rpartition("</body>")
+        page = out.with_suffix(".view.html")
+        page.write_text(head + SHOW_RESULT % json.dumps(show) + body + tail, encoding="utf-8")
+    args = [CHROMIUM or "chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--hide-scrollbars", "--virtual-time-budget=8000", f"--window-size={size[0]},{size[1]}"]
+    url = page.resolve().as_uri()
+    subprocess.run(args + [f"--screenshot={out}", url], check=True, capture_output=True, timeout=180)
+    return subprocess.run(args + ["--dump-dom", url], check=True, capture_output=True, text=True, timeout=180).stdout
+
+
+def report_json(report: Path, name: str) -> dict:
+    """One of the JSON blobs a Snakemake report embeds (`results`, `categories`)."""
+    match = re.search(rf"var {name} = (\{{.*?\}});\n", report.read_text(encoding="utf-8"), re.S)
+    assert match, f"no {name} in {report}"
+    return json.loads(match.group(1))
+
+
+def assert_rendered(png: Path, dom: str) -> None:
+    from PIL import Image
+
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[:2] == (900, 1400)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "a blank page"
+    assert "Snakemake" in dom and ("<iframe" in dom or "<img" in dom), "the result did not open"
+
+
+# ----------------------------------------------------------------------------------------------
+# A small workflow on synthetic predictions
+
+SMALL = {
+    "pairs": {"matching": {"tasks": ["pi"]}, "incompatible": {"tasks": ["pi"]}},
+    "tasks": {"pi": {"languages": ["en", "de"]}},
+    "peft": ["adapter"],
+    "seeds": [1, 2],
+}
+RUNS = {"teacher": 8, "student-default": 5, "student-skip": 7, "student-avg": 6}  # correct of 10, before offsets
+NOT_RUN = ("incompatible", "de", "student-skip", 2)  # a failed job: no predictions, no metrics
+
+
+def small_snakemake(work: Path, *args, check=True):
+    return snakemake(*args, "--profile", REPO / "profiles" / "demo", "--configfile", DEMO_CONFIG, work / "small.yaml",
+                     cwd=work, check=check)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """Metrics of a small grid made by the real evaluate rule from synthetic predictions, one run missing."""
+    work = tmp_path_factory.mktemp("small")
+    (work / "profiles").symlink_to(REPO / "profiles")
+    (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    targets = []
+    for pair in SMALL["pairs"]:
+        for lang in ("en", "de"):
+            for run, correct in RUNS.items():
+                for seed in (1, 2):
+                    if (pair, lang, run, seed) == NOT_RUN:
+                        continue
+                    k = correct + (seed == 2) - (lang == "de")
+                    folder = work / "results/runs" / pair / "pi" / lang / "adapter" / run / f"seed{seed}"
+                    folder.mkdir(parents=True)
+                    (folder / "test_predictions.json").write_text(
+                        json.dumps({"task": "pi", "predictions": [1] * k + [0] * (10 - k), "gold": [1] * 10}))
+                    targets.append(folder.relative_to(work) / "metrics.json")
+    # Only evaluate may run: the predictions stand in for finished training jobs.
+    small_snakemake(work, *targets, "--allowed-rules", "evaluate")
+    return work
+
+
+def test_tables_target_trains_nothing(small):
+    done = small_snakemake(small, "tables", "-n")
+    counts = job_counts(done.stdout + done.stderr)
+    assert counts == {"tables": 1}
+
+
+def test_regenerated_tables_show_finished_runs_and_an_empty_cell(small):
+    small_snakemake(small, "tables")
+    tables = small / "results" / "tables"
+    pi = pd.read_csv(tables / "pi.csv")
+    for metrics in (small / "results/runs").rglob("metrics.json"):
+        run = json.loads(metrics.read_text())["run"]
+        name = {"teacher": "Teacher", "default": "Student", "skip": "TM-Student SKIP", "avg": "TM-Student AVG"}
+        row = pi[(pi.setting == run["pair"]) & (pi.model == name[run["init"] or "teacher"])].iloc[0]
+        scores = [json.loads((metrics.parents[1] / f"seed{s}" / "metrics.json").read_text())["score"]
+                  for s in (1, 2) if (metrics.parents[1] / f"seed{s}" / "metrics.json").exists()]
+        assert row[run["lang"]] == pytest.approx(100 * np.mean(scores), abs=1e-3)
+    skip = pi[(pi.setting == "incompatible") & (pi.model == "TM-Student SKIP")].iloc[0]
+    assert skip.de == pytest.approx(60.0) and np.isnan(skip["de SD"])  # seed 1 only (6 of 10)
+    assert skip.missing == "incompatible/pi/de/adapter/student-skip/seed2"
+    md = (tables / "pi.md").read_text()
+    assert "| adapter | TM-Student SKIP | 75.0 ± 7.1 | 60.0† | 67.5† |" in md
+    assert "Runs without a metrics file" in md and "incompatible/pi/de/adapter/student-skip/seed2" in md
+    summary = pd.read_csv(tables / "summary.csv").set_index(["setting", "model"])
+    assert summary.loc[("matching", "TM-Student SKIP"), "AVG"] == pytest.approx(70.0)
+    assert summary.loc[("matching", "TM-Student SKIP"), "REL"] == pytest.approx(40.0)
+    assert summary.loc[("matching", "TM-Student SKIP"), "GAP"] == pytest.approx(100 * 20 / 30)
+    assert summary.loc[("matching", "TM-Student SKIP"), "p"] == pytest.approx(2 / 16)  # 4 pairs, all ahead
+    for pair in SMALL["pairs"]:
+        for kind in ("scores", "alignment", "correlation"):
+            for ext in (".png", ".pdf"):
+                assert (small / "results/plots" / pair / "pi" / f"{kind}.adapter{ext}").stat().st_size > 1000
+    log = (small / "results/logs/tables.log").read_text()
+    assert "31 runs with a metrics file, 1 without one" in log
+
+
+def test_report_of_finished_runs_renders_in_chromium(small, tmp_path):
+    small_snakemake(small, "tables")
+    report = tmp_path / "report.html"
+    small_snakemake(small, "tables", "--report", report)
+    categories = report_json(report, "categories")
+    assert {c: sorted(s) for c, s in categories.items()} == {"incompatible": ["PI", "Summary"],
+                                                             "matching": ["PI", "Summary"]}
+    results = report_json(report, "results")
+    assert sorted(Path(p).name for p in categories["matching"]["PI"]) == [
+        "alignment.adapter.png", "correlation.adapter.png", "matching.pi.html", "scores.adapter.png"]
+    page = next(r for p, r in results.items() if p.endswith("matching.summary.html"))
+    assert "sign-flip permutation test" in page["caption"] and "REL" in page["caption"]
+    assert page["labels"] == {"content": "summary table", "module": "adapter"}
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    png = tmp_path / "report.png"
+    dom = screenshot(report, png, "matching.summary.html")
+    assert_rendered(png, dom)
+    assert "<iframe" in dom and "Summary" in dom
+
+
+def test_metrics_of_another_config_are_named_not_averaged(small):
+    victim = small / "results/runs/matching/pi/en/adapter/student-avg/seed2/metrics.json"
+    original = victim.read_text()
+    stray = small / "results/runs/matching/pi/en/adapter/teacher/seed7/metrics.json"
+    try:
+        data = json.loads(original)
+        data["run"]["training"]["epochs"] = 99
+        victim.write_text(json.dumps(data))
+        done = small_snakemake(small, "tables", check=False)
+        assert done.returncode != 0
+        log = (small / "results/logs/tables.log").read_text()
+        assert str(victim.relative_to(small)) in log and "run.training.epochs" in log and "99" in log
+        victim.write_text(original)
+        # A seed the config does not ask for, made with other hyper-parameters, in the same folder.
+        stray.parent.mkdir(parents=True)
+        data = json.loads((small / "results/runs/matching/pi/en/adapter/teacher/seed1/metrics.json").read_text())
+        data["run"].update(seed=7, training={**data["run"]["training"], "learning_rate": 0.5})
+        stray.write_text(json.dumps(data))
+        done = small_snakemake(small, "tables", check=False)
+        assert done.returncode != 0
+        log = (small / "results/logs/tables.log").read_text()
+        assert "seed7/metrics.json" in log and "run.training.learning_rate" in log
+    finally:
+        victim.write_text(original)
+        shutil.rmtree(stray.parent, ignore_errors=True)
+
+
+def test_all_target_keeps_aggregate_tables_on_every_metrics_file(small):
+    done = small_snakemake(small, "-n", "results/tables/summary.md")
+    counts = job_counts(done.stdout + done.stderr)
+    assert counts.get("aggregate_tables") == 1 and "tables" not in counts
+    assert counts.get("train_student", 0) >= 1  # the missing run would be trained first
+
+
+# ----------------------------------------------------------------------------------------------
+# The demo
+
+
+def demo_metrics(demo: Path):
+    for path in sorted((demo / "results/runs").rglob("metrics.json")):
+        data = json.loads(path.read_text())
+        yield path, data["run"], 100 * data["score"]
+
+
+def row_name(run) -> str:
+    return {"teacher": "Teacher", "default": "Student", "skip": "TM-Student SKIP", "avg": "TM-Student AVG"}[
+        run["init"] or "teacher"]
+
+
+def test_demo_tables_and_figures_are_the_metrics(demo):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    tables = demo / "results/tables"
+    per_task = {task: pd.read_csv(tables / f"{task}.csv") for task in ("ner", "pi", "nli")}
+    scores = {}
+    for _, run, score in demo_metrics(demo):
+        table = per_task[run["task"]]
+        row = table[(table.setting == run["pair"]) & (table.module == run["peft"]) & (table.model == row_name(run))]
+        assert row[run["lang"]].iloc[0] == pytest.approx(score, abs=1e-3)
+        scores[(run["pair"], run["task"], run["peft"], row_name(run), run["lang"])] = score
+    summary = pd.read_csv(tables / "summary.csv")
+    for _, row in summary.iterrows():
+        langs = config["tasks"][row.task]["languages"]
+        avg = np.mean([scores[(row.setting, row.task, row.module, row.model, lang)] for lang in langs])
+        assert row.AVG == pytest.approx(avg, abs=1e-3)
+        base = np.mean([scores[(row.setting, row.task, row.module, "Student", lang)] for lang in langs])
+        top = np.mean([scores[(row.setting, row.task, row.module, "Teacher", lang)] for lang in langs])
+        assert row.REL == pytest.approx(100 * (avg - base) / base, abs=1e-3)
+        if row.model.startswith("TM-Student"):
+            p = sign_flip_test([scores[(row.setting, row.task, row.module, row.model, lang)] for lang in langs],
+                               [scores[(row.setting, row.task, row.module, "Student", lang)] for lang in langs])
+            assert row.p == pytest.approx(p)
+            if top != base:
+                assert row.GAP == pytest.approx(100 * (avg - base) / (top - base), abs=1e-2)
+    assert not summary.missing.notna().any()
+    for pair, spec in config["pairs"].items():
+        assert (tables / "html" / f"{pair}.summary.html").is_file()
+        for task in spec["tasks"]:
+            assert (tables / "html" / f"{pair}.{task}.html").is_file()
+            for peft in ("adapter", "lora"):
+                for kind in ("scores", "alignment", "correlation"):
+                    for ext in (".png", ".pdf"):
+                        assert (demo / "results/plots" / pair / task / f"{kind}.{peft}{ext}").stat().st_size > 1000
+    log = (demo / "results/logs/aggregate_tables.log").read_text()
+    assert "without one" in log and " 0 without one" in log
+
+
+def test_demo_report_renders(demo, tmp_path):
+    report = tmp_path / "report.html"
+    snakemake("--profile", REPO / "profiles" / "demo", "--report", report, cwd=demo)
+    categories = report_json(report, "categories")
+    assert {c: sorted(s) for c, s in categories.items()} == {
+        "incompatible": ["NER", "PI", "Summary"], "matching": ["NER", "NLI", "PI", "Summary"]}
+    assert len(categories["matching"]["NER"]) == 1 + 2 * 3  # the table and 3 figures per module type
+    results = report_json(report, "results")
+    assert all(r["caption"] for r in results.values())
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    for show in ("matching.summary.html", "incompatible/ner/alignment.lora.png"):
+        png = tmp_path / f"{Path(show).stem}.png"
+        assert_rendered(png, screenshot(report, png, show))
+
+
+def test_demo_regeneration_with_a_failed_run(demo, tmp_path):
+    """A copy of the demo's finished results, one metrics file gone: `tables` trains nothing and leaves that cell empty."""
+    work = tmp_path / "copy"
+    for path in (demo / "results/runs").rglob("metrics.json"):
+        target = work / path.relative_to(demo)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    shutil.copytree(demo / "results/align", work / "results/align")
+    (work / "profiles").symlink_to(REPO / "profiles")
+    gone = work / "results/runs/matching/nli/de/lora/student-avg/seed1/metrics.json"
+    gone.unlink()
+    done = snakemake("tables", "--profile", REPO / "profiles" / "demo", cwd=work)
+    assert job_counts(done.stdout + done.stderr) == {"tables": 1}
+    nli = pd.read_csv(work / "results/tables/nli.csv")
+    original = pd.read_csv(demo / "results/tables/nli.csv")
+    row = (nli.setting == "matching") & (nli.module == "lora") & (nli.model == "TM-Student AVG")
+    assert np.isnan(nli[row].de.iloc[0]) and np.isnan(nli[row].AVG.iloc[0])
+    assert nli[row].en.iloc[0] == pytest.approx(original[row].en.iloc[0])
+    assert nli[~row].drop(columns="missing").equals(original[~row].drop(columns="missing"))
+    assert "matching/nli/de/lora/student-avg/seed1" in (work / "results/tables/nli.md").read_text()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (3, 4):
+        sys.exit(__doc__)
+    screenshot(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] if len(sys.argv) == 4 else None)
+    print(sys.argv[2])

@@ -1,0 +1,279 @@
+"""Result tables from synthetic metrics files: the numbers, mean ± SD, significance, empty cells and mixed configs."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transmod.errors import TransmodError
+from transmod.stats import sign_flip_test
+from transmod.tables import (
+    Plan,
+    collect,
+    files_fingerprint,
+    gather,
+    per_language_table,
+    summary_long,
+    to_html,
+    to_latex,
+    to_markdown,
+    write_all,
+)
+
+RUNS = ["teacher", "student-default", "student-skip", "student-avg"]
+ROW = {"teacher": "Teacher", "student-default": "Student", "student-skip": "TM-Student SKIP",
+       "student-avg": "TM-Student AVG"}
+GRID = {"matching": ["ner", "pi"], "incompatible": ["ner"]}
+LANGS = ["en", "de", "fr"]
+
+
+def run_info(pair, task, lang, peft, run, seed, epochs=3):
+    role, _, init = run.partition("-")
+    return dict(pair=pair, task=task, lang=lang, peft=peft, seed=seed, role=role, init=init or None,
+                teacher=f"teacher-{pair}", student=f"student-{pair}",
+                training={"learning_rate": 1e-3, "batch_size": 16, "epochs": epochs, "max_length": 64},
+                module={"bottleneck": 16} if peft == "adapter" else {"r": 4, "alpha": 8})
+
+
+def make_plan(root: Path, seeds=(1, 2), grid=None, langs=LANGS, pefts=("adapter", "lora")) -> Plan:
+    plan = {}
+    for pair, tasks in (grid or GRID).items():
+        for task in tasks:
+            for lang in langs:
+                for peft in pefts:
+                    for run in RUNS:
+                        for seed in seeds:
+                            path = root / "results/runs" / pair / task / lang / peft / run / f"seed{seed}" / "metrics.json"
+                            plan[str(path)] = run_info(pair, task, lang, peft, run, seed)
+    return Plan(plan)
+
+
+def score_of(info) -> float:
+    """A known score per run: teacher > skip > avg > student, varying with language and seed."""
+    run = info["role"] if info["role"] == "teacher" else f"student-{info['init']}"
+    base = {"teacher": 0.8, "student-default": 0.5, "student-skip": 0.7, "student-avg": 0.6}[run]
+    return base + 0.01 * LANGS.index(info["lang"]) + 0.02 * info["seed"] + (0.05 if info["task"] == "pi" else 0)
+
+
+def write_metrics(plan, skip=(), score=score_of, **override) -> None:
+    for path, info in plan.items():
+        if path in skip:
+            continue
+        info = {**info, **override}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        metric = "f1" if info["task"] == "ner" else "accuracy"
+        Path(path).write_text(json.dumps({"task": info["task"], "metric": metric, "score": score(info), "run": info}))
+
+
+def find(plan, **keys) -> str:
+    hits = [p for p, info in plan.items() if all(info[k] == v for k, v in keys.items())]
+    assert len(hits) == 1, (keys, hits)
+    return hits[0]
+
+
+@pytest.fixture
+def plan(tmp_path):
+    p = make_plan(tmp_path)
+    write_metrics(p)
+    return p
+
+
+def test_per_language_cells_are_the_metrics_mean_and_sd_over_seeds(plan, tmp_path):
+    runs = gather(plan, tmp_path / "results/runs")
+    written = write_all(runs, tmp_path / "tables", tmp_path / "html")
+    assert {p.name for p in written} >= {"summary.md", "summary.csv", "summary.tex", "ner.csv", "pi.tex",
+                                         "matching.summary.html", "incompatible.ner.html", "matching.pi.html"}
+    assert not (tmp_path / "html" / "incompatible.pi.html").exists()  # the incompatible pair runs no PI
+    table = pd.read_csv(tmp_path / "tables" / "ner.csv")
+    assert list(table.columns[:3]) == ["setting", "module", "model"] and "AVG" in table.columns
+    for info in plan.values():
+        if info["task"] != "ner" or info["seed"] != 1:
+            continue
+        run = "teacher" if info["role"] == "teacher" else f"student-{info['init']}"
+        row = table[(table.setting == info["pair"]) & (table.module == info["peft"]) & (table.model == ROW[run])]
+        scores = [100 * score_of({**info, "seed": s}) for s in (1, 2)]
+        assert row[info["lang"]].iloc[0] == pytest.approx(np.mean(scores), abs=1e-3)
+        assert row[f"{info['lang']} SD"].iloc[0] == pytest.approx(np.std(scores, ddof=1), abs=1e-3)
+    # AVG: the mean over languages; its SD: over the per-seed averages.
+    row = table[(table.setting == "matching") & (table.module == "lora") & (table.model == "TM-Student SKIP")].iloc[0]
+    assert row.AVG == pytest.approx(np.mean([row[lang] for lang in LANGS]), abs=1e-3)
+    assert row.SD == pytest.approx(np.std([100 * (0.7 + 0.01 + 0.02 * s) for s in (1, 2)], ddof=1), abs=1e-3)
+    # Rows in the study's order, settings in the plan's order.
+    rows = table[(table.setting == "matching") & (table.module == "adapter")].model.tolist()
+    assert rows == ["Teacher", "Student", "TM-Student SKIP", "TM-Student AVG"]
+    assert table.setting.iloc[0] == "matching"
+
+
+def test_summary_avg_rel_gap_and_p(plan, tmp_path):
+    runs = gather(plan)
+    summary = summary_long(runs)
+    part = summary[(summary.setting == "matching") & (summary.module == "adapter") & (summary.task == "pi")]
+    get = part.set_index("model")
+    teacher, student, skip = (get.loc[m, "AVG"] for m in ("Teacher", "Student", "TM-Student SKIP"))
+    assert student == pytest.approx(100 * np.mean([0.55 + 0.01 * i + 0.02 * s for i in range(3) for s in (1, 2)]))
+    assert get.loc["TM-Student SKIP", "REL"] == pytest.approx(100 * (skip - student) / student)
+    assert get.loc["TM-Student SKIP", "GAP"] == pytest.approx(100 * (skip - student) / (teacher - student))
+    assert get.loc["TM-Student SKIP", "GAP"] == pytest.approx(100 * 0.2 / 0.3)
+    assert get.loc["Student", "REL"] == 0 and math.isnan(get.loc["Teacher", "GAP"])
+    # Known answer: 3 languages x 2 seeds, the TM-Student always ahead: p = 2 / 2^6.
+    assert get.loc["TM-Student SKIP", "p"] == pytest.approx(2 / 64)
+    assert get.loc["TM-Student SKIP", "n_pairs"] == 6
+    assert math.isnan(get.loc["Student", "p"])
+    write_all(runs, tmp_path / "tables")
+    csv = pd.read_csv(tmp_path / "tables" / "summary.csv")
+    assert list(csv.columns[:6]) == ["setting", "module", "model", "task", "metric", "AVG"]
+    assert csv.filter(like="AVG").notna().all().all()
+    md = (tmp_path / "tables" / "summary.md").read_text()
+    assert "| adapter | TM-Student SKIP | 74.0 ± 1.4* |" in md  # NER: 100 * (0.7 + 0.01 + 0.03), SD 1.41
+    assert "sign-flip permutation test" in md
+    tex = (tmp_path / "tables" / "summary.tex").read_text()
+    assert r"74.0 $\pm$ 1.4$^{*}$" in tex and r"\begin{tabular}" in tex
+
+
+def test_significance_marker_follows_the_test(tmp_path):
+    # The TM-Student is ahead in one pair and behind in the other five: no marker.
+    plan = make_plan(tmp_path, grid={"matching": ["pi"]}, pefts=("adapter",))
+
+    def score(info):
+        if info["init"] == "skip":
+            return 0.6 if (info["lang"], info["seed"]) == ("en", 1) else 0.4
+        return 0.5
+
+    write_metrics(plan, score=score)
+    runs = gather(plan)
+    got = summary_long(runs).set_index("model").loc["TM-Student SKIP"]
+    d = np.array([10.0] + [-10.0] * 5)
+    assert got.p == pytest.approx(sign_flip_test(d, np.zeros(6)))
+    assert got.p == pytest.approx(14 / 64)  # |sum| >= 40: 1 + 6 patterns on each side
+    assert "*" not in to_markdown(per_language_table(runs, "pi")).split("\n\n")[2]
+
+
+def test_missing_run_is_an_empty_cell_with_a_footnote_never_a_zero(tmp_path):
+    plan = make_plan(tmp_path)
+    gone = find(plan, pair="matching", task="ner", lang="de", peft="lora", role="student", init="skip", seed=2)
+    every_seed = [find(plan, pair="incompatible", task="ner", lang="fr", peft="adapter", role="student", init="avg",
+                       seed=s) for s in (1, 2)]
+    write_metrics(plan, skip=[gone, *every_seed])
+    runs = gather(plan)
+    assert len(runs.missing) == 3 and len(runs.finished) == len(plan) - 3
+    write_all(runs, tmp_path / "tables", tmp_path / "html")
+    ner = pd.read_csv(tmp_path / "tables" / "ner.csv")
+    avg_row = ner[(ner.setting == "incompatible") & (ner.module == "adapter") & (ner.model == "TM-Student AVG")].iloc[0]
+    assert math.isnan(avg_row.fr) and math.isnan(avg_row.AVG)  # empty, not zero
+    assert "incompatible/ner/fr/adapter/student-avg/seed1" in avg_row.missing
+    skip_row = ner[(ner.setting == "matching") & (ner.module == "lora") & (ner.model == "TM-Student SKIP")].iloc[0]
+    seed1 = find(plan, pair="matching", task="ner", lang="de", peft="lora", role="student", init="skip", seed=1)
+    assert skip_row.de == pytest.approx(100 * json.loads(Path(seed1).read_text())["score"], abs=1e-3)
+    assert math.isnan(skip_row["de SD"])
+    md = (tmp_path / "tables" / "ner.md").read_text()
+    assert "| adapter | TM-Student AVG | 63.0 ± 1.4 | 64.0 ± 1.4 |  |  |" in md
+    assert "| lora | TM-Student SKIP | 73.0 ± 1.4 | 73.0† |" in md
+    assert "Runs without a metrics file" in md and "matching/ner/de/lora/student-skip/seed2" in md
+    assert "† a mean over fewer seeds" in md
+    html = (tmp_path / "html" / "incompatible.ner.html").read_text()
+    assert 'class="empty"' in html and "incompatible/ner/fr/adapter/student-avg/seed2" in html
+    summary = pd.read_csv(tmp_path / "tables" / "summary.csv")
+    row = summary[(summary.setting == "incompatible") & (summary.module == "adapter") & (summary.model == "TM-Student AVG")]
+    assert row.AVG.isna().all() and row.REL.isna().all() and row.GAP.isna().all()
+    assert bool(summary[(summary.setting == "matching") & (summary.module == "lora")
+                        & (summary.model == "TM-Student SKIP") & (summary.task == "ner")].partial.iloc[0])
+    # Nothing finished at all still gives tables (all empty).
+    write_all(gather(make_plan(tmp_path / "none")), tmp_path / "empty")
+    assert pd.read_csv(tmp_path / "empty" / "pi.csv")[LANGS].isna().all().all()
+
+
+def test_a_file_from_another_config_is_named_not_averaged(plan):
+    victim = find(plan, pair="matching", task="pi", lang="fr", peft="adapter", role="student", init="default", seed=2)
+    data = json.loads(Path(victim).read_text())
+    data["run"]["training"]["epochs"] = 10
+    Path(victim).write_text(json.dumps(data))
+    with pytest.raises(TransmodError) as err:
+        gather(plan)
+    message = str(err.value)
+    assert victim in message and "run.training.epochs: 10 vs 3" in message and "\n" not in message
+
+
+def test_a_file_that_is_not_metrics_is_named(plan):
+    victim = next(iter(plan))
+    Path(victim).write_text("{not json")
+    with pytest.raises(TransmodError, match="not a metrics file"):
+        gather(plan)
+
+
+def test_unrequested_metrics_files_in_the_results_folder(plan, tmp_path):
+    runs_dir = tmp_path / "results/runs"
+    # A third seed of the same config, left from an earlier run: not read, named in a note.
+    extra = {path.replace("seed1", "seed3"): {**info, "seed": 3} for path, info in plan.items() if info["seed"] == 1}
+    write_metrics(extra)
+    runs = gather(plan, runs_dir)
+    assert len(runs.ignored) == len(extra) and len(runs.finished) == len(plan)
+    write_all(runs, tmp_path / "tables")
+    assert "Not read: " in (tmp_path / "tables" / "summary.md").read_text()
+    # The same seed made with other hyper-parameters: a different config in the same folder.
+    other = next(p for p in extra if "/lora/" in p)
+    data = json.loads(Path(other).read_text())
+    data["run"]["module"]["r"] = 16
+    Path(other).write_text(json.dumps(data))
+    with pytest.raises(TransmodError) as err:
+        gather(plan, runs_dir)
+    assert other in str(err.value) and "run.module.r" in str(err.value)
+
+
+def test_collect_refuses_mixed_configs_and_duplicates(plan, tmp_path):
+    a = find(plan, pair="matching", task="ner", lang="en", peft="lora", role="teacher", seed=1)
+    b = find(plan, pair="matching", task="ner", lang="de", peft="lora", role="teacher", seed=2)
+    assert len(collect([a, b])) == 2
+    data = json.loads(Path(b).read_text())
+    data["run"]["teacher"] = "another-teacher"
+    Path(b).write_text(json.dumps(data))
+    with pytest.raises(TransmodError) as err:
+        collect([a, b])
+    assert a in str(err.value) and b in str(err.value) and "run.teacher" in str(err.value)
+    copy = tmp_path / "copy.json"
+    copy.write_text(Path(a).read_text())
+    with pytest.raises(TransmodError, match="report the same run"):
+        collect([a, copy])
+
+
+def test_renderings_per_setting(plan):
+    runs = gather(plan)
+    from transmod.tables import summary_table
+
+    table = summary_table(runs)
+    md = to_markdown(table)
+    matching, incompatible = md.split("### matching")[1].split("### incompatible")
+    assert "PI AVG" in matching and "PI AVG" not in incompatible  # columns of tasks the setting runs
+    assert "teacher-matching → student-matching" in matching
+    tex = to_latex(table)
+    assert tex.count(r"\begin{table}") == 2 and "REL \\%" in tex and "_" not in tex.replace("\\_", "")
+    page = to_html(table, "incompatible")
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "NER GAP %" in page and "PI AVG" not in page
+
+
+def test_plan_repr_is_short_and_pickles(plan, tmp_path):
+    assert len(repr(plan)) < 80 and repr(plan) == str(plan)
+    assert repr(plan) != repr(Plan({**plan, "x": {}}))
+    again = pickle.loads(pickle.dumps(plan))
+    assert isinstance(again, Plan) and dict(again) == dict(plan)
+    before = files_fingerprint(list(plan) + [tmp_path / "later.json"])
+    assert before == files_fingerprint(list(plan) + [tmp_path / "later.json"])
+    (tmp_path / "later.json").write_text("{}")
+    assert before != files_fingerprint(list(plan) + [tmp_path / "later.json"])
+
+
+def test_csv_has_no_zero_for_missing(tmp_path):
+    plan = make_plan(tmp_path, seeds=(1,), grid={"matching": ["pi"]}, pefts=("adapter",))
+    gone = find(plan, pair="matching", task="pi", lang="en", peft="adapter", role="teacher", seed=1)
+    write_metrics(plan, skip=[gone])
+    write_all(gather(plan), tmp_path / "t")
+    text = (tmp_path / "t" / "pi.csv").read_text()
+    frame = pd.read_csv(io.StringIO(text))
+    teacher = frame[frame.model == "Teacher"].iloc[0]
+    assert math.isnan(teacher.en) and teacher.de > 0 and "0.0000" not in text.splitlines()[1]

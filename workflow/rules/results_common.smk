@@ -1,0 +1,96 @@
+# Input functions and params of the result rules (results.smk): the run plan, the outputs and their
+# report entries. Kept beside common.smk so that rule files hold rules only (snakemake --lint).
+
+from types import SimpleNamespace
+
+from transmod.plots import FORMATS, KINDS
+from transmod.tables import Plan, files_fingerprint
+
+
+TABLES = "results/tables"
+PLOTS = "results/plots"
+MAPPINGS = ["skip", "avg"]
+
+
+def result_tasks():
+    """Tasks that some pair runs, in the config's order."""
+    return [task for task in config["tasks"] if any(task in spec["tasks"] for spec in config["pairs"].values())]
+
+
+def results_plan():
+    """Every metrics file the config requests (all_metrics), with the run info evaluate records in it, and
+    every alignment file the plots read (a digest as its repr: logs and reports stay short)."""
+    runs = {}
+    for path in all_metrics():
+        pair, task, lang, peft, run, seed = Path(path).parts[-7:-1]
+        w = SimpleNamespace(pair=pair, task=task, lang=lang, peft=peft, run=run, seed=seed.removeprefix("seed"))
+        runs[path] = run_info(w)
+    align = [
+        dict(**w, mapping=m, assignment=f"{ALIGN.format(**w)}/{m}.assignment.json",
+             correlation=f"{ALIGN.format(**w)}/{m}.correlation.safetensors")
+        for w in grid()
+        for m in MAPPINGS
+    ]
+    return Plan(runs=runs, align=align)
+
+
+RESULTS_PLAN = results_plan()
+
+
+def heatmap_inputs():
+    """The correlation file each heatmap shows: the SKIP one of the first language of (pair, task, peft)."""
+    first = {}
+    for a in RESULTS_PLAN["align"]:
+        if a["mapping"] == "skip":
+            first.setdefault((a["pair"], a["task"], a["peft"]), a["correlation"])
+    return list(first.values())
+
+
+def results_fingerprint(wildcards):
+    """Changes when a metrics or alignment file appears, changes or goes: `tables` then runs again."""
+    paths = list(RESULTS_PLAN["runs"]) + [a[k] for a in RESULTS_PLAN["align"] for k in ("assignment", "correlation")]
+    return files_fingerprint(paths)
+
+
+def in_report(path, caption, category, subcategory, content, module):
+    """An output shown in `snakemake --report`, with its caption from workflow/report/."""
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory=subcategory,
+        labels={"content": content, "module": module},
+    )
+
+
+def results_outputs():
+    """Tables (Markdown, CSV, LaTeX), one HTML page per setting and table, and the figures; the HTML
+    pages and PNGs go into `snakemake --report`, grouped by setting (category) and task (subcategory)."""
+    tasks = result_tasks()
+    modules = ", ".join(config["peft"])
+    pages, figures = [], []
+    for pair, spec in config["pairs"].items():
+        pages.append(in_report(f"{TABLES}/html/{pair}.summary.html", "summary", pair, "Summary", "summary table", modules))
+        for task in [t for t in tasks if t in spec["tasks"]]:
+            page = f"{TABLES}/html/{pair}.{task}.html"
+            pages.append(in_report(page, "per_language", pair, task.upper(), "per-language table", modules))
+            for peft in config["peft"]:
+                for kind in KINDS:
+                    stem = f"{PLOTS}/{pair}/{task}/{kind}.{peft}"
+                    figures.append(in_report(f"{stem}.png", kind, pair, task.upper(), f"{kind} plot", peft))
+                    figures += [f"{stem}{ext}" for ext in FORMATS if ext != ".png"]
+    return dict(
+        summary=multiext(f"{TABLES}/summary", ".md", ".csv", ".tex"),
+        per_language=expand(f"{TABLES}/{{task}}{{ext}}", task=tasks, ext=(".md", ".csv", ".tex")),
+        pages=pages,
+        figures=figures,
+    )
+
+
+RESULTS_PARAMS = dict(
+    plan=RESULTS_PLAN,
+    runs_dir=lambda w: RUN.split("{", 1)[0].rstrip("/"),  # scanned for metrics files of another config
+    outdir=lambda w, output: Path(output.summary[0]).parent,
+    html_dir=lambda w, output: Path(output.pages[0]).parent,
+    plots_dir=lambda w, output: Path(output.figures[0]).parents[2],
+)
