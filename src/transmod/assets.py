@@ -56,3 +56,14 @@ def require(path: str | Path, what: str) -> None:
     if not Path(path).exists():
         raise TransmodError(f"{what} {str(path)!r} is missing on this node: run `snakemake --until fetch_assets` "
                             "where the network is (the login node) first")
+
+
+ASSETS = Path("resources/assets")  # where fetch_assets writes, relative to the workflow's working directory
+
+
+def require_fetched(**assets: str) -> None:
+    """Jobs call this with their model/dataset params: each one under resources/assets (a fetched copy,
+    `assets.fetch: true`) must exist; hub ids and other local folders are left to the loaders."""
+    for what, path in assets.items():
+        if Path(path).parts[:len(ASSETS.parts)] == ASSETS.parts:
+            require(path, what)

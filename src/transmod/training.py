@@ -35,13 +35,13 @@ from transmod.batching import (
     Example,
     check_task,
     collate,
-    encode,
     length,
     length_grouped_batches,
     sorted_batches,
 )
 from transmod.errors import TransmodError
 from transmod.evaluation import PRIMARY_METRIC, score_lists
+from transmod.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
 
@@ -563,6 +563,7 @@ def train(
     state_dir: str | os.PathLike | None = None,
     keep_state: bool = False,
     step_callback: Callable[[int], None] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train a module + head, keep the best epoch by the validation metric, write the run's files.
 
@@ -572,6 +573,7 @@ def train(
     checkpoints go to `state_dir` (default `out_dir/train_state`); if one is there, training resumes
     from it, and the directory is removed once the outputs are written (unless `keep_state`).
     `step_callback(global_step)` runs after every optimizer step (and after any checkpoint).
+    `cache_dir` keeps tokenised splits that later runs with the same tokenizer and data reuse.
     Returns the summary that history.json holds.
     """
     check_task(task)
@@ -600,7 +602,8 @@ def train(
     max_length = min(cfg.max_length, int(getattr(tokenizer, "model_max_length", None) or cfg.max_length))
     splits = {}
     for split, ds in (("train", train_ds), ("validation", val_ds), ("test", test_ds)):
-        splits[split] = encode(ds, tokenizer, task, max_length, len(labels), source=f"the {split} split")
+        splits[split] = cached_encode(ds, tokenizer, task, max_length, len(labels), source=f"the {split} split",
+                                      cache_dir=cache_dir)
         if not splits[split]:
             raise TransmodError(f"the {split} split is empty; give at least one example")
     val_gold = gold_labels(val_ds, task, labels)

@@ -16,6 +16,7 @@ rule train_teacher:
         hyper=hyper("teacher"),
         module=module_config,
         state="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/train_state",
+        token_cache="results/cache/tokens",
     log:
         "results/logs/train_teacher/{pair}/{task}/{lang}/{peft}/seed{seed}.log",
     benchmark:
@@ -43,6 +44,7 @@ rule train_student:
         hyper=hyper("student"),
         module=module_config,
         state="results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/train_state",
+        token_cache="results/cache/tokens",
     log:
         "results/logs/train_student/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
     benchmark:

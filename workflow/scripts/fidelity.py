@@ -8,6 +8,7 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from transmod.alignment import Alignment
 from transmod.architectures import load_model_shape
+from transmod.assets import require_fetched
 from transmod.assignment import Assignment
 from transmod.atomic import atomic_path
 from transmod.fidelity import transfer_fidelity
@@ -15,6 +16,7 @@ from transmod.samplefile import SampleFile
 from transmod.transfer import read_module, transfer
 
 inp, p = snakemake.input, snakemake.params
+require_fetched(teacher=p.teacher, student=p.student)
 teacher_shape, student_shape = load_model_shape(p.teacher), load_model_shape(p.student)
 samples = SampleFile.open(inp.teacher), SampleFile.open(inp.student)
 module = read_module(inp.module, teacher_shape)

@@ -6,10 +6,12 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from transmod.alignment import Alignment
 from transmod.architectures import load_model_shape
+from transmod.assets import require_fetched
 from transmod.assignment import Assignment
 from transmod.transfer import transfer_module
 
 p, inp = snakemake.params, snakemake.input
+require_fetched(teacher=p.teacher, student=p.student)
 transfer_module(
     inp.module, load_model_shape(p.teacher), load_model_shape(p.student), p.mapping, snakemake.output[0],
     assignment=Assignment.load(inp.assignment) if "assignment" in inp.keys() else None,

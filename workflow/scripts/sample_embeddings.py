@@ -9,6 +9,7 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 import torch
 
+from transmod.assets import require_fetched
 from transmod.atomic import atomic_path
 from transmod.data import load_split
 from transmod.sampling import sample_model
@@ -16,6 +17,7 @@ from transmod.texts import TEXT_COLUMNS, examples_from_columns
 
 torch.set_num_threads(snakemake.threads)
 w, p = snakemake.wildcards, snakemake.params
+require_fetched(model=p.model, dataset=p.dataset)  # assets.fetch: the copies must be here
 rows = load_split(p.dataset, w.task, w.lang, p.split)
 examples = examples_from_columns(rows.to_dict(), TEXT_COLUMNS[w.task])
 with atomic_path(snakemake.output.adapter) as adapter, atomic_path(snakemake.output.lora) as lora:

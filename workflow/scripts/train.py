@@ -5,10 +5,12 @@ from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+from transmod.assets import require_fetched
 from transmod.data import SPLITS, load_split
 from transmod.training import TrainConfig, train
 
 w, p = snakemake.wildcards, snakemake.params
+require_fetched(model=p.model, dataset=p.dataset)  # assets.fetch: the copies must be here
 module = p.module
 cfg = TrainConfig.from_dict(
     {
@@ -28,4 +30,5 @@ train(
     init_module=snakemake.input.get("init") or None,
     threads=snakemake.threads,
     state_dir=p.state,
+    cache_dir=p.token_cache,
 )

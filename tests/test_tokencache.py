@@ -1,0 +1,41 @@
+"""Tokenised splits are computed once per tokenizer and data, then read back identically."""
+
+import datasets
+import pytest
+
+from conftest import SENTENCES, make_tokenizer
+import transmod.tokencache as tokencache
+
+
+@pytest.fixture
+def ner():
+    rows = [s.split() for s in SENTENCES[:12]]
+    return datasets.Dataset.from_dict({"tokens": rows, "ner_tags": [[1] + [0] * (len(r) - 1) for r in rows]})
+
+
+def test_second_call_reads_the_cache(tmp_path, ner, monkeypatch):
+    tok = make_tokenizer()
+    first = tokencache.cached_encode(ner, tok, "ner", 32, 9, source="t", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("ner-*.parquet"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the cache")
+
+    monkeypatch.setattr(tokencache, "encode", fail)
+    assert tokencache.cached_encode(ner, tok, "ner", 32, 9, source="t", cache_dir=tmp_path) == first
+
+
+def test_key_follows_tokenizer_data_and_settings(ner):
+    tok = make_tokenizer()
+    key = tokencache.cache_key(tok, ner, "ner", 32, 9)
+    assert key == tokencache.cache_key(make_tokenizer(), ner, "ner", 32, 9)
+    assert key != tokencache.cache_key(tok, ner, "ner", 16, 9)
+    assert key != tokencache.cache_key(tok, ner.select(range(5)), "ner", 32, 9)
+    other = make_tokenizer()
+    other.add_tokens(["zebra"])
+    assert key != tokencache.cache_key(other, ner, "ner", 32, 9)
+
+
+def test_no_cache_dir_means_no_files(tmp_path, ner):
+    out = tokencache.cached_encode(ner, make_tokenizer(), "ner", 32, 9, source="t", cache_dir=None)
+    assert out and not list(tmp_path.iterdir())
