@@ -62,6 +62,20 @@ def test_every_stage_is_a_tracked_file(demo):
     assert list((results / "logs").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
 
 
+def test_fidelity_compares_every_method_on_the_demo(demo):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    methods = set(yaml.safe_load((REPO / "config.yaml").read_text())["alignment"]["methods"])
+    methods = set(config.get("alignment", {}).get("methods", methods))
+    table = pd.read_csv(demo / "results" / "tables" / "fidelity.csv")
+    for peft in ("adapter", "lora"):
+        rows = table[(table.setting == "incompatible") & (table.module == peft)]
+        assert {(m, meth) for m, meth in zip(rows.mapping, rows.method)} == {(m, x) for m in ("skip", "avg") for x in methods}
+        assert rows.rel_error.notna().all() and (rows.rel_error >= 0).all()
+        matching = table[(table.setting == "matching") & (table.module == peft)]
+        assert set(matching.method) == {"identity"}
+    assert (demo / "results" / "plots" / "fidelity.png").stat().st_size > 1000
+
+
 def test_finished_demo_has_nothing_to_do(demo):
     done = snakemake("-n", "--profile", REPO / "profiles" / "demo", cwd=demo)
     assert "Nothing to be done" in done.stdout + done.stderr
@@ -86,7 +100,7 @@ def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     n = len(list(demo_grid()))
     assert counts == {
         "train_teacher": n, "prune_align": 2 * n, "train_student": 2 * n,  # default students do not read the teacher
-        "fidelity": n, "evaluate": 3 * n, "aggregate_tables": 1, "all": 1,
+        "fidelity": n, "fidelity_table": 1, "evaluate": 3 * n, "aggregate_tables": 1, "all": 1,
     }
 
 
@@ -126,6 +140,7 @@ def test_paper_grid_plan_offline(tmp_path):
         "fit_alignment": 2 * aligned_langs * len(config["peft"]),  # every extra method of a mapping in one job
         "prune_align": 2 * runs,
         "fidelity": runs,  # every mapping and method of a grid cell, transferred in memory
+        "fidelity_table": 1,
         "evaluate": 4 * runs,
         "aggregate_tables": 1,
         "all": 1,

@@ -129,3 +129,29 @@ rule fidelity:
         "../envs/transmod.yaml"
     script:
         "../scripts/fidelity.py"
+
+
+rule fidelity_table:
+    input:
+        expand(
+            "results/fidelity/{cell}/seed{seed}.json",
+            cell=[f"{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}" for w in grid()],
+            seed=config["seeds"],
+        ),
+    output:
+        md="results/tables/fidelity.md",
+        csv="results/tables/fidelity.csv",
+        plot=report(
+            "results/plots/fidelity.png",
+            caption="../report/fidelity.rst",
+            category="Alignment methods",
+            labels={"figure": "transfer fidelity"},
+        ),
+    log:
+        "results/logs/fidelity_table.log",
+    benchmark:
+        "results/benchmarks/fidelity_table.tsv"
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/fidelity_table.py"

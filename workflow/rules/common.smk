@@ -42,7 +42,7 @@ def grid():
 
 
 def all_targets():
-    targets = ["results/tables/summary.md"]
+    targets = ["results/tables/summary.md", "results/tables/fidelity.md"]
     for w in grid():
         targets += expand(f"{ALIGN}/{{mapping}}.assignment.json", mapping=("skip", "avg"), **w)
         targets += [f"results/fidelity/{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}/seed{seed}.json"
