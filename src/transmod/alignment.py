@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from transmod.architectures import ModelShape
-from transmod.assignment import assign
+from transmod.assignment import assign, check_fitted
 from transmod.correlation import PearsonAccumulator, _masked, _rechunk, aligned_rows
 from transmod.errors import TransmodError
 from transmod.layermap import layer_map
@@ -144,16 +144,7 @@ class Alignment:
         return None
 
     def check_models(self, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
-        """Refuse an alignment fitted for other shapes or another layer mapping."""
-        for who, shape in (("teacher", teacher), ("student", student)):
-            want = (getattr(self, who)["num_layers"], getattr(self, who)["hidden_size"])
-            if want != (shape.num_layers, shape.hidden_size):
-                raise TransmodError(
-                    f"{source}: fitted for a {who} of {want[0]} layers x {want[1]} dims, but {shape.name} has "
-                    f"{shape.num_layers} x {shape.hidden_size}; refit it from samples of {shape.name}"
-                )
-        if self.mapping != mapping:
-            raise TransmodError(f"{source}: fitted for --mapping {self.mapping}, not {mapping}; use the same mapping")
+        check_fitted(self, teacher, student, mapping, source)
 
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file

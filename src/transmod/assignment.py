@@ -14,6 +14,22 @@ from transmod.correlation import Correlation
 from transmod.errors import TransmodError
 
 
+def check_fitted(fitted, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
+    """Refuse an assignment or alignment computed for other model shapes or another layer mapping.
+
+    `fitted` has `teacher`/`student` dicts (num_layers, hidden_size) and a `mapping`.
+    """
+    for who, shape in (("teacher", teacher), ("student", student)):
+        want = (getattr(fitted, who)["num_layers"], getattr(fitted, who)["hidden_size"])
+        if want != (shape.num_layers, shape.hidden_size):
+            raise TransmodError(
+                f"{source}: computed for a {who} of {want[0]} layers x {want[1]} dims, but {shape.name} has "
+                f"{shape.num_layers} x {shape.hidden_size}; recompute it from samples of {shape.name}"
+            )
+    if fitted.mapping != mapping:
+        raise TransmodError(f"{source}: computed for --mapping {fitted.mapping}, not {mapping}; use the same mapping")
+
+
 def assign(r: np.ndarray) -> tuple[np.ndarray, float]:
     """Maximise the summed signed correlation: sigma[i] is the teacher dim of student dim i."""
     if r.ndim != 2 or r.shape[0] > r.shape[1]:
@@ -50,16 +66,7 @@ class Assignment:
         return None
 
     def check_models(self, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
-        """Refuse an assignment computed for other shapes or another layer mapping."""
-        for who, shape in (("teacher", teacher), ("student", student)):
-            want = (getattr(self, who)["num_layers"], getattr(self, who)["hidden_size"])
-            if want != (shape.num_layers, shape.hidden_size):
-                raise TransmodError(
-                    f"{source}: computed for a {who} of {want[0]} layers x {want[1]} dims, but {shape.name} has "
-                    f"{shape.num_layers} x {shape.hidden_size}; recompute it from samples of {shape.name}"
-                )
-        if self.mapping != mapping:
-            raise TransmodError(f"{source}: computed for --mapping {self.mapping}, not {mapping}; use the same mapping")
+        check_fitted(self, teacher, student, mapping, source)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))

@@ -71,14 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="truncate examples to this many tokens")
     p.add_argument("--lora-outputs", action="store_true", help="also sample query/value outputs (for --lora-b output)")
 
+    def sample_pair(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--teacher", required=True, help="teacher sample parquet")
+        p.add_argument("--student", required=True, help="student sample parquet")
+        p.add_argument("--mapping", required=True, choices=MAPPINGS)
+        p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
+        p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
+        p.add_argument("--student-model", help="check the student samples against this model's shape")
+
     p = command("correlate", "Pearson r of every student dim against every teacher dim, per mapped layer.")
-    p.add_argument("--teacher", required=True, help="teacher sample parquet")
-    p.add_argument("--student", required=True, help="student sample parquet")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    sample_pair(p)
     p.add_argument("--out", required=True, help="output correlation file (safetensors)")
-    p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
-    p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
-    p.add_argument("--student-model", help="check the student samples against this model's shape")
 
     p = command("assign", "Linear sum assignment per layer: a teacher dim for each student dim.")
     p.add_argument("--correlation", required=True, help="correlation file from `transmod correlate`")
@@ -103,16 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output module folder")
 
     p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
-    p.add_argument("--teacher", required=True, help="teacher sample parquet")
-    p.add_argument("--student", required=True, help="student sample parquet")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    sample_pair(p)
     p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(ALIGN_METHODS))
     p.add_argument("--out", required=True, help="output alignment file (safetensors)")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
     p.add_argument("--holdout", type=float, default=0.0, help="leave the last fraction of the tokens out (for fidelity)")
-    p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
-    p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
-    p.add_argument("--student-model", help="check the student samples against this model's shape")
 
     p = command("fidelity", "Training-free measure: the transferred module's effect against the teacher module's.")
     p.add_argument("--module", required=True, help="the teacher's module folder (adapters or peft)")
