@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +13,8 @@ import pytest
 
 from conftest import SENTENCES, add_module, make_model, save_model
 from transmod.cli import main
+
+TRANSMOD = str(Path(sys.executable).parent / "transmod")  # the console script of this environment
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,7 @@ def test_step_by_step_and_one_shot_agree(tmp_path, models, text_file, capsys):
 
 def test_help_has_examples():
     for command in ("sample", "correlate", "assign", "transfer"):
-        done = subprocess.run(["transmod", command, "--help"], capture_output=True, text=True)
+        done = subprocess.run([TRANSMOD, command, "--help"], capture_output=True, text=True)
         assert done.returncode == 0 and "examples:" in done.stdout
 
 
@@ -151,7 +154,7 @@ def test_bad_input_gives_one_line_and_no_output(tmp_path, models, capsys, case):
 
 def test_console_script_exit_code(tmp_path, models):
     done = subprocess.run(
-        ["transmod", "transfer", "--module", str(tmp_path / "nowhere"), "--teacher-model", models["teacher"],
+        [TRANSMOD, "transfer", "--module", str(tmp_path / "nowhere"), "--teacher-model", models["teacher"],
          "--student-model", models["student"], "--mapping", "skip", "--out", str(tmp_path / "o")],
         capture_output=True, text=True,
     )

@@ -265,13 +265,14 @@ def test_demo_report_renders(demo, tmp_path):
     snakemake("--profile", REPO / "profiles" / "demo", "--report", report, cwd=demo)
     categories = report_json(report, "categories")
     assert {c: sorted(s) for c, s in categories.items()} == {
-        "incompatible": ["NER", "PI", "Summary"], "matching": ["NER", "NLI", "PI", "Summary"]}
+        "incompatible": ["NER", "PI", "Summary"], "matching": ["NER", "NLI", "PI", "Summary"],
+        "Alignment methods": ["Transfer fidelity"]}
     assert len(categories["matching"]["NER"]) == 1 + 2 * 3  # the table and 3 figures per module type
     results = report_json(report, "results")
     assert all(r["caption"] for r in results.values())
     if CHROMIUM is None:
         pytest.skip("headless Chromium not installed (apt-get install chromium)")
-    for show in ("matching.summary.html", "incompatible/ner/alignment.lora.png"):
+    for show in ("matching.summary.html", "incompatible/ner/alignment.lora.png", "fidelity.png"):
         png = tmp_path / f"{Path(show).stem}.png"
         assert_rendered(png, screenshot(report, png, show))
 

@@ -182,7 +182,7 @@ class Alignment:
                     mean_r = float("nan") if d["mean_r"] is None else d["mean_r"]
                     layers.append(LayerMap(d["student"], d["teacher"], d["space"], mean_r=mean_r, **arrays))
             check_method(meta["method"])
-        except (KeyError, OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        except Exception as exc:  # a foreign or damaged file: safetensors, JSON and key errors alike
             raise TransmodError(f"{path}: not a transmod alignment file ({exc}); write it with `transmod fit-alignment`") from None
         return cls(meta["method"], meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"],
                    meta["ridge"], meta["hook"], layers)

@@ -116,7 +116,7 @@ class Correlation:
                     LayerCorrelation(d["student"], d["teacher"], d["space"], f.get_tensor(f"{d['space']}{d['student']}"))
                     for d in meta["layers"]
                 ]
-        except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
+        except Exception as exc:  # a foreign or damaged file: safetensors, JSON and key errors alike
             raise TransmodError(f"{path}: not a transmod correlation file ({exc}); write it with `transmod correlate`") from None
         return cls(meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"], layers)
 

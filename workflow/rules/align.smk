@@ -145,6 +145,7 @@ rule fidelity_table:
             "results/plots/fidelity.png",
             caption="../report/fidelity.rst",
             category="Alignment methods",
+            subcategory="Transfer fidelity",
             labels={"figure": "transfer fidelity"},
         ),
     log:
