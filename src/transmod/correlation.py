@@ -146,7 +146,7 @@ def aligned_rows(teacher: SampleFile, student: SampleFile) -> tuple[np.ndarray, 
 
 def _unique_keys(keys: np.ndarray) -> np.ndarray:
     """Mask of rows whose key occurs once and spans at least one character."""
-    values, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     spans = keys & ((1 << 20) - 1) != (keys >> 20) & ((1 << 20) - 1)
     return (counts[inverse] == 1) & spans
 

@@ -715,17 +715,3 @@ def _write_outputs(
                    "best_val_metric": summary["best_val_metric"], "predictions": test_pred, "gold": test_gold}
     with atomic_path(out_dir / PREDICTIONS_FILE) as tmp:
         tmp.write_text(json.dumps(predictions) + "\n", encoding="utf-8")
-
-
-def load_head(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Put a saved head (head.safetensors) back into a model of the same architecture and label count."""
-    from safetensors.torch import load_file
-
-    weights = load_file(str(path))
-    expected = set(head_parameter_names(model))
-    if set(weights) != expected:
-        raise TransmodError(f"{path}: head weights {sorted(weights)} do not match the model's head {sorted(expected)}")
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n in weights:
-                p.copy_(weights[n])
