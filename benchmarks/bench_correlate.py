@@ -10,8 +10,8 @@ What it does, on one set of synthetic activations written as real sample parquet
 
 * fast method = the project's own code path, `correlate_samples(SampleFile.open(teacher),
   SampleFile.open(student), "skip")` then `assign_correlation(...)`, each measurement in a fresh
-  child process (wall time; peak RSS = the child's VmHWM; numpy peak via tracemalloc; Arrow
-  memory pool peak). The machine may be shared, so a child whose RSS passes --mem-cap-gib is
+  child process: the timed run without tracemalloc, then one run per token count for memory (peak
+  RSS = the child's VmHWM; numpy peak via tracemalloc; Arrow memory pool peak). The machine may be shared, so a child whose RSS passes --mem-cap-gib is
   killed and reported as such;
 * reference method = the study's public code approach: per student dimension one
   `sklearn.feature_selection.r_regression(teacher_matrix, student[:, i])` call against the full
@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from transmod.samplefile import SampleWriter, from_vectors
 
 T_LAYERS, T_HIDDEN = 24, 1024  # XLM-R large
 S_LAYERS, S_HIDDEN = 12, 768  # XLM-R base
@@ -134,67 +136,40 @@ class ChunkMaker:
         return teacher, student
 
 
-def _fsl(values: np.ndarray) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-
-
-def write_samples(directory: Path, num_tokens: int, plant: dict, plain: bool = False) -> tuple[Path, Path, float]:
-    """Write teacher.parquet and student.parquet in the project's sample format, streaming chunks."""
+def write_samples(directory: Path, num_tokens: int, plant: dict) -> tuple[Path, Path, float]:
+    """Write teacher.parquet and student.parquet with the project's SampleWriter, streaming chunks."""
     directory.mkdir(parents=True, exist_ok=True)
     t_path, s_path = directory / "teacher.parquet", directory / "student.parquet"
-    key_fields = [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), ("end", pa.int32()), ("token", pa.string())]
 
-    def schema(num_layers: int, hidden: int, model: str, model_type: str) -> pa.Schema:
-        meta = {
-            "model": model, "model_type": model_type, "hook": "adapter", "spaces": ["h"], "num_layers": num_layers,
-            "layers": list(range(num_layers)), "hidden_size": hidden, "num_tokens": num_tokens,
-        }
-        fields = [pa.field(k, t) for k, t in key_fields]
-        fields += [pa.field(f"h{l}", pa.list_(pa.float32(), hidden)) for l in range(num_layers)]
-        return pa.schema(fields, metadata={b"transmod": json.dumps(meta).encode()})
+    def meta(num_layers: int, hidden: int, model: str) -> dict:
+        return {"model": model, "model_type": "xlm-roberta", "hook": "adapter", "spaces": ["h"], "num_layers": num_layers,
+                "layers": list(range(num_layers)), "hidden_size": hidden, "num_tokens": num_tokens}
 
-    t_schema = schema(T_LAYERS, T_HIDDEN, "synthetic/xlm-roberta-large", "xlm-roberta")
-    s_schema = schema(S_LAYERS, S_HIDDEN, "synthetic/xlm-roberta-base", "xlm-roberta")
-    # By default the writer settings of `transmod sample` (pyarrow's defaults: dictionary encoding,
-    # snappy). The odd teacher layers, never read under SKIP, hold zeros, zstd-compressed to nothing.
+    # The odd teacher layers, never read under SKIP, hold zeros, zstd-compressed to nothing; the
+    # columns that are read are written as `transmod sample` writes them (uncompressed).
     used = {skip_teacher_layer(l) for l in range(S_LAYERS)}
-    codec = "none" if plain else "snappy"
-    t_compression = {name: "snappy" for name in ("sent", "seq", "start", "end", "token")}
-    t_compression.update({f"h{l}.list.element": codec if l in used else "zstd" for l in range(T_LAYERS)})
-    s_compression = {name: "snappy" for name in ("sent", "seq", "start", "end", "token")}
-    s_compression.update({f"h{l}.list.element": codec for l in range(S_LAYERS)})
-    dictionary = ["sent", "seq", "start", "end", "token"] if plain else True
+    t_columns = [f"h{l}" for l in range(T_LAYERS)]
+    s_columns = [f"h{l}" for l in range(S_LAYERS)]
+    t_compression = {c: "none" if l in used else "zstd" for l, c in enumerate(t_columns)}
     started = time.perf_counter()
-    with pq.ParquetWriter(t_path, t_schema, compression=t_compression, use_dictionary=dictionary) as tw, pq.ParquetWriter(
-        s_path, s_schema, compression=s_compression, use_dictionary=dictionary
-    ) as sw:
+    with SampleWriter(t_path, t_columns, T_HIDDEN, t_compression) as tw, SampleWriter(s_path, s_columns, S_HIDDEN) as sw:
         make = ChunkMaker(plant)
-        zeros = _fsl(np.zeros((CHUNK, T_HIDDEN), np.float32))
+        zeros = np.zeros((CHUNK, T_HIDDEN), np.float32)
         for c, first in enumerate(range(0, num_tokens, CHUNK)):
             n = min(CHUNK, num_tokens - first)
             teacher, student = make(c, n)
-            keys = {
-                "sent": pa.array(np.arange(first, first + n, dtype=np.int32)),
-                "seq": pa.array(np.zeros(n, np.int8)),
-                "start": pa.array(np.zeros(n, np.int32)),
-                "end": pa.array(np.ones(n, np.int32)),
-                "token": pa.array(["x"] * n, pa.string()),
-            }
-            t_cols = dict(keys)
-            for l in range(T_LAYERS):
-                t_cols[f"h{l}"] = _fsl(teacher[l // 2]) if l in used else zeros.slice(0, n)
-            s_cols = dict(keys)
-            for l in range(S_LAYERS):
-                s_cols[f"h{l}"] = _fsl(student[l])
-            tw.write_table(pa.table(t_cols, schema=t_schema))
-            sw.write_table(pa.table(s_cols, schema=s_schema))
+            keys = {"sent": np.arange(first, first + n, dtype=np.int32), "seq": np.zeros(n, np.int8),
+                    "start": np.zeros(n, np.int32), "end": np.ones(n, np.int32), "token": ["x"] * n}
+            tw.write(keys, {f"h{l}": teacher[l // 2] if l in used else zeros[:n] for l in range(T_LAYERS)})
+            sw.write(keys, {f"h{l}": student[l] for l in range(S_LAYERS)})
+        tw.finish(meta(T_LAYERS, T_HIDDEN, "synthetic/xlm-roberta-large"))
+        sw.finish(meta(S_LAYERS, S_HIDDEN, "synthetic/xlm-roberta-base"))
     return t_path, s_path, time.perf_counter() - started
 
 
 def read_layer(path: Path, layer: int) -> np.ndarray:
     """One layer column as an (n x hidden) float32 matrix (for the reference method)."""
-    col = pq.read_table(path, columns=[f"h{layer}"]).column(0).combine_chunks()
-    return col.flatten().to_numpy().reshape(len(col), -1)
+    return from_vectors(pq.read_table(path, columns=[f"h{layer}"]).column(0).combine_chunks())
 
 
 # --------------------------------------------------------------------------- the two methods
@@ -339,9 +314,6 @@ def main() -> None:
     p.add_argument("--ref-layers", default="0,11", help="student layers timed with the reference (default 0,11)")
     p.add_argument("--check-tokens", type=int, default=5000, help="tokens of the full-reference assignment check (default 5000)")
     p.add_argument("--check-layers", default="11", help="student layers given a full reference matrix in the check (default 11)")
-    p.add_argument("--plain-encoding", action="store_true",
-                   help="write activation columns without dictionary encoding or compression (default: the writer "
-                        "settings of `transmod sample`, i.e. pyarrow's defaults)")
     p.add_argument("--mem-cap-gib", type=float, default=12.0,
                    help="kill a fast-method run whose RSS passes this (default 12, or 80%% of available memory if less)")
     p.add_argument("--quick", action="store_true", help="smoke run (< 1 min): 5k/10k tokens, 4 ref dims, 1k-token check")
@@ -386,7 +358,7 @@ def report(args: argparse.Namespace, base: Path) -> None:
           f"sklearn {sklearn.__version__}, pyarrow {pa.__version__}")
     print("synthetic activations: each student dim a noisy scaled copy of one teacher dim (planted assignment, "
           "r 0.25..0.9); teacher dims share a low-rank part, 4 outlier dims per layer (|mean| 20..60)")
-    print(f"sample parquet written {'with plain encoding (--plain-encoding)' if args.plain_encoding else 'with the writer settings of `transmod sample` (pyarrow defaults: dictionary + snappy)'}, "
+    print("sample parquet written with the project's SampleWriter (as `transmod sample` writes them), "
           f"row groups of {CHUNK} tokens; odd teacher layers (never read under SKIP) hold zeros")
     plant = planted()
     rng = np.random.default_rng([SEED, 2])
@@ -395,18 +367,18 @@ def report(args: argparse.Namespace, base: Path) -> None:
 
     # ---- files at the main token count
     main_dir = base / f"n{args.tokens}"
-    t_path, s_path, wt = write_samples(main_dir, args.tokens, plant, args.plain_encoding)
+    t_path, s_path, wt = write_samples(main_dir, args.tokens, plant)
     print(f"\nwrote {args.tokens} tokens ({gib(t_path.stat().st_size + s_path.stat().st_size)} of parquet; "
           f"{data_gib(args.tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
 
     # ---- fast method at the main token count, in a fresh process
     print("\n-- fast method: transmod.correlation.correlate_samples + transmod.assignment.assign_correlation --")
-    fast, fast_arrays, seen = fast_in_child(t_path, s_path, base, "main", ref_dims, True, cap)
+    fast, fast_arrays, seen = fast_in_child(t_path, s_path, base, "main", ref_dims, False, cap)
     if fast is None:
         print(f"killed: its RSS passed the {gib(cap)} cap ({gib(seen)} seen) at {args.tokens} tokens; no figures")
         return
     print(f"{args.tokens} tokens: correlate {fast['correlate_s']:.1f} s + assign {fast['assign_s']:.1f} s "
-          f"= {fast['total_s']:.1f} s (12 layer pairs; parquet reading included; fresh process; tracemalloc on); {load()}")
+          f"= {fast['total_s']:.1f} s (12 layer pairs; parquet reading included; fresh process, no tracemalloc); {load()}")
 
     # ---- reference method on a subset of dims, scaled linearly
     print("\n-- reference method (the study's public code): one sklearn r_regression(teacher n x 1024, student[:, i]) "
@@ -441,7 +413,7 @@ def report(args: argparse.Namespace, base: Path) -> None:
     print(f"fast assignment at {args.tokens} tokens vs the planted one: {sum(match)}/{S_LAYERS * S_HIDDEN} dims "
           f"(per layer: {', '.join(map(str, match))})")
     check_dir = base / f"n{args.check_tokens}"
-    ct_path, cs_path, _ = write_samples(check_dir, args.check_tokens, plant, args.plain_encoding)
+    ct_path, cs_path, _ = write_samples(check_dir, args.check_tokens, plant)
     corr = correlate_samples(SampleFile.open(ct_path), SampleFile.open(cs_path), "skip")
     small = assign_correlation(corr)
     for l in args.check_layers:
@@ -468,9 +440,10 @@ def report(args: argparse.Namespace, base: Path) -> None:
     # ---- peak memory at the two token counts, each in a fresh process
     print("\n-- peak memory of the fast method (fresh process each; peak RSS = VmHWM of the child; "
           "numpy = tracemalloc peak; Arrow = default pool max_memory) --")
-    rows_out = {args.tokens: (fast, seen)}
+    small, _, small_seen = fast_in_child(t_path, s_path, base, "small", {}, True, cap)
+    rows_out = {args.tokens: (small, small_seen)}
     shutil.rmtree(main_dir, ignore_errors=True)
-    tp, sp, wt = write_samples(base / f"n{args.big_tokens}", args.big_tokens, plant, args.plain_encoding)
+    tp, sp, wt = write_samples(base / f"n{args.big_tokens}", args.big_tokens, plant)
     print(f"wrote {args.big_tokens} tokens ({gib(tp.stat().st_size + sp.stat().st_size)} of parquet; "
           f"{data_gib(args.big_tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
     big, big_arrays, big_seen = fast_in_child(tp, sp, base, "big", {}, True, cap)
@@ -483,16 +456,16 @@ def report(args: argparse.Namespace, base: Path) -> None:
         print(f"{n:>7} tokens: peak RSS {mib(figures['rss_peak'])} (after imports {mib(figures['rss_before'])}); "
               f"numpy peak {mib(figures['numpy_peak'])}; Arrow pool peak ({figures['arrow_backend']}) "
               f"{mib(figures['arrow_peak'])}; fast method {figures['total_s']:.1f} s")
-    if big is not None:
+    if big is not None and small is not None:
         match = sum(int((big_arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS))
-        ratio = big["rss_peak"] / fast["rss_peak"]
+        ratio = big["rss_peak"] / small["rss_peak"]
         print(f"peak RSS ratio {args.big_tokens} / {args.tokens} tokens: {ratio:.2f} for x{args.big_tokens / args.tokens:.0f} "
-              f"the tokens (numpy {big['numpy_peak'] / fast['numpy_peak']:.2f}, Arrow "
-              f"{big['arrow_peak'] / fast['arrow_peak']:.2f}) -> peak memory "
+              f"the tokens (numpy {big['numpy_peak'] / small['numpy_peak']:.2f}, Arrow "
+              f"{big['arrow_peak'] / small['arrow_peak']:.2f}) -> peak memory "
               f"{'DOES NOT GROW' if ratio < 1.1 else 'GROWS'} with the token count; "
               f"fast assignment at {args.big_tokens} tokens vs planted: {match}/{S_LAYERS * S_HIDDEN}")
     else:
-        print(f"peak RSS ratio {args.big_tokens} / {args.tokens} tokens: >= {big_seen / fast['rss_peak']:.2f} "
+        print(f"peak RSS ratio {args.big_tokens} / {args.tokens} tokens: >= {big_seen / (small or fast)['rss_peak']:.2f} "
               f"(the run was killed) -> peak memory GROWS with the token count")
 
 

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import SENTENCES, add_module, make_model, save_model
 from transmod.cli import main
+from transmod.samplefile import from_vectors, to_vectors
 
 TRANSMOD = str(Path(sys.executable).parent / "transmod")  # the console script of this environment
 
@@ -95,10 +95,9 @@ def _samples(tmp_path, models, capsys, model="teacher"):
 def _poisoned(tmp_path, models, capsys):
     table = pq.read_table(_samples(tmp_path, models, capsys, "student"))
     meta = pq.ParquetFile(_samples(tmp_path, models, capsys, "student")).metadata.metadata
-    values = np.stack(table.column("h1").to_numpy(zero_copy_only=False))
+    values = from_vectors(table.column("h1").combine_chunks()).copy()
     values[3, 5] = np.nan
-    column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-    table = table.set_column(table.schema.get_field_index("h1"), "h1", column)
+    table = table.set_column(table.schema.get_field_index("h1"), "h1", to_vectors(values))
     out = tmp_path / "nan.parquet"
     with pq.ParquetWriter(out, table.schema) as writer:
         writer.write_table(table)

@@ -1,5 +1,3 @@
-import warnings
-
 import numpy as np
 import pytest
 
@@ -47,3 +45,23 @@ def test_assignment_maximises_signed_correlation():
     r = np.array([[-0.9, 0.1], [0.8, 0.2]])
     sigma, mean_r = assign(r)
     assert list(sigma) == [1, 0] and mean_r == pytest.approx(0.45)
+
+
+def test_files_cut_into_different_row_groups_pair_the_same_rows(tmp_path):
+    from conftest import SENTENCES, make_model, make_tokenizer
+    from transmod.correlation import correlate_samples
+    from transmod.samplefile import SampleFile
+    from transmod.sampling import sample_hidden_states
+
+    teacher, student = make_model("bert", 4), make_model("bert", 2, seed=1)
+    paths = {}
+    for name, model, batch in (("t", teacher, 32), ("s32", student, 32), ("s7", student, 7)):
+        paths[name] = tmp_path / f"{name}.parquet"
+        sample_hidden_states(model, make_tokenizer(), [(s,) for s in SENTENCES], {"adapter": paths[name]},
+                             model_name=name, batch_size=batch)
+    t, alike, other = (SampleFile.open(paths[k]) for k in ("t", "s32", "s7"))
+    assert t.row_groups() == alike.row_groups() != other.row_groups()
+    want, got = correlate_samples(t, alike, "skip"), correlate_samples(t, other, "skip", batch_size=50)
+    assert got.num_tokens == want.num_tokens == t.num_rows
+    for a, b in zip(want.layers, got.layers):
+        np.testing.assert_allclose(b.r, a.r, atol=1e-6)

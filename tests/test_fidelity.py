@@ -4,8 +4,6 @@ import copy
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from conftest import add_module, make_model, save_model
@@ -14,7 +12,7 @@ from transmod.alignment import Alignment, LayerMap, fit_alignment
 from transmod.architectures import ModelShape, model_shape
 from transmod.cli import main
 from transmod.fidelity import module_effect, sample_shape, transfer_fidelity
-from transmod.samplefile import META_KEY, SampleFile
+from transmod.samplefile import SampleFile, SampleWriter
 from transmod.transfer import Module, read_module, transfer_module, transfer_weights
 
 D, LAYERS, TRAIN, TEST = 16, 2, 400, 100
@@ -23,17 +21,12 @@ D, LAYERS, TRAIN, TEST = 16, 2, 400, 100
 def _write_samples(path, states, model):
     """A sample parquet of synthetic hidden states (`states`: column -> tokens x D)."""
     n = len(next(iter(states.values())))
-    cols = {"sent": pa.array(np.arange(n, dtype=np.int32)), "seq": pa.array(np.zeros(n, np.int8)),
-            "start": pa.array(np.zeros(n, np.int32)), "end": pa.array(np.ones(n, np.int32)),
-            "token": pa.array(["x"] * n)}
-    for name, values in states.items():
-        cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.astype(np.float32).reshape(-1)), D)
-    meta = {"model": model, "model_type": "bert", "hook": "adapter", "spaces": ["h"], "num_layers": LAYERS,
-            "layers": list(range(LAYERS)), "hidden_size": D, "num_tokens": n}
-    table = pa.table(cols)
-    with pq.ParquetWriter(path, table.schema) as writer:
-        writer.write_table(table)
-        writer.add_key_value_metadata({META_KEY: json.dumps(meta).encode()})
+    keys = {"sent": np.arange(n, dtype=np.int32), "seq": np.zeros(n, np.int8), "start": np.zeros(n, np.int32),
+            "end": np.ones(n, np.int32), "token": ["x"] * n}
+    with SampleWriter(path, list(states), D) as writer:
+        writer.write(keys, states)
+        writer.finish({"model": model, "model_type": "bert", "hook": "adapter", "spaces": ["h"], "num_layers": LAYERS,
+                       "layers": list(range(LAYERS)), "hidden_size": D, "num_tokens": n})
     return SampleFile.open(path)
 
 

@@ -92,15 +92,17 @@ def _override(work: Path, role: str) -> Path:
 def test_student_change_reruns_only_student_stages(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "student"), cwd=demo)
     n = len(list(demo_grid()))
-    assert counts == {"train_student": 3 * n, "evaluate": 3 * n, "aggregate_tables": 1, "all": 1}
+    students = 3  # default, skip, avg: zero-shot runs take their epochs from `zero_shot`, which did not change
+    assert counts == {"train_student": students * n, "evaluate": students * n, "aggregate_tables": 1, "all": 1}
 
 
 def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "teacher"), cwd=demo)
     n = len(list(demo_grid()))
     assert counts == {
-        "train_teacher": n, "prune_align": 2 * n, "train_student": 2 * n,  # default students do not read the teacher
-        "fidelity": n, "fidelity_table": 1, "evaluate": 3 * n, "aggregate_tables": 1, "all": 1,
+        "train_teacher": n, "prune_align": 2 * n,
+        "train_student": 3 * n,  # skip, avg, zs-skip: default students (zs-default too) do not read the teacher
+        "fidelity": n, "fidelity_table": 1, "evaluate": 4 * n, "aggregate_tables": 1, "all": 1,
     }
 
 
@@ -131,17 +133,19 @@ def test_paper_grid_plan_offline(tmp_path):
     assert (task_langs, aligned_langs) == (9 + 7 + 15 + 9 + 7, 9 + 7)
     per_lang = len(config["peft"]) * len(config["seeds"])
     runs = task_langs * per_lang
+    assert config["inits"] == ["default", "skip", "avg", "zs-skip", "zs-avg"]
+    students = len(config["inits"]) + 1  # and zs-default, the zero-shot baseline
     assert counts == {
         "train_teacher": runs,
-        "train_student": 3 * runs,
+        "train_student": students * runs,
         "sample_embeddings": 2 * task_langs,
         "correlate": 2 * task_langs * len(config["peft"]),
         "solve_lsa": 2 * task_langs * len(config["peft"]),
         "fit_alignment": 2 * aligned_langs * len(config["peft"]),  # every extra method of a mapping in one job
-        "prune_align": 2 * runs,
+        "prune_align": 2 * runs,  # zero-shot runs start from the same transferred modules
         "fidelity": runs,  # every mapping and method of a grid cell, transferred in memory
         "fidelity_table": 1,
-        "evaluate": 4 * runs,
+        "evaluate": (1 + students) * runs,
         "aggregate_tables": 1,
         "all": 1,
     }

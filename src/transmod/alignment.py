@@ -25,18 +25,18 @@ assignment instead of collapsing to zero, which keeps planted symmetries exact.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from transmod.architectures import ModelShape
 from transmod.assignment import assign, check_fitted
-from transmod.correlation import PearsonAccumulator, _masked, _rechunk, aligned_rows
+from transmod.correlation import PearsonAccumulator, accumulate
 from transmod.errors import TransmodError
 from transmod.layermap import layer_map
+from transmod.pairing import check_pair
 from transmod.samplefile import SampleFile
 
 METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")
@@ -215,70 +215,6 @@ def _check_widths(d_t: int, d_s: int) -> None:
         )
 
 
-def shared_rows(teacher: SampleFile, student: SampleFile) -> tuple[np.ndarray | None, np.ndarray | None, int]:
-    """Row masks of the tokens both files share (None: all rows) and how many they share."""
-    masks = aligned_rows(teacher, student)
-    if masks is None:
-        return None, None, pq.ParquetFile(teacher.path).metadata.num_rows
-    return masks[0], masks[1], int(masks[0].sum())
-
-
-def split_point(n: int, holdout: float) -> int:
-    """Shared rows [0, split) fit, [split, n) are held out: the same split everywhere."""
-    if not 0.0 <= holdout < 1.0:
-        raise TransmodError(f"--holdout must be in [0, 1), got {holdout}")
-    return n - int(round(n * holdout))
-
-
-def paired_batches(
-    teacher: SampleFile, student: SampleFile, t_cols: Sequence[str], s_cols: Sequence[str],
-    batch_size: int, start: int, stop: int, masks: tuple[np.ndarray | None, np.ndarray | None],
-) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """Matching (teacher, student) batches of the shared rows [start, stop)."""
-    offset = 0
-    stream = zip(
-        _rechunk(_masked(teacher.iter_columns(t_cols, batch_size), masks[0]), batch_size),
-        _rechunk(_masked(student.iter_columns(s_cols, batch_size), masks[1]), batch_size),
-    )
-    for t_batch, s_batch in stream:
-        n = len(next(iter(t_batch.values())))
-        lo, hi = max(start - offset, 0), min(stop - offset, n)
-        offset += n
-        if lo < hi:
-            yield {k: v[lo:hi] for k, v in t_batch.items()}, {k: v[lo:hi] for k, v in s_batch.items()}
-        if offset >= stop:
-            return
-
-
-def check_pair(teacher: SampleFile, student: SampleFile) -> list[str]:
-    """The spaces both files hold; refuses samples of different hook points."""
-    if teacher.meta["hook"] != student.meta["hook"]:
-        raise TransmodError(
-            f"{teacher.path} samples {teacher.meta['hook']} inputs but {student.path} samples "
-            f"{student.meta['hook']} inputs; sample both with the same --peft"
-        )
-    return [s for s in student.meta["spaces"] if s in teacher.meta["spaces"]]
-
-
-def accumulate(
-    teacher: SampleFile, student: SampleFile, mapping: str, holdout: float = 0.0, batch_size: int = 2048
-) -> tuple[list[list[int]], dict[tuple[int, str], MomentAccumulator]]:
-    """One streaming pass over the fitting rows: moments of each student layer against its teacher group's mean."""
-    spaces = check_pair(teacher, student)
-    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
-    acc = {(l, s): MomentAccumulator(student.hidden_size, teacher.hidden_size) for l in range(len(groups)) for s in spaces}
-    t_cols = sorted({f"{s}{t}" for s in spaces for g in groups for t in g})
-    s_cols = [f"{s}{l}" for s in spaces for l in range(len(groups))]
-    mask_t, mask_s, n = shared_rows(teacher, student)
-    for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, 0,
-                                           split_point(n, holdout), (mask_t, mask_s)):
-        for (l, s), a in acc.items():
-            group = [t_batch[f"{s}{t}"] for t in groups[l]]
-            y = group[0] if len(group) == 1 else np.mean(group, axis=0, dtype=np.float64)
-            a.update(s_batch[f"{s}{l}"], y)
-    return groups, acc
-
-
 def fit_alignment(
     teacher: SampleFile, student: SampleFile, mapping: str, method: str, *,
     ridge: float = DEFAULT_RIDGE, holdout: float = 0.0, batch_size: int = 2048,
@@ -293,7 +229,7 @@ def fit_alignment(
         raise TransmodError(f"--ridge must not be negative, got {ridge}")
     if method == "select":
         return select_alignment(describe(teacher), describe(student), mapping, check_pair(teacher, student))
-    groups, acc = accumulate(teacher, student, mapping, holdout, batch_size)
+    groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size)
     n = next(iter(acc.values())).n
     need = max(teacher.hidden_size, student.hidden_size) + 1
     if method in DENSE_METHODS and n < need:

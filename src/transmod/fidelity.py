@@ -25,10 +25,11 @@ import math
 
 import numpy as np
 
-from transmod.alignment import DEFAULT_RIDGE, Alignment, LayerMap, check_pair, fit_alignment, paired_batches, shared_rows, split_point
+from transmod.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
 from transmod.architectures import BASE_CLASSES, ModelShape
 from transmod.errors import TransmodError
 from transmod.layermap import layer_map
+from transmod.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.samplefile import SampleFile
 from transmod.transfer import Module
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from transmod.architectures import Architecture, model_shape
 from transmod.errors import TransmodError
-from transmod.samplefile import META_KEY, PEFT_TYPES
+from transmod.samplefile import PEFT_TYPES, SampleWriter
 from transmod.texts import Example
 
 
@@ -62,9 +60,6 @@ def capture(model: torch.nn.Module, arch: Architecture, spaces: Mapping[str, Seq
             handle.remove()
 
 
-_KEYS = [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), ("end", pa.int32()), ("token", pa.string())]
-
-
 def sample_hidden_states(
     model: torch.nn.Module,
     tokenizer,
@@ -90,17 +85,11 @@ def sample_hidden_states(
     shape = model_shape(model.config, model_name)
     spaces = {peft: spaces_for(peft, lora_outputs) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
-    schemas = {
-        peft: pa.schema(_KEYS + [(c, pa.list_(pa.float32(), shape.hidden_size)) for c in columns[peft]]) for peft in outs
-    }
     model.eval()
     accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
     written = 0
     with contextlib.ExitStack() as stack:
-        writers = {  # dictionary encoding and compression only slow down float activations
-            peft: stack.enter_context(pq.ParquetWriter(out, schemas[peft], use_dictionary=False, compression="none"))
-            for peft, out in outs.items()
-        }
+        writers = {peft: stack.enter_context(SampleWriter(out, columns[peft], shape.hidden_size)) for peft, out in outs.items()}
         store = stack.enter_context(capture(model, shape.arch, spaces))
         stack.enter_context(torch.inference_mode())
         for first in range(0, len(examples), batch_size):
@@ -128,11 +117,7 @@ def sample_hidden_states(
                 "token": pa.array(tokenizer.convert_ids_to_tokens(enc["input_ids"][rows, pos].tolist())),
             }
             for peft, writer in writers.items():
-                data = dict(keys)
-                for c in columns[peft]:
-                    values = store[f"{peft}:{c}"][rows, pos].float().numpy().reshape(-1)
-                    data[c] = pa.FixedSizeListArray.from_arrays(pa.array(values), shape.hidden_size)
-                writer.write_table(pa.table(data, schema=schemas[peft]))
+                writer.write(keys, {c: store[f"{peft}:{c}"][rows, pos].float().numpy() for c in columns[peft]})
             written += len(rows)
             if max_tokens is not None and written >= max_tokens:
                 break
@@ -142,7 +127,7 @@ def sample_hidden_states(
                 "num_layers": shape.num_layers, "layers": list(range(shape.num_layers)),
                 "hidden_size": shape.hidden_size, "num_tokens": written,
             }
-            writer.add_key_value_metadata({META_KEY: json.dumps(meta).encode()})
+            writer.finish(meta)
     return written
 
 

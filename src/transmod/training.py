@@ -78,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
     mega_batches: int = 50  # batches per length-sorting group of the batch sampler
+    freeze_module: bool = False  # zero-shot transfer: only the head learns, the module stays as loaded
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "the training config") -> "TrainConfig":
@@ -90,6 +91,11 @@ class TrainConfig:
             )
         kwargs: dict[str, Any] = {}
         for name, value in values.items():
+            if known[name].type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise TransmodError(f"{source}: option {name}={value!r} must be true or false")
+                kwargs[name] = value
+                continue
             want = float if known[name].type in ("float", float) else int
             try:
                 if want is int and isinstance(value, float) and not value.is_integer():
@@ -181,7 +187,8 @@ def build_model(
     init_module: str | os.PathLike | None = None,
     labels: Sequence[str] | None = None,
 ) -> torch.nn.Module:
-    """A frozen pre-trained model with one trainable module named 'task' and a fresh trainable head.
+    """A frozen pre-trained model with one module named 'task' and a fresh trainable head; the module
+    trains too unless `cfg.freeze_module`.
 
     The module is new (adapter: bottleneck `cfg.adapter_bottleneck`; LoRA: r/alpha on query and
     value) or loaded from `init_module` (adapters folder layout, safetensors), which must fill every
@@ -235,8 +242,8 @@ def build_model(
     for name, param in model.named_parameters():
         if name in head:
             param.requires_grad_(True)
-        elif param.requires_grad and f".{ADAPTER_NAME}." not in name:
-            param.requires_grad_(False)  # belt and braces: only the module and the head learn
+        elif param.requires_grad and (cfg.freeze_module or f".{ADAPTER_NAME}." not in name):
+            param.requires_grad_(False)  # belt and braces: only the module (unless frozen) and the head learn
     head_modules = {n.rsplit(".", 1)[0] for n in head}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + _HEAD_SEED_OFFSET)

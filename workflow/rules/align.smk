@@ -99,6 +99,8 @@ rule prune_align:
         "results/logs/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
     benchmark:
         "results/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.tsv"
+    wildcard_constraints:
+        init=r"(skip|avg)(-(lsa-signed|linear|procrustes|select))?",  # zero-shot runs reuse these
     conda:
         "../envs/transmod.yaml"
     script:

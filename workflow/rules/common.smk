@@ -25,7 +25,7 @@ wildcard_constraints:
     task="ner|pi|nli",
     lang="[a-z]{2,3}",
     peft="adapter|lora",
-    init=r"default|(skip|avg)(-(lsa-signed|linear|procrustes|select))?",
+    init=r"(zs-)?(default|(skip|avg)(-(lsa-signed|linear|procrustes|select))?)",
     mapping="skip|avg",
     method="lsa-signed|linear|procrustes|select",
     role="teacher|student",
@@ -68,13 +68,17 @@ def fidelity_alignments(w):
 
 
 def inits(pair):
-    """Student inits of a pair: alignment methods (`skip-procrustes`, ...) only where widths are aligned."""
-    return [i for i in config["inits"] if "-" not in i or config["pairs"][pair]["aligned"]]
+    """Student inits of a pair: alignment methods (`skip-procrustes`, ...) only where widths are aligned;
+    with any zero-shot init (`zs-skip`, ...), also its baseline `zs-default` (a fresh module, head only)."""
+    chosen = [i for i in config["inits"] if split_init(i)[1] == "lsa" or config["pairs"][pair]["aligned"]]
+    if any(i.startswith("zs-") for i in chosen) and "zs-default" not in chosen:
+        chosen.append("zs-default")
+    return chosen
 
 
 def split_init(init):
-    """`skip` -> (skip, lsa): the study's method; `avg-linear` -> (avg, linear)."""
-    mapping, _, method = init.partition("-")
+    """`skip` -> (skip, lsa): the study's method; `avg-linear` -> (avg, linear); `zs-` (zero-shot) is dropped."""
+    mapping, _, method = init.removeprefix("zs-").partition("-")
     return mapping, method or "lsa"
 
 
@@ -128,14 +132,21 @@ def dataset_input(w):
 
 
 def hyper(role):
-    """Training hyper-parameters of a role, with the task's overrides applied."""
+    """Training hyper-parameters of a role, with the task's overrides applied; a zero-shot student
+    run (`zs-` init) then takes the `zero_shot` budget and trains its head only."""
 
     def params(w):
         merged = dict(config["training"][role])
         merged.update(config["tasks"][w.task].get("training", {}).get(role, {}))
+        if is_zero_shot(w):
+            merged.update(config.get("zero_shot", {}), freeze_module=True)
         return merged
 
     return params
+
+
+def is_zero_shot(w):
+    return w.get("init", "").startswith("zs-") or w.get("run", "").startswith("student-zs-")
 
 
 def module_config(w):
@@ -144,9 +155,10 @@ def module_config(w):
 
 def init_module(w):
     """The transferred module a student run starts from (none for the default init)."""
-    if w.init == "default":
+    init = w.init.removeprefix("zs-")  # zero-shot runs start from the same transferred module
+    if init == "default":
         return []
-    return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{w.init}/seed{w.seed}"
+    return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{init}/seed{w.seed}"
 
 
 def alignment_files(pair, task, lang, peft, init):
