@@ -277,3 +277,28 @@ def test_csv_has_no_zero_for_missing(tmp_path):
     frame = pd.read_csv(io.StringIO(text))
     teacher = frame[frame.model == "Teacher"].iloc[0]
     assert math.isnan(teacher.en) and teacher.de > 0 and "0.0000" not in text.splitlines()[1]
+
+
+def test_zero_shot_rows_come_last_and_are_compared_with_the_zero_shot_student(tmp_path):
+    plan = make_plan(tmp_path, grid={"incompatible": ["pi"]}, pefts=("adapter",))
+    zero_shot = {"student-zs-default": 0.3, "student-zs-skip": 0.45}
+    for run in zero_shot:
+        for lang in LANGS:
+            for seed in (1, 2):
+                path = tmp_path / "results/runs/incompatible/pi" / lang / "adapter" / run / f"seed{seed}" / "metrics.json"
+                # A budget of its own (1 epoch, head only) is no config mix-up with the trained students.
+                plan[str(path)] = run_info("incompatible", "pi", lang, "adapter", run, seed, epochs=1)
+
+    def score(info):
+        run = f"student-{info['init']}"
+        return zero_shot[run] + 0.01 * LANGS.index(info["lang"]) if run in zero_shot else score_of(info)
+
+    write_metrics(plan, score=score)
+    got = summary_long(gather(plan)).set_index("model")
+    assert list(got.index) == ["Teacher", "Student", "TM-Student SKIP", "TM-Student AVG",
+                               "Student (zero-shot)", "TM-Student SKIP (zero-shot)"]
+    zs, base = got.loc["TM-Student SKIP (zero-shot)"], got.loc["Student (zero-shot)"]
+    assert zs.AVG == pytest.approx(46.0) and base.AVG == pytest.approx(31.0)
+    assert zs.REL == pytest.approx(100 * (46 - 31) / 31)
+    assert zs.GAP == pytest.approx(100 * (46 - 31) / (got.loc["Teacher", "AVG"] - 31))
+    assert zs.p == pytest.approx(2 / 64) and math.isnan(base.p)

@@ -302,6 +302,26 @@ def test_training_beats_chance(models, tmp_path, arch, peft, task):
     assert all(torch.equal(sd[k], v) for k, v in saved.items())
 
 
+def test_zero_shot_run_trains_the_head_only(models, tmp_path):
+    """freeze_module (the workflow's zs- inits): the transferred module comes out as it went in."""
+    cfg = TrainConfig(seed=0, **{**FAST, "epochs": 1})
+    train(models["bert"], "pi", "adapter", pi_data(64, 0), pi_data(16, 1), pi_data(16, 2), cfg, tmp_path / "a", threads=1)
+    frozen = TrainConfig.from_dict({**FAST, "epochs": 2, "freeze_module": True})
+    assert frozen.freeze_module and not cfg.freeze_module
+    with pytest.raises(TransmodError, match="freeze_module"):
+        TrainConfig.from_dict({"freeze_module": "yes"})
+    model = build_model(models["bert"], "pi", 2, "adapter", frozen, init_module=tmp_path / "a" / MODULE_DIR)
+    module, head, base_trainable = _split(model, "adapter")
+    assert module and not any(t for _, t in module) and all(t for _, t in head) and base_trainable == []
+    train(models["bert"], "pi", "adapter", pi_data(64, 0), pi_data(16, 1), pi_data(16, 2), frozen, tmp_path / "b",
+          init_module=tmp_path / "a" / MODULE_DIR, threads=1)
+    before = load_file(str(tmp_path / "a" / MODULE_DIR / "adapter.safetensors"))
+    after = load_file(str(tmp_path / "b" / MODULE_DIR / "adapter.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    heads = load_file(str(tmp_path / "a" / HEAD_FILE)), load_file(str(tmp_path / "b" / HEAD_FILE))
+    assert any(not torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
 class Killed(Exception):
     pass
 

@@ -34,7 +34,10 @@ from transmod.errors import TransmodError
 from transmod.stats import MARKER_NOTE, TEST_NAME, sign_flip_test, stars
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
-        ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG"}
+        ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
+        ("student", "zs-default"): "Student (zero-shot)"}
+ZERO_SHOT = "zs-"  # init prefix of zero-shot runs: the module frozen, only the head trained
+ZERO_SHOT_ROW = " (zero-shot)"
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
 SETTING_KEYS = ("teacher", "student", "training", "module")  # what makes two runs of one setting comparable
 METRIC_NAMES = {"f1": "entity-level F1 (seqeval)", "accuracy": "accuracy"}
@@ -46,7 +49,9 @@ CAPTION = (
     "(the SD only where a cell has more than one seed). AVG: mean over languages. REL: relative change of AVG "
     "against the Student row (default initialisation), in %: 100 * (AVG - AVG_Student) / AVG_Student. "
     "GAP: share of the Teacher - Student gap that the transferred module closed, in %: "
-    "100 * (AVG - AVG_Student) / (AVG_Teacher - AVG_Student) (TM-Student rows only)."
+    "100 * (AVG - AVG_Student) / (AVG_Teacher - AVG_Student) (TM-Student rows only). "
+    "Zero-shot rows keep the module frozen and train only the head, for a small fixed budget; they are "
+    "compared with Student (zero-shot), a fresh module under the same budget, instead of Student."
 )
 EMPTY_NOTE = "An empty cell is a run without a metrics file (a failed or unfinished job), never a zero"
 PARTIAL_NOTE = "† a mean over fewer seeds than the config asks for (some runs have no metrics file yet)."
@@ -150,11 +155,19 @@ def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def row_name(role: str, init: str | None) -> str:
-    """Teacher, Student (default init) or TM-Student <INIT> (a transferred module: SKIP, AVG, SKIP-PROCRUSTES, ...)."""
+    """Teacher, Student (default init) or TM-Student <INIT> (a transferred module: SKIP, AVG, SKIP-PROCRUSTES, ...);
+    zero-shot runs (`zs-<init>`) get the row of <init> followed by ' (zero-shot)'."""
     key = (role, None if role == "teacher" else init)
     if key in ROWS:
         return ROWS[key]
+    if role == "student" and str(init).startswith(ZERO_SHOT):
+        return row_name(role, str(init)[len(ZERO_SHOT):]) + ZERO_SHOT_ROW
     return f"TM-Student {str(init).upper()}" if role == "student" else f"{role} {init}"
+
+
+def baseline_row(row: str) -> str:
+    """The row a transferred row is compared with: the default student under the same training."""
+    return ROWS[("student", "zs-default")] if row.endswith(ZERO_SHOT_ROW) else ROWS[("student", "default")]
 
 
 def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,7 +175,8 @@ def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _setting_key(run: Mapping[str, Any]) -> tuple:
-    return (run["pair"], run["task"], run["peft"], run["role"])
+    """Zero-shot runs train under their own budget: a setting of their own."""
+    return (run["pair"], run["task"], run["peft"], run["role"], str(run.get("init")).startswith(ZERO_SHOT))
 
 
 def check_consistent(runs: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
@@ -318,12 +332,13 @@ class Table:
 
 def _order(keys: Iterable[tuple]) -> pd.MultiIndex:
     """Rows (pair, peft, row): settings and modules in the order they first appear (the config's), then
-    Teacher, Student, TM-Student SKIP, TM-Student AVG."""
+    Teacher, Student, TM-Student SKIP, TM-Student AVG, other methods, and the zero-shot rows last."""
     keys = list(keys)
     first_pair = {p: i for i, p in enumerate(unique(k[0] for k in keys))}
     first_peft = {p: i for i, p in enumerate(unique(k[1] for k in keys))}
     rank = {name: i for i, name in enumerate(ROWS.values())}
-    keys = sorted(set(keys), key=lambda k: (first_pair[k[0]], first_peft[k[1]], rank.get(k[2], 99), str(k[2])))
+    keys = sorted(set(keys), key=lambda k: (first_pair[k[0]], first_peft[k[1]], k[2].endswith(ZERO_SHOT_ROW), rank.get(k[2], 99),
+                                       str(k[2])))
     return pd.MultiIndex.from_tuples(keys, names=["pair", "peft", "row"])
 
 
@@ -337,7 +352,7 @@ def _settings_of(plan: pd.DataFrame) -> dict[str, str]:
 
 
 def _is_transferred(row: str) -> bool:
-    return row not in ("Teacher", "Student")
+    return row not in (ROWS[("teacher", None)], ROWS[("student", "default")], ROWS[("student", "zs-default")])
 
 
 @dataclass
@@ -389,7 +404,7 @@ def task_stats(runs: Runs, task: str, test=sign_flip_test) -> TaskStats:
     p = pd.Series(math.nan, index=index)
     n_pairs = pd.Series(math.nan, index=index)
     for key in index:
-        base = (key[0], key[1], "Student")
+        base = (key[0], key[1], baseline_row(key[2]))
         if _is_transferred(key[2]) and base in scores.index:
             t, c = scores.loc[key].to_numpy(float), scores.loc[base].to_numpy(float)
             n_pairs[key] = int(np.count_nonzero(np.isfinite(t) & np.isfinite(c)))
@@ -438,7 +453,7 @@ def summary_long(runs: Runs) -> pd.DataFrame:
         avg = st.mean["AVG"]
         seeds = _seed_counts(st)
         for key in st.index:
-            base = avg.get((key[0], key[1], "Student"), math.nan)
+            base = avg.get((key[0], key[1], baseline_row(key[2])), math.nan)
             top = avg.get((key[0], key[1], "Teacher"), math.nan)
             value = avg[key]
             rel = 100 * (value - base) / base if base and math.isfinite(base) else math.nan

@@ -146,7 +146,7 @@ def hyper(role):
 
 
 def is_zero_shot(w):
-    return w.get("init", "").startswith("zs-") or w.get("run", "").startswith("student-zs-")
+    return getattr(w, "init", "").startswith("zs-") or getattr(w, "run", "").startswith("student-zs-")
 
 
 def module_config(w):
