@@ -102,6 +102,7 @@ def test_ci_profile_in_sync_with_production():
     for rule, res in ci["set-resources"].items():
         assert not res.get("gpu") and "gres" not in res, f"{rule} asks for a GPU on CI"
         assert set(res) == set(prod["set-resources"][rule]), rule
+    assert set(ci["set-threads"]) == set(prod["set-threads"]) == {"train_teacher", "train_student"}
     assert ci["slurm-status-command"] == "squeue"
     # MinJobAge (write_conf.sh: 600 s) must exceed 3x the initial interval,
     # otherwise the plugin silently switches to sacct.
@@ -317,4 +318,5 @@ def test_demo_through_the_slurm_profile(tmp_path):
     seen = dict(line.split() for line in listed.splitlines())
     assert ids <= set(seen) and {seen[i] for i in ids} == {"COMPLETED"}
     table = (tmp_path / "results" / "tables" / "pi.csv").read_text().splitlines()
-    assert len(table) == 1 + 2 * 4 and all(row.split(",")[3] for row in table[1:])  # 2 pairs x 4 rows, all filled
+    rows = ["Teacher", "Student", "TM-Student SKIP", "TM-Student AVG", "Student (zero-shot)", "TM-Student SKIP (zero-shot)"]
+    assert len(table) == 1 + 2 * len(rows) and all(row.split(",")[3] for row in table[1:])  # every row filled

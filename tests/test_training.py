@@ -322,6 +322,18 @@ def test_zero_shot_run_trains_the_head_only(models, tmp_path):
     assert any(not torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
 
 
+def test_data_loader_workers_do_not_change_the_run(models, tmp_path):
+    cfg = TrainConfig(seed=3, **{**FAST, "epochs": 2})
+    data = pi_data(48, 0), pi_data(16, 1), pi_data(16, 2)
+    for workers in (0, 2):
+        train(models["distilbert"], "pi", "lora", *data, cfg, tmp_path / f"w{workers}", threads=1, workers=workers)
+    runs = [json.loads((tmp_path / f"w{w}" / HISTORY_FILE).read_text())["epochs"] for w in (0, 2)]
+    assert runs[0] == runs[1]
+    assert (tmp_path / "w0" / PREDICTIONS_FILE).read_text() == (tmp_path / "w2" / PREDICTIONS_FILE).read_text()
+    with pytest.raises(TransmodError, match="workers"):
+        train(models["distilbert"], "pi", "lora", *data, cfg, tmp_path / "bad", workers=-1)
+
+
 class Killed(Exception):
     pass
 

@@ -33,7 +33,8 @@ def test_demo_produces_every_table_with_numbers(demo):
             if t != task:
                 continue
             rows = table[(table.setting == pair) & (table.module == peft)]
-            assert set(rows.model) == {"Teacher", "Student", "TM-Student SKIP", "TM-Student AVG"}
+            assert set(rows.model) == {"Teacher", "Student", "TM-Student SKIP", "TM-Student AVG",
+                                       "Student (zero-shot)", "TM-Student SKIP (zero-shot)"}
             assert rows[lang].notna().all(), (pair, task, lang, peft)
     summary = pd.read_csv(tables / "summary.csv")
     assert summary.filter(like="AVG").notna().all().all()
@@ -49,6 +50,23 @@ def test_table_numbers_are_the_metrics(demo):
         assert metrics["metric"] == "f1" and metrics["run"]["init"] == "skip"
         row = table[(table.setting == pair) & (table.module == peft) & (table.model == "TM-Student SKIP")]
         assert row[lang].iloc[0] == pytest.approx(100 * metrics["score"], abs=1e-3)
+
+
+def test_zero_shot_runs_keep_the_transferred_module(demo):
+    from safetensors.numpy import load_file
+
+    def weights(path):  # keyed without the base model's prefix, which only a model with a head writes
+        return {k.split(".", 1)[1] if k.startswith(("bert.", "distilbert.", "roberta.")) else k: v
+                for k, v in load_file(path).items()}
+
+    for pair, task, lang, peft in demo_grid():
+        cell = demo / "results" / "runs" / pair / task / lang / peft
+        transferred = weights(demo / "results" / "transferred" / pair / task / lang / peft / "skip" / "seed1"
+                              / "adapter.safetensors")
+        kept = weights(cell / "student-zs-skip" / "seed1" / "module" / "adapter.safetensors")
+        assert kept.keys() == transferred.keys() and all((kept[k] == transferred[k]).all() for k in kept)
+        history = json.loads((cell / "student-zs-skip" / "seed1" / "history.json").read_text())
+        assert history["config"]["freeze_module"] and len(history["epochs"]) == 2  # the demo's zero_shot budget
 
 
 def test_every_stage_is_a_tracked_file(demo):

@@ -12,6 +12,7 @@ killed job that is started again ends with the same bytes as an uninterrupted on
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from transmod.atomic import atomic_path
 from transmod.batching import (
@@ -571,6 +573,7 @@ def train(
     keep_state: bool = False,
     step_callback: Callable[[int], None] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Train a module + head, keep the best epoch by the validation metric, write the run's files.
 
@@ -581,12 +584,15 @@ def train(
     from it, and the directory is removed once the outputs are written (unless `keep_state`).
     `step_callback(global_step)` runs after every optimizer step (and after any checkpoint).
     `cache_dir` keeps tokenised splits that later runs with the same tokenizer and data reuse.
+    `workers`: data-loader processes that pad the next batches while the model trains (0: in process).
     Returns the summary that history.json holds.
     """
     check_task(task)
     _check_peft(peft)
     cfg.validate()
     configure_threads(threads)
+    if workers < 0:
+        raise TransmodError(f"workers must not be negative, got {workers}")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     state_dir = Path(state_dir) if state_dir is not None else out_dir / STATE_DIR
@@ -643,8 +649,12 @@ def train(
     model.train()
     for epoch in range(progress.epoch, cfg.epochs):
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.mega_batches)
-        for b in range(progress.step_in_epoch, len(batches)):
-            batch = collate([train_ex[i] for i in batches[b]], pad_id)
+        # Workers only collate the batches fixed above, so results do not depend on their number; the
+        # loader seeds them from a generator of its own, leaving the global RNG (dropout) to resume exactly.
+        loader = DataLoader(train_ex, batch_sampler=batches[progress.step_in_epoch:], num_workers=workers,
+                            collate_fn=functools.partial(collate, pad_token_id=pad_id),
+                            pin_memory=dev.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+        for b, batch in enumerate(loader, start=progress.step_in_epoch):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * _lr_factor(progress.global_step, warmup, total_steps)
             with dev.autocast():

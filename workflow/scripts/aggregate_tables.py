@@ -4,9 +4,9 @@ aggregate_tables runs once every metrics file exists; `tables` from whatever run
 (a missing run is an empty cell with a footnote). Both refuse metrics files of another config.
 """
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod import plots, tables
 

@@ -1,8 +1,8 @@
 """correlate: Pearson r of every student dim against every teacher dim, per mapped layer pair."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.atomic import atomic_path
 from transmod.correlation import correlate_samples

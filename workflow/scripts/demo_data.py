@@ -1,8 +1,8 @@
 """demo_data: small, learnable data for one task in its hub layout, generated offline."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.atomic import atomic_path
 from transmod.demo import write_demo_dataset

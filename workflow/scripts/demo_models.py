@@ -1,9 +1,10 @@
 """demo_models: the two demo pairs (matching: same width; incompatible: different widths)."""
 
-import sys
 from pathlib import Path
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from transmod.joblog import log_to
+
+log_to(snakemake.log[0])
 
 import torch
 

@@ -1,8 +1,8 @@
 """demo_tokenizer: one WordPiece tokenizer trained offline on the demo's training text."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.atomic import atomic_path
 from transmod.demo import folder_texts, train_tokenizer

@@ -1,8 +1,8 @@
 """evaluate: the test metric of one run (seqeval entity F1 for NER, accuracy otherwise)."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.evaluation import write_metrics
 

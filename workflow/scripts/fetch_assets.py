@@ -1,9 +1,10 @@
 """fetch_assets: one hub model or dataset copied to resources/assets (the only job that goes online)."""
 
 import os
-import sys
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from transmod.joblog import log_to
+
+log_to(snakemake.log[0])
 for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # set for every other job by the workflow
     os.environ.pop(var, None)
 

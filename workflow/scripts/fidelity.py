@@ -2,9 +2,10 @@
 tokens, for every mapping and alignment method of one grid cell (transferred in memory: no training)."""
 
 import json
-import sys
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from transmod.joblog import log_to
+
+log_to(snakemake.log[0])
 
 from transmod.alignment import Alignment
 from transmod.architectures import load_model_shape

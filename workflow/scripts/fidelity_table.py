@@ -1,8 +1,8 @@
 """fidelity_table: every alignment method's training-free transfer fidelity, side by side."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.fidelity_table import collect_fidelity, write_fidelity
 

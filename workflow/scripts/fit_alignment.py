@@ -1,8 +1,8 @@
 """fit_alignment: each extra alignment method's per-layer maps from the two models' sampled states."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.alignment import fit_alignment
 from transmod.atomic import atomic_path

@@ -1,8 +1,8 @@
 """prune_align: the teacher's module, mapped to the student's layers and (if aligned) its dimensions."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.alignment import Alignment
 from transmod.architectures import load_model_shape

@@ -3,9 +3,9 @@
 One forward pass per batch records both hook points (adapter and LoRA inputs), one file each.
 """
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 import torch
 

@@ -1,8 +1,8 @@
 """solve_lsa: a teacher dimension for each student dimension, per layer, and the mean matched r."""
 
-import sys
+from transmod.joblog import log_to
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_to(snakemake.log[0])
 
 from transmod.assignment import assign_correlation
 from transmod.atomic import atomic_path

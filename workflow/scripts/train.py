@@ -1,9 +1,10 @@
 """train_teacher / train_student: one module + head on one task and language."""
 
-import sys
 from pathlib import Path
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from transmod.joblog import log_to
+
+log_to(snakemake.log[0])
 
 from transmod.assets import require_fetched
 from transmod.data import SPLITS, load_split
@@ -29,6 +30,7 @@ train(
     out_dir=Path(snakemake.output.module).parent,
     init_module=snakemake.input.get("init") or None,
     threads=snakemake.threads,
+    workers=snakemake.threads - 1,  # the job's other cores pad the next batches
     state_dir=p.state,
     cache_dir=p.token_cache,
 )

@@ -1,0 +1,26 @@
+"""Workflow jobs write everything to their rule's `log:` file, and fail on bad input with one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import TracebackType
+
+from transmod.errors import TransmodError
+
+
+def log_to(path: str | os.PathLike) -> None:
+    """Send this job's stdout and stderr to `path`; a TransmodError that ends the job is written there
+    as one line saying what to fix (exit status 1, as for any uncaught error) instead of a traceback.
+    Other errors keep their traceback: they are bugs, not bad input."""
+    stream = open(path, "w", buffering=1, encoding="utf-8")
+    sys.stdout = sys.stderr = stream
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, TransmodError):
+            print(f"error: {exc}", file=stream)
+        else:
+            default(kind, exc, tb)
+
+    sys.excepthook = hook
