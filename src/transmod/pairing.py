@@ -6,7 +6,6 @@ With one tokenizer every row pairs up; across tokenizers only tokens with the sa
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -57,7 +56,7 @@ def _unique_keys(keys: np.ndarray) -> np.ndarray:
     return (counts[inverse] == 1) & spans
 
 
-def _masked(stream: Iterator[dict[str, np.ndarray]], mask: np.ndarray | None) -> Iterator[dict[str, np.ndarray]]:
+def _masked(stream: Iterator[Batch], mask: np.ndarray | None) -> Iterator[Batch]:
     offset = 0
     for batch in stream:
         n = len(next(iter(batch.values())))
@@ -69,12 +68,12 @@ def _masked(stream: Iterator[dict[str, np.ndarray]], mask: np.ndarray | None) ->
         offset += n
 
 
-def _rechunk(stream: Iterator[dict[str, np.ndarray]], size: int) -> Iterator[dict[str, np.ndarray]]:
+def _rechunk(stream: Iterator[Batch], size: int) -> Iterator[Batch]:
     """Re-cut a row stream into chunks of exactly `size` rows (the last may be shorter).
 
     Two files whose kept rows correspond one to one then yield matching chunks under zip().
     """
-    buffer: list[dict[str, np.ndarray]] = []
+    buffer: list[Batch] = []
     held = 0
     for batch in stream:
         buffer.append(batch)
@@ -104,10 +103,10 @@ def split_point(n: int, holdout: float) -> int:
 
 def paired_batches(
     teacher: SampleFile, student: SampleFile, t_cols: Sequence[str], s_cols: Sequence[str], batch_size: int,
-    start: int = 0, stop: float = math.inf, masks: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+    start: int, stop: int, masks: tuple[np.ndarray | None, np.ndarray | None],
 ) -> Iterator[tuple[Batch, Batch]]:
     """Matching (teacher, student) batches of the shared rows [start, stop) (`masks`: from `shared_rows`)."""
-    mask_t, mask_s = masks if masks is not None else shared_rows(teacher, student)[:2]
+    mask_t, mask_s = masks
     t_stream = _masked(teacher.iter_columns(t_cols, batch_size), mask_t)
     s_stream = _masked(student.iter_columns(s_cols, batch_size), mask_s)
     if mask_t is not None or mask_s is not None or teacher.row_groups() != student.row_groups():
