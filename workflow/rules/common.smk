@@ -68,9 +68,11 @@ def fidelity_alignments(w):
 
 
 def inits(pair):
-    """Student inits of a pair: alignment methods (`skip-procrustes`, ...) only where widths are aligned;
-    with any zero-shot init (`zs-skip`, ...), also its baseline `zs-default` (a fresh module, head only)."""
-    chosen = [i for i in config["inits"] if split_init(i)[1] == "lsa" or config["pairs"][pair]["aligned"]]
+    """Student inits of a pair (its own `inits`, else the top-level ones): alignment methods
+    (`skip-procrustes`, ...) only where widths are aligned; with any zero-shot init (`zs-skip`, ...),
+    also its baseline `zs-default` (a fresh module, head only)."""
+    spec = config["pairs"][pair]
+    chosen = [i for i in spec.get("inits", config["inits"]) if split_init(i)[1] == "lsa" or spec["aligned"]]
     if any(i.startswith("zs-") for i in chosen) and "zs-default" not in chosen:
         chosen.append("zs-default")
     return chosen
