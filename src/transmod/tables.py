@@ -337,8 +337,8 @@ def _order(keys: Iterable[tuple]) -> pd.MultiIndex:
     first_pair = {p: i for i, p in enumerate(unique(k[0] for k in keys))}
     first_peft = {p: i for i, p in enumerate(unique(k[1] for k in keys))}
     rank = {name: i for i, name in enumerate(ROWS.values())}
-    keys = sorted(set(keys), key=lambda k: (first_pair[k[0]], first_peft[k[1]], k[2].endswith(ZERO_SHOT_ROW), rank.get(k[2], 99),
-                                       str(k[2])))
+    keys = sorted(set(keys), key=lambda k: (first_pair[k[0]], first_peft[k[1]], k[2].endswith(ZERO_SHOT_ROW),
+                                            rank.get(k[2], 99), str(k[2])))
     return pd.MultiIndex.from_tuples(keys, names=["pair", "peft", "row"])
 
 
