@@ -109,7 +109,7 @@ def paired_batches(
     mask_t, mask_s = masks
     t_stream = _masked(teacher.iter_columns(t_cols, batch_size), mask_t)
     s_stream = _masked(student.iter_columns(s_cols, batch_size), mask_s)
-    if mask_t is not None or mask_s is not None or teacher.row_groups() != student.row_groups():
+    if mask_t is not None or mask_s is not None or teacher.row_groups != student.row_groups:
         # Batches only line up by themselves when both files cut their rows alike.
         t_stream, s_stream = _rechunk(t_stream, batch_size), _rechunk(s_stream, batch_size)
     offset = 0

@@ -74,6 +74,7 @@ class SampleFile:
 
     path: Path
     meta: dict
+    row_groups: tuple[int, ...]  # rows per row group: two files cut alike stream matching batches as they are
 
     @classmethod
     def open(cls, path: str | Path) -> "SampleFile":
@@ -98,7 +99,8 @@ class SampleFile:
                         f"{path}: column {space}{l} is {field.type}, not {meta['hidden_size']} float32 values per "
                         f"token as the metadata says; re-sample the file with `transmod sample`"
                     )
-        return cls(path, meta)
+        footer = pfile.metadata
+        return cls(path, meta, tuple(footer.row_group(i).num_rows for i in range(footer.num_row_groups)))
 
     @property
     def num_layers(self) -> int:
@@ -122,12 +124,7 @@ class SampleFile:
 
     @property
     def num_rows(self) -> int:
-        return pq.ParquetFile(self.path).metadata.num_rows
-
-    def row_groups(self) -> list[int]:
-        """Rows per row group: two files cut alike stream matching batches without re-cutting."""
-        meta = pq.ParquetFile(self.path).metadata
-        return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        return sum(self.row_groups)
 
     def keys(self) -> np.ndarray:
         """One int64 per row identifying the token's text position, for matching across tokenizers."""
