@@ -100,7 +100,7 @@ rule prune_align:
     benchmark:
         "results/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.tsv"
     wildcard_constraints:
-        init=r"(skip|avg)(-(lsa-signed|linear|procrustes|select))?",  # zero-shot runs reuse these
+        init=TRANSFER_INIT,  # zero-shot runs reuse these
     conda:
         "../envs/transmod.yaml"
     script:

@@ -18,6 +18,9 @@ except TransmodError as exc:
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
+METHOD = "lsa-signed|linear|procrustes|select"  # alignment methods besides the study's lsa
+TRANSFER_INIT = rf"(skip|avg)(-({METHOD}))?"  # an init that starts from a transferred module
+ZERO_SHOT = "zs-"  # init prefix of zero-shot runs: the module frozen, only the head trained
 
 
 wildcard_constraints:
@@ -25,9 +28,9 @@ wildcard_constraints:
     task="ner|pi|nli",
     lang="[a-z]{2,3}",
     peft="adapter|lora",
-    init=r"(zs-)?(default|(skip|avg)(-(lsa-signed|linear|procrustes|select))?)",
+    init=rf"({ZERO_SHOT})?(default|{TRANSFER_INIT})",
     mapping="skip|avg",
-    method="lsa-signed|linear|procrustes|select",
+    method=METHOD,
     role="teacher|student",
     seed=r"\d+",
 
@@ -73,14 +76,15 @@ def inits(pair):
     also its baseline `zs-default` (a fresh module, head only)."""
     spec = config["pairs"][pair]
     chosen = [i for i in spec.get("inits", config["inits"]) if split_init(i)[1] == "lsa" or spec["aligned"]]
-    if any(i.startswith("zs-") for i in chosen) and "zs-default" not in chosen:
-        chosen.append("zs-default")
+    baseline = f"{ZERO_SHOT}default"
+    if any(i.startswith(ZERO_SHOT) for i in chosen) and baseline not in chosen:
+        chosen.append(baseline)
     return chosen
 
 
 def split_init(init):
     """`skip` -> (skip, lsa): the study's method; `avg-linear` -> (avg, linear); `zs-` (zero-shot) is dropped."""
-    mapping, _, method = init.removeprefix("zs-").partition("-")
+    mapping, _, method = init.removeprefix(ZERO_SHOT).partition("-")
     return mapping, method or "lsa"
 
 
@@ -148,7 +152,7 @@ def hyper(role):
 
 
 def is_zero_shot(w):
-    return getattr(w, "init", "").startswith("zs-") or getattr(w, "run", "").startswith("student-zs-")
+    return getattr(w, "init", "").startswith(ZERO_SHOT) or getattr(w, "run", "").startswith(f"student-{ZERO_SHOT}")
 
 
 def module_config(w):
@@ -157,7 +161,7 @@ def module_config(w):
 
 def init_module(w):
     """The transferred module a student run starts from (none for the default init)."""
-    init = w.init.removeprefix("zs-")  # zero-shot runs start from the same transferred module
+    init = w.init.removeprefix(ZERO_SHOT)  # zero-shot runs start from the same transferred module
     if init == "default":
         return []
     return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{init}/seed{w.seed}"
