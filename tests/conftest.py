@@ -8,6 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,11 +139,28 @@ def permute_hidden(model, perm: torch.Tensor):
     return model
 
 
-def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, timeout=1800)
+def run_snakemake(args, cwd, timeout: int) -> subprocess.CompletedProcess:
+    """`python -m snakemake ARGS` in its own session; on timeout kill it and cancel its SLURM jobs."""
+    cmd = [sys.executable, "-m", "snakemake", *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # snakemake ignores SIGTERM while it waits for jobs
+        out, _ = proc.communicate()
+        ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True)
+        pytest.fail(f"snakemake timed out after {timeout}s:\n{out[-6000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def snakemake(*args, cwd=REPO, check=True, timeout=1800) -> subprocess.CompletedProcess:
+    """The project's Snakefile, run in `cwd`."""
+    done = run_snakemake(["-s", REPO / "Snakefile", *args], cwd, timeout)
     if check and done.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{done.stdout[-8000:]}")
     return done
 
 
@@ -161,10 +180,41 @@ def dry_run(*args, cwd) -> dict[str, int]:
     return job_counts(done.stdout + done.stderr)
 
 
+def slurm_cluster() -> tuple[bool, str]:
+    """Whether the test cluster of tests/slurm/start_cluster.sh is up, and if not, why."""
+    if shutil.which("sbatch") is None:
+        return False, "sbatch not on PATH (run tests/slurm/start_cluster.sh as root)"
+    try:
+        res = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"sinfo failed: {exc}"
+    if res.returncode != 0:
+        return False, f"SLURM cluster not up (sinfo: {res.stderr.strip()})"
+    states = res.stdout.split()
+    if not any(s.rstrip("*~#") in {"idle", "mix", "alloc", "comp"} for s in states):
+        return False, f"no usable SLURM node (sinfo states: {states})"
+    return True, ""
+
+
+SLURM_UP, SLURM_WHY = slurm_cluster()
+# The production profile plus the CI layer (partition `ci`, no GPUs), exactly as CI runs the workflow.
+SLURM_PROFILES = ("--profile", REPO / "profiles" / "slurm", "--profile", REPO / "tests" / "slurm" / "profile")
+DEMO_RUN_LOG = "demo-run.log"
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> Path:
-    """One full demo run in a scratch working directory."""
+    """One full demo run in a scratch working directory, its snakemake output in DEMO_RUN_LOG.
+
+    Where the test cluster is up (CI) the demo runs through SLURM, every job an sbatch job;
+    elsewhere with the README's local profile. Either way the tests check the same results.
+    """
     work = tmp_path_factory.mktemp("demo")
     (work / "profiles").symlink_to(REPO / "profiles")
-    snakemake("--profile", REPO / "profiles" / "demo", cwd=work)
+    if SLURM_UP:
+        profile = (*SLURM_PROFILES, "--configfile", DEMO_CONFIG)
+    else:
+        profile = ("--profile", REPO / "profiles" / "demo")
+    done = snakemake(*profile, cwd=work, timeout=2400)
+    (work / DEMO_RUN_LOG).write_text(done.stdout)
     return work

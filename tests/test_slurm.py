@@ -8,16 +8,15 @@ The workflow runs with the production profile plus the CI overrides, exactly
 as CI runs the real workflow:
 
     snakemake --profile profiles/slurm --profile tests/slurm/profile
+
+With the cluster up, the session's `demo` fixture (conftest.py) runs the full
+demo this way; the tests of test_workflow.py and test_report.py check its results.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,8 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "slurm"
 CI_PROFILE = ROOT / "tests" / "slurm" / "profile"
-SLURM_TEST_DIR = ROOT / "tests" / "slurm"
 
+from conftest import DEMO_CONFIG, DEMO_RUN_LOG, SLURM_UP, SLURM_WHY, job_counts, run_snakemake, snakemake
 from transmod import profile_check
 
 GPU_RULES = ("train_teacher", "train_student", "sample_embeddings")
@@ -40,23 +39,7 @@ def _load(profile_dir: Path) -> dict:
     return yaml.safe_load((profile_dir / "config.yaml").read_text())
 
 
-def _cluster_up() -> tuple[bool, str]:
-    if shutil.which("sbatch") is None:
-        return False, "sbatch not on PATH (run tests/slurm/start_cluster.sh as root)"
-    try:
-        res = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"sinfo failed: {exc}"
-    if res.returncode != 0:
-        return False, f"SLURM cluster not up (sinfo: {res.stderr.strip()})"
-    states = res.stdout.split()
-    if not any(s.rstrip("*~#") in {"idle", "mix", "alloc", "comp"} for s in states):
-        return False, f"no usable SLURM node (sinfo states: {states})"
-    return True, ""
-
-
-_UP, _WHY = _cluster_up()
-needs_cluster = pytest.mark.skipif(not _UP, reason=_WHY)
+needs_cluster = pytest.mark.skipif(not SLURM_UP, reason=SLURM_WHY)
 
 
 # ------------------------------------------------------------------ profiles (no cluster)
@@ -87,6 +70,9 @@ def test_production_profile_contents():
     for rule in CPU_RULES:
         r = prof["set-resources"][rule]
         assert not r.get("gpu") and "gpu" not in str(r.get("gres", "")), rule
+    groups = prof["groups"]  # short jobs ride along with the job they follow
+    assert groups["train_teacher"] == groups["train_student"] == groups["evaluate"]
+    assert groups["correlate"] == groups["solve_lsa"] != groups["evaluate"]
 
 
 def test_ci_profile_in_sync_with_production():
@@ -104,7 +90,8 @@ def test_ci_profile_in_sync_with_production():
         assert set(res) == set(prod["set-resources"][rule]), rule
     assert set(ci["set-threads"]) == set(prod["set-threads"]) == {"train_teacher", "train_student"}
     assert ci["slurm-status-command"] == "squeue"
-    # MinJobAge (write_conf.sh: 600 s) must exceed 3x the initial interval,
+    assert "groups" not in ci  # CI runs the production groups
+    # MinJobAge (write_conf.sh: 3600 s, at least 600) must exceed 3x the initial interval,
     # otherwise the plugin silently switches to sacct.
     assert 3 * int(ci["slurm-init-seconds-before-status-checks"]) <= 600
 
@@ -130,22 +117,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _snakemake(workdir: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    """Run snakemake in its own session; on timeout kill it and cancel its jobs."""
-    cmd = [sys.executable, "-m", "snakemake", "--directory", str(workdir), "--workflow-profile", "none", *args]
-    proc = subprocess.Popen(
-        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # snakemake ignores SIGTERM while it waits for jobs: kill the group.
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
-        if ids:
-            subprocess.run(["scancel", *ids], capture_output=True)
-        pytest.fail(f"snakemake timed out after {timeout}s:\n{out[-6000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    return run_snakemake(["--directory", workdir, "--workflow-profile", "none", *args], workdir, timeout)
 
 
 CHECK_SNIPPET = """
@@ -289,34 +261,19 @@ def test_failed_slurm_job_is_reported(tmp_path):
     assert not (tmp_path / "never.txt").exists()
 
 
-# A slice of the demo (both pairs on PI in one language, adapters, the study's inits), small
-# enough for 2 cores: the same Snakefile, rules and scripts as the full demo.
-DEMO_SLICE = {
-    # the study's inits only (~10 s of SLURM overhead per job here)
-    "pairs": {"incompatible": {"tasks": ["pi"], "inits": ["default", "skip", "avg"]}, "matching": {"tasks": ["pi"]}},
-    "tasks": {"ner": {"languages": ["en"]}, "pi": {"languages": ["en"]}, "nli": {"languages": ["en"]}},
-    "peft": ["adapter"],
-    "training": {"teacher": {"epochs": 1}, "student": {"epochs": 1}},
-    "demo_sizes": {"train": 64, "validation": 16, "test": 16},
-}
-
-
 @needs_cluster
-def test_demo_through_the_slurm_profile(tmp_path):
-    """`snakemake --profile profiles/slurm` with the demo config and CI values, to the tables."""
-    (tmp_path / "profiles").symlink_to(ROOT / "profiles")
-    _write(tmp_path / "slice.yaml", yaml.safe_dump(DEMO_SLICE))
-    res = _snakemake(
-        tmp_path, "-s", str(ROOT / "Snakefile"), "--profile", str(PROFILE), "--profile", str(CI_PROFILE),
-        "--configfile", str(ROOT / "profiles" / "demo" / "demo-config.yaml"), str(tmp_path / "slice.yaml"),
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stdout[-6000:]
-    ids = set(re.findall(r"submitted with SLURM jobid (\d+)", res.stdout))
-    train_jobs = re.findall(r"rule (train_student|train_teacher|sample_embeddings)", res.stdout)
-    assert len(ids) >= 25 and train_jobs, res.stdout[-3000:]
-    listed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
-    seen = dict(line.split() for line in listed.splitlines())
-    assert ids <= set(seen) and {seen[i] for i in ids} == {"COMPLETED"}
-    table = (tmp_path / "results" / "tables" / "pi.csv").read_text().splitlines()
-    assert len(table) == 1 + 2 * 4 and all(row.split(",")[3] for row in table[1:])  # 2 pairs x 4 rows, all filled
+def test_demo_ran_as_slurm_jobs(demo):
+    """The `demo` fixture ran the full demo through `--profile profiles/slurm` on this cluster."""
+    out = (demo / DEMO_RUN_LOG).read_text()
+    ids = set(re.findall(r"submitted with SLURM jobid (\d+)", out))
+    logs = demo / ".snakemake" / "slurm_logs"
+    # every rule but the local target `all` ran inside an sbatch job (alone or in a profile group)
+    ran = {rule for log in logs.rglob("*.log") for rule in re.findall(r"^rule (\w+):$", log.read_text(), re.M)}
+    assert ran == set(job_counts(snakemake("-n", "--forceall", "--configfile", DEMO_CONFIG, cwd=demo).stdout)) - {"all"}
+    # the profile's groups cut the sbatch count: each training run is evaluated in its own job
+    grouped = list(logs.glob("group_train_*/*.log"))
+    assert grouped and all("rule evaluate:" in log.read_text() for log in grouped)
+    assert len(ids) == len(list(logs.rglob("*.log"))) < sum(job_counts(out).values())
+    listed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T %P"], capture_output=True, text=True).stdout
+    seen = {job: (state, part) for job, state, part in (line.split() for line in listed.splitlines())}
+    assert {seen.get(i) for i in ids} == {("COMPLETED", "ci")}

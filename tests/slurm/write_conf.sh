@@ -6,7 +6,8 @@
 # Environment overrides:
 #   SLURM_CI_PARTITION   name of the (default) partition      [ci]
 #   SLURM_CI_CLUSTER     ClusterName                          [transmodci]
-#   SLURM_CI_MINJOBAGE   MinJobAge in seconds                 [600]
+#   SLURM_CI_MINJOBAGE   MinJobAge in seconds                 [3600]
+#   SLURM_CI_CPU_FACTOR  CPUs declared per real core          [2]
 #
 # Design notes (see tests/slurm/README.md):
 #  * container friendly: no cgroups (proctrack/linuxproc, task/none),
@@ -17,14 +18,20 @@
 #    MinJobAge seconds. MinJobAge is therefore set well above the maximum
 #    polling interval of snakemake-executor-plugin-slurm (180 s) and above
 #    3 * --slurm-init-seconds-before-status-checks (otherwise the plugin
-#    silently switches from squeue back to sacct);
-#  * no GRES (no gpu) is configured: CI must not request GPUs.
+#    silently switches from squeue back to sacct), and long enough (1 h) that
+#    the tests still find the demo's jobs listed once its run has finished;
+#  * no GRES (no gpu) is configured: CI must not request GPUs;
+#  * the node declares SLURM_CI_CPU_FACTOR CPUs per real core (slurmd takes
+#    the configured count with SlurmdParameters=config_overrides): a CI job
+#    spends much of its few seconds starting up and waiting on srun and the
+#    scheduler, and with one job per core the cores idled ~40 % of the demo.
 set -euo pipefail
 
 CONF_DIR="${1:-/etc/slurm}"
 PARTITION="${SLURM_CI_PARTITION:-ci}"
 CLUSTER="${SLURM_CI_CLUSTER:-transmodci}"
-MINJOBAGE="${SLURM_CI_MINJOBAGE:-600}"
+MINJOBAGE="${SLURM_CI_MINJOBAGE:-3600}"
+CPU_FACTOR="${SLURM_CI_CPU_FACTOR:-2}"
 
 HOST="$(hostname -s)"
 
@@ -40,6 +47,8 @@ SOCKETS="$(field SocketsPerBoard)"
 CORES="$(field CoresPerSocket)"
 THREADS="$(field ThreadsPerCore)"
 REALMEM="$(field RealMemory)"
+CPUS=$(( CPUS * CPU_FACTOR ))
+CORES=$(( CORES * CPU_FACTOR ))
 # Leave a little head room: if slurmd ever reports less memory than
 # configured, slurmctld drains the node ("Low RealMemory").
 REALMEM=$(( REALMEM * 97 / 100 ))
@@ -81,6 +90,8 @@ JobCompType=jobcomp/none
 # keep finished jobs visible to squeue (status checks without sacct)
 MinJobAge=${MINJOBAGE}
 ReturnToService=2
+# take the node's CPUs from this file (oversubscribed, see above), not from the hardware
+SlurmdParameters=config_overrides
 SlurmdTimeout=300
 SlurmctldTimeout=120
 InactiveLimit=0
