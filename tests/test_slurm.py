@@ -161,9 +161,10 @@ def test_failed_slurm_job_is_reported(tmp_path):
         rule all:
             input: "never.txt"
 
-        rule correlate:
+        # named like a CPU-only workflow rule that the profile does not group
+        rule aggregate_tables:
             output: "never.txt"
-            log: "logs/correlate.log"
+            log: "logs/aggregate_tables.log"
             shell: "echo failing in $SLURM_JOB_ID > {log}; exit 3"
         """,
     )
@@ -179,7 +180,7 @@ def test_failed_slurm_job_is_reported(tmp_path):
     ids = re.findall(r"submitted with SLURM jobid (\d+)", res.stdout)
     assert len(ids) == 1, res.stdout[-6000:]
     assert f"SLURM-job '{ids[0]}' failed, SLURM status is: 'FAILED'" in res.stdout, res.stdout[-6000:]
-    assert (tmp_path / "logs/correlate.log").read_text().strip() == f"failing in {ids[0]}"
+    assert (tmp_path / "logs/aggregate_tables.log").read_text().strip() == f"failing in {ids[0]}"
     assert not (tmp_path / "never.txt").exists()
 
 
