@@ -98,7 +98,7 @@ def test_fidelity_compares_every_method_on_the_demo(demo):
 
 def test_finished_demo_has_nothing_to_do(demo):
     done = snakemake("-n", "--profile", REPO / "profiles" / "demo", cwd=demo)
-    assert "Nothing to be done" in done.stdout + done.stderr
+    assert "Nothing to be done" in done.stdout
 
 
 def _override(work: Path, role: str) -> Path:
@@ -146,7 +146,7 @@ def test_failed_job_leaves_no_output(demo, tmp_path):
 
 def test_paper_grid_plan_offline(tmp_path):
     done = snakemake("-n", "--cores", 1, cwd=tmp_path)
-    counts = job_counts(done.stdout + done.stderr)
+    counts = job_counts(done.stdout)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     task_langs = sum(len(config["tasks"][t]["languages"]) for p in config["pairs"].values() for t in p["tasks"])
     aligned_langs = sum(len(config["tasks"][t]["languages"]) for p in config["pairs"].values() if p["aligned"]
@@ -174,8 +174,8 @@ def test_paper_grid_plan_offline(tmp_path):
 
 def test_lint_is_clean(tmp_path):
     done = snakemake("--lint", cwd=REPO, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Lints for" not in done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout
+    assert "Lints for" not in done.stdout
 
 
 BAD_CONFIGS = {
@@ -198,7 +198,7 @@ def test_bad_config_is_refused_before_any_job(tmp_path, case):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(override))
     done = snakemake("-n", "--cores", 1, "--configfile", REPO / "config.yaml", path, cwd=tmp_path, check=False)
-    out = done.stdout + done.stderr
+    out = done.stdout
     assert done.returncode != 0
     assert message in out, out[-2000:]
     assert "Job stats" not in out

@@ -5,8 +5,9 @@ segment of a pair and character span) and, per layer `l` and space, a column `{s
 each token's vector as hidden_size little-endian float32 in one fixed-size binary value (a float
 list column would carry parquet levels for every number and read ~5x slower). Spaces: `h` is the
 module input (the output adapter's input, or the input of self-attention query/value for LoRA);
-`q`/`v` are the outputs of query/value (LoRA only, for the output-space alignment of B). The file's metadata key `transmod` holds the model, hook point,
-layers, spaces, hidden size and token count.
+`q`/`v` are the outputs of query/value (LoRA only, for the output-space alignment of B). The
+file's metadata key `transmod` holds the model, hook point, layers, spaces, hidden size and token
+count.
 """
 
 from __future__ import annotations
