@@ -143,7 +143,8 @@ def write_samples(directory: Path, num_tokens: int, plant: dict) -> tuple[Path, 
 
     def meta(num_layers: int, hidden: int, model: str) -> dict:
         return {"model": model, "model_type": "xlm-roberta", "hook": "adapter", "spaces": ["h"], "num_layers": num_layers,
-                "layers": list(range(num_layers)), "hidden_size": hidden, "num_tokens": num_tokens}
+                "layers": list(range(num_layers)), "hidden_size": hidden, "num_tokens": num_tokens,
+                "data": "synthetic", "tokenizer": model, "max_length": 128}
 
     # The odd teacher layers, never read under SKIP, hold zeros, zstd-compressed to nothing; the
     # columns that are read are written as `transmod sample` writes them (uncompressed).

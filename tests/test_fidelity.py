@@ -26,7 +26,8 @@ def _write_samples(path, states, model):
     with SampleWriter(path, list(states), D) as writer:
         writer.write(keys, states)
         writer.finish({"model": model, "model_type": "bert", "hook": "adapter", "spaces": ["h"], "num_layers": LAYERS,
-                       "layers": list(range(LAYERS)), "hidden_size": D, "num_tokens": n})
+                       "layers": list(range(LAYERS)), "hidden_size": D, "num_tokens": n, "data": "synthetic",
+                       "tokenizer": "synthetic", "max_length": 128})
     return SampleFile.open(path)
 
 

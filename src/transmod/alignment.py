@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from transmod.architectures import ModelShape
+from transmod.atomic import MARK
 from transmod.assignment import assign, check_fitted
 from transmod.correlation import PearsonAccumulator, accumulate
 from transmod.errors import TransmodError
@@ -161,7 +162,7 @@ class Alignment:
             "layers": [{"student": lm.student_layer, "teacher": lm.teacher_layers, "space": lm.space,
                         "mean_r": None if np.isnan(lm.mean_r) else lm.mean_r} for lm in self.layers],
         }
-        save_file(tensors, str(path), metadata={"transmod_alignment": json.dumps(meta)})
+        save_file(tensors, str(path), metadata={"transmod_alignment": json.dumps(meta), MARK: "alignment"})
 
     @classmethod
     def load(cls, path: str | Path) -> "Alignment":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transmod.errors import TransmodError
+from transmod.errors import TransmodError, read_json
 
 
 @dataclass(frozen=True)
@@ -98,19 +98,24 @@ def model_shape(config: Any, name: str) -> ModelShape:
 
 def load_model_shape(model: str) -> ModelShape:
     """Shape of a hub id or local model folder, from its config.json alone (no transformers import)."""
-    local = Path(model) / "config.json"
+    from transmod.hub import load_error, local_files_only, looks_local
+
+    local = Path(model).expanduser() / "config.json"
     try:
-        if local.is_file():
+        if looks_local(model):
+            if not local.is_file():
+                raise FileNotFoundError(f"no {local}")
             path = local
         else:
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(model, "config.json"))
-        return model_shape(json.loads(path.read_text()), model)
-    except TransmodError:
-        raise
-    except Exception as exc:  # hub errors, a missing file, invalid JSON
-        raise TransmodError(
-            f"cannot read the model config of {model!r}: give a local model folder with config.json "
-            f"or a hub id reachable from here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
+            path = Path(hf_hub_download(model, "config.json", local_files_only=local_files_only(model)))
+    except Exception as exc:  # hub errors, a missing file
+        raise load_error(model, "model config", exc) from None
+    config = read_json(path, "restore the model's config.json")
+    if not isinstance(config, dict):
+        raise TransmodError(f"{path}: not a model config (a JSON object); restore the model's config.json")
+    try:
+        return model_shape(config, model)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TransmodError(f"{path}: the model config lacks or garbles {exc}; restore the model's config.json") from None

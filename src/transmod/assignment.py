@@ -10,6 +10,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from transmod.architectures import ModelShape
+from transmod.atomic import MARK
 from transmod.correlation import Correlation
 from transmod.errors import TransmodError
 
@@ -69,7 +70,7 @@ class Assignment:
         check_fitted(self, teacher, student, mapping, source)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        Path(path).write_text(json.dumps({MARK: "assignment", **asdict(self)}, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "Assignment":
@@ -78,9 +79,10 @@ class Assignment:
             raise TransmodError(f"{path}: no such assignment file; run `transmod assign` first")
         try:
             data = json.loads(path.read_text())
+            data.pop(MARK, None)
             layers = [LayerAssignment(**la) for la in data.pop("layers")]
             return cls(**data, layers=layers)
-        except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise TransmodError(f"{path}: not a transmod assignment file ({exc}); write it with `transmod assign`") from None
 
 

@@ -7,7 +7,9 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
+from transmod.atomic import check_output, new_output
 from transmod.errors import TransmodError
 from transmod.layermap import MAPPINGS
 from transmod.samplefile import PEFT_TYPES
@@ -53,29 +55,50 @@ fit the alignment with the same --holdout so that the measured tokens were not f
 }
 
 
+def positive(value: str) -> int:
+    """argparse type: an integer of at least 1 (0 would silently mean 'no limit' or loop forever)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the full usage is one `--help` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transmod", description=__doc__)
+    parser = _Parser(prog="transmod", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier transmod output at --out (anything else there is never touched)")
+        return p
 
     p = command("sample", "Write the hidden states each module reads, per layer, to a parquet file.")
     p.add_argument("--model", required=True, help="hub id or local model folder")
     p.add_argument("--peft", required=True, choices=PEFT_TYPES, help="module type: decides the hook point")
     p.add_argument("--data", required=True, help="text file (sentence, or tab-separated pair, per line) or task parquet")
     p.add_argument("--out", required=True, help="output .parquet")
-    p.add_argument("--max-tokens", type=int, default=None, help="keep the first N tokens (default: all)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128, help="truncate examples to this many tokens")
+    p.add_argument("--max-tokens", type=positive, default=None, help="keep the first N tokens (default: all)")
+    p.add_argument("--batch-size", type=positive, default=32)
+    p.add_argument("--max-length", type=positive, default=128, help="truncate examples to this many tokens")
     p.add_argument("--lora-outputs", action="store_true", help="also sample query/value outputs (for --lora-b output)")
 
     def sample_pair(p: argparse.ArgumentParser) -> None:
         p.add_argument("--teacher", required=True, help="teacher sample parquet")
         p.add_argument("--student", required=True, help="student sample parquet")
         p.add_argument("--mapping", required=True, choices=MAPPINGS)
-        p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
+        p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
         p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
         p.add_argument("--student-model", help="check the student samples against this model's shape")
 
@@ -96,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--assignment", help="assignment .json from `transmod assign`")
     source.add_argument("--samples", help="text or parquet data to sample, correlate and assign on the way")
     source.add_argument("--alignment", help="alignment file from `transmod fit-alignment`")
-    p.add_argument("--max-tokens", type=int, default=20000, help="tokens to sample with --samples")
+    p.add_argument("--max-tokens", type=positive, default=20000, help="tokens to sample with --samples")
     p.add_argument("--lora-b", default="study", choices=("study", "output"),
                    help="align LoRA B with the input's permutation (study) or with query/value outputs (output)")
     p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(ALIGN_METHODS)} (default lsa, the study's); "
@@ -120,18 +143,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", required=True, choices=MAPPINGS)
     p.add_argument("--holdout", type=float, default=0.2, help="measure on the last fraction of the shared tokens")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of the reference map")
-    p.add_argument("--batch-size", type=int, default=2048, help="tokens per streamed batch")
+    p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
     p.add_argument("--out", required=True, help="output .json")
     return parser
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from transmod.atomic import atomic_path
     from transmod.sampling import sample_model
     from transmod.texts import read_texts
 
+    inputs = (args.model, args.data)
+    check_output(args.out, "samples", inputs, args.overwrite)
     examples = read_texts(args.data)
-    with atomic_path(args.out) as tmp:
+    with new_output(args.out, "samples", inputs=inputs, overwrite=args.overwrite) as tmp:
         n = sample_model(args.model, examples, {args.peft: tmp}, max_tokens=args.max_tokens,
                          batch_size=args.batch_size, max_length=args.max_length, lora_outputs=args.lora_outputs)
         if n == 0:
@@ -139,30 +163,37 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {n} tokens to {args.out}")
 
 
-def _correlate(args: argparse.Namespace) -> None:
-    from transmod.atomic import atomic_path
-    from transmod.correlation import correlate_samples
+def _open_pair(args: argparse.Namespace, kind: str):
+    """The teacher and student sample files of `correlate`/`fit-alignment`, after checking where `--out` goes."""
+    from transmod.architectures import load_model_shape
     from transmod.samplefile import SampleFile
 
-    from transmod.architectures import load_model_shape
-
+    inputs = (args.teacher, args.student, args.teacher_model, args.student_model)
+    check_output(args.out, kind, inputs, args.overwrite)
     teacher, student = SampleFile.open(args.teacher), SampleFile.open(args.student)
     for sample, model in ((teacher, args.teacher_model), (student, args.student_model)):
         if model:
             sample.check_model(load_model_shape(model))
+    return teacher, student, inputs
+
+
+def _correlate(args: argparse.Namespace) -> None:
+    from transmod.correlation import correlate_samples
+
+    teacher, student, inputs = _open_pair(args, "correlation")
     corr = correlate_samples(teacher, student, args.mapping, args.batch_size)
-    with atomic_path(args.out) as tmp:
+    with new_output(args.out, "correlation", inputs=inputs, overwrite=args.overwrite) as tmp:
         corr.save(tmp)
     print(f"correlated {len(corr.layers)} layer pairs over {corr.num_tokens} tokens into {args.out}")
 
 
 def _assign(args: argparse.Namespace) -> None:
     from transmod.assignment import assign_correlation
-    from transmod.atomic import atomic_path
     from transmod.correlation import Correlation
 
+    check_output(args.out, "assignment", [args.correlation], args.overwrite)
     result = assign_correlation(Correlation.load(args.correlation))
-    with atomic_path(args.out) as tmp:
+    with new_output(args.out, "assignment", inputs=[args.correlation], overwrite=args.overwrite) as tmp:
         result.save(tmp)
     for la in result.layers:
         print(f"student layer {la.student_layer} <- teacher {la.teacher_layers} [{la.space}]: mean matched r = {la.mean_r:.3f}")
@@ -172,8 +203,10 @@ def _transfer(args: argparse.Namespace) -> None:
     from transmod.alignment import Alignment, check_method, describe_shape, select_alignment
     from transmod.architectures import load_model_shape
     from transmod.assignment import Assignment
-    from transmod.transfer import read_module, transfer_module
+    from transmod.transfer import MODULE_KIND, read_module, transfer_module
 
+    inputs = [args.module, args.teacher_model, args.student_model, args.assignment, args.samples, args.alignment]
+    check_output(args.out, MODULE_KIND, inputs, args.overwrite)
     teacher, student = load_model_shape(args.teacher_model), load_model_shape(args.student_model)
     if student.num_layers > teacher.num_layers:
         raise TransmodError(
@@ -205,7 +238,7 @@ def _transfer(args: argparse.Namespace) -> None:
         else:
             alignment = _from_samples(args, kind, method)
     transfer_module(args.module, teacher, student, args.mapping, args.out, assignment, args.lora_b,
-                    alignment=alignment, fmt=args.format)
+                    alignment=alignment, fmt=args.format, overwrite=args.overwrite, inputs=inputs)
     print(f"wrote the transferred module to {args.out}")
 
 
@@ -233,18 +266,12 @@ def _from_samples(args: argparse.Namespace, peft: str, method: str):
 
 def _fit_alignment(args: argparse.Namespace) -> None:
     from transmod.alignment import check_method, fit_alignment
-    from transmod.architectures import load_model_shape
-    from transmod.atomic import atomic_path
-    from transmod.samplefile import SampleFile
 
     check_method(args.method)
-    teacher, student = SampleFile.open(args.teacher), SampleFile.open(args.student)
-    for sample, model in ((teacher, args.teacher_model), (student, args.student_model)):
-        if model:
-            sample.check_model(load_model_shape(model))
+    teacher, student, inputs = _open_pair(args, "alignment")
     alignment = fit_alignment(teacher, student, args.mapping, args.method, ridge=args.ridge, holdout=args.holdout,
                               batch_size=args.batch_size)
-    with atomic_path(args.out) as tmp:
+    with new_output(args.out, "alignment", inputs=inputs, overwrite=args.overwrite) as tmp:
         alignment.save(tmp)
     print(f"fitted {args.method} maps for {len(alignment.layers)} layer/space pairs on {alignment.num_tokens} tokens into {args.out}")
 
@@ -252,18 +279,20 @@ def _fit_alignment(args: argparse.Namespace) -> None:
 def _fidelity(args: argparse.Namespace) -> None:
     import json
 
-    from transmod.atomic import atomic_path
+    from transmod.atomic import MARK
     from transmod.fidelity import sample_shape, transfer_fidelity
     from transmod.samplefile import SampleFile
     from transmod.transfer import read_module
 
+    inputs = (args.module, args.transferred, args.teacher, args.student)
+    check_output(args.out, "fidelity", inputs, args.overwrite)
     teacher, student = SampleFile.open(args.teacher), SampleFile.open(args.student)
     teacher_module = read_module(args.module, sample_shape(teacher))
     student_module = read_module(args.transferred, sample_shape(student))
     result = transfer_fidelity(teacher_module, student_module, teacher, student, args.mapping, holdout=args.holdout,
                                ridge=args.ridge, batch_size=args.batch_size)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=1))
+    with new_output(args.out, "fidelity", inputs=inputs, overwrite=args.overwrite) as tmp:
+        tmp.write_text(json.dumps({MARK: "fidelity", **result}, indent=1))
     overall = {k: "n/a" if v is None else f"{v:.4g}" for k, v in result["overall"].items()}
     print(f"fidelity of {args.transferred} ({result['method'] or 'unaligned'}) on {result['heldout_tokens']} held-out tokens: "
           f"relative error {overall['rel_error']}, cosine {overall['cosine']}")
@@ -277,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             handlers[args.command](args)
-    except TransmodError as exc:
+    except (TransmodError, OSError) as exc:  # bad input, or a file system that refused (permissions, full disk)
         print(f"transmod {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"transmod {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from transmod.atomic import MARK
 from transmod.errors import TransmodError
 from transmod.layermap import layer_map
 from transmod.pairing import Batch, check_pair, paired_batches, prefetched, shared_rows, split_point
@@ -109,7 +110,7 @@ class Correlation:
             "mapping": self.mapping, "teacher": self.teacher, "student": self.student, "num_tokens": self.num_tokens,
             "layers": [{"student": lc.student_layer, "teacher": lc.teacher_layers, "space": lc.space} for lc in self.layers],
         }
-        save_file(tensors, str(path), metadata={"transmod": json.dumps(meta)})
+        save_file(tensors, str(path), metadata={"transmod": json.dumps(meta), MARK: "correlation"})
 
     @classmethod
     def load(cls, path: str | Path) -> "Correlation":

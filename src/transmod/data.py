@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transmod.errors import TransmodError
+from transmod.hub import looks_local
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -101,11 +102,6 @@ def get_task(task: str) -> Task:
         raise TransmodError(f"task {task!r}: unknown; use one of {', '.join(TASKS)}") from None
 
 
-def _looks_local(source: str) -> bool:
-    """A path the user meant as a folder (hub ids are `owner/name`, never absolute or dotted)."""
-    return Path(source).exists() or source.startswith(("/", "./", "../", "~")) or source.count("/") > 1
-
-
 def _local_cache_dir(folder: Path, cache_dir: str | None) -> str:
     """A cache folder keyed by the local folder's location and files.
 
@@ -132,7 +128,7 @@ def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | N
     spec = get_task(task)
     config, split_name = spec.config_and_split(lang, split)
     what = f"dataset {source!r} (task {task}, language {lang}, split {split})"
-    local = _looks_local(source)
+    local = looks_local(source)
     if local and not Path(source).expanduser().is_dir():
         raise TransmodError(f"{what}: no such folder; give a hub id or a folder with a README.md "
                             f"declaring configs (write one with transmod.data.write_hub_folder)")

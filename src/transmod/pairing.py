@@ -21,7 +21,12 @@ T = TypeVar("T")
 
 
 def check_pair(teacher: SampleFile, student: SampleFile) -> list[str]:
-    """The spaces both files hold; refuses samples of different hook points."""
+    """The spaces both files hold; refuses samples of different hook points or of different data."""
+    if teacher.meta["data"] != student.meta["data"]:
+        raise TransmodError(
+            f"{teacher.path} and {student.path} were sampled from different data (fingerprints "
+            f"{teacher.meta['data']} and {student.meta['data']}); sample both models on the same --data"
+        )
     if teacher.meta["hook"] != student.meta["hook"]:
         raise TransmodError(
             f"{teacher.path} samples {teacher.meta['hook']} inputs but {student.path} samples "

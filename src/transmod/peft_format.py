@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from transmod.architectures import ModelShape
-from transmod.atomic import atomic_path
-from transmod.errors import TransmodError
-from transmod.transfer import CONFIG_NAME, Module
+from transmod.atomic import new_output
+from transmod.errors import TransmodError, load_safetensors, load_torch_bin, read_json
+from transmod.transfer import CONFIG_NAME, MODULE_KIND, Module
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_BIN = "adapter_model.bin"
@@ -43,6 +44,20 @@ def _check_peft_config(config: dict, path: Path) -> None:
         raise TransmodError(f"{path}/{CONFIG_NAME}: unsupported peft LoRA options {', '.join(bad)}; transmod supports plain LoRA on query/value")
 
 
+def _check_targets(config: dict, path: Path, leaves: set[str], modules: set[str]) -> None:
+    """`target_modules` must name exactly the modules that hold weights (peft would not load them otherwise)."""
+    targets = config.get("target_modules")
+    if isinstance(targets, str):  # peft: a regex that must match a module's full name
+        matches = all(re.fullmatch(targets, m) for m in modules)
+    elif isinstance(targets, list):
+        matches = set(targets) == leaves
+    else:
+        matches = False
+    if not matches:
+        raise TransmodError(f"{path}/{CONFIG_NAME}: target_modules {targets!r} do not match the modules that hold "
+                            f"LoRA weights ({', '.join(sorted(leaves))}); save the LoRA again with peft's save_pretrained")
+
+
 def _adapters_lora_config(r: int, alpha: float, sites: list[str], dropout: float) -> dict:
     """The `config` section adapters 1.3 writes for a LoRAConfig with these values."""
     return {
@@ -57,17 +72,11 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
     """Read a LoRA saved by `peft` into transmod's representation (the head's weights are left behind)."""
     path = Path(path)
     _check_peft_config(config, path)
+    fix = "save the LoRA again with peft's save_pretrained"
     if (path / PEFT_WEIGHTS).is_file():
-        from safetensors.numpy import load_file
-
-        state = load_file(str(path / PEFT_WEIGHTS))
+        state = load_safetensors(path / PEFT_WEIGHTS, fix)
     elif (path / PEFT_BIN).is_file():
-        import torch
-
-        try:
-            state = {k: v.float().numpy() for k, v in torch.load(path / PEFT_BIN, map_location="cpu", weights_only=True).items()}
-        except Exception as exc:
-            raise TransmodError(f"{path / PEFT_BIN}: unreadable with weights_only=True ({exc})") from None
+        state = load_torch_bin(path / PEFT_BIN, fix)
     else:
         raise TransmodError(f"{path}: no weights ({PEFT_WEIGHTS} or {PEFT_BIN}); save the LoRA with peft's save_pretrained")
     arch = teacher.arch
@@ -106,8 +115,16 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
             f"{path}: module weights are {sorted(width)} wide but the teacher {teacher.name} has hidden size "
             f"{teacher.hidden_size}; give the teacher the module was trained on"
         )
-    r = int(config["r"])
-    alpha = float(config["lora_alpha"])
+    _check_targets(config, path, {_leaf(m.group(3)) for m in map(pattern.match, state) if m},
+                   {key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0] for key in state if pattern.match(key)})
+    try:
+        r, alpha = int(config["r"]), float(config["lora_alpha"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TransmodError(f"{path}/{CONFIG_NAME}: `r` and `lora_alpha` must be numbers ({exc}); save the LoRA again") from None
+    ranks = {t.shape[0 if p == "lora_A" else 1] for (_, _, p), t in weights.items()}
+    if ranks != {r}:
+        raise TransmodError(f"{path}: the LoRA weights have rank {sorted(ranks)} but {CONFIG_NAME} says r = {r}; "
+                            "save the LoRA again with peft's save_pretrained")
     if config.get("use_rslora"):
         alpha *= float(np.sqrt(r))  # rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
     present = sorted({s for _, s, _ in weights}, key=["query", "value"].index)
@@ -117,7 +134,7 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
         "model_type": teacher.model_type, "name": "default", "version": "adapters.1.3.0",
     }
     if (path / PROVENANCE).is_file():  # a LoRA that transmod wrote: keep where it came from
-        internal["transmod"] = json.loads((path / PROVENANCE).read_text())
+        internal["transmod"] = read_json(path / PROVENANCE, f"remove {PROVENANCE} or write the LoRA again")
     peft_config = dict(config, **{HEAD: prefixes != {None}})
     return Module(path, internal, weights, peft_config)
 
@@ -150,7 +167,8 @@ def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> di
 
 
 def save_peft_module(
-    weights: dict[tuple[int, str, str], np.ndarray], module: Module, student: ModelShape, out: str | Path, provenance: dict
+    weights: dict[tuple[int, str, str], np.ndarray], module: Module, student: ModelShape, out: str | Path, provenance: dict,
+    *, overwrite: bool = False, inputs: Sequence[str | Path] = (),
 ) -> None:
     """Write a transferred LoRA for `PeftModel.from_pretrained(student_model, out)`.
 
@@ -165,7 +183,7 @@ def save_peft_module(
     state = {f"{prefix}{arch.layers_path}.{l}.{paths[site]}.{param}.weight": np.ascontiguousarray(t)
              for (l, site, param), t in weights.items()}
     config = peft_config_for(module, student, {l for l, _, _ in weights})
-    with atomic_path(out, is_dir=True) as tmp:
+    with new_output(out, MODULE_KIND, inputs=inputs, overwrite=overwrite, is_dir=True) as tmp:
         save_file(state, str(tmp / PEFT_WEIGHTS))
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True))

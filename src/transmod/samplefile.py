@@ -26,6 +26,10 @@ from transmod.errors import TransmodError
 
 PEFT_TYPES = ("adapter", "lora")
 META_KEY = b"transmod"
+# What every sample file's metadata records: its model and hook point, and what it was sampled from
+# (`data`: a fingerprint of the examples; `tokenizer`; `max_length`), so that files of different data never pair.
+META_FIELDS = ("model", "model_type", "hook", "spaces", "num_layers", "hidden_size", "num_tokens", "data", "tokenizer",
+               "max_length")
 KEY_FIELDS = [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), ("end", pa.int32()), ("token", pa.string())]
 VALUE = np.dtype("<f4")
 
@@ -89,16 +93,28 @@ class SampleFile:
         raw = (pfile.metadata.metadata or {}).get(META_KEY)
         if raw is None:
             raise TransmodError(f"{path}: not a transmod sample file (no `transmod` metadata); write it with `transmod sample`")
-        meta = json.loads(raw)
+        resample = "re-sample it with `transmod sample`"
+        try:
+            meta = json.loads(raw)
+            missing = [k for k in META_FIELDS if k not in meta] if isinstance(meta, dict) else ["all"]
+        except ValueError:
+            raise TransmodError(f"{path}: the `transmod` metadata is damaged (not JSON); {resample}") from None
+        if missing:
+            raise TransmodError(f"{path}: the `transmod` metadata lacks {', '.join(missing)} (damaged, or written by "
+                                f"an older transmod); {resample}")
         if meta["num_tokens"] == 0 or pfile.metadata.num_rows == 0:
             raise TransmodError(f"{path}: the sample file holds no tokens; sample more text")
+        if pfile.metadata.num_rows != meta["num_tokens"]:
+            raise TransmodError(f"{path}: {pfile.metadata.num_rows} rows but the metadata says {meta['num_tokens']} "
+                                f"tokens: the file was cut or altered; {resample}")
+        names = set(pfile.schema_arrow.names)
         for space in meta["spaces"]:
             for l in range(meta["num_layers"]):
-                field = pfile.schema_arrow.field(f"{space}{l}")
-                if field.type != vector_type(meta["hidden_size"]):
+                column = f"{space}{l}"
+                if column not in names or pfile.schema_arrow.field(column).type != vector_type(meta["hidden_size"]):
                     raise TransmodError(
-                        f"{path}: column {space}{l} is {field.type}, not {meta['hidden_size']} float32 values per "
-                        f"token as the metadata says; re-sample the file with `transmod sample`"
+                        f"{path}: column {column} is missing or not {meta['hidden_size']} float32 values per "
+                        f"token as the metadata says; {resample}"
                     )
         footer = pfile.metadata
         return cls(path, meta, tuple(footer.row_group(i).num_rows for i in range(footer.num_row_groups)))

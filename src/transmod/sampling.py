@@ -6,7 +6,9 @@ The file layout is described in `transmod.samplefile`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -17,10 +19,16 @@ import pyarrow as pa
 import torch
 
 from transmod.architectures import Architecture, model_shape
+from transmod.atomic import MARK
 from transmod.errors import TransmodError
 from transmod.samplefile import PEFT_TYPES, SampleWriter
 from transmod.texts import Example
+from transmod.tokencache import tokenizer_definition
 
+
+def fingerprint(value: object) -> str:
+    """A short digest of JSON-able content: equal for the same examples or tokenizer, on any machine."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def spaces_for(peft: str, lora_outputs: bool) -> tuple[str, ...]:
@@ -80,8 +88,9 @@ def sample_hidden_states(
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TransmodError(f"{model_name}: sampling needs a fast tokenizer (tokenizer.json) for character offsets")
-    if max_tokens is not None and max_tokens < 1:
-        raise TransmodError(f"--max-tokens must be positive, got {max_tokens}")
+    for option, value in (("--max-tokens", max_tokens), ("--batch-size", batch_size), ("--max-length", max_length)):
+        if value is not None and value < 1:
+            raise TransmodError(f"{option} must be positive, got {value}")
     shape = model_shape(model.config, model_name)
     spaces = {peft: spaces_for(peft, lora_outputs) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
@@ -125,7 +134,9 @@ def sample_hidden_states(
             meta = {
                 "model": model_name, "model_type": shape.model_type, "hook": peft, "spaces": list(spaces[peft]),
                 "num_layers": shape.num_layers, "layers": list(range(shape.num_layers)),
-                "hidden_size": shape.hidden_size, "num_tokens": written,
+                "hidden_size": shape.hidden_size, "num_tokens": written, MARK: "samples",
+                "data": fingerprint(list(examples)), "tokenizer": fingerprint(tokenizer_definition(tokenizer)),
+                "max_length": max_length,
             }
             writer.finish(meta)
     return written
@@ -144,13 +155,18 @@ def sample_model(
     """Load a hub id or local folder (no remote code) and sample it; see `sample_hidden_states`."""
     from transformers import AutoModel, AutoTokenizer
 
+    from transmod.architectures import load_model_shape
+    from transmod.hub import load_error, local_files_only
+
+    load_model_shape(model_name).arch  # a missing, damaged or unsupported model: one line, before any loading
+    offline = local_files_only(model_name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_name, use_fast=True, local_files_only=offline)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModel.from_pretrained(model_name, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise TransmodError(f"cannot load model {model_name!r}: {str(exc).splitlines()[0]}") from None
+            model = AutoModel.from_pretrained(model_name, trust_remote_code=False, local_files_only=offline)
+    except Exception as exc:  # OSError, ValueError, safetensors' own errors: all mean "cannot load this model"
+        raise load_error(model_name, "model", exc) from None
     return sample_hidden_states(
         model, tokenizer, examples, outs, model_name=model_name, max_tokens=max_tokens,
         batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs,

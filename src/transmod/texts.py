@@ -25,8 +25,14 @@ def read_texts(path: str | Path) -> list[Example]:
     if path.suffix == ".parquet":
         examples = _read_parquet(path)
     else:
-        with open(path, encoding="utf-8") as handle:
-            examples = [tuple(line.rstrip("\n").split("\t")) for line in handle if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise TransmodError(f"{path}: not UTF-8 text (byte {exc.start}); give a text file, one sentence per line, "
+                                "or a task parquet file") from None
+        if "\x00" in text:
+            raise TransmodError(f"{path}: holds binary data (NUL bytes), not text; give a text file, one sentence per line")
+        examples = [tuple(line.split("\t")) for line in text.splitlines() if line.strip()]
     if not examples:
         raise TransmodError(f"{path}: the sample data file holds no text; give at least one sentence")
     return examples
@@ -35,9 +41,16 @@ def read_texts(path: str | Path) -> list[Example]:
 def _read_parquet(path: Path) -> list[Example]:
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
-    columns = text_columns(names, str(path))
-    return examples_from_columns(pq.read_table(path, columns=list(columns)).to_pydict(), columns)
+    import pyarrow as pa
+
+    try:
+        names = pq.read_schema(path).names
+        columns = text_columns(names, str(path))
+        table = pq.read_table(path, columns=list(columns)).to_pydict()
+    except (pa.ArrowException, OSError) as exc:
+        raise TransmodError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]}); give a task parquet "
+                            "file or a text file") from None
+    return examples_from_columns(table, columns)
 
 
 def text_columns(names: Sequence[str], source: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from transmod.atomic import atomic_path
 from transmod.batching import encode
 
 
-def _definition(tokenizer: Any) -> Any:
+def tokenizer_definition(tokenizer: Any) -> Any:
     """The tokenizer's vocabulary and rules, without the truncation/padding state that calls change."""
     if not getattr(tokenizer, "is_fast", False):
         return repr(tokenizer)
@@ -27,7 +27,7 @@ def _definition(tokenizer: Any) -> Any:
 
 
 def cache_key(tokenizer: Any, dataset: Any, task: str, max_length: int, num_labels: int) -> str:
-    definition = _definition(tokenizer)
+    definition = tokenizer_definition(tokenizer)
     parts = [definition, list(tokenizer.model_input_names), getattr(dataset, "_fingerprint", None), task, max_length,
              num_labels]
     if parts[2] is None:  # a dataset without a content fingerprint cannot be keyed safely

@@ -42,6 +42,7 @@ from transmod.batching import (
     sorted_batches,
 )
 from transmod.errors import TransmodError
+from transmod.hub import local_files_only
 from transmod.evaluation import PRIMARY_METRIC, score_lists
 from transmod.tokencache import cached_encode
 
@@ -210,12 +211,13 @@ def build_model(
     torch.manual_seed(cfg.seed)
     try:
         config = AutoConfig.from_pretrained(
-            source, trust_remote_code=False, num_labels=num_labels,
+            source, trust_remote_code=False, num_labels=num_labels, local_files_only=local_files_only(source),
             id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
         )
         with _quiet_transformers():
             model = model_cls.from_pretrained(
-                source, config=config, trust_remote_code=False, ignore_mismatched_sizes=True, dtype=torch.float32
+                source, config=config, trust_remote_code=False, ignore_mismatched_sizes=True, dtype=torch.float32,
+                local_files_only=local_files_only(source),
             )
     except (OSError, ValueError) as exc:
         raise TransmodError(
@@ -603,7 +605,8 @@ def train(
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False,
+                                                  local_files_only=local_files_only(str(model_path)))
     except (OSError, ValueError) as exc:
         raise TransmodError(
             f"cannot load the tokenizer of {str(model_path)!r}: give a model folder with its tokenizer files or a "

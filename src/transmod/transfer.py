@@ -12,6 +12,7 @@ import copy
 import json
 import re
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,8 @@ import numpy as np
 
 from transmod.architectures import Architecture, ModelShape, architecture
 from transmod.assignment import Assignment
-from transmod.atomic import atomic_path
-from transmod.errors import TransmodError
+from transmod.atomic import check_output, new_output
+from transmod.errors import TransmodError, load_safetensors, load_torch_bin, read_json
 from transmod.layermap import layer_map
 
 if TYPE_CHECKING:  # alignment pulls in the sample reader; transfer itself stays light
@@ -31,6 +32,7 @@ SAFE_WEIGHTS_NAME = "adapter.safetensors"  # the adapters library's name for saf
 BIN_WEIGHTS_NAME = "pytorch_adapter.bin"
 LORA_B_ALIGNMENTS = ("study", "output")
 FORMATS = ("adapters", "peft")
+MODULE_KIND = "module"  # the output kind of a transferred module folder (transmod.atomic)
 
 # Which axis of each parameter runs along a hidden space, and whether it reads ("in") or writes ("out").
 # Parameters absent here do not touch the hidden size (e.g. the bottleneck bias) and are copied.
@@ -99,24 +101,19 @@ def read_module(path: str | Path, teacher: ModelShape) -> Module:
     config_file = path / CONFIG_NAME
     if not config_file.is_file():
         raise TransmodError(f"{path}: no {CONFIG_NAME}; give a folder written by adapters' save_adapter")
-    config = json.loads(config_file.read_text())
-    if isinstance(config, dict) and "peft_type" in config:
+    config = read_json(config_file, "save the module again with adapters' save_adapter (or peft's save_pretrained)")
+    if not isinstance(config, dict):
+        raise TransmodError(f"{config_file}: not a module config (a JSON object); save the module again")
+    if "peft_type" in config:
         from transmod.peft_format import read_peft_module
 
         return read_peft_module(path, config, teacher)
     _check_supported(config, path)
+    fix = "save the module again with adapters' save_adapter"
     if (path / SAFE_WEIGHTS_NAME).is_file():
-        from safetensors.numpy import load_file
-
-        state = load_file(str(path / SAFE_WEIGHTS_NAME))
+        state = load_safetensors(path / SAFE_WEIGHTS_NAME, fix)
     elif (path / BIN_WEIGHTS_NAME).is_file():
-        import torch  # only for the legacy format; weights_only refuses pickled code
-
-        try:
-            state = {k: v.float().numpy() for k, v in
-                     torch.load(path / BIN_WEIGHTS_NAME, map_location="cpu", weights_only=True).items()}
-        except Exception as exc:  # weights_only refuses anything but plain tensors
-            raise TransmodError(f"{path / BIN_WEIGHTS_NAME}: unreadable with weights_only=True ({exc})") from None
+        state = load_torch_bin(path / BIN_WEIGHTS_NAME, fix)
     else:
         raise TransmodError(f"{path}: no weights ({SAFE_WEIGHTS_NAME} or {BIN_WEIGHTS_NAME}); save the module with its weights")
     arch = teacher.arch
@@ -254,7 +251,8 @@ def student_config(module: Module, teacher: ModelShape, student: ModelShape, kep
 
 
 def save_module(
-    weights: dict[tuple[int, str, str], np.ndarray], config: dict, student: ModelShape, out: str | Path
+    weights: dict[tuple[int, str, str], np.ndarray], config: dict, student: ModelShape, out: str | Path,
+    *, overwrite: bool = False, inputs: Sequence[str | Path] = (),
 ) -> None:
     """Write the module in the adapters library's layout for the student (keys as its base model names them)."""
     from safetensors.numpy import save_file
@@ -263,7 +261,7 @@ def save_module(
     paths = _site_paths(arch)
     name = config.get("name") or "transferred"
     state = {f"{arch.layers_path}.{l}.{paths[site]}.{name}.{param}": t for (l, site, param), t in weights.items()}
-    with atomic_path(out, is_dir=True) as tmp:
+    with new_output(out, MODULE_KIND, inputs=inputs, overwrite=overwrite, is_dir=True) as tmp:
         save_file(state, str(tmp / SAFE_WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
 
@@ -307,10 +305,18 @@ def transfer_module(
     lora_b: str = "study",
     alignment: Alignment | None = None,
     fmt: str = "adapters",
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
 ) -> Module:
-    """Read, transfer and save a module (`fmt`: adapters' or peft's layout); returns the teacher module read."""
+    """Read, transfer and save a module (`fmt`: adapters' or peft's layout); returns the teacher module read.
+
+    `out` must be new, or an earlier transferred module with `overwrite`; it may not touch `inputs`, the
+    module or the models (`transmod.atomic.check_output`)."""
     if fmt not in FORMATS:
         raise TransmodError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    inputs = [module_dir, teacher.name, student.name, *inputs]
+    check_output(out, MODULE_KIND, inputs, overwrite)
     module = read_module(module_dir, teacher)
     if fmt == "peft" and module.kind != "lora":
         raise TransmodError(f"{module_dir}: --format peft writes LoRA modules only, and this one is a bottleneck adapter")
@@ -318,7 +324,7 @@ def transfer_module(
     if fmt == "peft":
         from transmod.peft_format import save_peft_module
 
-        save_peft_module(moved.weights, module, student, out, moved.config["transmod"])
+        save_peft_module(moved.weights, module, student, out, moved.config["transmod"], overwrite=overwrite, inputs=inputs)
     else:
-        save_module(moved.weights, moved.config, student, out)
+        save_module(moved.weights, moved.config, student, out, overwrite=overwrite, inputs=inputs)
     return module

@@ -16,6 +16,6 @@ transfer_module(
     inp.module, load_model_shape(p.teacher), load_model_shape(p.student), p.mapping, snakemake.output[0],
     assignment=Assignment.load(inp.assignment) if "assignment" in inp.keys() else None,
     alignment=Alignment.load(inp.alignment) if "alignment" in inp.keys() else None,
-    lora_b=p.lora_b,
+    lora_b=p.lora_b, overwrite=True,  # Snakemake owns the output path
 )
 print(f"transferred {inp.module} -> {snakemake.output[0]}")

@@ -1,0 +1,55 @@
+"""Hub ids and local folders: which a name is, and whether the hub can be asked at all.
+
+Without a route to the hub (or with HF_HUB_OFFLINE set), loaders read only the local cache, so a
+hub id that is not cached fails at once with one line instead of after a minute of retries.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from transmod.errors import TransmodError
+
+
+def looks_local(name: str) -> bool:
+    """A path the user meant as a folder (hub ids are `owner/name`, never absolute or dotted)."""
+    return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
+def _offline_env() -> bool:
+    return any(os.environ.get(k, "").upper() in {"1", "ON", "YES", "TRUE"} for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's endpoint answers a TCP connect (False at once in offline mode or without DNS)."""
+    if _offline_env():
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def local_files_only(name: str) -> bool:
+    """Load `name` from local files only: a local folder, or a hub id while the hub is out of reach."""
+    return looks_local(name) or not hub_reachable()
+
+
+def load_error(name: str, what: str, exc: BaseException) -> TransmodError:
+    """One line for a model, tokenizer or config that could not be loaded, saying what to give instead."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if looks_local(name):
+        hint = "give a local model folder with config.json, tokenizer and safetensors weights"
+    elif not hub_reachable():
+        hint = ("the hub is not reachable from here (or HF_HUB_OFFLINE is set) and it is not in the local cache: "
+                "give a local folder, or fetch it where the network is")
+    else:
+        hint = "check the hub id"
+    return TransmodError(f"cannot load the {what} of {name!r}: {hint} ({detail})")
