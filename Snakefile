@@ -3,6 +3,11 @@
 
 from pathlib import Path
 
+from transmod.workflow_config import as_workflow_error, check_config_files
+
+as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"])  # a YAML error: file and line
+
+
 configfile: Path(workflow.basedir) / "config.yaml"
 
 

@@ -178,6 +178,8 @@ def test_metrics_of_another_config_are_named_not_averaged(small):
     victim = small / "results/runs/matching/pi/en/adapter/student-avg/seed2/metrics.json"
     original = victim.read_text()
     stray = small / "results/runs/matching/pi/en/adapter/teacher/seed7/metrics.json"
+    small_snakemake(small, "tables")
+    previous = {p: p.read_bytes() for p in (small / "results/tables").rglob("*") if p.is_file()}
     try:
         data = json.loads(original)
         data["run"]["training"]["epochs"] = 99
@@ -196,6 +198,8 @@ def test_metrics_of_another_config_are_named_not_averaged(small):
         assert done.returncode != 0
         log = (small / "results/logs/tables.log").read_text()
         assert "seed7/metrics.json" in log and "run.training.learning_rate" in log
+        # The failed runs kept the last good tables, byte for byte.
+        assert {p: p.read_bytes() for p in (small / "results/tables").rglob("*") if p.is_file()} == previous
     finally:
         victim.write_text(original)
         shutil.rmtree(stray.parent, ignore_errors=True)

@@ -16,6 +16,7 @@ demo this way; the tests of test_workflow.py and test_report.py check its result
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import textwrap
 from collections import Counter
@@ -142,10 +143,13 @@ rule a:
 check_slurm_profile(workflow)
 """,
     )
-    res = _snakemake(tmp_path, "-s", str(snakefile), "--profile", str(PROFILE), "--dry-run")
+    site = tmp_path / "my-site"  # a copy of the profile under another name: the message names the copy
+    shutil.copytree(PROFILE, site)
+    res = _snakemake(tmp_path, "-s", str(snakefile), "--profile", str(site), "--dry-run")
     assert res.returncode != 0, res.stdout
     assert "`default-resources: slurm_partition` is still a placeholder" in res.stdout, res.stdout
     assert "`default-resources: slurm_account` is still a placeholder" in res.stdout, res.stdout
+    assert f"set it in {site / 'config.yaml'}" in res.stdout and "set it in profiles/slurm" not in res.stdout, res.stdout
     assert "submitted with SLURM jobid" not in res.stdout
     assert not (tmp_path / "a.txt").exists()
 

@@ -28,8 +28,11 @@ Snakefile).
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 # "<set-me>", "<SET_ME>", "< set me >" ...
 PLACEHOLDER = re.compile(r"^\s*<\s*set[-_ ]?me\s*>\s*$", re.IGNORECASE)
@@ -69,7 +72,7 @@ def find_placeholders(
 def format_message(
     found: Mapping[str, list[str]],
     all_rules: Iterable[str],
-    profile: str = "profiles/slurm/config.yaml",
+    profile: str = "your SLURM profile's config.yaml",
 ) -> str:
     all_rules = set(all_rules)
     lines = ["The SLURM profile is not configured yet:"]
@@ -91,8 +94,32 @@ def format_message(
     return "\n".join(lines)
 
 
-def check_slurm_profile(workflow, profile: str = "profiles/slurm/config.yaml") -> None:
-    """Raise ``WorkflowError`` if any rule still has a ``<set-me>`` placeholder.
+def used_profiles(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
+    """The config files of the profiles this Snakemake run reads (`--profile`, else $SNAKEMAKE_PROFILE)."""
+    from snakemake.cli import get_profile_dir
+
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--profile"]
+    names += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--profile=")]
+    if not names and env.get("SNAKEMAKE_PROFILE"):
+        names = [env["SNAKEMAKE_PROFILE"]]
+    found = [get_profile_dir(name) for name in names]
+    return [entry[1] for entry in found if entry is not None]
+
+
+def placeholder_file(profiles: Sequence[Path], keys: Iterable[str]) -> str:
+    """The profile file that holds a placeholder for one of `keys` (the last one wins, as in Snakemake)."""
+    for path in reversed(profiles):
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        if any(re.search(rf"{key}\s*[:=]\s*['\"]?<\s*set", text, re.IGNORECASE) for key in keys):
+            return str(path)
+    return str(profiles[-1]) if profiles else "your SLURM profile's config.yaml"
+
+
+def check_slurm_profile(workflow, profiles: Sequence[Path] | None = None) -> None:
+    """Raise ``WorkflowError`` if any rule still has a ``<set-me>`` placeholder, naming the profile file
+    that holds it (``profiles``: the run's profile files, read from its command line by default).
 
     ``workflow`` is the ``workflow`` object available in every Snakefile.
     """
@@ -105,4 +132,5 @@ def check_slurm_profile(workflow, profile: str = "profiles/slurm/config.yaml") -
     rule_resources = {rule.name: rule.resources for rule in workflow.rules}
     found = find_placeholders(rule_resources)
     if found:
-        raise WorkflowError(format_message(found, rule_resources, profile))
+        where = placeholder_file(used_profiles() if profiles is None else profiles, found)
+        raise WorkflowError(format_message(found, rule_resources, where))

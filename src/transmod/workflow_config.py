@@ -5,32 +5,69 @@ Every problem becomes one line that names the key, so `snakemake -n` refuses a b
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from transmod.errors import TransmodError
+import jsonschema
+import yaml
 
-# Depths of the hub models the study uses; local folders are read from their config.json.
-KNOWN_DEPTHS = {
-    "bert-base-multilingual-cased": 12,
-    "distilbert-base-multilingual-cased": 6,
-    "xlm-roberta-large": 24,
-    "xlm-roberta-base": 12,
+from transmod.errors import TransmodError, read_json
+from transmod.hub import looks_local
+
+# Shapes (layers, hidden size) of the hub models the study uses; local folders are read from their config.json.
+KNOWN_SHAPES = {
+    "bert-base-multilingual-cased": (12, 768),
+    "distilbert-base-multilingual-cased": (6, 768),
+    "xlm-roberta-large": (24, 1024),
+    "xlm-roberta-base": (12, 768),
 }
+DEMO_ASSETS = "resources/demo/"  # built by the demo's own rules (workflow/rules/demo.smk)
 
 
 def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def check_schema(config: dict, schema_file: str | Path) -> None:
-    import jsonschema
-    import yaml
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise TransmodError(f"{self.name}, line {key_node.start_mark.line + 1}: key {key!r} is given twice in "
+                                    "one mapping (only the last would count); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Each config file parses as YAML without duplicate keys; errors name the file and line."""
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                yaml.load(handle, Loader=_StrictLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise TransmodError(f"{path}{where}: YAML syntax error: {exc.problem or exc.context}; fix the file") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise TransmodError(f"{path}: cannot read the config file ({exc}); fix the file") from None
+
+
+# The schema's `integer` is an int, never 1.0 (JSON Schema counts 1.0 as an integer; a seed of 1.0 names no run).
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)),
+)
+
+
+def check_schema(config: dict, schema_file: str | Path) -> None:
     schema = yaml.safe_load(Path(schema_file).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if not errors:
         return
     error = errors[0]
@@ -42,27 +79,63 @@ def check_schema(config: dict, schema_file: str | Path) -> None:
     raise TransmodError(f"config key {_key(error.absolute_path)}: {error.message}")
 
 
-def model_depth(model: str) -> int | None:
-    """Layer count of a local model folder or a known hub model; None when unknown offline."""
+def model_dims(model: str) -> tuple[int, int] | None:
+    """(layers, hidden size) of a local model folder or a known hub model; None when unknown offline."""
     config = Path(model) / "config.json"
     if config.is_file():
-        data = json.loads(config.read_text())
-        return data.get("num_hidden_layers", data.get("n_layers"))
-    return KNOWN_DEPTHS.get(model)
+        data = read_json(config, "restore the model's config.json")
+        if not isinstance(data, dict):
+            raise TransmodError(f"{config}: not a model config (a JSON object); restore the model's config.json")
+        layers = data.get("num_hidden_layers", data.get("n_layers"))
+        hidden = data.get("hidden_size", data.get("dim"))
+        return (layers, hidden) if isinstance(layers, int) and isinstance(hidden, int) else None
+    return KNOWN_SHAPES.get(model)
+
+
+def _check_local(key: str, path: str, demo: bool) -> None:
+    """A local path the config names must exist before any job, unless the demo's rules build it."""
+    if looks_local(path) and not Path(path).expanduser().exists() and not (demo and path.startswith(DEMO_ASSETS)):
+        raise TransmodError(f"config key {key}: no such local folder {path!r}; give an existing folder or a hub id "
+                            "(owner/name)")
 
 
 def check_semantics(config: dict) -> None:
     from transmod.data import TASKS
 
+    demo = bool(config.get("demo"))
+    for task, spec in config["tasks"].items():
+        _check_local(f"tasks.{task}.dataset", spec["dataset"], demo)
+    bottleneck = config["modules"]["adapter"]["bottleneck"]
     for pair, spec in config["pairs"].items():
         for task in spec["tasks"]:
             if task not in config["tasks"]:
                 raise TransmodError(f"config key pairs.{pair}.tasks: task {task!r} has no entry under `tasks`; add one")
-        depths = model_depth(spec["teacher"]), model_depth(spec["student"])
-        if None not in depths and depths[1] > depths[0]:
+        for role in ("teacher", "student"):
+            _check_local(f"pairs.{pair}.{role}", spec[role], demo)
+        teacher, student = model_dims(spec["teacher"]), model_dims(spec["student"])
+        if teacher and student and student[0] > teacher[0]:
             raise TransmodError(
-                f"config key pairs.{pair}.student: {spec['student']} ({depths[1]} layers) is deeper than the teacher "
-                f"{spec['teacher']} ({depths[0]} layers); the student must be the shallower model"
+                f"config key pairs.{pair}.student: {spec['student']} ({student[0]} layers) is deeper than the teacher "
+                f"{spec['teacher']} ({teacher[0]} layers); the student must be the shallower model"
+            )
+        if teacher and student and teacher[1] != student[1] and not spec["aligned"]:
+            raise TransmodError(
+                f"config key pairs.{pair}.aligned: the teacher is {teacher[1]} wide and the student {student[1]}; "
+                "a module moves between different widths only with `aligned: true`"
+            )
+        for role, dims in (("teacher", teacher), ("student", student)):
+            if dims and "adapter" in config["peft"] and bottleneck > dims[1]:
+                raise TransmodError(
+                    f"config key modules.adapter.bottleneck: {bottleneck} is wider than the {role} of pair {pair} "
+                    f"({spec[role]}, hidden size {dims[1]}); a bottleneck must be at most the hidden size"
+                )
+        own = "inits" in spec
+        methods = [i for i in spec.get("inits", config["inits"]) if "-" in i.removeprefix("zs-")]
+        if methods and not spec["aligned"]:
+            raise TransmodError(
+                f"config key {f'pairs.{pair}.inits' if own else 'inits'}: {', '.join(methods)} align hidden dimensions, "
+                f"but pair {pair} is not aligned (`aligned: false`); "
+                + ("drop them" if own else f"give pair {pair} its own `inits` without them")
             )
     for task, spec in config["tasks"].items():
         if spec["dataset"] != TASKS[task].hub_id:
@@ -75,6 +148,17 @@ def check_semantics(config: dict) -> None:
             )
 
 
-def validate_config(config: dict, schema_file: str | Path) -> None:
+def validate_config(config: dict, schema_file: str | Path, config_files: Iterable[str | Path] = ()) -> None:
+    check_config_files(config_files)
     check_schema(config, schema_file)
     check_semantics(config)
+
+
+def as_workflow_error(check: Callable[..., None], *args: Any) -> None:
+    """Run a check in the Snakefile: a TransmodError stops Snakemake with one line, before any job."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        check(*args)
+    except TransmodError as exc:
+        raise WorkflowError(f"invalid config: {exc}") from None

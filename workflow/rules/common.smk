@@ -7,14 +7,13 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-from transmod.errors import TransmodError
 from transmod.profile_check import check_slurm_profile
-from transmod.workflow_config import validate_config
+from transmod.hub import looks_local
+from transmod.workflow_config import as_workflow_error, validate_config
 
-try:
-    validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
-except TransmodError as exc:
-    raise WorkflowError(f"invalid config: {exc}") from None
+as_workflow_error(
+    validate_config, config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml", workflow.configfiles
+)
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
@@ -71,11 +70,9 @@ def fidelity_alignments(w):
 
 
 def inits(pair):
-    """Student inits of a pair (its own `inits`, else the top-level ones): alignment methods
-    (`skip-procrustes`, ...) only where widths are aligned; with any zero-shot init (`zs-skip`, ...),
-    also its baseline `zs-default` (a fresh module, head only)."""
-    spec = config["pairs"][pair]
-    chosen = [i for i in spec.get("inits", config["inits"]) if split_init(i)[1] == "lsa" or spec["aligned"]]
+    """Student inits of a pair (its own `inits`, else the top-level ones); with any zero-shot init
+    (`zs-skip`, ...), also its baseline `zs-default` (a fresh module, head only)."""
+    chosen = list(config["pairs"][pair].get("inits", config["inits"]))  # validated: methods only where aligned
     baseline = f"{ZERO_SHOT}default"
     if any(i.startswith(ZERO_SHOT) for i in chosen) and baseline not in chosen:
         chosen.append(baseline)
@@ -103,7 +100,7 @@ def asset_task(repo):
 
 def is_local(path):
     """Local folders (and the demo's built assets) are tracked inputs; hub ids are not files."""
-    return path.startswith(("resources/", "./", "/")) or Path(path).exists()
+    return path.startswith("resources/") or looks_local(path)
 
 
 def local(path):

@@ -56,7 +56,7 @@ rule aggregate_tables:
 
 rule tables:
     output:
-        **results_outputs(),
+        **kept_on_failure(results_outputs()),
     params:
         **RESULTS_PARAMS,
         fingerprint=results_fingerprint,

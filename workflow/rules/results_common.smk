@@ -87,6 +87,12 @@ def results_outputs():
     )
 
 
+def kept_on_failure(outputs):
+    """Outputs flagged `update`: Snakemake keeps the previous files while the job runs and restores
+    them if it fails, so a failed `tables` run leaves the last good tables in place."""
+    return {name: [update(f) for f in files] for name, files in outputs.items()}
+
+
 RESULTS_PARAMS = dict(
     plan=RESULTS_PLAN,
     runs_dir=lambda w: RUN.split("{", 1)[0].rstrip("/"),  # scanned for metrics files of another config
