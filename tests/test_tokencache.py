@@ -36,6 +36,18 @@ def test_key_follows_tokenizer_data_and_settings(ner):
     assert key != tokencache.cache_key(other, ner, "ner", 32, 9)
 
 
-def test_no_cache_dir_means_no_files(tmp_path, ner):
+def test_no_cache_dir_means_no_files(tmp_path, ner, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a cache written to a default place would land here
     out = tokencache.cached_encode(ner, make_tokenizer(), "ner", 32, 9, source="t", cache_dir=None)
     assert out and not list(tmp_path.iterdir())
+
+
+def test_damaged_entry_is_rebuilt_with_a_log_line(tmp_path, ner, capfd):
+    tok = make_tokenizer()
+    first = tokencache.cached_encode(ner, tok, "ner", 32, 9, source="t", cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("ner-*.parquet")
+    entry.write_bytes(entry.read_bytes()[:100])  # cut short, as a killed copy or a full disk leaves it
+    assert tokencache.cached_encode(ner, tok, "ner", 32, 9, source="t", cache_dir=tmp_path) == first
+    assert f"token cache: {entry} is damaged" in capfd.readouterr().err
+    assert tokencache.cached_encode(ner, tok, "ner", 32, 9, source="t", cache_dir=tmp_path) == first
+    assert capfd.readouterr().err == ""  # rebuilt on disk: read back without complaint

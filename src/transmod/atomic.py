@@ -63,17 +63,15 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(target)
-    mask = umask()
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
-        tmp.chmod(0o777 & ~mask)
     else:
         fd, name = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
-        tmp.chmod(0o666 & ~mask)
     try:
         yield tmp
+        _share(tmp, umask())
         if target.is_dir() and not target.is_symlink():
             # A folder cannot be renamed over a non-empty one: move the old one aside first.
             old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
@@ -88,6 +86,14 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _share(path: Path, mask: int) -> None:
+    """The modes a plain `open` or `mkdir` would give under the user's umask: temporary files are created
+    0600 and some writers (safetensors) keep that, which would hide results from a research group."""
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def _remove(path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from transmod.atomic import check_output, new_output
 from transmod.errors import TransmodError
+from transmod.texts import read_texts
 from transmod.layermap import MAPPINGS
 from transmod.samplefile import PEFT_TYPES
 
@@ -150,7 +151,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _sample(args: argparse.Namespace) -> None:
     from transmod.sampling import sample_model
-    from transmod.texts import read_texts
 
     inputs = (args.model, args.data)
     check_output(args.out, "samples", inputs, args.overwrite)
@@ -207,6 +207,7 @@ def _transfer(args: argparse.Namespace) -> None:
 
     inputs = [args.module, args.teacher_model, args.student_model, args.assignment, args.samples, args.alignment]
     check_output(args.out, MODULE_KIND, inputs, args.overwrite)
+    args.examples = read_texts(args.samples) if args.samples else None  # bad text fails now, not after loading
     teacher, student = load_model_shape(args.teacher_model), load_model_shape(args.student_model)
     if student.num_layers > teacher.num_layers:
         raise TransmodError(
@@ -249,9 +250,8 @@ def _from_samples(args: argparse.Namespace, peft: str, method: str):
     from transmod.correlation import correlate_samples
     from transmod.samplefile import SampleFile
     from transmod.sampling import sample_model
-    from transmod.texts import read_texts
 
-    examples = read_texts(args.samples)
+    examples = args.examples
     lora_outputs = peft == "lora" and args.lora_b == "output"
     with tempfile.TemporaryDirectory(prefix="transmod-") as tmp:
         files = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,10 @@ def cached_encode(dataset: Any, tokenizer: Any, task: str, max_length: int, num_
 
     path = Path(cache_dir) / f"{task}-{key}.parquet"
     if path.is_file():
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as exc:  # damaged on disk: the cache is ours to rebuild
+            print(f"token cache: {path} is damaged ({str(exc).splitlines()[0]}); tokenising again", file=sys.stderr)
     examples = encode(dataset, tokenizer, task, max_length, num_labels, source=source)
     if examples:
         with atomic_path(path) as tmp:

@@ -1,0 +1,465 @@
+"""Nothing lost, nothing silently wrong: every `transmod` verb and the workflow's config validation
+against malformed, mismatched and dangerous input.
+
+Each case runs in a sandbox folder that holds the inputs and unrelated user files, and asserts: a
+non-zero exit, at most two lines on stderr and no traceback, the sandbox unchanged byte for byte
+(and mode for mode), and no output left behind. No model is trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, SENTENCES, add_module, make_model, save_model, snakemake
+from transmod.atomic import MARK_FILE
+from transmod.cli import main
+from transmod.errors import TransmodError
+from transmod.workflow_config import validate_config
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TRANSMOD = str(Path(sys.executable).parent / "transmod")
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every path under `root` with its kind, mode and content digest (symlinks by their target)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if rel.startswith(".snakemake"):
+            continue  # Snakemake's own bookkeeping of a dry run
+        st = path.lstat()
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            out[rel] = ("dir", st.st_mode)
+        else:
+            out[rel] = ("file", st.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def _peft_lora(base, path: Path) -> None:
+    peft = pytest.importorskip("peft")
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]))
+    lora.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> Path:
+    """Inputs (tiny real models, modules, samples, alignment files) beside unrelated user files."""
+    root = tmp_path_factory.mktemp("sandbox")
+    m = root / "inputs"
+    save_model(make_model("bert", 4), m / "teacher")
+    save_model(make_model("distilbert", 2), m / "student")
+    save_model(make_model("xlm-roberta", 4, hidden=24), m / "wide")
+    save_model(make_model("xlm-roberta", 2, hidden=16), m / "narrow")
+    add_module(make_model("bert", 4), "adapter").save_adapter(str(m / "adapter"), "task", use_safetensors=True)
+    add_module(make_model("bert", 4), "lora").save_adapter(str(m / "lora"), "task", use_safetensors=True)
+    _peft_lora(make_model("bert", 4), m / "peft")
+    (m / "text.txt").write_text("\n".join(SENTENCES[:30]) + "\n")
+    (m / "other.txt").write_text("\n".join(SENTENCES[30:]) + "\n")
+    (m / "garbage.bin").write_bytes(bytes(range(256)) * 8)
+    ok = lambda *argv: main([str(a) for a in argv]) == 0  # noqa: E731
+    for name, model, data in (("t", "teacher", "text"), ("s", "student", "text"), ("o", "student", "other")):
+        assert ok("sample", "--model", m / model, "--peft", "adapter", "--data", m / f"{data}.txt", "--out", m / f"{name}.parquet")
+    assert ok("correlate", "--teacher", m / "t.parquet", "--student", m / "s.parquet", "--mapping", "skip",
+              "--out", m / "corr.safetensors")
+    assert ok("assign", "--correlation", m / "corr.safetensors", "--out", m / "assignment.json")
+    assert ok("transfer", "--module", m / "adapter", "--teacher-model", m / "teacher", "--student-model", m / "student",
+              "--mapping", "skip", "--out", m / "moved")
+    # unrelated user files, which no case may touch
+    (root / "notes.txt").write_text("my notes\n")
+    (root / "mydata").mkdir()
+    (root / "mydata" / "keep.csv").write_text("a,b\n1,2\n")
+    (root / "results.json").write_text('{"mine": true}\n')
+    (root / "home").mkdir()
+    (root / "home" / ".bashrc").write_text("export X=1\n")
+    (root / "link.json").symlink_to(root / "notes.txt")
+    return root
+
+
+def _broken(sandbox: Path, name: str, source: str, edit) -> Path:
+    """A damaged copy of an input, made once inside the sandbox (so the checksum covers it)."""
+    path = sandbox / "broken" / name
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        src = sandbox / "inputs" / source
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, path)
+        edit(path)
+    return path
+
+
+def _write(text: str | bytes, relative: str):
+    def edit(path: Path) -> None:
+        target = path / relative if relative else path
+        (target.write_bytes if isinstance(text, bytes) else target.write_text)(text)
+    return edit
+
+
+def _truncate(relative: str, keep: int = 40):
+    def edit(path: Path) -> None:
+        target = path / relative
+        target.write_bytes(target.read_bytes()[:keep])
+    return edit
+
+
+def _json_edit(relative: str, change):
+    def edit(path: Path) -> None:
+        target = path / relative
+        data = json.loads(target.read_text())
+        change(data)
+        target.write_text(json.dumps(data))
+    return edit
+
+
+def _parquet_meta(change):
+    """Rewrite a sample parquet with its `transmod` metadata changed (`change(meta) -> bytes`) or rows cut."""
+    def edit(path: Path) -> None:
+        table = pq.read_table(path)
+        meta = json.loads(pq.read_metadata(path).metadata[b"transmod"])
+        raw, rows = change(meta)
+        table = table.slice(0, rows(table.num_rows)).replace_schema_metadata({b"transmod": raw})
+        pq.write_table(table, path)
+    return edit
+
+
+class _Pickled:
+    """Not a tensor: a weights file holding this is a pickle that could run code."""
+
+
+def _pickle_bin(path: Path) -> None:
+    (path / "adapter.safetensors").unlink()
+    torch.save({"x": _Pickled()}, path / "pytorch_adapter.bin", pickle_protocol=pickle.DEFAULT_PROTOCOL)
+
+
+def I(s: Path, name: str) -> Path:  # noqa: E743
+    return s / "inputs" / name
+
+
+def _ref(s: Path, name: str | Path) -> str | Path:
+    """An input of the sandbox by name; a path or a hub id as given."""
+    return name if isinstance(name, Path) or not (s / "inputs" / name).exists() else s / "inputs" / name
+
+
+def transfer(s: Path, module: str | Path = "adapter", teacher: str | Path = "teacher", student: str = "student", *extra):
+    return ["transfer", "--module", _ref(s, module), "--teacher-model", _ref(s, teacher), "--student-model",
+            _ref(s, student), "--mapping", "skip", *extra]
+
+
+def pair(verb: str, s: Path, teacher: Path, student: Path, *extra):
+    return [verb, "--teacher", teacher, "--student", student, "--mapping", "skip", *extra]
+
+
+# case -> (argv without --out, the output path relative to the sandbox or None to add one, what stderr must say)
+CASES = {
+    # ---- data loss: the output path
+    "transfer --out .": (lambda s: transfer(s), ".", "the input"),
+    "transfer --out a user folder": (lambda s: transfer(s), "mydata", "not a transmod output"),
+    "transfer --out ~": (lambda s: transfer(s), "~", "not a transmod output"),
+    "transfer --out the module": (lambda s: transfer(s), "inputs/adapter", "the input"),
+    "transfer --out inside the module": (lambda s: transfer(s), "inputs/adapter/sub", "the input"),
+    "transfer --out holding the module": (lambda s: transfer(s), "inputs", "the input"),
+    "transfer --out the student model": (lambda s: transfer(s), "inputs/student", "the input"),
+    "transfer --out a user file": (lambda s: transfer(s), "notes.txt", "not a transmod output"),
+    "transfer --out an earlier output, no --overwrite": (lambda s: transfer(s), "inputs/moved", "--overwrite"),
+    "correlate --out a user folder": (lambda s: pair("correlate", s, I(s, "t.parquet"), I(s, "s.parquet")), "mydata",
+                                      "not a transmod output"),
+    "correlate --out a sample file (another kind)": (lambda s: pair("correlate", s, I(s, "t.parquet"), I(s, "s.parquet")),
+                                                     "inputs/o.parquet", "transmod samples output"),
+    "correlate --out its own input": (lambda s: pair("correlate", s, I(s, "t.parquet"), I(s, "s.parquet")),
+                                      "inputs/t.parquet", "the input"),
+    "sample --out the data": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data", I(s, "text.txt")],
+                              "inputs/text.txt", "the input"),
+    "sample --out a user folder": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data",
+                                              I(s, "text.txt")], "mydata", "not a transmod output"),
+    "sample --out .": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data", I(s, "text.txt")],
+                       ".", "the input"),
+    "assign --out a user json": (lambda s: ["assign", "--correlation", I(s, "corr.safetensors")], "results.json",
+                                 "not a transmod output"),
+    "assign --out a symlink": (lambda s: ["assign", "--correlation", I(s, "corr.safetensors")], "link.json",
+                               "not a transmod output"),
+    "assign --out an earlier correlation": (lambda s: ["assign", "--correlation", I(s, "corr.safetensors")],
+                                            "inputs/corr.safetensors", "the input"),
+    "fit-alignment --out an earlier assignment": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"),
+                                                                 "--method", "linear"),
+                                                  "inputs/assignment.json", "transmod assignment output"),
+    "fidelity --out a user json": (lambda s: ["fidelity", "--module", I(s, "adapter"), "--transferred", I(s, "moved"),
+                                              "--teacher", I(s, "t.parquet"), "--student", I(s, "s.parquet"),
+                                              "--mapping", "skip"], "results.json", "not a transmod output"),
+    # ---- silently wrong: mismatched or damaged samples
+    "correlate samples of different data": (lambda s: pair("correlate", s, I(s, "t.parquet"), I(s, "o.parquet")), None,
+                                            "different data"),
+    "fit-alignment samples of different data": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "o.parquet"),
+                                                               "--method", "procrustes"), None, "different data"),
+    "fidelity samples of different data": (lambda s: ["fidelity", "--module", I(s, "adapter"), "--transferred",
+                                                      I(s, "moved"), "--teacher", I(s, "t.parquet"), "--student",
+                                                      I(s, "o.parquet"), "--mapping", "skip"], None, "different data"),
+    "samples cut short": (lambda s: pair("correlate", s, I(s, "t.parquet"), _broken(
+        s, "short.parquet", "s.parquet", _parquet_meta(lambda m: (json.dumps(m).encode(), lambda n: n - 5))),
+    ), None, "cut or altered"),
+    "sample metadata damaged": (lambda s: pair("correlate", s, I(s, "t.parquet"), _broken(
+        s, "damaged.parquet", "s.parquet", _parquet_meta(lambda m: (b"{not json", lambda n: n))),
+    ), None, "damaged"),
+    "sample metadata without num_tokens": (lambda s: pair("correlate", s, I(s, "t.parquet"), _broken(
+        s, "no-count.parquet", "s.parquet",
+        _parquet_meta(lambda m: (json.dumps({k: v for k, v in m.items() if k != "num_tokens"}).encode(), lambda n: n))),
+    ), None, "lacks num_tokens"),
+    "samples from an older transmod (no fingerprint)": (lambda s: pair("correlate", s, I(s, "t.parquet"), _broken(
+        s, "old.parquet", "s.parquet",
+        _parquet_meta(lambda m: (json.dumps({k: v for k, v in m.items() if k != "data"}).encode(), lambda n: n))),
+    ), None, "lacks data"),
+    "a text file as samples": (lambda s: pair("correlate", s, I(s, "t.parquet"), I(s, "text.txt")), None,
+                               "not a readable parquet"),
+    "peft target_modules do not match the weights": (lambda s: transfer(s, _broken(
+        s, "peft-targets", "peft", _json_edit("adapter_config.json", lambda c: c.update(target_modules=["query"]))),
+    ), None, "target_modules"),
+    "peft r does not match the weights": (lambda s: transfer(s, _broken(
+        s, "peft-rank", "peft", _json_edit("adapter_config.json", lambda c: c.update(r=8)))), None, "rank"),
+    "sample --max-length 0": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data",
+                                         I(s, "text.txt"), "--max-length", "0"], None, "--max-length"),
+    # ---- one line, never a traceback
+    "invalid JSON in adapter_config.json": (lambda s: transfer(s, _broken(
+        s, "bad-config", "adapter", _write("{not json", "adapter_config.json"))), None, "not readable as JSON"),
+    "adapter_config.json is a list": (lambda s: transfer(s, _broken(
+        s, "list-config", "adapter", _write("[1, 2]", "adapter_config.json"))), None, "not a module config"),
+    "invalid JSON in the teacher's config.json": (lambda s: transfer(s, "adapter", _broken(
+        s, "bad-model", "teacher", _write("{oops", "config.json"))), None, "not readable as JSON"),
+    "invalid JSON in the sampled model's config.json": (lambda s: ["sample", "--model", _broken(
+        s, "bad-model", "teacher", _write("{oops", "config.json")), "--peft", "adapter", "--data", I(s, "text.txt")],
+        None, "not readable as JSON"),
+    "truncated adapter.safetensors": (lambda s: transfer(s, _broken(
+        s, "short-weights", "adapter", _truncate("adapter.safetensors"))), None, "not a readable safetensors"),
+    "garbage adapter.safetensors": (lambda s: transfer(s, _broken(
+        s, "garbage-weights", "adapter", _write(b"\xff" * 64, "adapter.safetensors"))), None, "not a readable safetensors"),
+    "truncated peft adapter_model.safetensors": (lambda s: transfer(s, _broken(
+        s, "short-peft", "peft", _truncate("adapter_model.safetensors"))), None, "not a readable safetensors"),
+    "fidelity --transferred truncated": (lambda s: ["fidelity", "--module", I(s, "adapter"), "--transferred", _broken(
+        s, "short-moved", "moved", _truncate("adapter.safetensors")), "--teacher", I(s, "t.parquet"), "--student",
+        I(s, "s.parquet"), "--mapping", "skip"], None, "not a readable safetensors"),
+    "a pickle as pytorch_adapter.bin": (lambda s: transfer(s, _broken(s, "pickled", "adapter", _pickle_bin)), None,
+                                        "refused"),
+    "binary garbage as sample --data": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data",
+                                                   I(s, "garbage.bin")], None, "not UTF-8 text"),
+    "binary garbage as transfer --samples": (lambda s: transfer(s, "adapter", "teacher", "student", "--samples",
+                                                                I(s, "garbage.bin")), None, "not UTF-8 text"),
+    "garbage as a .parquet --data": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data",
+                                                _broken(s, "data.parquet", "garbage.bin", lambda p: None)], None,
+                                     "not a readable parquet"),
+    "sample --batch-size 0": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data",
+                                         I(s, "text.txt"), "--batch-size", "0"], None, "must be at least 1"),
+    "sample --max-tokens -3": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data",
+                                          I(s, "text.txt"), "--max-tokens", "-3"], None, "must be at least 1"),
+    "correlate --batch-size 0": (lambda s: pair("correlate", s, I(s, "t.parquet"), I(s, "s.parquet"), "--batch-size", "0"),
+                                 None, "must be at least 1"),
+    "fit-alignment --batch-size x": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"), "--method",
+                                                    "linear", "--batch-size", "x"), None, "not an integer"),
+    "fit-alignment unknown method": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"), "--method",
+                                                    "magic"), None, "magic"),
+    "fit-alignment --holdout 1.5": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"), "--method",
+                                                   "linear", "--holdout", "1.5"), None, "--holdout"),
+    "assign garbage correlation": (lambda s: ["assign", "--correlation", I(s, "garbage.bin")], None,
+                                   "not a transmod correlation"),
+    "transfer garbage --assignment": (lambda s: transfer(s, "adapter", "wide", "narrow", "--assignment",
+                                                         I(s, "garbage.bin")), None, "not a transmod assignment"),
+    "transfer garbage --alignment": (lambda s: transfer(s, "adapter", "teacher", "student", "--alignment",
+                                                        I(s, "garbage.bin")), None, "not a transmod alignment"),
+    "sample a missing model folder": (lambda s: ["sample", "--model", "./no/such/model", "--peft", "adapter", "--data",
+                                                 I(s, "text.txt")], None, "./no/such/model"),
+    "transfer a hub id, offline": (lambda s: transfer(s, "adapter", "nobody/no-such-model"), None, "not reachable"),
+    "transfer --format peft of an adapter": (lambda s: transfer(s, "adapter", "teacher", "student", "--format", "peft"),
+                                             None, "LoRA modules only"),
+    "sample --peft bogus": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "bogus", "--data",
+                                       I(s, "text.txt")], None, "invalid choice"),
+    "correlate without --student": (lambda s: ["correlate", "--teacher", I(s, "t.parquet"), "--mapping", "skip"], None,
+                                    "--student"),
+    "module for another architecture": (lambda s: transfer(s, "adapter", "wide", "narrow", "--align", "select"), None,
+                                        "saved for a bert model"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_and_nothing_is_touched(sandbox, monkeypatch, capfd, case):
+    make, out, expected = CASES[case]
+    monkeypatch.chdir(sandbox)
+    monkeypatch.setenv("HOME", str(sandbox / "home"))
+    argv = [str(a) for a in make(sandbox)]
+    out = out or "out"
+    before = tree(sandbox)
+    capfd.readouterr()
+    try:
+        code = main(argv + ["--out", out])
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None), err
+    assert 1 <= len(lines) <= 2 and "Traceback" not in err, err
+    assert expected in err, err
+    assert tree(sandbox) == before, "the sandbox changed"
+    assert not (sandbox / "out").exists()
+
+
+def test_at_least_fifty_malformed_inputs():
+    assert len(CASES) + len(CONFIG_CASES) >= 50
+
+
+def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(sandbox, tmp_path, capfd):
+    m = sandbox / "inputs"
+    common = ["transfer", "--module", m / "adapter", "--teacher-model", m / "teacher", "--student-model", m / "student",
+              "--mapping", "avg", "--out", tmp_path / "moved"]
+    old = os.umask(0o002)  # a group-shared cluster folder
+    try:
+        assert main([str(a) for a in common]) == 0
+        assert (tmp_path / "moved" / MARK_FILE).is_file()
+        assert main([str(a) for a in common]) == 2 and "--overwrite" in capfd.readouterr().err
+        (tmp_path / "moved" / "stale.txt").write_text("from the first run")
+        assert main([str(a) for a in common + ["--overwrite"]]) == 0
+    finally:
+        os.umask(old)
+    assert not (tmp_path / "moved" / "stale.txt").exists()  # replaced whole, not merged
+    assert (tmp_path / "moved").stat().st_mode & 0o777 == 0o775
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "moved").iterdir()} == {0o664}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_a_killed_writers_temporary_is_cleaned_on_the_next_run(sandbox, tmp_path):
+    m = sandbox / "inputs"
+    argv = ["sample", "--model", m / "teacher", "--peft", "adapter", "--data", m / "text.txt", "--out", tmp_path / "s.parquet"]
+    code = ("import os, sys, transmod.sampling as s; from transmod.cli import main\n"
+            "s.sample_hidden_states = lambda *a, **k: os.kill(os.getpid(), 9)  # killed mid-sampling\n"
+            "main(sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True)
+    assert done.returncode == -9
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers and not (tmp_path / "s.parquet").exists()
+    assert main([str(a) for a in argv]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+
+
+def test_hub_id_fails_at_once_without_a_route_to_the_hub(sandbox, tmp_path):
+    """Not in offline mode, but the endpoint refuses: one line within seconds, not a minute of retries."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    m = sandbox / "inputs"
+    started = time.monotonic()
+    done = subprocess.run([TRANSMOD, "transfer", "--module", str(m / "adapter"), "--teacher-model", "nobody/no-model",
+                           "--student-model", str(m / "student"), "--mapping", "skip", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=env)
+    assert time.monotonic() - started < 20
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not reachable" in done.stderr, done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- the workflow's config validation
+
+def _config(**changes) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for key, value in changes.items():
+        target = config
+        *path, last = key.split(".")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory) -> dict[str, str]:
+    """config.json-only model folders: what the validation reads before any job."""
+    root = tmp_path_factory.mktemp("configs")
+    out = {}
+    for name, (kind, layers, hidden) in {"t": ("bert", 4, 24), "s": ("distilbert", 2, 24), "w": ("xlm-roberta", 4, 32),
+                                         "n": ("xlm-roberta", 2, 16)}.items():
+        make_model(kind, layers, hidden=hidden).config.save_pretrained(root / name)
+        out[name] = str(root / name)
+    (root / "bad").mkdir()
+    (root / "bad" / "config.json").write_text("{oops")
+    out["bad"] = str(root / "bad")
+    return out
+
+
+CONFIG_CASES = {
+    "seeds: [1.0]": (lambda f: _config(seeds=[1.0]), "config key seeds.0"),
+    "epochs: 1.5": (lambda f: _config(**{"training.student.epochs": 1.5}), "config key training.student.epochs"),
+    "unknown key": (lambda f: _config(sedes=[1]), "unknown key(s) sedes"),
+    "missing local teacher folder": (lambda f: _config(**{"pairs.matching.teacher": "/no/such/teacher"}),
+                                     "config key pairs.matching.teacher"),
+    "missing local dataset folder": (lambda f: _config(**{"tasks.ner.dataset": "./data/no-ner"}),
+                                     "config key tasks.ner.dataset"),
+    "aligned false across widths": (lambda f: _config(**{"pairs.incompatible.aligned": False}),
+                                    "config key pairs.incompatible.aligned"),
+    "aligned false across local widths": (lambda f: _config(**{"pairs.matching.teacher": f["w"],
+                                                               "pairs.matching.student": f["n"]}),
+                                          "config key pairs.matching.aligned"),
+    "bottleneck wider than the model": (lambda f: _config(**{"modules.adapter.bottleneck": 800}),
+                                        "config key modules.adapter.bottleneck"),
+    "method inits on an unaligned pair": (lambda f: _config(inits=["default", "skip", "skip-procrustes"]),
+                                          "config key inits"),
+    "a pair's method inits, unaligned": (lambda f: _config(**{"pairs.matching.inits": ["default", "avg-linear"]}),
+                                         "config key pairs.matching.inits"),
+    "student deeper than teacher": (lambda f: _config(**{"pairs.matching.teacher": f["s"], "pairs.matching.student": f["t"]}),
+                                    "config key pairs.matching.student"),
+    "invalid model config.json": (lambda f: _config(**{"pairs.matching.teacher": f["bad"]}), "not readable as JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_bad_config_is_refused_naming_the_key(model_folders, case):
+    make, expected = CONFIG_CASES[case]
+    with pytest.raises(TransmodError) as info:
+        validate_config(make(model_folders), SCHEMA)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_shipped_configs_are_valid():
+    validate_config(_config(), SCHEMA, [REPO / "config.yaml"])
+
+
+BAD_FILES = {
+    "duplicate key": ("seeds: [1]\npeft: [lora]\nseeds: [2]\n", "line 3: key 'seeds' is given twice"),
+    "YAML syntax error": ("seeds: [1\npeft: lora\n", "line 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_config_file_names_file_and_line(tmp_path, case):
+    text, expected = BAD_FILES[case]
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(TransmodError) as info:
+        validate_config(_config(), SCHEMA, [tmp_path / "c.yaml"])
+    assert f"{tmp_path / 'c.yaml'}, {expected}" in str(info.value)
+
+
+WORKFLOW_CASES = {
+    "duplicate key": ("seeds: [1]\nseeds: [2]\n", "line 2: key 'seeds' is given twice"),
+    "missing local model": ("pairs:\n  matching: {teacher: ./models/mbert, student: distilbert-base-multilingual-cased, "
+                            "aligned: false, tasks: [ner]}\n", "config key pairs.matching.teacher"),
+    "seeds: [1.0]": ("seeds: [1.0]\n", "config key seeds.0"),
+    "method on an unaligned pair": ("inits: [default, skip-linear]\n", "config key inits"),
+}
+
+
+@pytest.mark.parametrize("case", list(WORKFLOW_CASES))
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path, case):
+    text, expected = WORKFLOW_CASES[case]
+    (tmp_path / "mine.yaml").write_text(text)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    before = tree(tmp_path)
+    done = snakemake("-n", "--configfile", tmp_path / "mine.yaml", cwd=tmp_path,
+                     check=False)
+    assert done.returncode != 0
+    assert expected in done.stdout and "Traceback (most recent call last)" not in done.stdout, done.stdout
+    assert tree(tmp_path) == before
