@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from transmod.atomic import check_output, new_output
 from transmod.errors import TransmodError
+from transmod.progress import log_lines
 from transmod.texts import read_texts
 from transmod.layermap import MAPPINGS
 from transmod.samplefile import PEFT_TYPES
@@ -42,7 +43,7 @@ EXAMPLES = {
   # a LoRA saved by peft, written back in peft's format
   transmod transfer --module peft_lora --teacher-model bert-base-cased --student-model distilbert-base-cased \\
       --mapping skip --format peft --out peft_lora_student
-load the result with: model.load_adapter(OUT, use_safetensors=True)
+load the result with: model.load_adapter(OUT)  (adapters; safetensors and plain-tensor .bin are both written)
 (--format peft: PeftModel.from_pretrained(student_model, OUT))""",
     "fit-alignment": """examples:
   transmod fit-alignment --teacher teacher.parquet --student student.parquet --mapping skip \\
@@ -300,6 +301,7 @@ def _fidelity(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    log_lines(sys.stderr, fmt="transmod: %(message)s")  # progress of long steps (a bar too on a terminal)
     handlers = {"sample": _sample, "correlate": _correlate, "assign": _assign, "transfer": _transfer,
                 "fit-alignment": _fit_alignment, "fidelity": _fidelity}
     try:

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
+from transmod.progress import Progress
 from transmod.layermap import layer_map
 from transmod.pairing import Batch, check_pair, paired_batches, prefetched, shared_rows, split_point
 from transmod.samplefile import SampleFile
@@ -155,10 +156,14 @@ def accumulate(
         acc[key].update(s_batch[f"{s}{l}"], group[0] if len(group) == 1 else np.mean(group, axis=0, dtype=np.float32))
 
     # One BLAS thread per worker: whole updates run side by side, their numpy steps included.
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    fit = split_point(n, holdout)
+    what = f"{len(acc)} layer pairs of {teacher.path.name} x {student.path.name}"
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool, \
+            Progress(what, "tokens", fit) as progress:
         for t_batch, s_batch in prefetched(pairs):
             for done in [pool.submit(update, key, t_batch, s_batch) for key in acc]:
                 done.result()
+            progress.update(len(next(iter(s_batch.values()))))
     return groups, acc
 
 

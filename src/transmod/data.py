@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transmod.errors import TransmodError
-from transmod.hub import looks_local
+from transmod.hub import looks_local, offline_unless_reachable
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -135,6 +135,8 @@ def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | N
     if not local and source == spec.hub_id and lang not in spec.languages:
         raise TransmodError(f"{what}: {source} has no language {lang!r}; "
                             f"use one of {', '.join(spec.languages)}")
+    if not local:
+        offline_unless_reachable()
     import datasets
 
     path = str(Path(source).expanduser()) if local else source

@@ -30,6 +30,7 @@ from transmod.architectures import BASE_CLASSES, ModelShape
 from transmod.errors import TransmodError
 from transmod.layermap import layer_map
 from transmod.pairing import check_pair, paired_batches, shared_rows, split_point
+from transmod.progress import Progress
 from transmod.samplefile import SampleFile
 from transmod.transfer import Module
 
@@ -126,7 +127,9 @@ def transfer_fidelity(
     sums = {cell: np.zeros(4) for cell in cells}  # squared error, squared reference, summed cosine, cosine count
     t_cols = sorted({f"h{t}" for l, _ in cells for t in groups[l]})
     s_cols = sorted({f"h{l}" for l, _ in cells})
+    progress = Progress(f"fidelity of {student_module.path.name} on held-out tokens", "tokens", n - split)
     for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
+        progress.update(len(next(iter(s_batch.values()))))
         for l, site in cells:
             effects = [e for t in groups[l] if (e := module_effect(teacher_module, t, site, t_batch[f"h{t}"])) is not None]
             ref = maps[(l, site)].write(np.mean(effects, axis=0).T).T
@@ -136,6 +139,8 @@ def transfer_fidelity(
             ok = norms > 0
             sums[(l, site)] += [np.sum((got - ref) ** 2), np.sum(ref**2),
                                 np.sum(np.einsum("ij,ij->i", got[ok], ref[ok]) / norms[ok]), ok.sum()]
+
+    progress.close()
 
     def summary(s: np.ndarray) -> dict:
         return {"rel_error": math.sqrt(s[0] / s[1]) if s[1] > 0 else None,

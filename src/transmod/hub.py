@@ -53,3 +53,17 @@ def load_error(name: str, what: str, exc: BaseException) -> TransmodError:
     else:
         hint = "check the hub id"
     return TransmodError(f"cannot load the {what} of {name!r}: {hint} ({detail})")
+
+
+def offline_unless_reachable() -> None:
+    """Switch the hub libraries to offline mode (their cache only) when the hub cannot be reached;
+    for loaders that take no `local_files_only`, such as `datasets.load_dataset`."""
+    if hub_reachable():
+        return
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import sys
+
+    for module, attribute in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
+                              ("datasets.config", "HF_DATASETS_OFFLINE")):
+        if module in sys.modules:
+            setattr(sys.modules[module], attribute, True)

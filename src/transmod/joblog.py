@@ -1,4 +1,5 @@
-"""Workflow jobs write everything to their rule's `log:` file, and fail on bad input with one line."""
+"""Workflow jobs write everything to their rule's `log:` file (progress lines included), and fail on bad
+input with one line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from types import TracebackType
 
 from transmod.errors import TransmodError
+from transmod.progress import log_lines
 
 
 def log_to(path: str | os.PathLike) -> None:
@@ -15,6 +17,7 @@ def log_to(path: str | os.PathLike) -> None:
     Other errors keep their traceback: they are bugs, not bad input."""
     stream = open(path, "w", buffering=1, encoding="utf-8")
     sys.stdout = sys.stderr = stream
+    log_lines(stream)  # progress lines of long steps (training, sampling, correlation) with a timestamp
     default = sys.excepthook
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

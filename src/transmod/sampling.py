@@ -21,6 +21,7 @@ import torch
 from transmod.architectures import Architecture, model_shape
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
+from transmod.progress import Progress
 from transmod.samplefile import PEFT_TYPES, SampleWriter
 from transmod.texts import Example
 from transmod.tokencache import tokenizer_definition
@@ -101,6 +102,7 @@ def sample_hidden_states(
         writers = {peft: stack.enter_context(SampleWriter(out, columns[peft], shape.hidden_size)) for peft, out in outs.items()}
         store = stack.enter_context(capture(model, shape.arch, spaces))
         stack.enter_context(torch.inference_mode())
+        progress = stack.enter_context(Progress(f"sampling {model_name}", "tokens", max_tokens))
         for first in range(0, len(examples), batch_size):
             batch = examples[first : first + batch_size]
             enc = tokenizer(
@@ -128,6 +130,7 @@ def sample_hidden_states(
             for peft, writer in writers.items():
                 writer.write(keys, {c: store[f"{peft}:{c}"][rows, pos].float().numpy() for c in columns[peft]})
             written += len(rows)
+            progress.update(len(rows))
             if max_tokens is not None and written >= max_tokens:
                 break
         for peft, writer in writers.items():

@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -323,10 +323,45 @@ class _Device:
         torch.backends.cudnn.allow_tf32 = True
         return cls(torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
+    @property
+    def precision(self) -> str:
+        if self.dtype is None:
+            return "fp32"
+        tf32 = "on" if torch.backends.cuda.matmul.allow_tf32 else "off"
+        return f"{'bf16' if self.dtype == torch.bfloat16 else 'fp16'} autocast, TF32 {tf32}"
+
     def autocast(self):
         if self.dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+LOG_EVERY_S = 60.0
+
+
+@dataclass
+class _Clock:
+    """Throughput and time left of a training run, for its progress lines."""
+
+    start_step: int
+    total_steps: int
+    tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if now - self.last < LOG_EVERY_S:
+            return False
+        self.last = now
+        return True
+
+    def status(self, step: int, lr: float) -> str:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        done = max(step - self.start_step, 1)
+        eta = elapsed / done * (self.total_steps - step)
+        return (f"step {step}/{self.total_steps}, lr {lr:.2e}, {self.tokens / elapsed:,.0f} tokens/s, "
+                f"elapsed {elapsed:.1f} s, ETA {eta:.1f} s")
 
 
 def input_keys(model: torch.nn.Module) -> tuple[str, ...]:
@@ -643,11 +678,16 @@ def train(
         "num_train": len(train_ex), "num_validation": len(splits["validation"]),
     }
 
+    log.info("training %s + %s on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
+             "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, peft, task,
+             f"{sum(p.numel() for _, p in named):,}", len(train_ex), len(splits["validation"]), len(splits["test"]),
+             cfg.epochs, steps_per_epoch, cfg.batch_size, cfg.learning_rate, dev.device, dev.precision)
     progress, best_state = _Progress(), None
     ckpt = _latest_checkpoint(state_dir) if state_dir.is_dir() else None
     if ckpt is not None:
         progress, best_state = _load_checkpoint(ckpt, named, optimizer, scaler, fingerprint)
-        log.info("resuming from %s (epoch %d, step %d)", ckpt, progress.epoch, progress.global_step)
+        log.info("resuming from checkpoint %s (epoch %d, step %d)", ckpt, progress.epoch, progress.global_step)
+    clock = _Clock(progress.global_step, total_steps)
 
     model.train()
     for epoch in range(progress.epoch, cfg.epochs):
@@ -679,6 +719,10 @@ def train(
             progress.loss_sum += float(loss.detach())
             progress.loss_count += 1
             progress.global_step += 1
+            clock.tokens += int(batch["attention_mask"].sum())
+            if clock.due():  # long epochs: a line every LOG_EVERY_S seconds as well
+                log.info("epoch %d/%d, %s: loss %.4f", epoch + 1, cfg.epochs, clock.status(progress.global_step,
+                         optimizer.param_groups[0]["lr"]), progress.loss_sum / progress.loss_count)
             progress.step_in_epoch = b + 1
             if (cfg.checkpoint_every and progress.global_step % cfg.checkpoint_every == 0
                     and progress.step_in_epoch < len(batches)):
@@ -692,11 +736,12 @@ def train(
                  "train_loss": progress.loss_sum / max(1, progress.loss_count),
                  "val_metric": val[metric_name], **{f"val_{k}": v for k, v in val.items() if k != "n"}}
         progress.history.append(entry)
-        log.info("epoch %d/%d: train loss %.4f, validation %s %.4f", epoch + 1, cfg.epochs, entry["train_loss"],
-                 metric_name, entry["val_metric"])
         if progress.best_metric is None or val[metric_name] > progress.best_metric:
             progress.best_metric, progress.best_epoch = val[metric_name], epoch + 1
             best_state = {n: p.detach().cpu().clone() for n, p in named}
+        log.info("epoch %d/%d done, %s: train loss %.4f, validation %s %.4f (best %.4f, epoch %d)", epoch + 1,
+                 cfg.epochs, clock.status(progress.global_step, optimizer.param_groups[0]["lr"]), entry["train_loss"],
+                 metric_name, entry["val_metric"], progress.best_metric, progress.best_epoch)
         progress.epoch, progress.step_in_epoch, progress.loss_sum, progress.loss_count = epoch + 1, 0, 0.0, 0
         _save_checkpoint(state_dir, named, optimizer, scaler, progress, best_state, fingerprint)
 
@@ -710,8 +755,8 @@ def train(
     _write_outputs(model, out_dir, task, labels, summary, test_pred, test_gold)
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
-    log.info("trained in %.1f s; best epoch %s, validation %s %.4f", time.perf_counter() - started,
-             progress.best_epoch, metric_name, progress.best_metric)
+    log.info("trained in %.1f s; best epoch %s, validation %s %.4f; wrote %s", time.perf_counter() - started,
+             progress.best_epoch, metric_name, progress.best_metric, out_dir)
     return summary
 
 

@@ -254,7 +254,11 @@ def save_module(
     weights: dict[tuple[int, str, str], np.ndarray], config: dict, student: ModelShape, out: str | Path,
     *, overwrite: bool = False, inputs: Sequence[str | Path] = (),
 ) -> None:
-    """Write the module in the adapters library's layout for the student (keys as its base model names them)."""
+    """Write the module in the adapters library's layout for the student (keys as its base model names them).
+
+    The weights go to both files adapters reads: safetensors, and `pytorch_adapter.bin` (plain tensors,
+    which adapters loads with weights_only=True), so that the documented `model.load_adapter(out)` works."""
+    import torch
     from safetensors.numpy import save_file
 
     arch = student.arch
@@ -263,6 +267,7 @@ def save_module(
     state = {f"{arch.layers_path}.{l}.{paths[site]}.{name}.{param}": t for (l, site, param), t in weights.items()}
     with new_output(out, MODULE_KIND, inputs=inputs, overwrite=overwrite, is_dir=True) as tmp:
         save_file(state, str(tmp / SAFE_WEIGHTS_NAME))
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, tmp / BIN_WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
