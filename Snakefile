@@ -17,6 +17,11 @@ if config.get("demo"):
     include: "workflow/rules/demo.smk"
 
 
+if config.get("minilm"):
+
+    include: "workflow/rules/minilm.smk"
+
+
 include: "workflow/rules/assets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/align.smk"

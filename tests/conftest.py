@@ -197,6 +197,9 @@ def slurm_cluster() -> tuple[bool, str]:
 
 
 SLURM_UP, SLURM_WHY = slurm_cluster()
+if os.environ.get("TRANSMOD_REQUIRE_SLURM") == "1" and not SLURM_UP:
+    # CI starts the cluster: if it did not come up, the SLURM tests must fail, not skip.
+    raise pytest.UsageError(f"TRANSMOD_REQUIRE_SLURM=1 but the test cluster is not usable: {SLURM_WHY}")
 # The production profile plus the CI layer (partition `ci`, no GPUs), exactly as CI runs the workflow.
 SLURM_PROFILES = ("--profile", REPO / "profiles" / "slurm", "--profile", REPO / "tests" / "slurm" / "profile")
 DEMO_RUN_LOG = "demo-run.log"

@@ -469,16 +469,18 @@ def test_workflow_fetches_assets_once_then_jobs_run_with_the_hub_offline(hub, wo
 
     # with the assets present, nothing is fetched again
     counts = job_counts(workflow(work, env, "-n", "--cores", 1).stdout)
-    assert "fetch_assets" not in counts and counts["sample_embeddings"] == 2 * 2
+    assert "fetch_assets" not in counts and counts["sample_embeddings"] == 2 * 2  # both pairs' 2 models x 2 module types
+    assert counts["train_teacher"] == 2  # one teacher, shared by both pairs, x 2 module types
 
     # on a compute node: jobs read the local copies, the hub offline; the server sees no request
     hub.requests.clear()
-    run = Path("results/runs/matching/pi/en/adapter/teacher/seed1")
-    workflow(work, env, "--cores", 2, "results/samples/matching/pi/en/teacher.adapter.parquet", run / "history.json")
+    run = Path("results/teachers/tiny--teacher/pi/en/adapter/seed1")
+    samples = Path("results/samples/tiny--teacher/pi/en/adapter.parquet")
+    workflow(work, env, "--cores", 2, samples, run / "history.json")
     assert hub.requests == [], f"jobs went online: {hub.requests[:5]}"
-    assert (work / "results" / "samples" / "matching" / "pi" / "en" / "teacher.lora.parquet").is_file()
+    assert (work / samples).is_file()
     assert (work / run / "test_predictions.json").is_file()
-    log = (work / "results" / "logs" / "sample_embeddings" / "matching" / "pi" / "en" / "teacher.log").read_text()
+    log = (work / "results" / "logs" / "sample_embeddings" / "tiny--teacher" / "pi" / "en" / "adapter.log").read_text()
     assert "of resources/assets/models/tiny/teacher" in log
     # every job's Python process recorded its environment at exit (the sitecustomize probe)
     jobs = {}

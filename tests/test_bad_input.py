@@ -230,6 +230,9 @@ CASES = {
         s, "peft-rank", "peft", _json_edit("adapter_config.json", lambda c: c.update(r=8)))), None, "rank"),
     "sample --max-length 0": (lambda s: ["sample", "--model", I(s, "teacher"), "--peft", "adapter", "--data",
                                          I(s, "text.txt"), "--max-length", "0"], None, "--max-length"),
+    "adapter placed after the layer norm": (lambda s: transfer(s, _broken(
+        s, "ln-after", "adapter", _json_edit("adapter_config.json", lambda c: c["config"].update(original_ln_before=False))),
+    ), None, "original_ln_before=False"),
     # ---- one line, never a traceback
     "invalid JSON in adapter_config.json": (lambda s: transfer(s, _broken(
         s, "bad-config", "adapter", _write("{not json", "adapter_config.json"))), None, "not readable as JSON"),

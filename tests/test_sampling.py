@@ -71,12 +71,21 @@ def test_hooks_do_not_change_outputs(tokenizer):
     assert torch.equal(before, during)
 
 
-def test_max_tokens_cuts_in_reading_order(tmp_path, tokenizer):
-    model = make_model("bert", 1)
-    out = tmp_path / "s.parquet"
-    n = sample_hidden_states(model, tokenizer, [(s,) for s in SENTENCES], {"adapter": out}, model_name="m",
-                             max_tokens=13, batch_size=2)
-    assert n == 13 and pq.read_table(out).num_rows == 13
+def test_max_tokens_draws_sentences_spread_over_the_data(tmp_path, tokenizer):
+    examples = [(s,) for s in SENTENCES]
+    sents = {}
+    for name, model in (("a", make_model("bert", 1)), ("b", make_model("distilbert", 1, seed=5)), ("c", make_model("bert", 1))):
+        out = tmp_path / f"{name}.parquet"
+        n = sample_hidden_states(model, tokenizer, examples, {"adapter": out}, model_name=name, max_tokens=40, batch_size=2)
+        table = pq.read_table(out, columns=["sent", "start", "token"])
+        assert n == 40 == table.num_rows
+        sents[name] = table.to_pydict()
+    drawn = sorted(set(sents["a"]["sent"]))
+    assert drawn != list(range(len(drawn)))  # not the first sentences of the file
+    assert max(drawn) >= len(SENTENCES) // 2 and min(drawn) < len(SENTENCES) // 2  # from across the data
+    assert sents["a"] == sents["b"] == sents["c"]  # every model keeps the same tokens, run after run
+    words = [SENTENCES[i].split() for i in drawn]  # each key still names its sentence's text
+    assert all(token in words[drawn.index(i)] for i, token in zip(sents["a"]["sent"], sents["a"]["token"]))
 
 
 def test_empty_and_foreign_files_are_refused(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -216,6 +217,19 @@ def test_build_model_trains_only_module_and_head(models, arch, peft):
     assert any(not torch.equal(sd[n], sd3[n]) for n, _ in head if n.endswith("weight"))
 
 
+def test_a_base_weight_of_the_wrong_shape_is_refused_not_reinitialised(models, tmp_path):
+    import shutil
+
+    folder = tmp_path / "bert"
+    shutil.copytree(models["bert"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] += 8  # the weights were saved for the old size
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TransmodError, match=r"encoder\.layer\.0\..*does not have the shape"):
+        build_model(folder, "pi", 2, "lora", TrainConfig(seed=1))
+    build_model(models["bert"], "ner", 9, "lora", TrainConfig(seed=1))  # a fresh head of any size is fine
+
+
 def test_reduction_factor_gives_the_bottleneck():
     for hidden, bottleneck in [(768, 128), (1024, 128), (32, 8), (100, 7), (768, 100)]:
         assert int(hidden // reduction_factor(hidden, bottleneck)) == bottleneck
@@ -358,7 +372,8 @@ def test_resume_after_kill_is_exact(models, tmp_path, peft, task):
             train(models["bert"], task, peft, *splits, cfg, out, threads=1, step_callback=kill_at(step))
         assert (out / STATE_DIR / "LATEST").is_file()
         assert not (out / PREDICTIONS_FILE).exists()
-    train(models["bert"], task, peft, *splits, cfg, out, threads=1)
+    # resumed with another checkpoint interval (`checkpoints.every` changed in the config): the same run
+    train(models["bert"], task, peft, *splits, dataclasses.replace(cfg, checkpoint_every=5), out, threads=1)
     assert not (out / STATE_DIR).exists()
     whole = tmp_path / "whole"
     assert (out / PREDICTIONS_FILE).read_text() == (whole / PREDICTIONS_FILE).read_text()

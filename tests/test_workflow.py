@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, REPO, dry_run, job_counts, snakemake
+from conftest import DEMO_CONFIG, DEMO_RUN_LOG, REPO, dry_run, job_counts, snakemake
 
 
 def demo_grid():
@@ -71,15 +72,46 @@ def test_zero_shot_runs_keep_the_transferred_module(demo):
         assert history["config"]["freeze_module"] and len(history["epochs"]) == 2  # the demo's zero_shot budget
 
 
+def slug(model: str) -> str:
+    return model.strip("/").replace("/", "--")
+
+
 def test_every_stage_is_a_tracked_file(demo):
     results = demo / "results"
+    pairs = yaml.safe_load(DEMO_CONFIG.read_text())["pairs"]
     for pair, task, lang, peft in demo_grid():
-        assert (results / "samples" / pair / task / lang / f"teacher.{peft}.parquet").is_file()
+        for role in ("teacher", "student"):
+            assert (results / "samples" / slug(pairs[pair][role]) / task / lang / f"{peft}.parquet").is_file()
+        assert (results / "teachers" / slug(pairs[pair]["teacher"]) / task / lang / peft / "seed1" / "module").is_dir()
         for mapping in ("skip", "avg"):
             assert (results / "align" / pair / task / lang / peft / f"{mapping}.correlation.safetensors").is_file()
             assert (results / "align" / pair / task / lang / peft / f"{mapping}.assignment.json").is_file()
             assert (results / "transferred" / pair / task / lang / peft / mapping / "seed1" / "adapter.safetensors").is_file()
-    assert list((results / "logs").rglob("*.log")) and list((results / "benchmarks").rglob("*.tsv"))
+
+
+
+def test_every_job_wrote_a_log_without_a_traceback(demo):
+    logs = set(re.findall(r"^\s+log: (\S+\.log)", (demo / DEMO_RUN_LOG).read_text(), re.M))
+    counts = job_counts((demo / DEMO_RUN_LOG).read_text())
+    assert len(logs) == sum(counts.values()) - counts["all"]  # one log per job, `all` has none
+    for log in sorted(logs):
+        text = (demo / log).read_text()
+        assert text.strip(), f"{log} is empty"
+        assert "Traceback" not in text, f"{log}:\n{text[-2000:]}"
+
+
+def test_training_log_shows_progress(demo):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    teacher = slug(config["pairs"]["matching"]["teacher"])
+    text = (demo / "results/logs/train_teacher" / teacher / "ner/en/adapter/seed1.log").read_text()
+    epochs = config["training"]["teacher"]["epochs"]
+    start = re.search(r"training .+ \+ adapter on ner: [\d,]+ trainable parameters, \d+ train / \d+ validation / \d+ "
+                      r"test examples, \d+ epochs x \d+ steps of 16, lr 0\.005, on cpu \(fp32\)", text)
+    done = list(re.finditer(r"epoch (\d+)/\d+ done, step \d+/\d+, lr \S+, [\d,]+ tokens/s, elapsed [\d.]+ s, ETA [\d.]+ s: "
+                            r"train loss [\d.]+, validation f1 [\d.]+ \(best [\d.]+, epoch \d\)", text))
+    end = re.search(r"trained in [\d.]+ s; best epoch \d, validation f1 [\d.]+; wrote \S+", text)
+    assert start and end and [int(m.group(1)) for m in done] == list(range(1, epochs + 1)), text
+    assert start.end() < done[0].start() and done[-1].end() < end.start()
 
 
 def test_fidelity_compares_every_method_on_the_demo(demo):
@@ -127,6 +159,47 @@ def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     }
 
 
+def test_lora_only_option_never_reruns_the_adapter_chain(demo):
+    path = demo / "override-lora-b.yaml"
+    path.write_text(yaml.safe_dump({"alignment": {"lora_b": "output"}}))
+    done = snakemake("-n", "--profile", REPO / "profiles" / "demo", "--configfile", DEMO_CONFIG, path, cwd=demo)
+    jobs = [line.split(":", 1)[1] for line in done.stdout.splitlines() if line.strip().startswith("wildcards:")]
+    assert jobs and all("peft=adapter" not in job for job in jobs), [j for j in jobs if "peft=adapter" in j][:3]
+    counts = job_counts(done.stdout)
+    n_lora = len([c for c in demo_grid() if c[3] == "lora"])
+    assert "train_teacher" not in counts  # teachers do not read lora_b
+    assert counts["sample_embeddings"] == len({(c[0], c[1], c[2]) for c in demo_grid()}) * 2  # lora samples, both models
+    assert counts["fidelity"] == n_lora
+
+
+def test_pairs_sharing_a_teacher_train_and_sample_it_once(demo):
+    """A second student for the matching pair's teacher: its teacher runs and samples are reused."""
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    spec = config["pairs"]["matching"]
+    path = demo / "override-second-student.yaml"
+    path.write_text(yaml.safe_dump({"pairs": {"second": {**spec, "tasks": ["pi"]}}}))
+    counts = dry_run("--configfile", DEMO_CONFIG, path, cwd=demo)
+    cells = len(config["tasks"]["pi"]["languages"]) * 2  # languages x module types
+    assert "train_teacher" not in counts and "sample_embeddings" not in counts, counts
+    assert counts["train_student"] == 3 * cells  # default, skip, avg of the new pair
+    assert counts["evaluate"] == 4 * cells  # its teacher rows read the shared teacher's predictions
+
+
+def test_paper_grid_plans_a_shared_teacher_once(tmp_path):
+    path = tmp_path / "two-students.yaml"
+    path.write_text(yaml.safe_dump({
+        "pairs": {"matching": {"tasks": ["pi"]}, "incompatible": {"tasks": ["pi"]},
+                  "to-distil": {"teacher": "xlm-roberta-large", "student": "distilbert-base-multilingual-cased",
+                                "aligned": True, "tasks": ["pi"]}},
+        "tasks": {"pi": {"languages": ["en", "de"]}},
+    }))
+    counts = job_counts(snakemake("-n", "--cores", 1, "--configfile", REPO / "config.yaml", path, cwd=tmp_path).stdout)
+    cells = 2 * 2  # languages x module types
+    assert counts["train_teacher"] == 2 * cells  # mBERT and XLM-R large, each once
+    assert counts["sample_embeddings"] == 4 * cells  # mBERT, DistilmBERT, XLM-R large and base, each once
+    assert counts["evaluate"] == 3 * cells * (1 + 6)  # each pair's teacher row and six student inits
+
+
 def test_failed_job_leaves_no_output(demo, tmp_path):
     results = demo / "results" / "align" / "incompatible" / "pi" / "en" / "adapter"
     backup = tmp_path / "corr"
@@ -159,7 +232,7 @@ def test_paper_grid_plan_offline(tmp_path):
     assert counts == {
         "train_teacher": runs,
         "train_student": students * runs,
-        "sample_embeddings": 2 * task_langs,
+        "sample_embeddings": 2 * task_langs * len(config["peft"]),  # no model is shared by two pairs
         "correlate": 2 * task_langs * len(config["peft"]),
         "solve_lsa": 2 * task_langs * len(config["peft"]),
         "fit_alignment": 2 * aligned_langs * len(config["peft"]),  # every extra method of a mapping in one job

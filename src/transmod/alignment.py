@@ -218,7 +218,7 @@ def _check_widths(d_t: int, d_s: int) -> None:
 
 def fit_alignment(
     teacher: SampleFile, student: SampleFile, mapping: str, method: str, *,
-    ridge: float = DEFAULT_RIDGE, holdout: float = 0.0, batch_size: int = 2048,
+    ridge: float = DEFAULT_RIDGE, holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None,
 ) -> Alignment:
     """Fit one method's maps from two sample files (AVG: the group's mean teacher state), first rows only.
 
@@ -230,7 +230,7 @@ def fit_alignment(
         raise TransmodError(f"--ridge must not be negative, got {ridge}")
     if method == "select":
         return select_alignment(describe(teacher), describe(student), mapping, check_pair(teacher, student))
-    groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size)
+    groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
     n = next(iter(acc.values())).n
     need = max(teacher.hidden_size, student.hidden_size) + 1
     if method in DENSE_METHODS and n < need:

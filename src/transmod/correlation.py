@@ -138,10 +138,11 @@ def _describe(sample: SampleFile) -> dict:
 
 def accumulate(
     teacher: SampleFile, student: SampleFile, mapping: str, accumulator: Callable[[int, int], A] = PearsonAccumulator,
-    holdout: float = 0.0, batch_size: int = 2048,
+    holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None,
 ) -> tuple[list[list[int]], dict[tuple[int, str], A]]:
     """One streaming pass over the shared rows before the held-out tail: each student layer (and space)
-    against its mapped teacher layer, or under AVG the mean state of its teacher group."""
+    against its mapped teacher layer, or under AVG the mean state of its teacher group. `workers`: threads that
+    update layer pairs side by side (default: every core this process may use)."""
     spaces = check_pair(teacher, student)
     groups = layer_map(mapping, teacher.num_layers, student.num_layers)
     acc = {(l, s): accumulator(student.hidden_size, teacher.hidden_size) for l in range(len(groups)) for s in spaces}
@@ -158,7 +159,7 @@ def accumulate(
     # One BLAS thread per worker: whole updates run side by side, their numpy steps included.
     fit = split_point(n, holdout)
     what = f"{len(acc)} layer pairs of {teacher.path.name} x {student.path.name}"
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool, \
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool, \
             Progress(what, "tokens", fit) as progress:
         for t_batch, s_batch in prefetched(pairs):
             for done in [pool.submit(update, key, t_batch, s_batch) for key in acc]:
@@ -168,10 +169,10 @@ def accumulate(
 
 
 def correlate_samples(
-    teacher: SampleFile, student: SampleFile, mapping: str, batch_size: int = 2048
+    teacher: SampleFile, student: SampleFile, mapping: str, batch_size: int = 2048, workers: int | None = None
 ) -> Correlation:
     """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state)."""
-    groups, acc = accumulate(teacher, student, mapping, batch_size=batch_size)
+    groups, acc = accumulate(teacher, student, mapping, batch_size=batch_size, workers=workers)
     result = Correlation(mapping, _describe(teacher), _describe(student), 0)
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()

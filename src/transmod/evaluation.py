@@ -101,7 +101,7 @@ def write_metrics(pred_path: str | Path, out_path: str | Path, run_info: dict[st
     data = read_predictions(pred_path)
     metrics = score(data["task"], data)
     metrics["run"] = _jsonable(run_info)
-    for key in ("best_epoch", "best_val_metric"):
+    for key in ("best_epoch", "best_val_metric", "environment"):
         if key in data:
             metrics[key] = data[key]
     with atomic_path(out_path) as tmp:

@@ -80,12 +80,15 @@ def sample_hidden_states(
     batch_size: int = 32,
     max_length: int = 128,
     lora_outputs: bool = False,
+    seed: int = 0,
 ) -> int:
     """Run the bare model over `examples` once and write, per hook type in `outs` (adapter, lora),
     the module inputs of every layer to that file.
 
-    Returns the number of tokens written. Only non-special, non-padding tokens are kept; the first
-    `max_tokens` of them in reading order, so two models reading the same data keep the same tokens.
+    Returns the number of tokens written. Only non-special, non-padding tokens are kept. With
+    `max_tokens`, examples are read in an order drawn with `seed` (the same for every model reading the
+    same data) until that many tokens are kept: the sample spreads over the whole split, not over its
+    first documents, and two models keep the same sentences.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TransmodError(f"{model_name}: sampling needs a fast tokenizer (tokenizer.json) for character offsets")
@@ -96,6 +99,7 @@ def sample_hidden_states(
     spaces = {peft: spaces_for(peft, lora_outputs) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
     model.eval()
+    device = next(model.parameters()).device
     accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
     written = 0
     with contextlib.ExitStack() as stack:
@@ -103,8 +107,10 @@ def sample_hidden_states(
         store = stack.enter_context(capture(model, shape.arch, spaces))
         stack.enter_context(torch.inference_mode())
         progress = stack.enter_context(Progress(f"sampling {model_name}", "tokens", max_tokens))
+        order = np.arange(len(examples)) if max_tokens is None else np.random.default_rng(seed).permutation(len(examples))
         for first in range(0, len(examples), batch_size):
-            batch = examples[first : first + batch_size]
+            index = order[first : first + batch_size]
+            batch = [examples[i] for i in index]
             enc = tokenizer(
                 [ex[0] for ex in batch],
                 [ex[1] if len(ex) > 1 else "" for ex in batch] if any(len(ex) > 1 for ex in batch) else None,
@@ -113,7 +119,7 @@ def sample_hidden_states(
             )
             offsets = enc.pop("offset_mapping")
             keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()
-            model(**{k: v for k, v in enc.items() if k in accepted})
+            model(**{k: v.to(device) for k, v in enc.items() if k in accepted})
             rows, pos = keep.nonzero(as_tuple=True)
             if max_tokens is not None:
                 rows, pos = rows[: max_tokens - written], pos[: max_tokens - written]
@@ -121,14 +127,15 @@ def sample_hidden_states(
                 continue
             seq = torch.tensor([[s if s is not None else -1 for s in enc.sequence_ids(i)] for i in range(len(batch))])
             keys = {
-                "sent": pa.array((rows + first).numpy().astype(np.int32)),
+                "sent": pa.array(index[rows.numpy()].astype(np.int32)),
                 "seq": pa.array(seq[rows, pos].numpy().astype(np.int8)),
                 "start": pa.array(offsets[rows, pos, 0].numpy().astype(np.int32)),
                 "end": pa.array(offsets[rows, pos, 1].numpy().astype(np.int32)),
                 "token": pa.array(tokenizer.convert_ids_to_tokens(enc["input_ids"][rows, pos].tolist())),
             }
             for peft, writer in writers.items():
-                writer.write(keys, {c: store[f"{peft}:{c}"][rows, pos].float().numpy() for c in columns[peft]})
+                at = rows.to(device), pos.to(device)
+                writer.write(keys, {c: store[f"{peft}:{c}"][at].float().cpu().numpy() for c in columns[peft]})
             written += len(rows)
             progress.update(len(rows))
             if max_tokens is not None and written >= max_tokens:
@@ -170,6 +177,8 @@ def sample_model(
             model = AutoModel.from_pretrained(model_name, trust_remote_code=False, local_files_only=offline)
     except Exception as exc:  # OSError, ValueError, safetensors' own errors: all mean "cannot load this model"
         raise load_error(model_name, "model", exc) from None
+    if torch.cuda.is_available():  # the forward passes are the whole cost of sampling
+        model = model.to("cuda")
     return sample_hidden_states(
         model, tokenizer, examples, outs, model_name=model_name, max_tokens=max_tokens,
         batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs,

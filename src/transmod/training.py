@@ -110,6 +110,11 @@ class TrainConfig:
         cfg.validate(source)
         return cfg
 
+    def hyper(self) -> dict[str, Any]:
+        """What the run's result depends on: every setting but the checkpoint interval, which a resumed
+        run may change (checkpoints save exact positions, so any interval resumes the same run)."""
+        return {k: v for k, v in asdict(self).items() if k != "checkpoint_every"}
+
     def validate(self, source: str = "the training config") -> None:
         positive = ("learning_rate", "batch_size", "epochs", "max_length", "adapter_bottleneck", "lora_r",
                     "lora_alpha", "eval_batch_size", "mega_batches")
@@ -181,6 +186,17 @@ def head_parameter_names(model: torch.nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters() if not n.startswith(prefix)]
 
 
+def _check_mismatched(model: torch.nn.Module, mismatched: Sequence, source: str) -> None:
+    """Only the head may be re-initialised for a different shape; a base weight that does not fit the
+    model's config means a damaged or mislabelled checkpoint, and training on it would be silently wrong."""
+    head = set(head_parameter_names(model))
+    base = [k if isinstance(k, str) else k[0] for k in mismatched]
+    base = [k for k in base if k not in head]
+    if base:
+        raise TransmodError(f"{source}: the weight {base[0]} does not have the shape its config.json gives"
+                            f"{f' (and {len(base) - 1} more)' if len(base) > 1 else ''}; restore the model's files")
+
+
 def build_model(
     model_path: str | os.PathLike,
     task: str,
@@ -215,15 +231,17 @@ def build_model(
             id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
         )
         with _quiet_transformers():
-            model = model_cls.from_pretrained(
+            # Mismatched sizes are allowed for a saved head of another label set; `_check_mismatched` refuses the rest.
+            model, info = model_cls.from_pretrained(
                 source, config=config, trust_remote_code=False, ignore_mismatched_sizes=True, dtype=torch.float32,
-                local_files_only=local_files_only(source),
+                local_files_only=local_files_only(source), output_loading_info=True,
             )
     except (OSError, ValueError) as exc:
         raise TransmodError(
             f"cannot load the model {source!r}: give a local model folder (config.json + weights) or a hub id "
             f"reachable from here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
+    _check_mismatched(model, info.get("mismatched_keys", []), source)
     adapters.init(model)
 
     if init_module is None:
@@ -329,6 +347,14 @@ class _Device:
             return "fp32"
         tf32 = "on" if torch.backends.cuda.matmul.allow_tf32 else "off"
         return f"{'bf16' if self.dtype == torch.bfloat16 else 'fp16'} autocast, TF32 {tf32}"
+
+    def environment(self) -> dict[str, str]:
+        """What produced a run's numbers: device, precision and the versions of the libraries that train."""
+        from importlib.metadata import version
+
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return {"device": name, "precision": self.precision,
+                **{lib: version(lib) for lib in ("torch", "transformers", "adapters", "transmod")}}
 
     def autocast(self):
         if self.dtype is None:
@@ -674,7 +700,7 @@ def train(
     metric_name = PRIMARY_METRIC[task]
     fingerprint = {
         "model": str(model_path), "task": task, "peft": peft, "labels": labels,
-        "init_module": str(init_module) if init_module is not None else None, "config": asdict(cfg),
+        "init_module": str(init_module) if init_module is not None else None, "config": cfg.hyper(),
         "num_train": len(train_ex), "num_validation": len(splits["validation"]),
     }
 
@@ -750,8 +776,9 @@ def train(
             p.copy_(best_state[n])
     test_pred = predict(model, splits["test"], task, labels, cfg.eval_batch_size, pad_id, dev)
     summary = {"task": task, "peft": peft, "metric": metric_name, "best_epoch": progress.best_epoch,
-               "best_val_metric": progress.best_metric, "epochs": progress.history, "config": asdict(cfg),
-               "model": str(model_path), "init_module": str(init_module) if init_module is not None else None}
+               "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
+               "model": str(model_path), "init_module": str(init_module) if init_module is not None else None,
+               "environment": dev.environment()}
     _write_outputs(model, out_dir, task, labels, summary, test_pred, test_gold)
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -777,6 +804,7 @@ def _write_outputs(
     with atomic_path(out_dir / HISTORY_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     predictions = {"task": task, "labels": labels, "metric": summary["metric"], "best_epoch": summary["best_epoch"],
-                   "best_val_metric": summary["best_val_metric"], "predictions": test_pred, "gold": test_gold}
+                   "best_val_metric": summary["best_val_metric"], "environment": summary["environment"],
+                   "predictions": test_pred, "gold": test_gold}
     with atomic_path(out_dir / PREDICTIONS_FILE) as tmp:
         tmp.write_text(json.dumps(predictions) + "\n", encoding="utf-8")

@@ -88,6 +88,10 @@ def _check_supported(config: dict, source: Path) -> None:
             bad.append("output_adapter false")
         if isinstance(cfg.get("reduction_factor"), dict):
             bad.append("per-layer reduction_factor")
+        # Sampling reads the adapter's input at the output LayerNorm, which is where SeqBn/Pfeiffer places it.
+        for key in ("original_ln_before", "residual_before_ln"):
+            if cfg.get(key, True) is not True:
+                bad.append(f"{key}={cfg[key]!r} (the adapter then reads another hidden state)")
         kind = "bottleneck output adapters (Pfeiffer / SeqBnConfig)"
     else:
         raise TransmodError(f"{source}/{CONFIG_NAME}: not a bottleneck adapter or LoRA config; transmod moves those two")

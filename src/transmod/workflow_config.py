@@ -22,7 +22,8 @@ KNOWN_SHAPES = {
     "xlm-roberta-large": (24, 1024),
     "xlm-roberta-base": (12, 768),
 }
-DEMO_ASSETS = "resources/demo/"  # built by the demo's own rules (workflow/rules/demo.smk)
+# Folders that the workflow's own rules build when a config flag is on (workflow/rules/{demo,minilm}.smk).
+BUILT_ASSETS = {"demo": "resources/demo/", "minilm": "resources/minilm/"}
 
 
 def _key(path: Any) -> str:
@@ -92,9 +93,9 @@ def model_dims(model: str) -> tuple[int, int] | None:
     return KNOWN_SHAPES.get(model)
 
 
-def _check_local(key: str, path: str, demo: bool) -> None:
-    """A local path the config names must exist before any job, unless the demo's rules build it."""
-    if looks_local(path) and not Path(path).expanduser().exists() and not (demo and path.startswith(DEMO_ASSETS)):
+def _check_local(key: str, path: str, built: list[str]) -> None:
+    """A local path the config names must exist before any job, unless the workflow's rules build it."""
+    if looks_local(path) and not Path(path).expanduser().exists() and not path.startswith(tuple(built)):
         raise TransmodError(f"config key {key}: no such local folder {path!r}; give an existing folder or a hub id "
                             "(owner/name)")
 
@@ -102,16 +103,16 @@ def _check_local(key: str, path: str, demo: bool) -> None:
 def check_semantics(config: dict) -> None:
     from transmod.data import TASKS
 
-    demo = bool(config.get("demo"))
+    built = [prefix for flag, prefix in BUILT_ASSETS.items() if config.get(flag)]
     for task, spec in config["tasks"].items():
-        _check_local(f"tasks.{task}.dataset", spec["dataset"], demo)
+        _check_local(f"tasks.{task}.dataset", spec["dataset"], built)
     bottleneck = config["modules"]["adapter"]["bottleneck"]
     for pair, spec in config["pairs"].items():
         for task in spec["tasks"]:
             if task not in config["tasks"]:
                 raise TransmodError(f"config key pairs.{pair}.tasks: task {task!r} has no entry under `tasks`; add one")
         for role in ("teacher", "student"):
-            _check_local(f"pairs.{pair}.{role}", spec[role], demo)
+            _check_local(f"pairs.{pair}.{role}", spec[role], built)
         teacher, student = model_dims(spec["teacher"]), model_dims(spec["student"])
         if teacher and student and student[0] > teacher[0]:
             raise TransmodError(

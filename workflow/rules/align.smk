@@ -2,25 +2,26 @@
 # runs beside teacher training; prune_align joins the two branches.
 
 
+# Samples are keyed by model and module type: a model shared by pairs is sampled once, and a
+# LoRA-only setting (alignment.lora_b) never re-samples for adapters.
 rule sample_embeddings:
     input:
         model=model_input(),
         data=dataset_input,
     output:
-        adapter="results/samples/{pair}/{task}/{lang}/{role}.adapter.parquet",
-        lora="results/samples/{pair}/{task}/{lang}/{role}.lora.parquet",
+        "results/samples/{model}/{task}/{lang}/{peft}.parquet",
     params:
         model=model_of(),
         dataset=dataset_of,
         split=config["sampling"]["split"],
         max_tokens=config["sampling"]["max_tokens"],
         batch_size=config["sampling"]["batch_size"],
-        lora_outputs=config["alignment"]["lora_b"] == "output",
+        lora_outputs=lambda w: lora_b(w) == "output",
     log:
-        "results/logs/sample_embeddings/{pair}/{task}/{lang}/{role}.log",
+        "results/logs/sample_embeddings/{model}/{task}/{lang}/{peft}.log",
     benchmark:
-        "results/benchmarks/sample_embeddings/{pair}/{task}/{lang}/{role}.tsv"
-    threads: 1
+        "results/benchmarks/sample_embeddings/{model}/{task}/{lang}/{peft}.tsv"
+    threads: 1  # the forward passes run on the GPU when there is one (profiles request it)
     conda:
         "../envs/transmod.yaml"
     script:
@@ -29,14 +30,15 @@ rule sample_embeddings:
 
 rule correlate:
     input:
-        teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
-        student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
+        teacher=samples_of("teacher"),
+        student=samples_of("student"),
     output:
         "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.correlation.safetensors",
     log:
         "results/logs/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.log",
     benchmark:
         "results/benchmarks/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
+    threads: 4  # layer pairs updated side by side
     conda:
         "../envs/transmod.yaml"
     script:
@@ -62,8 +64,8 @@ if EXTRA_METHODS:
 
     rule fit_alignment:
         input:
-            teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
-            student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
+            teacher=samples_of("teacher"),
+            student=samples_of("student"),
         output:
             expand(
                 "results/align/{{pair}}/{{task}}/{{lang}}/{{peft}}/{{mapping}}.{method}.alignment.safetensors",
@@ -76,6 +78,7 @@ if EXTRA_METHODS:
             "results/logs/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.log",
         benchmark:
             "results/benchmarks/fit_alignment/{pair}/{task}/{lang}/{peft}/{mapping}.tsv"
+        threads: 4  # layer pairs updated side by side
         conda:
             "../envs/transmod.yaml"
         script:
@@ -85,7 +88,7 @@ if EXTRA_METHODS:
 rule prune_align:
     input:
         unpack(alignment_input),
-        module="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/module",
+        module=lambda w: f"{teacher_run(w)}/module",
         teacher=model_input("teacher"),
         student=model_input("student"),
     output:
@@ -94,7 +97,7 @@ rule prune_align:
         teacher=model_of("teacher"),
         student=model_of("student"),
         mapping=lambda w: split_init(w.init)[0],
-        lora_b=config["alignment"]["lora_b"],
+        lora_b=lora_b,
     log:
         "results/logs/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
     benchmark:
@@ -110,9 +113,9 @@ rule prune_align:
 rule fidelity:
     input:
         unpack(fidelity_alignments),
-        module="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/module",
-        teacher="results/samples/{pair}/{task}/{lang}/teacher.{peft}.parquet",
-        student="results/samples/{pair}/{task}/{lang}/student.{peft}.parquet",
+        module=lambda w: f"{teacher_run(w)}/module",
+        teacher=samples_of("teacher"),
+        student=samples_of("student"),
         teacher_model=model_input("teacher"),
         student_model=model_input("student"),
     output:
@@ -122,11 +125,12 @@ rule fidelity:
         student=model_of("student"),
         inits=lambda w: fidelity_inits(w.pair),
         holdout=config["alignment"]["holdout"],
-        lora_b=config["alignment"]["lora_b"],
+        lora_b=lora_b,
     log:
         "results/logs/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.log",
     benchmark:
         "results/benchmarks/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.tsv"
+    threads: 2  # BLAS threads of the effect products
     conda:
         "../envs/transmod.yaml"
     script:

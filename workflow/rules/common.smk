@@ -1,6 +1,7 @@
 # Input functions, paths and config validation shared by every rule file.
 
 import os
+import re
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -17,12 +18,25 @@ as_workflow_error(
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
+# A teacher run and a model's samples depend on the model, not on the pair: pairs that share a
+# teacher (one teacher, several candidate students) share its runs and samples.
+TEACHER = "results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}"
+SAMPLES = "results/samples/{model}/{task}/{lang}/{peft}.parquet"
 METHOD = "lsa-signed|linear|procrustes|select"  # alignment methods besides the study's lsa
 TRANSFER_INIT = rf"(skip|avg)(-({METHOD}))?"  # an init that starts from a transferred module
 ZERO_SHOT = "zs-"  # init prefix of zero-shot runs: the module frozen, only the head trained
 
 
+def slug(model):
+    """A model id or folder as one path component: `xlm-roberta-large`, `resources--demo--models--teacher-bert`."""
+    return model.strip("/").replace("/", "--")
+
+
+MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
+
+
 wildcard_constraints:
+    model="|".join(re.escape(m) for m in MODELS),
     pair="|".join(config["pairs"]),
     task="ner|pi|nli",
     lang="[a-z]{2,3}",
@@ -30,7 +44,6 @@ wildcard_constraints:
     init=rf"({ZERO_SHOT})?(default|{TRANSFER_INIT})",
     mapping="skip|avg",
     method=METHOD,
-    role="teacher|student",
     seed=r"\d+",
 
 
@@ -118,8 +131,8 @@ def resolve(kind, name):
 
 
 def model_of(role=None):
-    """The model of a pair's role (fixed, or the `role` wildcard's)."""
-    return lambda w: resolve("models", config["pairs"][w.pair][role or w.role])
+    """The model of a pair's role, or (no role) the one the `model` wildcard names."""
+    return lambda w: resolve("models", config["pairs"][w.pair][role] if role else MODELS[w.model])
 
 
 def dataset_of(w):
@@ -132,6 +145,29 @@ def model_input(role=None):
 
 def dataset_input(w):
     return local(dataset_of(w))
+
+
+def teacher_run(w):
+    """The run folder of a pair's teacher (shared by every pair with that teacher)."""
+    return TEACHER.format(model=slug(config["pairs"][w.pair]["teacher"]), task=w.task, lang=w.lang, peft=w.peft,
+                          seed=w.seed)
+
+
+def samples_of(role):
+    """The sample file of a pair's teacher or student model, on the cell's task and language."""
+    return lambda w: SAMPLES.format(model=slug(config["pairs"][w.pair][role]), task=w.task, lang=w.lang, peft=w.peft)
+
+
+def predictions(w):
+    """The test predictions of a run of the grid: a student's own, or the (shared) teacher run's."""
+    folder = teacher_run(w) if w.run == "teacher" else f"{RUN.format(**w)}/{w.run}/seed{w.seed}"
+    return f"{folder}/test_predictions.json"
+
+
+def lora_b(w):
+    """`alignment.lora_b` for LoRA jobs; adapter jobs (which have no B) always see the default, so
+    changing it never re-runs them."""
+    return config["alignment"]["lora_b"] if w.peft == "lora" else "study"
 
 
 def hyper(role):

@@ -14,7 +14,7 @@ report: "../report/workflow.rst"
 
 rule evaluate:
     input:
-        "results/runs/{pair}/{task}/{lang}/{peft}/{run}/seed{seed}/test_predictions.json",
+        predictions,
     output:
         "results/runs/{pair}/{task}/{lang}/{peft}/{run}/seed{seed}/metrics.json",
     params:

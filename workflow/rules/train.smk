@@ -1,26 +1,27 @@
 # Teacher and student training. Both write the best module, head, history and test predictions.
 
 
+# A teacher run is keyed by its model, not by the pair: pairs that share a teacher train it once.
 rule train_teacher:
     input:
-        model=model_input("teacher"),
+        model=model_input(),
         data=dataset_input,
     output:
-        module=directory("results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/module"),
-        head="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/head.safetensors",
-        history="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/history.json",
-        predictions="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/test_predictions.json",
+        module=directory("results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/module"),
+        head="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/head.safetensors",
+        history="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/history.json",
+        predictions="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/test_predictions.json",
     params:
-        model=model_of("teacher"),
+        model=model_of(),
         dataset=dataset_of,
         hyper=hyper("teacher"),
         module=module_config,
-        state="results/runs/{pair}/{task}/{lang}/{peft}/teacher/seed{seed}/train_state",
+        state="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/train_state",
         token_cache="results/cache/tokens",
     log:
-        "results/logs/train_teacher/{pair}/{task}/{lang}/{peft}/seed{seed}.log",
+        "results/logs/train_teacher/{model}/{task}/{lang}/{peft}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/train_teacher/{pair}/{task}/{lang}/{peft}/seed{seed}.tsv"
+        "results/benchmarks/train_teacher/{model}/{task}/{lang}/{peft}/seed{seed}.tsv"
     threads: 1
     conda:
         "../envs/transmod.yaml"

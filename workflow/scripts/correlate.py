@@ -9,7 +9,8 @@ from transmod.correlation import correlate_samples
 from transmod.samplefile import SampleFile
 
 corr = correlate_samples(
-    SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student), snakemake.wildcards.mapping
+    SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student), snakemake.wildcards.mapping,
+    workers=snakemake.threads,
 )
 with atomic_path(snakemake.output[0]) as tmp:
     corr.save(tmp)

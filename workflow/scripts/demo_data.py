@@ -9,3 +9,4 @@ from transmod.demo import write_demo_dataset
 
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:
     write_demo_dataset(snakemake.wildcards.task, tmp, langs=snakemake.params.langs, sizes=snakemake.params.sizes)
+print(f"wrote {snakemake.output[0]}")

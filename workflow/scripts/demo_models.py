@@ -18,3 +18,4 @@ built = build_demo_models(snakemake.input.tokenizer, Path(snakemake.output[0]).p
 missing = sorted(set(map(str, snakemake.output)) - {str(p) for p in built.values()})
 if missing:
     raise SystemExit(f"demo_models: expected folders not built: {missing}")
+print("built", ", ".join(sorted(map(str, built.values()))))

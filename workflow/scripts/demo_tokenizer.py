@@ -9,3 +9,4 @@ from transmod.demo import folder_texts, train_tokenizer
 
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:
     train_tokenizer(folder_texts(dict(snakemake.input.items()), snakemake.params.langs), tmp)
+print(f"wrote {snakemake.output[0]}")

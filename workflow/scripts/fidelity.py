@@ -3,6 +3,8 @@ tokens, for every mapping and alignment method of one grid cell (transferred in 
 
 import json
 
+from threadpoolctl import threadpool_limits
+
 from transmod.joblog import log_to
 
 log_to(snakemake.log[0])
@@ -22,6 +24,7 @@ teacher_shape, student_shape = load_model_shape(p.teacher), load_model_shape(p.s
 samples = SampleFile.open(inp.teacher), SampleFile.open(inp.student)
 module = read_module(inp.module, teacher_shape)
 results = {}
+threadpool_limits(snakemake.threads)  # BLAS uses the cores the rule declares, no more
 for init in p.inits:
     mapping = init.partition("-")[0]
     assignment = Assignment.load(inp[f"{init}.assignment"]) if f"{init}.assignment" in inp.keys() else None

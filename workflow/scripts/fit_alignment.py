@@ -10,7 +10,8 @@ from transmod.samplefile import SampleFile
 
 teacher, student = SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student)
 for method, out in zip(snakemake.params.methods, snakemake.output):
-    result = fit_alignment(teacher, student, snakemake.wildcards.mapping, method, holdout=snakemake.params.holdout)
+    result = fit_alignment(teacher, student, snakemake.wildcards.mapping, method, holdout=snakemake.params.holdout,
+                           workers=snakemake.threads)
     with atomic_path(out) as tmp:
         result.save(tmp)
     print(f"fitted {method} on {result.num_tokens} tokens")

@@ -1,7 +1,5 @@
-"""sample_embeddings: the hidden states each module type reads, for one base model, on the task's text.
-
-One forward pass per batch records both hook points (adapter and LoRA inputs), one file each.
-"""
+"""sample_embeddings: the hidden states one module type reads (its hook point), for one base model,
+on the task's text."""
 
 from transmod.joblog import log_to
 
@@ -20,7 +18,7 @@ w, p = snakemake.wildcards, snakemake.params
 require_fetched(model=p.model, dataset=p.dataset)  # assets.fetch: the copies must be here
 rows = load_split(p.dataset, w.task, w.lang, p.split)
 examples = examples_from_columns(rows.to_dict(), TEXT_COLUMNS[w.task])
-with atomic_path(snakemake.output.adapter) as adapter, atomic_path(snakemake.output.lora) as lora:
-    n = sample_model(p.model, examples, {"adapter": adapter, "lora": lora}, max_tokens=p.max_tokens,
-                     batch_size=p.batch_size, lora_outputs=p.lora_outputs)
+with atomic_path(snakemake.output[0]) as out:
+    n = sample_model(p.model, examples, {w.peft: out}, max_tokens=p.max_tokens, batch_size=p.batch_size,
+                     lora_outputs=p.lora_outputs)
 print(f"sampled {n} tokens of {p.model}")
