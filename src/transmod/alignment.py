@@ -37,7 +37,7 @@ from transmod.assignment import assign, check_fitted
 from transmod.correlation import PearsonAccumulator, accumulate
 from transmod.errors import TransmodError
 from transmod.layermap import layer_map
-from transmod.pairing import check_pair
+from transmod.pairing import check_pair, shared_rows, split_point
 from transmod.samplefile import SampleFile
 
 METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")
@@ -230,8 +230,8 @@ def fit_alignment(
         raise TransmodError(f"--ridge must not be negative, got {ridge}")
     if method == "select":
         return select_alignment(describe(teacher), describe(student), mapping, check_pair(teacher, student))
-    groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
-    n = next(iter(acc.values())).n
+    check_pair(teacher, student)
+    n = split_point(shared_rows(teacher, student)[2], holdout)  # checked before the pass over the samples
     need = max(teacher.hidden_size, student.hidden_size) + 1
     if method in DENSE_METHODS and n < need:
         raise TransmodError(
@@ -240,6 +240,7 @@ def fit_alignment(
         )
     if n == 0:
         raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
+    groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
     intercept = teacher.meta["hook"] == "adapter"  # only the adapter's down layer has a bias to fold an offset into
     out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"])
     for (l, s), a in acc.items():

@@ -22,6 +22,7 @@ measure shows what each constraint costs. A known map (an exact synthetic pair) 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -127,7 +128,7 @@ def transfer_fidelity(
     sums = {cell: np.zeros(4) for cell in cells}  # squared error, squared reference, summed cosine, cosine count
     t_cols = sorted({f"h{t}" for l, _ in cells for t in groups[l]})
     s_cols = sorted({f"h{l}" for l, _ in cells})
-    progress = Progress(f"fidelity of {student_module.path.name} on held-out tokens", "tokens", n - split)
+    progress = Progress(f"fidelity of {Path(student_module.path).name} on held-out tokens", "tokens", n - split)
     for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
         progress.update(len(next(iter(s_batch.values()))))
         for l, site in cells:
