@@ -13,14 +13,16 @@ import pandas as pd
 import pytest
 
 from transmod.errors import TransmodError
-from transmod.stats import sign_flip_test
+from transmod.stats import holm, sign_flip_test, stars
 from transmod.tables import (
     Plan,
     collect,
     files_fingerprint,
+    gap_noise,
     gather,
     per_language_table,
     summary_long,
+    summary_table,
     to_html,
     to_latex,
     to_markdown,
@@ -130,11 +132,42 @@ def test_summary_avg_rel_gap_and_p(plan, tmp_path):
     csv = pd.read_csv(tmp_path / "tables" / "summary.csv")
     assert list(csv.columns[:6]) == ["setting", "module", "model", "task", "metric", "AVG"]
     assert csv.filter(like="AVG").notna().all().all()
+    # Raw p = 2/64 < 0.05 in every TM-Student row, but Holm over all of the summary's tests lifts it: no marker.
+    tested = summary.p.notna()
+    assert summary.p_holm[tested].tolist() == pytest.approx(list(holm(summary.p[tested].to_numpy())))
+    assert (summary.p_holm[tested] > 0.05).all() and (summary.p[tested] < 0.05).all()
+    assert (csv.p_holm.dropna() >= csv.p.dropna()).all() and csv.p_holm.notna().sum() == tested.sum()
     md = (tmp_path / "tables" / "summary.md").read_text()
-    assert "| adapter | TM-Student SKIP | 74.0 ± 1.4* |" in md  # NER: 100 * (0.7 + 0.01 + 0.03), SD 1.41
-    assert "sign-flip permutation test" in md
+    assert "| adapter | TM-Student SKIP | 74.0 ± 1.4 |" in md  # NER: 100 * (0.7 + 0.01 + 0.03), SD 1.41
+    assert "sign-flip permutation test" in md and "Holm" in md
     tex = (tmp_path / "tables" / "summary.tex").read_text()
-    assert r"74.0 $\pm$ 1.4$^{*}$" in tex and r"\begin{tabular}" in tex
+    assert r"74.0 $\pm$ 1.4 &" in tex and r"\begin{tabular}" in tex
+
+
+def test_markers_follow_holm_adjusted_p_values():
+    raw = np.array([0.001, 0.04, 0.03, np.nan, 0.2])
+    adjusted = holm(raw)
+    # sorted 0.001, 0.03, 0.04, 0.2 (m = 4): 0.004, 0.09, max(0.09, 0.08), 0.2
+    assert adjusted[[0, 2, 1, 4]] == pytest.approx([0.004, 0.09, 0.09, 0.2]) and np.isnan(adjusted[3])
+    assert [stars(p) for p in adjusted] == ["**", "", "", "", ""]
+
+
+def test_gap_is_empty_when_teacher_and_student_are_within_noise(tmp_path):
+    plan = make_plan(tmp_path, grid={"matching": ["pi"]}, pefts=("adapter",))
+    teacher_at = {"teacher": 0.555, "default": 0.55, "skip": 0.6, "avg": 0.52}  # Teacher - Student: 0.5 point
+
+    def score(info):
+        return teacher_at["teacher" if info["role"] == "teacher" else info["init"]] + 0.001 * info["seed"]
+
+    write_metrics(plan, score=score)
+    runs = gather(plan)
+    got = summary_long(runs).set_index("model")
+    assert got.loc[["TM-Student SKIP", "TM-Student AVG"], "GAP"].isna().all()
+    assert got.loc[["TM-Student SKIP", "TM-Student AVG"], "gap_within_noise"].all()
+    assert got.loc["TM-Student SKIP", "REL"] == pytest.approx(100 * (60.15 - 55.15) / 55.15)
+    md = to_markdown(summary_table(runs))
+    assert "GAP is empty where Teacher and Student differ by less than the noise" in md and "matching adapter PI" in md
+    assert gap_noise(2.0, 0.0) == pytest.approx(2 ** 0.5) and gap_noise(0.1, math.nan) == 1.0
 
 
 def test_significance_marker_follows_the_test(tmp_path):

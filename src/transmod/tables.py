@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from transmod.errors import TransmodError
-from transmod.stats import MARKER_NOTE, TEST_NAME, sign_flip_test, stars
+from transmod.stats import MARKER_NOTE, TEST_NAME, holm, sign_flip_test, stars
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
         ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
@@ -44,15 +44,19 @@ METRIC_NAMES = {"f1": "entity-level F1 (seqeval)", "accuracy": "accuracy"}
 INDEX_NAMES = {"pair": "setting", "peft": "module", "row": "model"}
 MAX_LISTED = 20
 
+GAP_MIN_POINTS = 1.0  # score points (x 100): a smaller Teacher - Student difference leaves GAP empty
 CAPTION = (
     "Test scores x 100 (entity-level F1 with seqeval for NER; accuracy for PI and NLI), mean ± SD over seeds "
     "(the SD only where a cell has more than one seed). AVG: mean over languages. REL: relative change of AVG "
     "against the Student row (default initialisation), in %: 100 * (AVG - AVG_Student) / AVG_Student. "
     "GAP: share of the Teacher - Student gap that the transferred module closed, in %: "
-    "100 * (AVG - AVG_Student) / (AVG_Teacher - AVG_Student) (TM-Student rows only). "
+    "100 * (AVG - AVG_Student) / (AVG_Teacher - AVG_Student) (TM-Student rows only), left empty where "
+    f"|AVG_Teacher - AVG_Student| is within noise: below {GAP_MIN_POINTS:g} point or below the pooled SD of the two "
+    "rows over seeds, whichever is larger. "
     "Zero-shot rows keep the module frozen and train only the head, for a small fixed budget; they are "
     "compared with Student (zero-shot), a fresh module under the same budget, instead of Student."
 )
+GAP_NOTE = "GAP is empty where Teacher and Student differ by less than the noise (see above)"
 EMPTY_NOTE = "An empty cell is a run without a metrics file (a failed or unfinished job), never a zero"
 PARTIAL_NOTE = "† a mean over fewer seeds than the config asks for (some runs have no metrics file yet)."
 
@@ -298,10 +302,11 @@ class Column:
     sd: pd.Series | None = None
     sd_csv: str | None = None
     partial: pd.Series | None = None  # a mean over fewer seeds than requested
-    p: pd.Series | None = None  # significance marker on this column (p-value in the CSV)
+    p: pd.Series | None = None  # raw p-value of this column's test (in the CSV)
     p_csv: str | None = None
     signed: bool = False
     task: str | None = None  # a summary column belongs to one task (left out for settings that do not run it)
+    p_holm: pd.Series | None = None  # Holm-adjusted p-value: the marker, and `{p_csv}_holm` in the CSV
 
 
 @dataclass
@@ -323,7 +328,7 @@ class Table:
             return None if s is None else s.reindex(idx)
 
         cols = [Column(c.name, c.csv, sub(c.mean), sub(c.sd), c.sd_csv, sub(c.partial), sub(c.p), c.p_csv, c.signed,
-                       c.task)
+                       c.task, sub(c.p_holm))
                 for c in self.columns if c.task is None or pair not in self.tasks or c.task in self.tasks[pair]]
         return Table(self.title, idx, cols, self.missing.reindex(idx), {pair: self.settings.get(pair, "")},
                      self.notes, {k: v.reindex(idx) for k, v in self.extra_csv.items()},
@@ -425,7 +430,8 @@ def metric_label(task: str, metric: str) -> str:
 def per_language_table(runs: Runs, task: str) -> Table:
     st = task_stats(runs, task)
     cols = [Column(lang, lang, st.mean[lang], st.sd[lang], f"{lang} SD", st.partial[lang]) for lang in st.languages]
-    cols.append(Column("AVG", "AVG", st.mean["AVG"], st.sd["AVG"], "SD", st.partial["AVG"], st.p, "p"))
+    cols.append(Column("AVG", "AVG", st.mean["AVG"], st.sd["AVG"], "SD", st.partial["AVG"], st.p, "p",
+                       p_holm=pd.Series(holm(st.p.to_numpy()), index=st.p.index)))
     plan = runs.plan[runs.plan.task == task]
     return Table(f"{metric_label(task, st.metric)}, per language", st.index, cols, st.missing, _settings_of(plan),
                  extra_csv={"n_pairs": st.n_pairs, "seeds": _seed_counts(st)})
@@ -457,15 +463,29 @@ def summary_long(runs: Runs) -> pd.DataFrame:
             top = avg.get((key[0], key[1], "Teacher"), math.nan)
             value = avg[key]
             rel = 100 * (value - base) / base if base and math.isfinite(base) else math.nan
+            noise = gap_noise(st.sd["AVG"].get((key[0], key[1], "Teacher"), math.nan),
+                              st.sd["AVG"].get((key[0], key[1], baseline_row(key[2])), math.nan))
+            within = _is_transferred(key[2]) and math.isfinite(top - base) and abs(top - base) < noise
             gap = (100 * (value - base) / (top - base)
-                   if _is_transferred(key[2]) and math.isfinite(top - base) and top != base else math.nan)
+                   if _is_transferred(key[2]) and math.isfinite(top - base) and not within else math.nan)
             rows.append({"setting": key[0], "module": key[1], "model": key[2], "task": task, "metric": st.metric,
-                         "AVG": value, "SD": st.sd["AVG"][key], "REL": rel, "GAP": gap, "p": st.p[key],
+                         "AVG": value, "SD": st.sd["AVG"][key], "REL": rel, "GAP": gap, "gap_within_noise": within,
+                         "p": st.p[key],
                          "n_pairs": st.n_pairs[key] if _is_transferred(key[2]) else math.nan,
                          "seeds": seeds[key], "partial": bool(st.partial["AVG"][key]),
                          "missing": ";".join(st.missing[key])})
-    return pd.DataFrame(rows, columns=["setting", "module", "model", "task", "metric", "AVG", "SD", "REL", "GAP", "p",
-                                       "n_pairs", "seeds", "partial", "missing"])
+    long = pd.DataFrame(rows, columns=["setting", "module", "model", "task", "metric", "AVG", "SD", "REL", "GAP",
+                                       "gap_within_noise", "p", "n_pairs", "seeds", "partial", "missing"])
+    long.insert(long.columns.get_loc("p") + 1, "p_holm", holm(long.p.to_numpy(float)))  # over the whole summary
+    return long
+
+
+def gap_noise(sd_teacher: float, sd_student: float) -> float:
+    """The smallest Teacher - Student difference that GAP divides by: GAP_MIN_POINTS, or the pooled SD of
+    the two rows over seeds when that is larger (a GAP over a difference within noise is meaningless)."""
+    sds = [s for s in (sd_teacher, sd_student) if math.isfinite(s)]
+    pooled = math.sqrt(sum(s * s for s in sds) / len(sds)) if sds else 0.0
+    return max(GAP_MIN_POINTS, pooled)
 
 
 def summary_table(runs: Runs) -> Table:
@@ -479,15 +499,19 @@ def summary_table(runs: Runs) -> Table:
         part = part.reindex(index)
         name = task.upper()
         cols.append(Column(f"{name} AVG", f"{task} AVG", part.AVG, part.SD, f"{task} SD",
-                           part.partial.astype("boolean").fillna(False).astype(bool), part.p, f"{task} p", task=task))
+                           part.partial.astype("boolean").fillna(False).astype(bool), part.p, f"{task} p", task=task,
+                           p_holm=part.p_holm))
         cols.append(Column(f"{name} REL %", f"{task} REL", part.REL, signed=True, task=task))
         cols.append(Column(f"{name} GAP %", f"{task} GAP", part.GAP, task=task))
         for key, text in part.missing.dropna().items():
             if text:
                 missing[key].extend(text.split(";"))
     tasks = {p: set(g.task) for p, g in runs.plan.groupby("pair")}
+    noisy = long[long.gap_within_noise.astype(bool)]
+    notes = [f"{GAP_NOTE}: " + ", ".join(sorted({f"{r.setting} {r.module} {r.task.upper()}" for r in noisy.itertuples()})) + "."
+             ] if len(noisy) else []
     return Table("Summary: AVG over languages, REL and GAP per task", index, cols, missing,
-                 _settings_of(runs.plan), tasks=tasks)
+                 _settings_of(runs.plan), notes=notes, tasks=tasks)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,7 +528,7 @@ def _cell(column: Column, key: tuple, fmt: str) -> str:
         return ""
     text = f"{mean:+.1f}" if column.signed else f"{mean:.1f}"
     sd = None if column.sd is None else column.sd.get(key, math.nan)
-    mark = stars(column.p.get(key, math.nan)) if column.p is not None else ""
+    mark = stars(column.p_holm.get(key, math.nan)) if column.p_holm is not None else ""
     partial = bool(column.partial.get(key, False)) if column.partial is not None else False
     if fmt == "tex":
         text = text + (rf" $\pm$ {sd:.1f}" if not _isnan(sd) else "")
@@ -593,6 +617,8 @@ def to_csv(table: Table) -> str:
     for c in table.columns:
         if c.p is not None:
             data[c.p_csv] = c.p.reindex(table.index).to_numpy(float)
+        if c.p_holm is not None:
+            data[f"{c.p_csv}_holm"] = c.p_holm.reindex(table.index).to_numpy(float)
     for name, series in table.extra_csv.items():
         data[name] = series.reindex(table.index).to_numpy()
     data["missing"] = [";".join(m) for m in table.missing.reindex(table.index)]
