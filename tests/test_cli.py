@@ -67,10 +67,16 @@ def test_step_by_step_and_one_shot_agree(tmp_path, models, text_file, capsys):
     assert config["hidden_size"] == 16 and config["config"]["reduction_factor"] * 6 == pytest.approx(16)
 
 
-def test_help_has_examples():
-    for command in ("sample", "correlate", "assign", "transfer"):
+def test_help_of_every_verb_has_runnable_examples():
+    from transmod.cli import EXAMPLES
+
+    for command in ("sample", "correlate", "assign", "transfer", "fit-alignment", "fidelity"):
         done = subprocess.run([TRANSMOD, command, "--help"], capture_output=True, text=True)
-        assert done.returncode == 0 and "examples:" in done.stdout
+        assert done.returncode == 0 and "examples:" in done.stdout, command
+        examples = [line.strip() for line in EXAMPLES[command].splitlines() if line.strip().startswith("transmod ")]
+        assert examples and all(line.split()[1] == command or command == "fit-alignment" for line in examples), command
+    assert "model.load_adapter(OUT)" in subprocess.run([TRANSMOD, "transfer", "--help"], capture_output=True,
+                                                       text=True).stdout
 
 
 def _bad_module(tmp_path, models, what):

@@ -11,7 +11,7 @@ from test_alignment import _samples
 from transmod.alignment import Alignment, LayerMap, fit_alignment
 from transmod.architectures import ModelShape, model_shape
 from transmod.cli import main
-from transmod.fidelity import module_effect, sample_shape, transfer_fidelity
+from transmod.fidelity import LinearCKA, module_effect, sample_shape, transfer_fidelity
 from transmod.samplefile import SampleFile, SampleWriter
 from transmod.transfer import Module, read_module, transfer_module, transfer_weights
 
@@ -66,7 +66,7 @@ def test_rotation_is_recovered_by_procrustes_and_linear_but_not_lsa(tmp_path):
     module = _adapter(rng, t_shape)
     known = Alignment("known", "skip", {}, {}, 0, layers=[LayerMap(l, [l], "h", m_out=r) for l, r in enumerate(rotations)])
     holdout = TEST / (TRAIN + TEST)
-    errors = {}
+    errors, ckas = {}, {}
     for method in ("lsa", "lsa-signed", "select", "linear", "procrustes"):
         alignment = fit_alignment(teacher, student, "skip", method, holdout=holdout)
         moved = Module(s_shape.name, module.config, transfer_weights(module, t_shape, s_shape, "skip", alignment=alignment))
@@ -75,12 +75,14 @@ def test_rotation_is_recovered_by_procrustes_and_linear_but_not_lsa(tmp_path):
                                        reference=known if reference == "known" else None)
             assert result["heldout_tokens"] == TEST and result["reference"] == ("given" if reference == "known" else "ridge")
             errors[method, reference] = result["overall"]["rel_error"], result["overall"]["cosine"]
+            ckas[method] = result["overall"]["cka"]
     print("\nrelative error / cosine on held-out tokens of a rotated student:")
     for (method, reference), (err, cos) in errors.items():
         print(f"  {method:11s} reference {reference:6s} rel_error {err:.2e} cosine {cos:.5f}")
     for reference in ("known", "ridge"):
         for method in ("linear", "procrustes"):
             assert errors[method, reference][0] < 1e-3 and errors[method, reference][1] > 0.999999, (method, reference)
+            assert ckas[method] > 0.999999, method  # the map-free measure agrees
         for method in ("lsa", "lsa-signed", "select"):
             assert errors[method, reference][0] > 0.3, (method, reference)
 
@@ -197,3 +199,62 @@ def test_sample_shape_reads_the_model_from_the_metadata(tmp_path):
     rng = np.random.default_rng(1)
     teacher, _, _ = _rotated_pair(tmp_path, rng)
     assert sample_shape(teacher) == ModelShape("t", "bert", LAYERS, D, "BertModel")
+
+
+def test_linear_cka_is_map_free_and_streams_exactly():
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((300, 6)), rng.standard_normal((300, 5))
+    y[:, :3] += x[:, :3] @ rng.standard_normal((3, 3))
+
+    def direct(a, b):
+        a, b = a - a.mean(0), b - b.mean(0)
+        return np.linalg.norm(a.T @ b) ** 2 / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
+
+    acc = LinearCKA(6, 5)
+    for start in range(0, 300, 64):  # batches, as fidelity streams them
+        acc.update(x[start:start + 64], y[start:start + 64])
+    assert acc.result() == pytest.approx(direct(x, y))
+    rotation = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    rotated = LinearCKA(6, 5)
+    rotated.update(3.0 * x @ rotation + 1.5, y)  # a rotated, scaled and shifted student space
+    assert rotated.result() == pytest.approx(acc.result())
+    flat = LinearCKA(6, 5)
+    flat.update(np.ones((10, 6)), y[:10])
+    assert flat.result() is None
+
+
+def test_every_fit_reads_the_same_tokens_and_none_of_the_held_out_ones(tmp_path):
+    """Two sample pairs that agree on the first 80% of tokens and differ after: every fit, the study's
+    correlation + assignment included, is identical; only the fidelity measured on the tail differs."""
+    from transmod.assignment import assign_correlation
+    from transmod.correlation import correlate_samples
+
+    rng = np.random.default_rng(3)
+    t_states = {f"h{l}": rng.standard_normal((TRAIN + TEST, D)) for l in range(LAYERS)}
+    s_states = {k: v @ np.linalg.qr(rng.standard_normal((D, D)))[0] for k, v in t_states.items()}
+    pairs = []
+    for name in ("a", "b"):
+        tail = np.random.default_rng(len(name) + ord(name))
+        t = {k: np.concatenate([v[:TRAIN], tail.standard_normal((TEST, D)) * 5]) for k, v in t_states.items()}
+        s = {k: np.concatenate([v[:TRAIN], tail.standard_normal((TEST, D)) * 5]) for k, v in s_states.items()}
+        pairs.append((_write_samples(tmp_path / f"t{name}.parquet", t, "t"), _write_samples(tmp_path / f"s{name}.parquet", s, "s")))
+    holdout = TEST / (TRAIN + TEST)
+    shape = ModelShape("t", "bert", LAYERS, D, "BertModel")
+    module = _adapter(rng, shape)
+    fits, results = [], []
+    for teacher, student in pairs:
+        corr = correlate_samples(teacher, student, "skip", holdout=holdout)
+        assignment = assign_correlation(corr)
+        fitted = {m: fit_alignment(teacher, student, "skip", m, holdout=holdout) for m in ("lsa", "linear", "procrustes")}
+        assert corr.num_tokens == assignment.num_tokens == TRAIN
+        assert all(a.num_tokens == TRAIN for a in fitted.values())
+        fits.append(([lc.r for lc in corr.layers], [la.sigma for la in assignment.layers],
+                     {m: [lm.m_out if lm.m_out is not None else lm.sigma for lm in a.layers] for m, a in fitted.items()}))
+        moved = Module("s", module.config, transfer_weights(module, shape, shape, "skip", alignment=fitted["linear"]))
+        result = transfer_fidelity(module, moved, teacher, student, "skip", holdout=holdout)
+        assert (result["fit_tokens"], result["heldout_tokens"]) == (TRAIN, TEST)
+        results.append(result["overall"])
+    (r_a, sigma_a, maps_a), (r_b, sigma_b, maps_b) = fits
+    assert all(np.array_equal(x, y) for x, y in zip(r_a, r_b)) and sigma_a == sigma_b
+    assert all(np.array_equal(x, y) for m in maps_a for x, y in zip(maps_a[m], maps_b[m]))
+    assert results[0] != results[1]  # the tails differ, and only the measurement reads them

@@ -433,4 +433,4 @@ def test_resume_after_sigkill(models, tmp_path):
     assert (out / PREDICTIONS_FILE).read_text() == (tmp_path / "whole" / PREDICTIONS_FILE).read_text()
     a = load_file(str(out / MODULE_DIR / "adapter.safetensors"))
     b = load_file(str(tmp_path / "whole" / MODULE_DIR / "adapter.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

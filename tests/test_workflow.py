@@ -114,18 +114,46 @@ def test_training_log_shows_progress(demo):
     assert start.end() < done[0].start() and done[-1].end() < end.start()
 
 
-def test_fidelity_compares_every_method_on_the_demo(demo):
+def test_fidelity_measures_every_method_on_the_same_unseen_tokens(demo):
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     methods = set(yaml.safe_load((REPO / "config.yaml").read_text())["alignment"]["methods"])
     methods = set(config.get("alignment", {}).get("methods", methods))
+    for pair, task, lang, peft in demo_grid():
+        inits = json.loads((demo / "results/fidelity" / pair / task / lang / peft / "seed1.json").read_text())["inits"]
+        split = {(r["fit_tokens"], r["heldout_tokens"]) for r in inits.values()}
+        assert len(split) == 1, split  # every method measured on the same held-out rows
+        fit, held = split.pop()
+        assert held > 0 and fit > held
+        if pair == "incompatible":  # the study's lsa, and every other fit, read exactly the first `fit` rows
+            align = demo / "results/align" / pair / task / lang / peft
+            for mapping in ("skip", "avg"):
+                assert json.loads((align / f"{mapping}.assignment.json").read_text())["num_tokens"] == fit
+                for method in methods - {"lsa", "select"}:
+                    header = _safetensors_meta(align / f"{mapping}.{method}.alignment.safetensors")
+                    assert json.loads(header["transmod_alignment"])["num_tokens"] == fit
+        else:  # SKIP: the student's layer 0 is the teacher's layer 0 on the same input, with the same module
+            layer0 = [d for d in inits["skip"]["layers"] if d["student_layer"] == 0]
+            assert layer0 and all(d["rel_error"] < 1e-3 and d["cka"] > 0.9999 for d in layer0), layer0
     table = pd.read_csv(demo / "results" / "tables" / "fidelity.csv")
     for peft in ("adapter", "lora"):
         rows = table[(table.setting == "incompatible") & (table.module == peft)]
         assert {(m, meth) for m, meth in zip(rows.mapping, rows.method)} == {(m, x) for m in ("skip", "avg") for x in methods}
-        assert rows.rel_error.notna().all() and (rows.rel_error >= 0).all()
+        assert rows.rel_error.notna().all() and (rows.rel_error > 0).all()
+        assert rows.cka.between(0, 1).all()
+        # the methods differ, and the map-free measure does not just repeat the map-based one
+        assert rows.rel_error.nunique() == len(rows) and rows.cka.nunique() > 1
+        zs = rows[(rows.mapping == "skip") & (rows.method == "lsa")]
+        assert zs.zero_shot.between(0, 100).all() and len(zs) == 1  # the demo's zs-skip run, beside its fidelity
         matching = table[(table.setting == "matching") & (table.module == peft)]
         assert set(matching.method) == {"identity"}
     assert (demo / "results" / "plots" / "fidelity.png").stat().st_size > 1000
+
+
+def _safetensors_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return handle.metadata()
 
 
 def test_finished_demo_has_nothing_to_do(demo):

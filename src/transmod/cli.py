@@ -24,7 +24,9 @@ EXAMPLES = {
   transmod sample --model bert-base-multilingual-cased --peft adapter --data sents.txt --out teacher.parquet
   transmod sample --model models/student --peft lora --data train.parquet --out student.parquet --max-tokens 20000""",
     "correlate": """examples:
-  transmod correlate --teacher teacher.parquet --student student.parquet --mapping skip --out corr.safetensors""",
+  transmod correlate --teacher teacher.parquet --student student.parquet --mapping skip --out corr.safetensors
+  # leave the last 20% of the tokens for `transmod fidelity` (as fit-alignment --holdout 0.2 does)
+  transmod correlate --teacher teacher.parquet --student student.parquet --mapping skip --holdout 0.2 --out corr.safetensors""",
     "assign": """examples:
   transmod assign --correlation corr.safetensors --out assignment.json""",
     "transfer": """examples:
@@ -103,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
         p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
         p.add_argument("--student-model", help="check the student samples against this model's shape")
+        p.add_argument("--holdout", type=float, default=0.0,
+                       help="leave the last fraction of the shared tokens out (for `transmod fidelity`)")
 
     p = command("correlate", "Pearson r of every student dim against every teacher dim, per mapped layer.")
     sample_pair(p)
@@ -135,7 +139,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(ALIGN_METHODS))
     p.add_argument("--out", required=True, help="output alignment file (safetensors)")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
-    p.add_argument("--holdout", type=float, default=0.0, help="leave the last fraction of the tokens out (for fidelity)")
 
     p = command("fidelity", "Training-free measure: the transferred module's effect against the teacher module's.")
     p.add_argument("--module", required=True, help="the teacher's module folder (adapters or peft)")
@@ -182,7 +185,7 @@ def _correlate(args: argparse.Namespace) -> None:
     from transmod.correlation import correlate_samples
 
     teacher, student, inputs = _open_pair(args, "correlation")
-    corr = correlate_samples(teacher, student, args.mapping, args.batch_size)
+    corr = correlate_samples(teacher, student, args.mapping, args.batch_size, holdout=args.holdout)
     with new_output(args.out, "correlation", inputs=inputs, overwrite=args.overwrite) as tmp:
         corr.save(tmp)
     print(f"correlated {len(corr.layers)} layer pairs over {corr.num_tokens} tokens into {args.out}")

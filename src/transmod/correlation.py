@@ -169,10 +169,12 @@ def accumulate(
 
 
 def correlate_samples(
-    teacher: SampleFile, student: SampleFile, mapping: str, batch_size: int = 2048, workers: int | None = None
+    teacher: SampleFile, student: SampleFile, mapping: str, batch_size: int = 2048, workers: int | None = None,
+    holdout: float = 0.0,
 ) -> Correlation:
-    """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state)."""
-    groups, acc = accumulate(teacher, student, mapping, batch_size=batch_size, workers=workers)
+    """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state), on the
+    shared tokens before the `holdout` tail: the same tokens every fitted alignment method reads."""
+    groups, acc = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
     result = Correlation(mapping, _describe(teacher), _describe(student), 0)
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()

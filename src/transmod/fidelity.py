@@ -17,6 +17,11 @@ of the model pair and not of any method. The read side needs no map (each module
 states). `linear` uses the same slope as its write map, so on the write side it is the reference by
 definition: the other methods are constrained versions (selection, signed selection, orthogonal) and the
 measure shows what each constraint costs. A known map (an exact synthetic pair) can be given instead.
+
+Beside it, a method-neutral measure that needs no map at all: linear CKA (centred kernel alignment)
+between `D_s` and the teacher's own `D_t` over the held-out tokens, in [0, 1], unchanged by any rotation
+or isotropic scaling of either space. Every fitted method, the study's `lsa` included, is fitted on the
+same first tokens; no held-out token is read by any fit.
 """
 
 from __future__ import annotations
@@ -86,6 +91,36 @@ def _check_width(module: Module, sample: SampleFile, who: str) -> None:
         )
 
 
+class LinearCKA:
+    """Linear CKA of two sets of vectors over the same tokens, from one streaming pass (float64 sums):
+    ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with X, Y centred over the tokens."""
+
+    def __init__(self, dx: int, dy: int) -> None:
+        self.n = 0
+        self.sx, self.sy = np.zeros(dx), np.zeros(dy)
+        self.xx, self.yy, self.xy = np.zeros((dx, dx)), np.zeros((dy, dy)), np.zeros((dx, dy))
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        self.n += len(x)
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.xx += x.T @ x
+        self.yy += y.T @ y
+        self.xy += x.T @ y
+
+    def result(self) -> float | None:
+        """None when either side does not vary (no similarity to speak of)."""
+        if self.n < 2:
+            return None
+        mx, my = self.sx / self.n, self.sy / self.n
+        cxx = self.xx - self.n * np.outer(mx, mx)
+        cyy = self.yy - self.n * np.outer(my, my)
+        cxy = self.xy - self.n * np.outer(mx, my)
+        denom = np.linalg.norm(cxx) * np.linalg.norm(cyy)
+        return float(np.linalg.norm(cxy) ** 2 / denom) if denom > 1e-12 else None
+
+
 def transfer_fidelity(
     teacher_module: Module, student_module: Module, teacher: SampleFile, student: SampleFile, mapping: str, *,
     holdout: float = 0.2, ridge: float = DEFAULT_RIDGE, reference: Alignment | None = None, batch_size: int = 2048,
@@ -126,6 +161,7 @@ def transfer_fidelity(
             raise TransmodError(f"the reference has no write map for student layer {l} space {effect_space[site]!r}")
         maps[(l, site)] = lm
     sums = {cell: np.zeros(4) for cell in cells}  # squared error, squared reference, summed cosine, cosine count
+    cka = {cell: LinearCKA(student.hidden_size, teacher.hidden_size) for cell in cells}
     t_cols = sorted({f"h{t}" for l, _ in cells for t in groups[l]})
     s_cols = sorted({f"h{l}" for l, _ in cells})
     progress = Progress(f"fidelity of {Path(student_module.path).name} on held-out tokens", "tokens", n - split)
@@ -133,13 +169,15 @@ def transfer_fidelity(
         progress.update(len(next(iter(s_batch.values()))))
         for l, site in cells:
             effects = [e for t in groups[l] if (e := module_effect(teacher_module, t, site, t_batch[f"h{t}"])) is not None]
-            ref = maps[(l, site)].write(np.mean(effects, axis=0).T).T
+            own = np.mean(effects, axis=0)  # the teacher's effect in the teacher's space
+            ref = maps[(l, site)].write(own.T).T
             got = module_effect(student_module, l, site, s_batch[f"h{l}"])
             got = np.zeros_like(ref) if got is None else got
             norms = np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1)
             ok = norms > 0
             sums[(l, site)] += [np.sum((got - ref) ** 2), np.sum(ref**2),
                                 np.sum(np.einsum("ij,ij->i", got[ok], ref[ok]) / norms[ok]), ok.sum()]
+            cka[(l, site)].update(got, own)
 
     progress.close()
 
@@ -147,11 +185,13 @@ def transfer_fidelity(
         return {"rel_error": math.sqrt(s[0] / s[1]) if s[1] > 0 else None,
                 "cosine": s[2] / s[3] if s[3] > 0 else None}
 
-    layers = [dict(student_layer=l, teacher_layers=groups[l], site=site, space=effect_space[site], **summary(sums[(l, site)]))
-              for l, site in cells]
+    layers = [dict(student_layer=l, teacher_layers=groups[l], site=site, space=effect_space[site], **summary(sums[(l, site)]),
+                   cka=cka[(l, site)].result()) for l, site in cells]
+    ckas = [d["cka"] for d in layers if d["cka"] is not None]
     provenance = student_module.config.get("transmod") or {}
     return {
         "method": provenance.get("align"), "mapping": mapping, "kind": teacher_module.kind, "holdout": holdout,
         "heldout_tokens": n - split, "fit_tokens": split, "reference": label,
-        "overall": summary(np.sum(list(sums.values()), axis=0)), "layers": layers,
+        "overall": {**summary(np.sum(list(sums.values()), axis=0)), "cka": float(np.mean(ckas)) if ckas else None},
+        "layers": layers,
     }

@@ -1,8 +1,9 @@
 """The training-free comparison of alignment methods: transfer fidelity per setting, module and method.
 
 One row per (setting, module type, mapping, method); the relative error and cosine of the transferred
-module's effect against the teacher module's (see `transmod.fidelity`), averaged over tasks,
-languages and seeds. Markdown, CSV and a bar plot for the report.
+module's effect against the teacher module's, and the map-free linear CKA between the two (see
+`transmod.fidelity`), averaged over tasks, languages and seeds; where a zero-shot run of that init
+exists (`zs-<init>`), its mean test score beside them. Markdown, CSV and a bar plot for the report.
 """
 
 from __future__ import annotations
@@ -17,15 +18,24 @@ from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
 
 CAPTION = (
-    "Transfer fidelity on held-out sampled tokens, before any training: relative error "
-    "||effect_student - M effect_teacher|| / ||M effect_teacher|| and cosine of the transferred module's effect "
-    "against the teacher module's, mapped into the student's space by a ridge map fitted on the other tokens "
-    "(M; the same for every method, and also `linear`'s write map, which favours `linear` on that side). Mean over tasks, languages and seeds; lower error and higher cosine are better. "
+    "Transfer fidelity on held-out sampled tokens that no fit read (every method, the study's `lsa` included, "
+    "is fitted on the same first tokens), before any training. rel. error: "
+    "||effect_student - M effect_teacher|| / ||M effect_teacher||, and cosine, of the transferred module's effect "
+    "against the teacher module's mapped into the student's space by a ridge map fitted on the other tokens "
+    "(M; the same for every method, and also `linear`'s write map, which favours `linear`). "
+    "CKA: linear centred kernel alignment between the two effects, each in its own model's space; it needs no "
+    "map, so it favours no method (0 to 1, unchanged by rotating or scaling either space). Mean over tasks, "
+    "languages and seeds; lower error, higher cosine and CKA are better. zero-shot: mean test score x 100 of the "
+    "`zs-` run of that init (module frozen, head trained), where the config has one. "
     "`lsa` is the study's assignment; unaligned (same-width) pairs are measured with the identity."
 )
 
 
-def collect_fidelity(files: Iterable[str | Path]) -> pd.DataFrame:
+MEASURES = ["rel_error", "cosine", "cka"]
+
+
+def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path] = ()) -> pd.DataFrame:
+    """`files`: fidelity JSON of the workflow; `zero_shot`: metrics.json of zero-shot runs (`zs-<init>`)."""
     rows = []
     for path in files:
         try:
@@ -33,14 +43,30 @@ def collect_fidelity(files: Iterable[str | Path]) -> pd.DataFrame:
             run = data["run"]
             for init, result in data["inits"].items():
                 rows.append({"setting": run["pair"], "module": run["peft"], "task": run["task"], "lang": run["lang"],
-                             "mapping": result["mapping"], "method": result["method"] or "identity",
-                             "rel_error": result["overall"]["rel_error"], "cosine": result["overall"]["cosine"]})
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+                             "init": init, "mapping": result["mapping"], "method": result["method"] or "identity",
+                             **{m: result["overall"].get(m) for m in MEASURES}})
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TransmodError(f"{path}: not a fidelity file of the workflow ({exc}); re-run the fidelity rule") from None
     if not rows:
         raise TransmodError("no fidelity files to tabulate; run the fidelity rule first")
-    return (pd.DataFrame(rows).groupby(["setting", "module", "mapping", "method"], sort=True)[["rel_error", "cosine"]]
-            .mean().reset_index())
+    keys = ["setting", "module", "mapping", "method"]
+    table = pd.DataFrame(rows).astype({m: float for m in MEASURES})
+    out = table.groupby(keys, sort=True)[MEASURES].mean().reset_index()
+    scores = []
+    for path in zero_shot:
+        try:
+            run = json.loads(Path(path).read_text())
+            scores.append({"setting": run["run"]["pair"], "module": run["run"]["peft"],
+                           "init": run["run"]["init"].removeprefix("zs-"), "zero_shot": 100 * run["score"]})
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TransmodError(f"{path}: not a metrics file of the workflow ({exc}); re-run evaluate") from None
+    if scores:
+        by_init = pd.DataFrame(scores).groupby(["setting", "module", "init"])["zero_shot"].mean()
+        inits = table.drop_duplicates(keys).set_index(keys)["init"]
+        out["zero_shot"] = [by_init.get((s, mod, inits[(s, mod, mp, me)])) for s, mod, mp, me in out[keys].itertuples(index=False)]
+    else:
+        out["zero_shot"] = float("nan")
+    return out
 
 
 def write_fidelity(table: pd.DataFrame, stem: str | Path, plot: str | Path) -> None:
@@ -50,22 +76,29 @@ def write_fidelity(table: pd.DataFrame, stem: str | Path, plot: str | Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def num(value: float, digits: int) -> str:
+        return "" if pd.isna(value) else f"{value:.{digits}f}"
+
     lines = ["### Transfer fidelity per alignment method", "",
-             "| setting | module | mapping | method | rel. error | cosine |", "|---|---|---|---|---:|---:|"]
-    lines += [f"| {r.setting} | {r.module} | {r.mapping} | {r.method} | {r.rel_error:.3f} | {r.cosine:.3f} |"
-              for r in table.itertuples()]
+             "| setting | module | mapping | method | rel. error | cosine | CKA | zero-shot |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.setting} | {r.module} | {r.mapping} | {r.method} | {num(r.rel_error, 3)} | {num(r.cosine, 3)} | "
+              f"{num(r.cka, 3)} | {num(r.zero_shot, 1)} |" for r in table.itertuples()]
     with atomic_path(f"{stem}.md") as tmp:
         tmp.write_text("\n".join(lines + ["", CAPTION, ""]))
     with atomic_path(f"{stem}.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     groups = list(table.groupby(["setting", "module"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.2), squeeze=False)
-    for ax, ((setting, module), sub) in zip(axes[0], groups):
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.5 * len(groups), 6.0), squeeze=False)
+    for col, ((setting, module), sub) in enumerate(groups):
         labels = [f"{m}\n{meth}" for m, meth in zip(sub.mapping, sub.method)]
-        ax.bar(range(len(sub)), sub.rel_error, color=["#4c72b0" if m == "skip" else "#dd8452" for m in sub.mapping])
-        ax.set_xticks(range(len(sub)), labels, rotation=60, fontsize=7)
-        ax.set_title(f"{setting}, {module}", fontsize=9)
-        ax.set_ylabel("relative error (lower is better)", fontsize=8)
+        colors = ["#4c72b0" if m == "skip" else "#dd8452" for m in sub.mapping]
+        for ax, measure, label in ((axes[0][col], "rel_error", "relative error (lower is better)"),
+                                   (axes[1][col], "cka", "CKA, map-free (higher is better)")):
+            ax.bar(range(len(sub)), sub[measure].fillna(0), color=colors)
+            ax.set_xticks(range(len(sub)), labels, rotation=60, fontsize=7)
+            ax.set_title(f"{setting}, {module}", fontsize=9)
+            ax.set_ylabel(label, fontsize=8)
     fig.tight_layout()
     with atomic_path(plot) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

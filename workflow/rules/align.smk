@@ -34,6 +34,8 @@ rule correlate:
         student=samples_of("student"),
     output:
         "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.correlation.safetensors",
+    params:
+        holdout=config["alignment"]["holdout"],
     log:
         "results/logs/correlate/{pair}/{task}/{lang}/{peft}/{mapping}.log",
     benchmark:
@@ -139,11 +141,12 @@ rule fidelity:
 
 rule fidelity_table:
     input:
-        expand(
+        fidelity=expand(
             "results/fidelity/{cell}/seed{seed}.json",
             cell=[f"{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}" for w in grid()],
             seed=config["seeds"],
         ),
+        zero_shot=zero_shot_metrics(),
     output:
         md="results/tables/fidelity.md",
         csv="results/tables/fidelity.csv",

@@ -106,6 +106,11 @@ def all_metrics():
     return files
 
 
+def zero_shot_metrics():
+    """Metrics of the zero-shot runs of transferred modules (`zs-skip`, ...), shown beside fidelity."""
+    return [path for path in all_metrics() if f"/student-{ZERO_SHOT}" in path and f"/student-{ZERO_SHOT}default/" not in path]
+
+
 def asset_task(repo):
     """The task whose dataset is this hub id (fetch_assets writes it in that task's schema)."""
     return next(task for task, spec in config["tasks"].items() if spec["dataset"] == repo)

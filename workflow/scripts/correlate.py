@@ -10,7 +10,7 @@ from transmod.samplefile import SampleFile
 
 corr = correlate_samples(
     SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student), snakemake.wildcards.mapping,
-    workers=snakemake.threads,
+    workers=snakemake.threads, holdout=snakemake.params.holdout,  # fitted on the tokens every method fits on
 )
 with atomic_path(snakemake.output[0]) as tmp:
     corr.save(tmp)

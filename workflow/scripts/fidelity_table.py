@@ -6,6 +6,6 @@ log_to(snakemake.log[0])
 
 from transmod.fidelity_table import collect_fidelity, write_fidelity
 
-table = collect_fidelity(snakemake.input)
+table = collect_fidelity(snakemake.input.fidelity, snakemake.input.zero_shot)
 write_fidelity(table, snakemake.output.csv.removesuffix(".csv"), snakemake.output.plot)
 print(table.to_string())
