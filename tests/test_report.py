@@ -102,6 +102,7 @@ def small(tmp_path_factory) -> Path:
     (work / "profiles").symlink_to(REPO / "profiles")
     (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
     targets = []
+    teachers = {pair: spec["teacher"].replace("/", "--") for pair, spec in yaml.safe_load(DEMO_CONFIG.read_text())["pairs"].items()}
     for pair in SMALL["pairs"]:
         for lang in ("en", "de"):
             for run, correct in RUNS.items():
@@ -110,8 +111,11 @@ def small(tmp_path_factory) -> Path:
                         continue
                     k = correct + (seed == 2) - (lang == "de")
                     folder = work / "results/runs" / pair / "pi" / lang / "adapter" / run / f"seed{seed}"
-                    folder.mkdir(parents=True)
-                    (folder / "test_predictions.json").write_text(
+                    # a teacher run lives under its model (shared by pairs); evaluate scores it per pair
+                    trained = (work / "results/teachers" / teachers[pair] / "pi" / lang / "adapter" / f"seed{seed}"
+                               if run == "teacher" else folder)
+                    trained.mkdir(parents=True, exist_ok=True)
+                    (trained / "test_predictions.json").write_text(
                         json.dumps({"task": "pi", "predictions": [1] * k + [0] * (10 - k), "gold": [1] * 10}))
                     targets.append(folder.relative_to(work) / "metrics.json")
     # Only evaluate may run: the predictions stand in for finished training jobs.
