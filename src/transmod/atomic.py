@@ -76,7 +76,11 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
             # A folder cannot be renamed over a non-empty one: move the old one aside first.
             old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
             os.replace(target, old / "old")
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / "old", target)  # the previous output stays where it was
+                raise
             _remove(old)
         else:
             os.replace(tmp, target)
@@ -168,9 +172,7 @@ def new_output(target: str | os.PathLike, kind: str, *, inputs: Iterable[str | o
                overwrite: bool = False, is_dir: bool = False, option: str = "--out") -> Iterator[Path]:
     """`atomic_path` for a user-named output, after `check_output`. A folder gets its mark here; a file's
     writer must put `MARK: kind` in the file's metadata (checked before it is moved into place)."""
-    path = check_output(target, kind, inputs, overwrite, option)
-    if path.is_dir() != is_dir and path.exists():
-        raise TransmodError(f"{option} {target}: expected a {'folder' if is_dir else 'file'} path")
+    path = check_output(target, kind, inputs, overwrite, option)  # an existing path holds this kind: same form
     with atomic_path(path, is_dir=is_dir) as tmp:
         yield tmp
         if is_dir:
