@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_CONFIG, REPO, REQUIRED_ON_CI, job_counts, snakemake
+from transmod.hub import slug
 from transmod.stats import sign_flip_test
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -102,7 +103,7 @@ def small(tmp_path_factory) -> Path:
     (work / "profiles").symlink_to(REPO / "profiles")
     (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
     targets = []
-    teachers = {pair: spec["teacher"].replace("/", "--") for pair, spec in yaml.safe_load(DEMO_CONFIG.read_text())["pairs"].items()}
+    teachers = {pair: slug(spec["teacher"]) for pair, spec in yaml.safe_load(DEMO_CONFIG.read_text())["pairs"].items()}
     for pair in SMALL["pairs"]:
         for lang in ("en", "de"):
             for run, correct in RUNS.items():

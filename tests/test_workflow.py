@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_CONFIG, DEMO_RUN_LOG, REPO, dry_run, job_counts, snakemake
+from transmod.hub import slug
 
 
 def demo_grid():
@@ -70,10 +71,6 @@ def test_zero_shot_runs_keep_the_transferred_module(demo):
         assert kept.keys() == transferred.keys() and all((kept[k] == transferred[k]).all() for k in kept)
         history = json.loads((cell / "student-zs-skip" / "seed1" / "history.json").read_text())
         assert history["config"]["freeze_module"] and len(history["epochs"]) == 2  # the demo's zero_shot budget
-
-
-def slug(model: str) -> str:
-    return model.strip("/").replace("/", "--")
 
 
 def test_every_stage_is_a_tracked_file(demo):
@@ -303,3 +300,20 @@ def test_bad_config_is_refused_before_any_job(tmp_path, case):
     assert done.returncode != 0
     assert message in out, out[-2000:]
     assert "Job stats" not in out
+
+
+CHANCE = {"ner": 0.0, "pi": 50.0, "nli": 100 / 3}  # score x 100: entity F1 starts at 0, accuracy at 1 / classes
+
+
+def test_demo_shows_the_gap_the_study_is_about(demo):
+    """A teacher well above chance and above its student in every cell, and transferred starts that change
+    the result (the gap they may close is real, not noise between equals)."""
+    summary = pd.read_csv(demo / "results" / "tables" / "summary.csv")
+    for (setting, module, task), rows in summary.groupby(["setting", "module", "task"]):
+        avg = rows.set_index("model").AVG
+        assert avg["Teacher"] > CHANCE[task] + 10, (setting, module, task, avg.to_dict())
+        assert avg["Teacher"] > avg["Student"] + 1, (setting, module, task, avg.to_dict())
+        for model in (m for m in avg.index if m.startswith("TM-Student") and "zero-shot" not in m):
+            assert avg[model] != avg["Student"], (setting, module, task, model)
+        gap = rows.set_index("model").GAP
+        assert gap.filter(like="TM-Student").notna().any()  # a gap wide enough to measure

@@ -20,6 +20,12 @@ def looks_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
 
 
+def slug(name: str) -> str:
+    """A hub id or model folder as one path component (`xlm-roberta-large`, `resources--demo--models--x`):
+    results keyed by model, not by pair, are shared by every pair that uses it."""
+    return name.strip("/").replace("/", "--")
+
+
 def _offline_env() -> bool:
     return any(os.environ.get(k, "").upper() in {"1", "ON", "YES", "TRUE"} for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 

@@ -9,7 +9,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from transmod.profile_check import check_slurm_profile
-from transmod.hub import looks_local
+from transmod.hub import looks_local, slug
 from transmod.workflow_config import as_workflow_error, validate_config
 
 as_workflow_error(
@@ -25,11 +25,6 @@ SAMPLES = "results/samples/{model}/{task}/{lang}/{peft}.parquet"
 METHOD = "lsa-signed|linear|procrustes|select"  # alignment methods besides the study's lsa
 TRANSFER_INIT = rf"(skip|avg)(-({METHOD}))?"  # an init that starts from a transferred module
 ZERO_SHOT = "zs-"  # init prefix of zero-shot runs: the module frozen, only the head trained
-
-
-def slug(model):
-    """A model id or folder as one path component: `xlm-roberta-large`, `resources--demo--models--teacher-bert`."""
-    return model.strip("/").replace("/", "--")
 
 
 MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
@@ -108,7 +103,8 @@ def all_metrics():
 
 def zero_shot_metrics():
     """Metrics of the zero-shot runs of transferred modules (`zs-skip`, ...), shown beside fidelity."""
-    return [path for path in all_metrics() if f"/student-{ZERO_SHOT}" in path and f"/student-{ZERO_SHOT}default/" not in path]
+    return [path for path in all_metrics() if Path(path).parts[-3].startswith(f"student-{ZERO_SHOT}")
+            and Path(path).parts[-3] != f"student-{ZERO_SHOT}default"]
 
 
 def asset_task(repo):
