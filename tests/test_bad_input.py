@@ -8,7 +8,6 @@ non-zero exit, at most two lines on stderr and no traceback, the sandbox unchang
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os

@@ -75,6 +75,7 @@ def test_production_profile_contents():
     groups = prof["groups"]  # short jobs ride along with the job they follow
     assert groups["train_teacher"] == groups["train_student"] == groups["evaluate"]
     assert groups["correlate"] == groups["solve_lsa"] != groups["evaluate"]
+    assert prof["group-components"] == {groups["sample_embeddings"]: 4}  # four samplings per sbatch job
 
 
 def test_ci_profile_in_sync_with_production():

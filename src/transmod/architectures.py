@@ -6,7 +6,6 @@ so supporting a new encoder is one entry here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
