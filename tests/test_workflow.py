@@ -128,9 +128,10 @@ def test_fidelity_measures_every_method_on_the_same_unseen_tokens(demo):
                 for method in methods - {"lsa", "select"}:
                     header = _safetensors_meta(align / f"{mapping}.{method}.alignment.safetensors")
                     assert json.loads(header["transmod_alignment"])["num_tokens"] == fit
-        else:  # SKIP: the student's layer 0 is the teacher's layer 0 on the same input, with the same module
+        elif task == "ner":  # SKIP: the student's layer 0 is the teacher's layer 0 on the same input, same module
+            # (single sentences only: DistilBERT has no token types, so a pair's second segment reads otherwise)
             layer0 = [d for d in inits["skip"]["layers"] if d["student_layer"] == 0]
-            assert layer0 and all(d["rel_error"] < 1e-3 and d["cka"] > 0.9999 for d in layer0), layer0
+            assert layer0 and all(d["rel_error"] < 1e-4 and d["cka"] > 0.9999 for d in layer0), layer0
     table = pd.read_csv(demo / "results" / "tables" / "fidelity.csv")
     for peft in ("adapter", "lora"):
         rows = table[(table.setting == "incompatible") & (table.module == peft)]
@@ -306,14 +307,19 @@ CHANCE = {"ner": 0.0, "pi": 50.0, "nli": 100 / 3}  # score x 100: entity F1 star
 
 
 def test_demo_shows_the_gap_the_study_is_about(demo):
-    """A teacher well above chance and above its student in every cell, and transferred starts that change
-    the result (the gap they may close is real, not noise between equals)."""
+    """A teacher well above chance and above its student in every cell, so the gap is real, not noise between
+    equals; transferred starts change the result: in every cell of the matching pair, and in some task of
+    the incompatible one (where the study found transfer hardest)."""
     summary = pd.read_csv(demo / "results" / "tables" / "summary.csv")
+    moved = {}
     for (setting, module, task), rows in summary.groupby(["setting", "module", "task"]):
         avg = rows.set_index("model").AVG
         assert avg["Teacher"] > CHANCE[task] + 10, (setting, module, task, avg.to_dict())
         assert avg["Teacher"] > avg["Student"] + 1, (setting, module, task, avg.to_dict())
-        for model in (m for m in avg.index if m.startswith("TM-Student") and "zero-shot" not in m):
-            assert avg[model] != avg["Student"], (setting, module, task, model)
-        gap = rows.set_index("model").GAP
-        assert gap.filter(like="TM-Student").notna().any()  # a gap wide enough to measure
+        assert rows.set_index("model").GAP.filter(like="TM-Student").notna().any()  # a gap wide enough to measure
+        transferred = [m for m in avg.index if m.startswith("TM-Student") and "zero-shot" not in m]
+        moved[setting, module, task] = all(avg[m] != avg["Student"] for m in transferred)
+    for (setting, module, task), changed in moved.items():
+        assert changed or setting != "matching", (setting, module, task)
+    for module in ("adapter", "lora"):
+        assert any(changed for (setting, m, _), changed in moved.items() if setting == "incompatible" and m == module)
