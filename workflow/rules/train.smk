@@ -22,6 +22,7 @@ rule train_teacher:
         "results/logs/train_teacher/{model}/{task}/{lang}/{peft}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train_teacher/{model}/{task}/{lang}/{peft}/seed{seed}.tsv"
+    priority: 1  # every transfer waits for its teacher: schedule teachers before the alignment jobs
     threads: 1
     conda:
         "../envs/transmod.yaml"
