@@ -1,4 +1,4 @@
-"""Metrics from predictions files: seqeval entity F1 for NER, accuracy for PI/NLI."""
+"""Metrics from predictions files: entity-level F1 (conlleval, as seqeval) for NER, accuracy for PI/NLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from transmod.errors import TransmodError
-from transmod.evaluation import score, score_lists, write_metrics
+from transmod.evaluation import get_entities, score, score_lists, write_metrics
 
 
 def write(path, data):
@@ -15,7 +15,7 @@ def write(path, data):
     return path
 
 
-def test_seqeval_entity_f1_on_a_known_example(tmp_path):
+def test_entity_f1_on_a_known_example(tmp_path):
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-MISC", "I-MISC"]]
     pred = [["B-PER", "I-PER", "O", "O"],  # PER right, LOC missed
             ["B-LOC", "O", "B-MISC", "I-MISC"]]  # ORG typed wrong (a false positive and a miss), MISC right
@@ -33,6 +33,26 @@ def test_entity_boundaries_count():
     m = score_lists("ner", [["B-PER", "O"]], [["B-PER", "I-PER"]])
     assert m["f1"] == 0.0
     assert score_lists("ner", [["O", "O"]], [["O", "O"]])["f1"] == 0.0  # no entities: 0, not an error
+
+
+def test_lenient_chunk_rules_as_conlleval():
+    # expected values as seqeval 1.2.2 gives them; offsets count one 'O' between sentences
+    gold = [["B-PER", "I-PER", "O"], ["B-LOC", "O", "S-ORG"], ["B-PER", "I-PER"], ["O", "B-LOC"], ["I-LOC"]]
+    pred = [["I-PER", "E-PER", "O"],  # I- after O starts PER, E- ends it: PER 0-1, right
+            ["I-LOC", "O", "B-ORG"],  # after the separator (3) I-LOC starts LOC 4-4; a lone B- ends as S- does: right
+            ["B-PER", "I-LOC"],  # a type change ends PER and starts LOC: PER 8-8 and LOC 9-9, both wrong
+            ["O", "I-LOC"], ["I-LOC"]]  # LOC 12-12 and 14-14: the sentence boundary (13) keeps them apart, right
+    assert get_entities(gold) == [("PER", 0, 1), ("LOC", 4, 4), ("ORG", 6, 6), ("PER", 8, 9),
+                                  ("LOC", 12, 12), ("LOC", 14, 14)]
+    assert get_entities(pred) == [("PER", 0, 1), ("LOC", 4, 4), ("ORG", 6, 6), ("PER", 8, 8), ("LOC", 9, 9),
+                                  ("LOC", 12, 12), ("LOC", 14, 14)]
+    m = score_lists("ner", pred, gold)  # 5 right of 7 predicted and 6 gold entities
+    assert m["precision"] == pytest.approx(5 / 7) and m["recall"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(10 / 13)  # 2PR / (P + R) = (50/42) / (65/42)
+    # IOBES: S- is one entity and an E- after it starts another; a label without a prefix reads its first character
+    # as the tag and the rest as the type, as seqeval does ('PER' is tag 'P', type 'ER')
+    assert get_entities([["B-ORG", "E-ORG", "S-PER", "E-PER"]]) == [("ORG", 0, 1), ("PER", 2, 2), ("PER", 3, 3)]
+    assert get_entities([["PER", "PER", "O", "LOC"]]) == [("ER", 0, 1), ("OC", 3, 3)]
 
 
 def test_accuracy(tmp_path):

@@ -282,7 +282,7 @@ def test_demo_report_renders(demo, tmp_path):
     snakemake("--profile", REPO / "profiles" / "demo", "--report", report, cwd=demo)
     categories = report_json(report, "categories")
     assert {c: sorted(s) for c, s in categories.items()} == {
-        "incompatible": ["NER", "PI", "Summary"], "matching": ["NER", "NLI", "PI", "Summary"],
+        "incompatible": ["NER", "Summary"], "matching": ["NER", "NLI", "PI", "Summary"],
         "Alignment methods": ["Transfer fidelity"]}
     assert len(categories["matching"]["NER"]) == 1 + 2 * 3  # the table and 3 figures per module type
     results = report_json(report, "results")

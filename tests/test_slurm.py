@@ -9,12 +9,14 @@ as CI runs the real workflow:
 
     snakemake --profile profiles/slurm --profile tests/slurm/profile
 
-With the cluster up, the session's `demo` fixture (conftest.py) runs the full
-demo this way; the tests of test_workflow.py and test_report.py check its results.
+With the cluster up, one grid cell of the demo runs this way, every job of it
+in sbatch, and must give the numbers of the local demo run (conftest.py's
+`demo` fixture) exactly.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "slurm"
 CI_PROFILE = ROOT / "tests" / "slurm" / "profile"
 
-from conftest import DEMO_RUN_LOG, SLURM_UP, SLURM_WHY, job_counts, run_snakemake
+from conftest import DEMO_CONFIG, SLURM_UP, SLURM_WHY, job_counts, run_snakemake
 from transmod import profile_check
 
 GPU_RULES = ("train_teacher", "train_student", "sample_embeddings")
@@ -190,15 +192,40 @@ def test_failed_slurm_job_is_reported(tmp_path):
     assert not (tmp_path / "never.txt").exists()
 
 
+# One cell of the demo's grid (pair, task, language, module): its teacher, every student init, and the
+# alignment and fidelity jobs they need. The incompatible pair's cell holds every
+# rule of a cell (fit_alignment only runs for aligned pairs) and NER scores that differ between inits.
+CELL = ("incompatible", "ner", "en", "lora")
+
+
+def cell_targets() -> list[str]:
+    pair, task, lang, peft = CELL
+    inits = yaml.safe_load(DEMO_CONFIG.read_text())["pairs"][pair]["inits"]
+    runs = ["teacher", *(f"student-{init}" for init in inits), "student-zs-default"]
+    cell = f"{pair}/{task}/{lang}/{peft}"
+    return [*(f"results/runs/{cell}/{run}/seed1/metrics.json" for run in runs), f"results/fidelity/{cell}/seed1.json"]
+
+
+@pytest.fixture(scope="module")
+def slurm_cell(tmp_path_factory, demo) -> tuple[Path, str]:
+    """The demo's CELL built through `--profile profiles/slurm` on the test cluster, from the local demo's
+    models and data (copied with their times: the demo_* rules have nothing to do)."""
+    work = tmp_path_factory.mktemp("slurm-cell")
+    shutil.copytree(demo / "resources", work / "resources")
+    profiles = ("--profile", PROFILE, "--profile", CI_PROFILE, "--configfile", DEMO_CONFIG)
+    done = run_snakemake([*cell_targets(), "-s", ROOT / "Snakefile", *profiles], work, timeout=1200)  # --configfile takes the rest
+    assert done.returncode == 0, done.stdout[-8000:]
+    return work, done.stdout
+
+
 @needs_cluster
-def test_demo_ran_as_slurm_jobs(demo):
-    """The `demo` fixture ran the full demo through `--profile profiles/slurm` on this cluster."""
-    out = (demo / DEMO_RUN_LOG).read_text()
+def test_demo_cell_runs_as_slurm_jobs(slurm_cell):
+    work, out = slurm_cell
     ids = set(re.findall(r"submitted with SLURM jobid (\d+)", out))
-    logs = {path: path.read_text() for path in (demo / ".snakemake" / "slurm_logs").rglob("*.log")}
-    # every job of the plan but the local target `all` ran inside an sbatch job, alone or grouped
+    logs = {path: path.read_text() for path in (work / ".snakemake" / "slurm_logs").rglob("*.log")}
+    # every job of the plan ran inside an sbatch job, alone or grouped
     planned = job_counts(out)
-    assert planned.pop("all") == 1
+    assert {"train_teacher", "train_student", "sample_embeddings", "fit_alignment", "fidelity"} <= set(planned)
     executed = Counter(rule for text in logs.values() for rule in re.findall(r"^localrule (\w+):$", text, re.M))
     assert executed == planned
     # the profile's groups cut the sbatch count: each training run is evaluated in its own job
@@ -209,3 +236,13 @@ def test_demo_ran_as_slurm_jobs(demo):
     listed = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T %P"], capture_output=True, text=True).stdout
     seen = {job: (state, part) for job, state, part in (line.split() for line in listed.splitlines())}
     assert {seen.get(i) for i in ids} == {("COMPLETED", "ci")}
+
+
+@needs_cluster
+def test_demo_cell_through_slurm_gives_the_local_runs_numbers(slurm_cell, demo):
+    """The same seeds give the same predictions and fidelity, whether a job ran in sbatch or locally."""
+    work, _ = slurm_cell
+    for target in map(Path, cell_targets()):
+        for path in (target, target.with_name("test_predictions.json")):
+            if path == target or (demo / path).exists():
+                assert json.loads((work / path).read_text()) == json.loads((demo / path).read_text()), path

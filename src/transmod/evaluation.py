@@ -1,7 +1,7 @@
 """Test-set metrics from a predictions file, so evaluation needs no model (DESIGN.md section 5).
 
-NER: entity-level precision/recall/F1 with `seqeval` (default, conlleval-style mode) over the
-label of each word's first sub-token. PI and NLI: accuracy.
+NER: entity-level micro precision/recall/F1 (conlleval chunk rules, exactly as seqeval 1.2.2's
+default mode) over the label of each word's first sub-token. PI and NLI: accuracy.
 """
 
 from __future__ import annotations
@@ -25,18 +25,59 @@ def score_lists(task: str, predictions: Sequence, gold: Sequence) -> dict[str, f
     if len(predictions) != len(gold):
         raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold examples")
     if task == "ner":
-        from seqeval.metrics import f1_score, precision_score, recall_score
-
-        y_true = [list(g) for g in gold]
-        y_pred = [list(p) for p in predictions]
-        return {
-            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
-            "recall": float(recall_score(y_true, y_pred, zero_division=0)),
-            "n": len(gold),
-        }
+        return {**entity_scores(predictions, gold), "n": len(gold)}
     correct = sum(int(p) == int(g) for p, g in zip(predictions, gold))
     return {"accuracy": correct / len(gold) if gold else 0.0, "n": len(gold)}
+
+
+def entity_scores(predictions: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level micro precision, recall and F1, 0.0 where a denominator is 0.
+
+    The same numbers as seqeval 1.2.2's default (conlleval-style) mode with zero_division=0, computed
+    here because seqeval imports scikit-learn, which transformers then imports in every process.
+    """
+    if len(predictions) != len(gold) or any(len(p) != len(g) for p, g in zip(predictions, gold)):
+        raise ValueError("predictions and gold must have the same number of sentences and of labels per sentence")
+    true, pred = set(get_entities(gold)), set(get_entities(predictions))
+    tp = len(true & pred)
+    precision = tp / len(pred) if pred else 0.0
+    recall = tp / len(true) if true else 0.0
+    denom = precision + recall
+    f1 = 2.0 * precision * recall / denom if denom else 0.0  # seqeval's order of operations: equal floats
+    return {"f1": f1, "precision": precision, "recall": recall}
+
+
+def get_entities(sentences: Sequence[Sequence[str]]) -> list[tuple[str, int, int]]:
+    """(type, first, last) of each entity, as seqeval's `get_entities`: sentences joined by an 'O'.
+
+    A label's first character is its tag (B, I, E, S, O; any other acts as a tag with no rule of its
+    own) and what follows the next '-' (or the whole rest, '_' if empty) its type: 'PER' is 'P' + 'ER'.
+    """
+    labels = [label for sentence in sentences for label in [*sentence, "O"]]
+    chunks = []
+    prev_tag, prev_type, begin = "O", "", 0
+    for i, label in enumerate([*labels, "O"]):
+        tag, type_ = label[0], label[1:].split("-", maxsplit=1)[-1] or "_"
+        if _end_of_chunk(prev_tag, tag, prev_type, type_):
+            chunks.append((prev_type, begin, i - 1))
+        if _start_of_chunk(prev_tag, tag, prev_type, type_):
+            begin = i
+        prev_tag, prev_type = tag, type_
+    return chunks
+
+
+def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    """Whether an entity ended before the current label (seqeval's `end_of_chunk`)."""
+    return (prev_tag in ("E", "S")
+            or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
+            or (prev_tag not in ("O", ".") and prev_type != type_))
+
+
+def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool:
+    """Whether an entity starts at the current label (seqeval's `start_of_chunk`): I- or E- after O also starts one."""
+    return (tag in ("B", "S")
+            or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
+            or (tag not in ("O", ".") and prev_type != type_))
 
 
 def read_predictions(path: str | Path) -> dict[str, Any]:

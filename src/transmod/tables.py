@@ -40,13 +40,13 @@ ZERO_SHOT = "zs-"  # init prefix of zero-shot runs: the module frozen, only the 
 ZERO_SHOT_ROW = " (zero-shot)"
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
 SETTING_KEYS = ("teacher", "student", "training", "module")  # what makes two runs of one setting comparable
-METRIC_NAMES = {"f1": "entity-level F1 (seqeval)", "accuracy": "accuracy"}
+METRIC_NAMES = {"f1": "entity-level F1 (conlleval)", "accuracy": "accuracy"}
 INDEX_NAMES = {"pair": "setting", "peft": "module", "row": "model"}
 MAX_LISTED = 20
 
 GAP_MIN_POINTS = 1.0  # score points (x 100): a smaller Teacher - Student difference leaves GAP empty
 CAPTION = (
-    "Test scores x 100 (entity-level F1 with seqeval for NER; accuracy for PI and NLI), mean ± SD over seeds "
+    "Test scores x 100 (entity-level F1, conlleval as in seqeval, for NER; accuracy for PI and NLI), mean ± SD over seeds "
     "(the SD only where a cell has more than one seed). AVG: mean over languages. REL: relative change of AVG "
     "against the Student row (default initialisation), in %: 100 * (AVG - AVG_Student) / AVG_Student. "
     "GAP: share of the Teacher - Student gap that the transferred module closed, in %: "
@@ -423,7 +423,7 @@ def task_stats(runs: Runs, task: str, test=sign_flip_test) -> TaskStats:
 
 
 def metric_label(task: str, metric: str) -> str:
-    """'NER: test entity-level F1 (seqeval) x 100' (table titles and plot axes)."""
+    """'NER: test entity-level F1 (conlleval) x 100' (table titles and plot axes)."""
     return f"{task.upper()}: test {METRIC_NAMES.get(metric, metric or 'score')} x 100"
 
 

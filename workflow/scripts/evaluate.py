@@ -1,4 +1,4 @@
-"""evaluate: the test metric of one run (seqeval entity F1 for NER, accuracy otherwise)."""
+"""evaluate: the test metric of one run (entity-level F1 for NER, conlleval as seqeval; accuracy otherwise)."""
 
 from transmod.joblog import log_to
 
