@@ -11,17 +11,10 @@ import json
 import pytest
 import torch
 
-from test_training import FAST, Killed, models, pi_data  # noqa: F401  (models: the fixture)
+from test_training import FAST, Killed, kill_at, models, pi_data  # noqa: F401  (models: the fixture)
 from transmod.training import HISTORY_FILE, PREDICTIONS_FILE, STATE_DIR, TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU lane is skipped")
-
-
-def _kill_at(step: int):
-    def callback(global_step: int) -> None:
-        if global_step == step:
-            raise Killed
-    return callback
 
 
 def test_bf16_training_resumes_and_matches_the_cpu_run(models, tmp_path, monkeypatch):  # noqa: F811
@@ -32,7 +25,7 @@ def test_bf16_training_resumes_and_matches_the_cpu_run(models, tmp_path, monkeyp
 
     out = tmp_path / "resumed"
     with pytest.raises(Killed):
-        train(models["bert"], "pi", "lora", *splits, cfg, out, threads=1, step_callback=_kill_at(5))
+        train(models["bert"], "pi", "lora", *splits, cfg, out, threads=1, step_callback=kill_at(5))
     assert (out / STATE_DIR / "LATEST").is_file() and not (out / PREDICTIONS_FILE).exists()
     resumed = train(models["bert"], "pi", "lora", *splits, cfg, out, threads=1)
     assert resumed["best_epoch"] == whole["best_epoch"]

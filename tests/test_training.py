@@ -352,6 +352,14 @@ class Killed(Exception):
     pass
 
 
+def kill_at(step: int):
+    """A step callback that stops training (as a kill would) after optimizer step `step`."""
+    def callback(global_step: int) -> None:
+        if global_step == step:
+            raise Killed
+    return callback
+
+
 @pytest.mark.parametrize("peft,task", [("lora", "ner"), ("adapter", "pi")])
 def test_resume_after_kill_is_exact(models, tmp_path, peft, task):
     data = pi_data if task == "pi" else ner_data
@@ -359,13 +367,6 @@ def test_resume_after_kill_is_exact(models, tmp_path, peft, task):
     # dropout on, so the RNG state matters; 8 steps per epoch; checkpoints every 3 steps
     cfg = TrainConfig(seed=4, checkpoint_every=3, **{**FAST, "epochs": 3})
     train(models["bert"], task, peft, *splits, cfg, tmp_path / "whole", threads=1)
-
-    def kill_at(step):
-        def callback(global_step):
-            if global_step == step:
-                raise Killed
-        return callback
-
     out = tmp_path / "resumed"
     for step in (5, 13):  # mid-epoch after a checkpoint; then in the second epoch
         with pytest.raises(Killed):
@@ -387,6 +388,25 @@ def test_resume_after_kill_is_exact(models, tmp_path, peft, task):
         train(models["bert"], task, peft, *splits, cfg, out, threads=1, step_callback=kill_at(4))
     with pytest.raises(TransmodError, match="delete"):
         train(models["bert"], task, peft, *splits, TrainConfig(seed=5, checkpoint_every=3, **FAST), out, threads=1)
+
+
+def test_patience_stops_a_run_that_stopped_improving_and_resumes_alike(models, tmp_path):
+    """`patience: 2`: no third epoch without a better validation metric; a killed run resumes to the same stop."""
+    splits = pi_data(48, 0), pi_data(16, 1), pi_data(16, 2)  # 6 steps per epoch
+    stalled = TrainConfig(seed=0, checkpoint_every=3, patience=2, **{**FAST, "epochs": 6, "learning_rate": 1e-9})
+    whole = train(models["bert"], "pi", "lora", *splits, stalled, tmp_path / "whole", threads=1)
+    assert [e["epoch"] for e in whole["epochs"]] == [1, 2, 3] and whole["best_epoch"] == 1  # nothing learns
+    with pytest.raises(Killed):
+        train(models["bert"], "pi", "lora", *splits, stalled, tmp_path / "resumed", threads=1,
+              step_callback=kill_at(14))
+    train(models["bert"], "pi", "lora", *splits, stalled, tmp_path / "resumed", threads=1)
+    for name in (HISTORY_FILE, PREDICTIONS_FILE):
+        assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    every = train(models["bert"], "pi", "lora", *splits, dataclasses.replace(stalled, patience=0), tmp_path / "all",
+                  threads=1)
+    assert len(every["epochs"]) == 6  # off by default: the study's protocol trains every epoch
+    with pytest.raises(TransmodError, match="patience"):
+        TrainConfig.from_dict({"patience": -1})
 
 
 def test_train_refuses_bad_input(models, tmp_path):

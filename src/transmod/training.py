@@ -82,6 +82,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
     mega_batches: int = 50  # batches per length-sorting group of the batch sampler
     freeze_module: bool = False  # zero-shot transfer: only the head learns, the module stays as loaded
+    patience: int = 0  # stop after this many epochs without a better validation metric; 0 = every epoch
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "the training config") -> "TrainConfig":
@@ -121,7 +122,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise TransmodError(f"{source}: option {name} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "checkpoint_every", "max_grad_norm"):
+        for name in ("weight_decay", "checkpoint_every", "max_grad_norm", "patience"):
             if getattr(self, name) < 0:
                 raise TransmodError(f"{source}: option {name} must not be negative, got {getattr(self, name)}")
         for name in ("warmup_ratio", "lora_dropout"):
@@ -717,6 +718,10 @@ def train(
 
     model.train()
     for epoch in range(progress.epoch, cfg.epochs):
+        if cfg.patience and progress.best_epoch and epoch - progress.best_epoch >= cfg.patience:  # resumed runs too
+            log.info("stopping early: %d epochs without a better validation %s (patience %d)",
+                     epoch - progress.best_epoch, metric_name, cfg.patience)
+            break
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.mega_batches)
         # Workers only collate the batches fixed above, so results do not depend on their number; the
         # loader seeds them from a generator of its own, leaving the global RNG (dropout) to resume exactly.
