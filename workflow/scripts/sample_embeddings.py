@@ -5,6 +5,10 @@ from transmod.joblog import log_to
 
 log_to(snakemake.log[0])
 
+from transmod.gpu_slots import claim_gpu
+
+claim_gpu()  # a device of its own where the machine has several (profiles/local)
+
 import torch
 
 from transmod.assets import require_fetched

@@ -6,6 +6,10 @@ from transmod.joblog import log_to
 
 log_to(snakemake.log[0])
 
+from transmod.gpu_slots import claim_gpu
+
+claim_gpu()  # a device of its own where the machine has several (profiles/local)
+
 from transmod.assets import require_fetched
 from transmod.data import SPLITS, load_split
 from transmod.training import TrainConfig, train
