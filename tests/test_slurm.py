@@ -213,7 +213,8 @@ def slurm_cell(tmp_path_factory, demo) -> tuple[Path, str]:
     work = tmp_path_factory.mktemp("slurm-cell")
     shutil.copytree(demo / "resources", work / "resources")
     profiles = ("--profile", PROFILE, "--profile", CI_PROFILE, "--configfile", DEMO_CONFIG)
-    done = run_snakemake([*cell_targets(), "-s", ROOT / "Snakefile", *profiles], work, timeout=1200)  # --configfile takes the rest
+    # targets first: --configfile takes every argument after it
+    done = run_snakemake([*cell_targets(), "-s", ROOT / "Snakefile", *profiles], work, timeout=1200)
     assert done.returncode == 0, done.stdout[-8000:]
     return work, done.stdout
 

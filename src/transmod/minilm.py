@@ -110,8 +110,8 @@ def next_sentence_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.R
             for a, b in zip(p, p[1:]):
                 rows.append({"sentence1": a, "sentence2": b, "label": 1})
                 if others:
-                    rows.append({"sentence1": a, "sentence2": rng.choice(rng.choice(topics[rng.choice(others)])),
-                                 "label": 0})
+                    paragraph = rng.choice(topics[rng.choice(others)])
+                    rows.append({"sentence1": a, "sentence2": rng.choice(paragraph), "label": 0})
     return rows
 
 
