@@ -3,7 +3,7 @@
 
 from pathlib import Path
 
-from transmod.workflow_config import as_workflow_error, check_config_files
+from transmod.workflow.config import as_workflow_error, check_config_files
 
 as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"])  # a YAML error: file and line
 

@@ -51,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transmod.samplefile import SampleWriter, from_vectors
+from transmod.align.samplefile import SampleWriter, from_vectors
 
 T_LAYERS, T_HIDDEN = 24, 1024  # XLM-R large
 S_LAYERS, S_HIDDEN = 12, 768  # XLM-R base
@@ -183,9 +183,9 @@ def run_fast(t_path: Path, s_path: Path, track_numpy: bool) -> dict:
     """The project's code path; returns times, memory and the result (call in a fresh process)."""
     import tracemalloc
 
-    from transmod.assignment import assign_correlation
-    from transmod.correlation import correlate_samples
-    from transmod.samplefile import SampleFile
+    from transmod.align.assignment import assign_correlation
+    from transmod.align.correlation import correlate_samples
+    from transmod.align.samplefile import SampleFile
 
     pool = pa.default_memory_pool()
     rss_before = peak_rss()
@@ -353,9 +353,9 @@ def report(args: argparse.Namespace, base: Path) -> None:
         sklearn = None
     from scipy.optimize import linear_sum_assignment
 
-    from transmod.assignment import assign_correlation
-    from transmod.correlation import correlate_samples
-    from transmod.samplefile import SampleFile
+    from transmod.align.assignment import assign_correlation
+    from transmod.align.correlation import correlate_samples
+    from transmod.align.samplefile import SampleFile
 
     cap = min(args.mem_cap_gib * 2**30, 0.8 * mem_available())
     print("== transmod correlate + assign benchmark (XLM-R large -> base shapes, SKIP) ==")
@@ -379,7 +379,7 @@ def report(args: argparse.Namespace, base: Path) -> None:
           f"{data_gib(args.tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
 
     # ---- fast method at the main token count, in a fresh process
-    print("\n-- fast method: transmod.correlation.correlate_samples + transmod.assignment.assign_correlation --")
+    print("\n-- fast method: transmod.align.correlation.correlate_samples + transmod.align.assignment.assign_correlation --")
     fast, fast_arrays, seen = fast_in_child(t_path, s_path, base, "main", ref_dims, False, cap)
     if fast is None:
         print(f"killed: its RSS passed the {gib(cap)} cap ({gib(seen)} seen) at {args.tokens} tokens; no figures")

@@ -5,11 +5,11 @@ classification head on the same frozen model, with the same data, tokenizer, max
 size, learning rate, linear schedule without warm-up, gradient clipping at 1.0, no weight decay,
 length-grouped batches and dynamic padding, for the same number of optimizer steps; both evaluate
 on the validation split after every epoch and keep the best epoch by accuracy. The project's side
-is `transmod.training.train`; the other side is what a user of `adapters` would write:
+is `transmod.train.training.train`; the other side is what a user of `adapters` would write:
 `adapters.init` on an `AutoModelForSequenceClassification`, `add_adapter` + `train_adapter`,
 `TrainingArguments` (eval/save every epoch, `load_best_model_at_end`), `DataCollatorWithPadding`,
 `AdapterTrainer`. Task: `pi` only (sentence pairs, sequence classification; sentence1, sentence2,
-label), on next-sentence pairs from Python's documentation (`transmod.minilm.write_next_sentence_data`).
+label), on next-sentence pairs from Python's documentation (`transmod.demo.minilm.write_next_sentence_data`).
 
 Every run is a fresh subprocess of this script (hidden `--worker` mode, one JSON line out), so
 imports and caches do not favour whichever trainer runs second; per seed the order alternates.
@@ -65,7 +65,7 @@ def build_bert_base(root: Path, tokenizer_dir: Path) -> Path:
     """A BERT-base-shaped classifier with random weights, next to a copy of MiniLM's tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from transmod.minilm import TOKENIZER_FILES
+    from transmod.demo.minilm import TOKENIZER_FILES
 
     folder = root / "bert-base"
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def build_bert_base(root: Path, tokenizer_dir: Path) -> Path:
 
 
 def load_splits(data_dir: Path, cache: Path) -> dict:
-    from transmod.data import load_split
+    from transmod.train.data import load_split
 
     return {s: load_split(str(data_dir), "pi", "en", s, cache_dir=str(cache)) for s in ("train", "validation", "test")}
 
@@ -121,7 +121,7 @@ class Meter:
 
 
 def train_config(args: argparse.Namespace, seed: int):
-    from transmod.training import TrainConfig
+    from transmod.train.training import TrainConfig
 
     return TrainConfig(learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs,
                        max_length=args.max_length, seed=seed, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0)
@@ -132,7 +132,7 @@ def trainable(model: torch.nn.Module) -> list[list]:
 
 
 def run_project(args: argparse.Namespace, splits: dict, out: Path) -> dict:
-    from transmod import training
+    from transmod.train import training
 
     cfg = train_config(args, args.seed)
     meter, built = Meter(), {}
@@ -169,7 +169,7 @@ def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
         set_seed,
     )
 
-    from transmod.training import ADAPTER_NAME, reduction_factor
+    from transmod.train.training import ADAPTER_NAME, reduction_factor
 
     cfg = train_config(args, args.seed)
     torch.set_num_threads(args.threads)
@@ -253,7 +253,7 @@ def worker(args: argparse.Namespace) -> None:
         AutoTokenizer,
     )
 
-    import transmod.training  # noqa: F401
+    import transmod.train.training  # noqa: F401
 
     splits = load_splits(Path(args.data_dir), Path(args.cache))
     out = Path(tempfile.mkdtemp(prefix=f"bench-{args.worker}-", dir=args.cache))
@@ -326,7 +326,7 @@ def main() -> None:
 
     import datasets
 
-    from transmod.minilm import minilm_folder, write_next_sentence_data
+    from transmod.demo.minilm import minilm_folder, write_next_sentence_data
 
     datasets.disable_progress_bars()
     source = minilm_folder()

@@ -2,7 +2,7 @@
 
 Same model (a BERT built from a config, random weights), same module (adapter), same data (NER
 sentences with a WikiNeural-like length distribution), same number of optimizer steps. The
-project's loop is `transmod.training.train` (dynamic padding, length-grouped batches); its
+project's loop is `transmod.train.training.train` (dynamic padding, length-grouped batches); its
 training phase is timed from the first to the last optimizer step through `step_callback`. The
 plain loop pads every batch to `max_length` and draws batches in random order.
 
@@ -38,7 +38,11 @@ def wikineural_like(n: int, seed: int) -> list[list[str]]:
 
 def build_assets(root: Path, size: str, sentences: list[list[str]]) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
+    from transformers import (
+        BertConfig,
+        BertForTokenClassification,
+        PreTrainedTokenizerFast,
+    )
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = {w: i for i, w in enumerate(specials + sorted({w for s in sentences for w in s}))}
@@ -60,10 +64,10 @@ def build_assets(root: Path, size: str, sentences: list[list[str]]) -> Path:
 
 def plain_loop(model_dir: Path, train, cfg, steps: int) -> tuple[float, int]:
     """Reference: random batches, every one padded to max_length."""
-    from transmod.batching import collate, encode
-    from transmod.training import _loss, _optimizer, build_model, input_keys
-
     from transformers import AutoTokenizer
+
+    from transmod.train.batching import collate, encode
+    from transmod.train.training import _loss, _optimizer, build_model, input_keys
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples = encode(train, tokenizer, "ner", cfg.max_length, 9)
@@ -95,13 +99,12 @@ def _pad_to(example: dict, length: int, pad_id: int) -> dict:
 
 
 def project_loop(model_dir: Path, train, cfg, steps: int, out: Path) -> tuple[float, int]:
-    """transmod.training.train over the same steps; tokens counted from the same batches it trains on."""
+    """transmod.train.training.train over the same steps; tokens counted from the same batches it trains on."""
     import datasets
-
-    from transmod.batching import encode, length, length_grouped_batches
-    from transmod.training import train as run
-
     from transformers import AutoTokenizer
+
+    from transmod.train.batching import encode, length, length_grouped_batches
+    from transmod.train.training import train as run
 
     examples = encode(train, AutoTokenizer.from_pretrained(model_dir), "ner", cfg.max_length, 9)
     lengths = [length(ex) for ex in examples]
@@ -124,7 +127,7 @@ def main() -> None:
 
     import datasets
 
-    from transmod.training import TrainConfig
+    from transmod.train.training import TrainConfig
 
     torch.set_num_threads(args.threads)
     sentences = wikineural_like(args.steps * args.batch_size, seed=0)

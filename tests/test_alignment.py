@@ -1,20 +1,29 @@
 """Every alignment method keeps the invariants of DESIGN.md section 4, on real models with real modules."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    SENTENCES,
+    _hidden_axes,
+    add_module,
+    make_model,
+    make_tokenizer,
+    permute_hidden,
+)
 from safetensors.torch import load_file
 
-from conftest import SENTENCES, _hidden_axes, add_module, make_model, make_tokenizer, permute_hidden
-from transmod.alignment import METHODS, Alignment, fit_alignment, select_alignment
-from transmod.architectures import model_shape
+from transmod.align.alignment import METHODS, Alignment, fit_alignment, select_alignment
+from transmod.align.samplefile import SampleFile
+from transmod.align.sampling import sample_hidden_states
+from transmod.align.transfer import transfer_module
+from transmod.atomic import MARK
 from transmod.cli import ALIGN_METHODS
 from transmod.errors import TransmodError
-from transmod.samplefile import SampleFile
-from transmod.sampling import sample_hidden_states
-from transmod.transfer import transfer_module
+from transmod.modules.architectures import model_shape
 
 DATA_METHODS = ["lsa", "lsa-signed", "linear", "procrustes"]
 
@@ -166,8 +175,8 @@ def test_partial_sign_flip_of_lora_output_spaces_is_recovered_by_lsa_signed_not_
 
 
 def test_lsa_alignment_folds_exactly_as_the_study_assignment(tmp_path, base):
-    from transmod.assignment import assign_correlation
-    from transmod.correlation import correlate_samples
+    from transmod.align.alignment import assign_correlation
+    from transmod.align.correlation import correlate_samples
 
     wide = make_model("bert", 4, hidden=24)
     narrow = make_model("bert", 2, hidden=16, seed=5)
@@ -210,3 +219,31 @@ def test_bad_method_and_too_few_tokens_say_what_to_do(tmp_path, base):
             fit_alignment(*samples, "skip", method)
         assert "--max-tokens" in str(err.value)
     fit_alignment(*samples, "skip", "lsa-signed")  # assignments need no minimum
+
+
+def test_an_older_assignment_file_loads_as_the_lsa_alignment_and_folds_alike(tmp_path):
+    """`transmod assign` wrote JSON before assignments became alignments; such files still transfer, bit for bit."""
+    from transmod.align.alignment import assign_correlation
+    from transmod.align.correlation import correlate_samples
+
+    wide, narrow = make_model("bert", 4, hidden=24), make_model("bert", 2, hidden=16, seed=5)
+    add_module(copy.deepcopy(wide), "adapter", bottleneck=6).save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
+    samples = _samples((wide, narrow), tmp_path, "adapter")
+    shapes = model_shape(wide.config, "t"), model_shape(narrow.config, "s")
+    current = assign_correlation(correlate_samples(*samples, "skip"))
+    legacy = {MARK: "assignment", "mapping": "skip", "teacher": current.teacher, "student": current.student,
+              "num_tokens": current.num_tokens,
+              "layers": [{"student_layer": lm.student_layer, "teacher_layers": lm.teacher_layers, "space": lm.space,
+                          "sigma": lm.sigma.tolist(), "mean_r": lm.mean_r} for lm in current.layers]}
+    (tmp_path / "old.json").write_text(json.dumps(legacy, indent=1))
+    current.save(tmp_path / "new.safetensors")
+    old, new = Alignment.load(tmp_path / "old.json"), Alignment.load(tmp_path / "new.safetensors")
+    assert old.method == new.method == "lsa"
+    assert [lm.sigma.tolist() for lm in old.layers] == [lm.sigma.tolist() for lm in new.layers]
+    for name, alignment in (("a", old), ("b", new)):
+        transfer_module(tmp_path / "m", *shapes, "skip", tmp_path / name, alignment)
+    a, b = load_file(tmp_path / "a" / "adapter.safetensors"), load_file(tmp_path / "b" / "adapter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (tmp_path / "bad.json").write_text(json.dumps({MARK: "assignment", "mapping": "skip"}))
+    with pytest.raises(TransmodError, match="not a transmod assignment file.*recreate it with `transmod assign`"):
+        Alignment.load(tmp_path / "bad.json")

@@ -48,7 +48,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import yaml
-
 from conftest import REPO, WORDS, job_counts, make_model, save_model
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +222,7 @@ PI_ROWS = {(lang, split): pi_rows(lang, split) for lang in ("en", "de") for spli
 
 @pytest.fixture(scope="module")
 def hub_root(tmp_path_factory) -> Path:
-    from transmod.data import write_hub_folder
+    from transmod.train.data import write_hub_folder
 
     root = tmp_path_factory.mktemp("hub")
     save_model(make_model("bert", 2, seed=0), root / "models" / "tiny" / "teacher")
@@ -265,7 +264,7 @@ def test_fetch_model_copies_the_hub_model_that_then_loads_offline(hub, hub_root,
     dest = tmp_path / "teacher"
     hub.requests.clear()
     checked(run_python(f"""
-        from transmod.assets import fetch_model
+        from transmod.workflow.assets import fetch_model
         fetch_model("tiny/teacher", {str(dest)!r})
     """, client_env(hub, tmp_path / "hf"), tmp_path))
     assert ("GET", "/api/models/tiny/teacher/revision/main") in hub.requests
@@ -288,7 +287,7 @@ def test_fetch_dataset_copies_hub_and_local_datasets_that_load_split_reads_offli
     from_hub, from_folder = tmp_path / "from-hub", tmp_path / "from-folder"
     folder = hub_root / "datasets" / "tiny" / "pi-data"
     checked(run_python(f"""
-        from transmod.assets import fetch_dataset
+        from transmod.workflow.assets import fetch_dataset
         fetch_dataset("tiny/pi-data", "pi", ["en", "de"], {str(from_hub)!r})
         fetch_dataset({str(folder)!r}, "pi", ["en"], {str(from_folder)!r})
     """, client_env(hub, tmp_path / "hf"), tmp_path))
@@ -297,7 +296,7 @@ def test_fetch_dataset_copies_hub_and_local_datasets_that_load_split_reads_offli
     hub.requests.clear()
     done = checked(run_python(f"""
         import json
-        from transmod.data import SPLITS, load_split
+        from transmod.train.data import SPLITS, load_split
         copies = (("hub", {str(from_hub)!r}, ["en", "de"]), ("folder", {str(from_folder)!r}, ["en"]))
         rows = {{f"{{name}} {{lang}} {{split}}": load_split(path, "pi", lang, split).to_list()
                 for name, path, langs in copies for lang in langs for split in SPLITS}}
@@ -317,7 +316,7 @@ def test_fetch_dataset_copies_hub_and_local_datasets_that_load_split_reads_offli
 ])
 def test_fetch_with_a_wrong_hub_id_names_it(hub, tmp_path, call, hub_id):
     done = run_python(f"""
-        from transmod.assets import fetch_dataset, fetch_model
+        from transmod.workflow.assets import fetch_dataset, fetch_model
         from transmod.errors import TransmodError
         try:
             {call.format(hub_id=hub_id, dest=str(tmp_path / "dest"))}
@@ -331,8 +330,8 @@ def test_fetch_with_a_wrong_hub_id_names_it(hub, tmp_path, call, hub_id):
 
 
 def test_missing_fetched_copy_names_it_and_says_fetch_assets_first(tmp_path, monkeypatch):
-    from transmod.assets import require_fetched
     from transmod.errors import TransmodError
+    from transmod.workflow.assets import require_fetched
 
     monkeypatch.chdir(tmp_path)
     model, data = "resources/assets/models/tiny/teacher", "resources/assets/datasets/tiny/pi-data"

@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, SENTENCES, add_module, make_model, save_model, snakemake
+
 from transmod.atomic import MARK_FILE
 from transmod.cli import main
 from transmod.errors import TransmodError
-from transmod.workflow_config import validate_config
+from transmod.workflow.config import validate_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 TRANSMOD = str(Path(sys.executable).parent / "transmod")
@@ -76,7 +76,7 @@ def sandbox(tmp_path_factory) -> Path:
         assert ok("sample", "--model", m / model, "--peft", "adapter", "--data", m / f"{data}.txt", "--out", m / f"{name}.parquet")
     assert ok("correlate", "--teacher", m / "t.parquet", "--student", m / "s.parquet", "--mapping", "skip",
               "--out", m / "corr.safetensors")
-    assert ok("assign", "--correlation", m / "corr.safetensors", "--out", m / "assignment.json")
+    assert ok("assign", "--correlation", m / "corr.safetensors", "--out", m / "lsa.safetensors")
     assert ok("transfer", "--module", m / "adapter", "--teacher-model", m / "teacher", "--student-model", m / "student",
               "--mapping", "skip", "--out", m / "moved")
     # unrelated user files, which no case may touch
@@ -192,9 +192,9 @@ CASES = {
                                "not a transmod output"),
     "assign --out an earlier correlation": (lambda s: ["assign", "--correlation", I(s, "corr.safetensors")],
                                             "inputs/corr.safetensors", "the input"),
-    "fit-alignment --out an earlier assignment": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"),
+    "fit-alignment --out an earlier correlation": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"),
                                                                  "--method", "linear"),
-                                                  "inputs/assignment.json", "transmod assignment output"),
+                                                  "inputs/corr.safetensors", "transmod correlation output"),
     "fidelity --out a user json": (lambda s: ["fidelity", "--module", I(s, "adapter"), "--transferred", I(s, "moved"),
                                               "--teacher", I(s, "t.parquet"), "--student", I(s, "s.parquet"),
                                               "--mapping", "skip"], "results.json", "not a transmod output"),
@@ -275,7 +275,7 @@ CASES = {
     "assign garbage correlation": (lambda s: ["assign", "--correlation", I(s, "garbage.bin")], None,
                                    "not a transmod correlation"),
     "transfer garbage --assignment": (lambda s: transfer(s, "adapter", "wide", "narrow", "--assignment",
-                                                         I(s, "garbage.bin")), None, "not a transmod assignment"),
+                                                         I(s, "garbage.bin")), None, "not a transmod alignment"),
     "transfer garbage --alignment": (lambda s: transfer(s, "adapter", "teacher", "student", "--alignment",
                                                         I(s, "garbage.bin")), None, "not a transmod alignment"),
     "sample a missing model folder": (lambda s: ["sample", "--model", "./no/such/model", "--peft", "adapter", "--data",
@@ -340,7 +340,7 @@ def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(sandbox, tmp
 def test_a_killed_writers_temporary_is_cleaned_on_the_next_run(sandbox, tmp_path):
     m = sandbox / "inputs"
     argv = ["sample", "--model", m / "teacher", "--peft", "adapter", "--data", m / "text.txt", "--out", tmp_path / "s.parquet"]
-    code = ("import os, sys, transmod.sampling as s; from transmod.cli import main\n"
+    code = ("import os, sys, transmod.align.sampling as s; from transmod.cli import main\n"
             "s.sample_hidden_states = lambda *a, **k: os.kill(os.getpid(), 9)  # killed mid-sampling\n"
             "main(sys.argv[1:])")
     done = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True)
@@ -364,7 +364,7 @@ def test_hub_id_fails_at_once_without_a_route_to_the_hub(sandbox, tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not reachable" in done.stderr, done.stderr
     assert not (tmp_path / "o").exists()
     started = time.monotonic()  # a dataset by hub id, as a workflow job loads it
-    code = ("from transmod.data import load_split\n"
+    code = ("from transmod.train.data import load_split\n"
             "from transmod.errors import TransmodError\n"
             "try:\n    load_split('nobody/no-data', 'pi', 'en', 'train')\n"
             "except TransmodError as exc:\n    print(exc)")

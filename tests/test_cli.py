@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SENTENCES, add_module, make_model, save_model
+
+from transmod.align.samplefile import from_vectors, to_vectors
 from transmod.cli import main
-from transmod.samplefile import from_vectors, to_vectors
 
 TRANSMOD = str(Path(sys.executable).parent / "transmod")  # the console script of this environment
 
@@ -55,11 +55,11 @@ def test_step_by_step_and_one_shot_agree(tmp_path, models, text_file, capsys):
     assert run(capsys, "correlate", "--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet",
                "--mapping", "skip", "--out", tmp_path / "c.safetensors", "--teacher-model", models["wide"],
                "--student-model", models["narrow"])[0] == 0
-    code, out, _ = run(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "a.json")
+    code, out, _ = run(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "a.safetensors")
     assert code == 0 and "mean matched r" in out
     common = ["--module", models["wide_module"], "--teacher-model", models["wide"], "--student-model", models["narrow"],
               "--mapping", "skip"]
-    assert run(capsys, "transfer", *common, "--assignment", tmp_path / "a.json", "--out", tmp_path / "x")[0] == 0
+    assert run(capsys, "transfer", *common, "--alignment", tmp_path / "a.safetensors", "--out", tmp_path / "x")[0] == 0
     assert run(capsys, "transfer", *common, "--samples", text_file, "--max-tokens", 200, "--out", tmp_path / "y")[0] == 0
     a = (tmp_path / "x" / "adapter.safetensors").read_bytes()
     assert a == (tmp_path / "y" / "adapter.safetensors").read_bytes()

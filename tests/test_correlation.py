@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from transmod.assignment import assign
-from transmod.correlation import PearsonAccumulator, pearson
+from transmod.align.alignment import assign
+from transmod.align.correlation import PearsonAccumulator, pearson
 
 
 def test_streaming_pearson_equals_numpy_corrcoef():
@@ -49,9 +49,10 @@ def test_assignment_maximises_signed_correlation():
 
 def test_files_cut_into_different_row_groups_pair_the_same_rows(tmp_path):
     from conftest import SENTENCES, make_model, make_tokenizer
-    from transmod.correlation import correlate_samples
-    from transmod.samplefile import SampleFile
-    from transmod.sampling import sample_hidden_states
+
+    from transmod.align.correlation import correlate_samples
+    from transmod.align.samplefile import SampleFile
+    from transmod.align.sampling import sample_hidden_states
 
     teacher, student = make_model("bert", 4), make_model("bert", 2, seed=1)
     paths = {}

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from transmod.data import SPLITS, TASKS, get_task, load_split, write_hub_folder
 from transmod.errors import TransmodError
+from transmod.train.data import SPLITS, TASKS, get_task, load_split, write_hub_folder
 
 ROWS = {
     "ner": lambda lang, split: [
@@ -144,7 +144,7 @@ def test_loads_in_a_fresh_offline_process(tmp_path):
     """The env vars set before anything is imported, as a cluster job would have them."""
     folder = write_hub_folder(tmp_path / "ner", "ner", rows_for("ner", ("de",)))
     code = textwrap.dedent(f"""
-        from transmod.data import load_split
+        from transmod.train.data import load_split
         d = load_split({str(folder)!r}, "ner", "de", "validation", cache_dir={str(tmp_path / 'cache')!r})
         print(len(d), d[0]["tokens"][0], d[0]["lang"])
     """)

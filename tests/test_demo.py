@@ -9,10 +9,22 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from transmod.data import SPLITS, TASKS, load_split
-from transmod.demo import (DEMO_MODELS, DEMO_PAIRS, STUDENT_LAYERS, build_demo_assets, build_demo_models,
-                           generate_task_data, make_lexicon, task_texts, train_tokenizer, write_demo_dataset)
+from transmod.demo.language import (
+    generate_task_data,
+    make_lexicon,
+    task_texts,
+    write_demo_dataset,
+)
+from transmod.demo.models import (
+    DEMO_MODELS,
+    DEMO_PAIRS,
+    STUDENT_LAYERS,
+    build_demo_assets,
+    build_demo_models,
+)
+from transmod.demo.tokenizer import train_tokenizer
 from transmod.errors import TransmodError
+from transmod.train.data import SPLITS, TASKS, load_split
 
 LANGS = ("en", "de")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from transmod.errors import TransmodError
-from transmod.evaluation import get_entities, score, score_lists, write_metrics
+from transmod.train.evaluation import get_entities, score, score_lists, write_metrics
 
 
 def write(path, data):

@@ -5,15 +5,22 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import add_module, make_model, save_model
 from test_alignment import _samples
-from transmod.alignment import Alignment, LayerMap, fit_alignment
-from transmod.architectures import ModelShape, model_shape
+
+from transmod.align.alignment import Alignment, LayerMap, fit_alignment
+from transmod.align.fidelity import (
+    LinearCKA,
+    module_effect,
+    sample_shape,
+    transfer_fidelity,
+)
+from transmod.align.samplefile import SampleFile, SampleWriter
+from transmod.align.transfer import transfer_module, transfer_weights
 from transmod.cli import main
-from transmod.fidelity import LinearCKA, module_effect, sample_shape, transfer_fidelity
-from transmod.samplefile import SampleFile, SampleWriter
-from transmod.transfer import Module, read_module, transfer_module, transfer_weights
+from transmod.modules.architectures import ModelShape, model_shape
+from transmod.modules.io import read_module
+from transmod.modules.module import Module
 
 D, LAYERS, TRAIN, TEST = 16, 2, 400, 100
 
@@ -103,7 +110,6 @@ def test_module_effect_matches_the_adapters_forward(tmp_path):
 @pytest.mark.parametrize("peft", ["adapter", "lora"])
 def test_fidelity_of_identity_and_planted_permutation_is_exact(tmp_path, peft):
     import torch
-
     from conftest import permute_hidden
 
     base = make_model("bert", 2)
@@ -226,8 +232,8 @@ def test_linear_cka_is_map_free_and_streams_exactly():
 def test_every_fit_reads_the_same_tokens_and_none_of_the_held_out_ones(tmp_path):
     """Two sample pairs that agree on the first 80% of tokens and differ after: every fit, the study's
     correlation + assignment included, is identical; only the fidelity measured on the tail differs."""
-    from transmod.assignment import assign_correlation
-    from transmod.correlation import correlate_samples
+    from transmod.align.alignment import assign_correlation
+    from transmod.align.correlation import correlate_samples
 
     rng = np.random.default_rng(3)
     t_states = {f"h{l}": rng.standard_normal((TRAIN + TEST, D)) for l in range(LAYERS)}
@@ -248,7 +254,7 @@ def test_every_fit_reads_the_same_tokens_and_none_of_the_held_out_ones(tmp_path)
         fitted = {m: fit_alignment(teacher, student, "skip", m, holdout=holdout) for m in ("lsa", "linear", "procrustes")}
         assert corr.num_tokens == assignment.num_tokens == TRAIN
         assert all(a.num_tokens == TRAIN for a in fitted.values())
-        fits.append(([lc.r for lc in corr.layers], [la.sigma for la in assignment.layers],
+        fits.append(([lc.r for lc in corr.layers], [la.sigma.tolist() for la in assignment.layers],
                      {m: [lm.m_out if lm.m_out is not None else lm.sigma for lm in a.layers] for m, a in fitted.items()}))
         moved = Module("s", module.config, transfer_weights(module, shape, shape, "skip", alignment=fitted["linear"]))
         result = transfer_fidelity(module, moved, teacher, student, "skip", holdout=holdout)

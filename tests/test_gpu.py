@@ -10,9 +10,15 @@ import json
 
 import pytest
 import torch
-
 from test_training import FAST, Killed, kill_at, models, pi_data  # noqa: F401  (models: the fixture)
-from transmod.training import HISTORY_FILE, PREDICTIONS_FILE, STATE_DIR, TrainConfig, train
+
+from transmod.train.training import (
+    HISTORY_FILE,
+    PREDICTIONS_FILE,
+    STATE_DIR,
+    TrainConfig,
+    train,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU lane is skipped")
 

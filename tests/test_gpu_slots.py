@@ -7,11 +7,11 @@ import subprocess
 import sys
 import time
 
-from transmod import gpu_slots
+from transmod.train import gpu_slots
 
 CLAIM = """
 import os, sys, time
-from transmod.gpu_slots import claim_gpu
+from transmod.train.gpu_slots import claim_gpu
 device = claim_gpu(devices=int(sys.argv[1]), lock_dir=sys.argv[2], poll_s=0.05)
 print(device, os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
 time.sleep(float(sys.argv[3]))

@@ -1,7 +1,7 @@
 import pytest
 
+from transmod.align.layermap import avg_map, layer_map, skip_map
 from transmod.errors import TransmodError
-from transmod.layermap import avg_map, layer_map, skip_map
 
 
 @pytest.mark.parametrize(

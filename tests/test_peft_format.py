@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_model
 from test_alignment import _inputs, _samples
-from transmod.alignment import fit_alignment
-from transmod.architectures import model_shape
+
+from transmod.align.alignment import fit_alignment
+from transmod.align.transfer import transfer_module
 from transmod.errors import TransmodError
-from transmod.transfer import read_module, transfer_module
+from transmod.modules.architectures import model_shape
+from transmod.modules.io import read_module
 
 peft = pytest.importorskip("peft")
 pytestmark = pytest.mark.filterwarnings("ignore:Could not find a config file")  # peft saving a model built from a config
@@ -117,9 +118,8 @@ def test_adapters_lora_written_for_peft_and_an_aligned_peft_transfer(tmp_path):
 
 
 def test_head_model_lora_keeps_its_base_prefix_and_leaves_the_head(tmp_path):
-    from transformers import AutoModelForSequenceClassification
-
     from conftest import make_config
+    from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
     teacher = AutoModelForSequenceClassification.from_config(make_config("bert", 2)).eval()

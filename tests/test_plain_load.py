@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import add_module, make_model, save_model
 from safetensors.numpy import load_file
 
-from conftest import add_module, make_model, save_model
 from transmod.cli import main
 
 LOAD = """

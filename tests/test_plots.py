@@ -7,11 +7,11 @@ import filecmp
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_tables import find, make_plan, write_metrics
-from transmod.assignment import Assignment, assign, assign_correlation
-from transmod.correlation import Correlation, LayerCorrelation
-from transmod.plots import (
+
+from transmod.align.alignment import Alignment, assign, assign_correlation
+from transmod.align.correlation import Correlation, LayerCorrelation
+from transmod.results.plots import (
     KINDS,
     alignment_figure,
     figure_paths,
@@ -20,7 +20,7 @@ from transmod.plots import (
     score_figure,
     write_all,
 )
-from transmod.tables import gather
+from transmod.results.tables import gather
 
 
 def make_correlation(mapping: str, rng, student=(3, 6), teacher=(6, 8)) -> Correlation:
@@ -47,7 +47,7 @@ def align_files(plan, root, skip=()):
         for mapping in ("skip", "avg"):
             base = root / "results/align" / "/".join(key) / mapping
             record = dict(zip(("pair", "task", "lang", "peft"), key), mapping=mapping,
-                          assignment=f"{base}.assignment.json", correlation=f"{base}.correlation.safetensors")
+                          assignment=f"{base}.lsa.alignment.safetensors", correlation=f"{base}.correlation.safetensors")
             records.append(record)
             if (key, mapping) in skip:
                 continue
@@ -86,7 +86,7 @@ def test_score_bars_show_the_means_and_no_bar_for_a_missing_run(tmp_path):
     plan = make_plan(tmp_path, seeds=(1, 2), grid={"matching": ["pi"]}, pefts=("adapter",), langs=["en", "de"])
     gone = [find(plan, lang="de", role="student", init="avg", seed=s) for s in (1, 2)]
     write_metrics(plan, skip=gone)
-    from transmod.tables import task_stats
+    from transmod.results.tables import task_stats
 
     st = task_stats(gather(plan), "pi")
     mean, sd = st.mean.droplevel([0, 1]), st.sd.droplevel([0, 1])
@@ -107,9 +107,9 @@ def test_alignment_curve_is_the_mean_matched_r_over_languages(tmp_path):
     files = []
     for lang in ("en", "de"):
         corr = make_correlation("skip", rng)
-        path = tmp_path / f"{lang}.assignment.json"
+        path = tmp_path / f"{lang}.lsa.alignment.safetensors"
         assign_correlation(corr).save(path)
-        files.append(Assignment.load(path))
+        files.append(Alignment.load(path))
     curves = {"skip": [layer_quality(a) for a in files]}
     assert curves["skip"][0][0] == [0, 1, 2]
     assert curves["skip"][0][1] == pytest.approx([0.9, 0.7, 0.5])  # the planted r per layer

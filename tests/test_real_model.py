@@ -11,13 +11,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.numpy import load_file
-
 from test_plain_load import LOAD
+
 from transmod.cli import main
-from transmod.data import SPLITS, load_split
-from transmod.evaluation import write_metrics
-from transmod.minilm import STUDENT_LAYERS, build_pair, minilm_folder, write_next_sentence_data
-from transmod.training import TrainConfig, train
+from transmod.demo.minilm import (
+    STUDENT_LAYERS,
+    build_pair,
+    minilm_folder,
+    write_next_sentence_data,
+)
+from transmod.train.data import SPLITS, load_split
+from transmod.train.evaluation import write_metrics
+from transmod.train.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

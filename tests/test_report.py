@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEMO_CONFIG, REPO, REQUIRED_ON_CI, job_counts, snakemake
+
 from transmod.hub import slug
-from transmod.stats import sign_flip_test
+from transmod.results.stats import sign_flip_test
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and REQUIRED_ON_CI:

@@ -2,12 +2,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import SENTENCES, add_module, make_model
+
+from transmod.align.samplefile import SampleFile, from_vectors
+from transmod.align.sampling import capture, sample_hidden_states
 from transmod.errors import TransmodError
-from transmod.samplefile import SampleFile, from_vectors
-from transmod.sampling import capture, sample_hidden_states
-from transmod.architectures import architecture
+from transmod.modules.architectures import architecture
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "xlm-roberta"])

@@ -32,7 +32,8 @@ PROFILE = ROOT / "profiles" / "slurm"
 CI_PROFILE = ROOT / "tests" / "slurm" / "profile"
 
 from conftest import DEMO_CONFIG, SLURM_UP, SLURM_WHY, job_counts, run_snakemake
-from transmod import profile_check
+
+from transmod.workflow import profile_check
 
 GPU_RULES = ("train_teacher", "train_student", "sample_embeddings")
 CPU_RULES = ("correlate", "solve_lsa", "prune_align", "evaluate", "aggregate_tables")
@@ -127,7 +128,7 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 120) -> subprocess.Comp
 
 
 CHECK_SNIPPET = """
-from transmod.profile_check import check_slurm_profile
+from transmod.workflow.profile_check import check_slurm_profile
 """
 
 

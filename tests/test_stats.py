@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from transmod.stats import mean_sd, sign_flip_test, sign_test, stars
+from transmod.results.stats import mean_sd, sign_flip_test, sign_test, stars
 
 
 def test_all_positive_differences_give_two_patterns_in_2_to_the_n():

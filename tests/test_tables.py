@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from transmod.errors import TransmodError
-from transmod.stats import holm, sign_flip_test, stars
-from transmod.tables import (
+from transmod.results.stats import holm, sign_flip_test, stars
+from transmod.results.tables import (
     Plan,
     collect,
     files_fingerprint,
@@ -277,7 +277,7 @@ def test_collect_refuses_mixed_configs_and_duplicates(plan, tmp_path):
 
 def test_renderings_per_setting(plan):
     runs = gather(plan)
-    from transmod.tables import summary_table
+    from transmod.results.tables import summary_table
 
     table = summary_table(runs)
     md = to_markdown(table)

@@ -2,9 +2,9 @@
 
 import datasets
 import pytest
-
 from conftest import SENTENCES, make_tokenizer
-import transmod.tokencache as tokencache
+
+import transmod.train.tokencache as tokencache
 
 
 @pytest.fixture

@@ -13,10 +13,15 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file
 
-from transmod.batching import collate, encode, length_grouped_batches, sorted_batches
 from transmod.errors import TransmodError
-from transmod.evaluation import score
-from transmod.training import (
+from transmod.train.batching import (
+    collate,
+    encode,
+    length_grouped_batches,
+    sorted_batches,
+)
+from transmod.train.evaluation import score
+from transmod.train.training import (
     ADAPTER_NAME,
     HEAD_FILE,
     HISTORY_FILE,
@@ -423,7 +428,7 @@ KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_training import FAST, pi_data
-from transmod.training import TrainConfig, train
+from transmod.train.training import TrainConfig, train
 
 def die(step):
     if step == {step}:

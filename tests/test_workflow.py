@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEMO_CONFIG, DEMO_RUN_LOG, REPO, dry_run, job_counts, snakemake
+
 from transmod.hub import slug
 
 
@@ -82,7 +82,7 @@ def test_every_stage_is_a_tracked_file(demo):
         assert (results / "teachers" / slug(pairs[pair]["teacher"]) / task / lang / peft / "seed1" / "module").is_dir()
         for mapping in ("skip", "avg"):
             assert (results / "align" / pair / task / lang / peft / f"{mapping}.correlation.safetensors").is_file()
-            assert (results / "align" / pair / task / lang / peft / f"{mapping}.assignment.json").is_file()
+            assert (results / "align" / pair / task / lang / peft / f"{mapping}.lsa.alignment.safetensors").is_file()
             assert (results / "transferred" / pair / task / lang / peft / mapping / "seed1" / "adapter.safetensors").is_file()
 
 
@@ -124,8 +124,7 @@ def test_fidelity_measures_every_method_on_the_same_unseen_tokens(demo):
         if pair == "incompatible":  # the study's lsa, and every other fit, read exactly the first `fit` rows
             align = demo / "results/align" / pair / task / lang / peft
             for mapping in ("skip", "avg"):
-                assert json.loads((align / f"{mapping}.assignment.json").read_text())["num_tokens"] == fit
-                for method in methods - {"lsa", "select"}:
+                for method in methods - {"select"}:
                     header = _safetensors_meta(align / f"{mapping}.{method}.alignment.safetensors")
                     assert json.loads(header["transmod_alignment"])["num_tokens"] == fit
         elif task == "ner":  # SKIP: the student's layer 0 is the teacher's layer 0 on the same input, same module
@@ -232,10 +231,10 @@ def test_failed_job_leaves_no_output(demo, tmp_path):
     shutil.copy(results / "skip.correlation.safetensors", backup)
     try:
         (results / "skip.correlation.safetensors").write_bytes(b"not a correlation file")
-        target = (results / "skip.assignment.json").relative_to(demo)  # outputs are matched as relative paths
+        target = (results / "skip.lsa.alignment.safetensors").relative_to(demo)  # outputs are matched as relative paths
         done = snakemake("--profile", REPO / "profiles" / "demo", "--force", target, cwd=demo, check=False)
         assert done.returncode != 0
-        assert not (results / "skip.assignment.json").exists()
+        assert not (results / "skip.lsa.alignment.safetensors").exists()
         log = demo / "results" / "logs" / "solve_lsa" / "incompatible" / "ner" / "en" / "adapter" / "skip.log"
         assert "not a transmod correlation file" in log.read_text() and "Traceback" not in log.read_text()
     finally:

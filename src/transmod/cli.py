@@ -9,14 +9,14 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from transmod.align.layermap import MAPPINGS
+from transmod.align.samplefile import PEFT_TYPES
+from transmod.align.texts import read_texts
 from transmod.atomic import check_output, new_output
 from transmod.errors import TransmodError
 from transmod.progress import log_lines
-from transmod.texts import read_texts
-from transmod.layermap import MAPPINGS
-from transmod.samplefile import PEFT_TYPES
 
-ALIGN_METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # transmod.alignment.METHODS, without its imports
+ALIGN_METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # transmod.align.alignment.METHODS, without its imports
 DEFAULT_RIDGE = 1e-4
 
 EXAMPLES = {
@@ -28,14 +28,14 @@ EXAMPLES = {
   # leave the last 20% of the tokens for `transmod fidelity` (as fit-alignment --holdout 0.2 does)
   transmod correlate --teacher teacher.parquet --student student.parquet --mapping skip --holdout 0.2 --out corr.safetensors""",
     "assign": """examples:
-  transmod assign --correlation corr.safetensors --out assignment.json""",
+  transmod assign --correlation corr.safetensors --out skip.lsa.alignment.safetensors""",
     "transfer": """examples:
   # same width (mBERT -> DistilmBERT): layer mapping only
   transmod transfer --module ner_adapter --teacher-model bert-base-multilingual-cased \\
       --student-model distilbert-base-multilingual-cased --mapping skip --out ner_adapter_student
-  # different widths, with a precomputed assignment
+  # different widths, with a precomputed alignment (`transmod assign` or `transmod fit-alignment`)
   transmod transfer --module ner_lora --teacher-model xlm-roberta-large --student-model xlm-roberta-base \\
-      --mapping avg --assignment assignment.json --out ner_lora_student
+      --mapping avg --alignment avg.lsa.alignment.safetensors --out ner_lora_student
   # different widths, one shot: samples, correlates and assigns on the way
   transmod transfer --module ner_lora --teacher-model xlm-roberta-large --student-model xlm-roberta-base \\
       --mapping skip --samples sents.txt --out ner_lora_student
@@ -112,9 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     sample_pair(p)
     p.add_argument("--out", required=True, help="output correlation file (safetensors)")
 
-    p = command("assign", "Linear sum assignment per layer: a teacher dim for each student dim.")
+    p = command("assign", "The study's alignment (lsa): per layer, a teacher dim for each student dim by linear sum assignment.")
     p.add_argument("--correlation", required=True, help="correlation file from `transmod correlate`")
-    p.add_argument("--out", required=True, help="output assignment .json")
+    p.add_argument("--out", required=True, help="output alignment file (safetensors), as fit-alignment writes")
 
     p = command("transfer", "Move a module saved by `adapters` (or a LoRA saved by `peft`) from the teacher to the student.")
     p.add_argument("--module", required=True, help="module folder written by adapters' save_adapter or peft's save_pretrained")
@@ -122,9 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--student-model", required=True, help="hub id or local folder of the target model")
     p.add_argument("--mapping", required=True, choices=MAPPINGS)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--assignment", help="assignment .json from `transmod assign`")
     source.add_argument("--samples", help="text or parquet data to sample, correlate and assign on the way")
-    source.add_argument("--alignment", help="alignment file from `transmod fit-alignment`")
+    source.add_argument("--alignment", "--assignment", dest="alignment",
+                        help="alignment file from `transmod assign` or `transmod fit-alignment` (an older assignment "
+                        ".json too)")
     p.add_argument("--max-tokens", type=positive, default=20000, help="tokens to sample with --samples")
     p.add_argument("--lora-b", default="study", choices=("study", "output"),
                    help="align LoRA B with the input's permutation (study) or with query/value outputs (output)")
@@ -154,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from transmod.sampling import sample_model
+    from transmod.align.sampling import sample_model
 
     inputs = (args.model, args.data)
     check_output(args.out, "samples", inputs, args.overwrite)
@@ -169,8 +170,8 @@ def _sample(args: argparse.Namespace) -> None:
 
 def _open_pair(args: argparse.Namespace, kind: str):
     """The teacher and student sample files of `correlate`/`fit-alignment`, after checking where `--out` goes."""
-    from transmod.architectures import load_model_shape
-    from transmod.samplefile import SampleFile
+    from transmod.align.samplefile import SampleFile
+    from transmod.modules.architectures import load_model_shape
 
     inputs = (args.teacher, args.student, args.teacher_model, args.student_model)
     check_output(args.out, kind, inputs, args.overwrite)
@@ -182,7 +183,7 @@ def _open_pair(args: argparse.Namespace, kind: str):
 
 
 def _correlate(args: argparse.Namespace) -> None:
-    from transmod.correlation import correlate_samples
+    from transmod.align.correlation import correlate_samples
 
     teacher, student, inputs = _open_pair(args, "correlation")
     corr = correlate_samples(teacher, student, args.mapping, args.batch_size, holdout=args.holdout)
@@ -192,24 +193,30 @@ def _correlate(args: argparse.Namespace) -> None:
 
 
 def _assign(args: argparse.Namespace) -> None:
-    from transmod.assignment import assign_correlation
-    from transmod.correlation import Correlation
+    from transmod.align.alignment import assign_correlation
+    from transmod.align.correlation import Correlation
 
-    check_output(args.out, "assignment", [args.correlation], args.overwrite)
+    check_output(args.out, "alignment", [args.correlation], args.overwrite)
     result = assign_correlation(Correlation.load(args.correlation))
-    with new_output(args.out, "assignment", inputs=[args.correlation], overwrite=args.overwrite) as tmp:
+    with new_output(args.out, "alignment", inputs=[args.correlation], overwrite=args.overwrite) as tmp:
         result.save(tmp)
     for la in result.layers:
         print(f"student layer {la.student_layer} <- teacher {la.teacher_layers} [{la.space}]: mean matched r = {la.mean_r:.3f}")
 
 
 def _transfer(args: argparse.Namespace) -> None:
-    from transmod.alignment import Alignment, check_method, describe_shape, select_alignment
-    from transmod.architectures import load_model_shape
-    from transmod.assignment import Assignment
-    from transmod.transfer import MODULE_KIND, read_module, transfer_module
+    from transmod.align.alignment import (
+        Alignment,
+        check_method,
+        describe_shape,
+        select_alignment,
+    )
+    from transmod.align.transfer import transfer_module
+    from transmod.modules.architectures import load_model_shape
+    from transmod.modules.io import read_module
+    from transmod.modules.module import MODULE_KIND
 
-    inputs = [args.module, args.teacher_model, args.student_model, args.assignment, args.samples, args.alignment]
+    inputs = [args.module, args.teacher_model, args.student_model, args.samples, args.alignment]
     check_output(args.out, MODULE_KIND, inputs, args.overwrite)
     args.examples = read_texts(args.samples) if args.samples else None  # bad text fails now, not after loading
     teacher, student = load_model_shape(args.teacher_model), load_model_shape(args.student_model)
@@ -219,18 +226,14 @@ def _transfer(args: argparse.Namespace) -> None:
             f"{teacher.name} ({teacher.num_layers} layers); swap them"
         )
     method = check_method(args.align) if args.align else None
-    alignment = assignment = None
+    alignment = None
     if args.alignment:
         alignment = Alignment.load(args.alignment)
         if method and method != alignment.method:
             raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
-    elif method in (None, "lsa"):  # the study's path, unchanged
-        assignment = Assignment.load(args.assignment) if args.assignment else None
-        if assignment is None and args.samples and teacher.hidden_size != student.hidden_size:
-            kind = read_module(args.module, teacher).kind
-            assignment = _from_samples(args, kind, "lsa")
-    elif args.assignment:
-        raise TransmodError(f"--assignment holds a permutation (lsa); for --align {method} give --samples or --alignment")
+    elif method in (None, "lsa"):  # the study's path: only pairs of different widths need one
+        if args.samples and teacher.hidden_size != student.hidden_size:
+            alignment = _from_samples(args, read_module(args.module, teacher).kind, "lsa")
     elif method != "select" and not args.samples:
         raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
     else:
@@ -242,18 +245,16 @@ def _transfer(args: argparse.Namespace) -> None:
             alignment = select_alignment(describe_shape(teacher), describe_shape(student), args.mapping, spaces)
         else:
             alignment = _from_samples(args, kind, method)
-    transfer_module(args.module, teacher, student, args.mapping, args.out, assignment, args.lora_b,
-                    alignment=alignment, fmt=args.format, overwrite=args.overwrite, inputs=inputs)
+    transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=args.format, overwrite=args.overwrite, inputs=inputs)
     print(f"wrote the transferred module to {args.out}")
 
 
 def _from_samples(args: argparse.Namespace, peft: str, method: str):
-    """Sample both models and compute the assignment (lsa) or fit the alignment (other methods) on the way."""
-    from transmod.alignment import fit_alignment
-    from transmod.assignment import assign_correlation
-    from transmod.correlation import correlate_samples
-    from transmod.samplefile import SampleFile
-    from transmod.sampling import sample_model
+    """Sample both models and assign (lsa, through the correlation) or fit the alignment on the way."""
+    from transmod.align.alignment import assign_correlation, fit_alignment
+    from transmod.align.correlation import correlate_samples
+    from transmod.align.samplefile import SampleFile
+    from transmod.align.sampling import sample_model
 
     examples = args.examples
     lora_outputs = peft == "lora" and args.lora_b == "output"
@@ -269,7 +270,7 @@ def _from_samples(args: argparse.Namespace, peft: str, method: str):
 
 
 def _fit_alignment(args: argparse.Namespace) -> None:
-    from transmod.alignment import check_method, fit_alignment
+    from transmod.align.alignment import check_method, fit_alignment
 
     check_method(args.method)
     teacher, student, inputs = _open_pair(args, "alignment")
@@ -283,10 +284,10 @@ def _fit_alignment(args: argparse.Namespace) -> None:
 def _fidelity(args: argparse.Namespace) -> None:
     import json
 
+    from transmod.align.fidelity import sample_shape, transfer_fidelity
+    from transmod.align.samplefile import SampleFile
     from transmod.atomic import MARK
-    from transmod.fidelity import sample_shape, transfer_fidelity
-    from transmod.samplefile import SampleFile
-    from transmod.transfer import read_module
+    from transmod.modules.io import read_module
 
     inputs = (args.module, args.transferred, args.teacher, args.student)
     check_output(args.out, "fidelity", inputs, args.overwrite)

@@ -1,4 +1,4 @@
-# Sample -> correlate -> assign -> prune & align. Sampling reads the frozen base models only, so it
+# Sample -> correlate -> assign (the study's lsa alignment) or fit another alignment -> prune & align. Sampling reads the frozen base models only, so it
 # runs beside teacher training; prune_align joins the two branches.
 
 
@@ -51,7 +51,7 @@ rule solve_lsa:
     input:
         "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.correlation.safetensors",
     output:
-        "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.assignment.json",
+        "results/align/{pair}/{task}/{lang}/{peft}/{mapping}.lsa.alignment.safetensors",
     log:
         "results/logs/solve_lsa/{pair}/{task}/{lang}/{peft}/{mapping}.log",
     benchmark:

@@ -8,9 +8,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-from transmod.profile_check import check_slurm_profile
+from transmod.workflow.profile_check import check_slurm_profile
 from transmod.hub import looks_local, slug
-from transmod.workflow_config import as_workflow_error, validate_config
+from transmod.workflow.config import as_workflow_error, validate_config
 
 as_workflow_error(
     validate_config, config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml", workflow.configfiles
@@ -54,7 +54,7 @@ def grid():
 def all_targets():
     targets = ["results/tables/summary.md", "results/tables/fidelity.md"]
     for w in grid():
-        targets += expand(f"{ALIGN}/{{mapping}}.assignment.json", mapping=("skip", "avg"), **w)
+        targets += expand(f"{ALIGN}/{{mapping}}.lsa.alignment.safetensors", mapping=("skip", "avg"), **w)
         targets += [f"results/fidelity/{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}/seed{seed}.json"
                     for seed in config["seeds"]]
     return targets
@@ -70,7 +70,7 @@ EXTRA_METHODS = [m for m in config["alignment"]["methods"] if m != "lsa"]
 
 
 def fidelity_alignments(w):
-    """Every assignment/alignment file the fidelity job of a grid cell transfers with, keyed by init."""
+    """Every alignment file the fidelity job of a grid cell transfers with, keyed by init."""
     files = {}
     for init in fidelity_inits(w.pair):
         files.update({f"{init}.{k}": v for k, v in alignment_files(w.pair, w.task, w.lang, w.peft, init).items()})
@@ -202,15 +202,12 @@ def init_module(w):
 
 
 def alignment_files(pair, task, lang, peft, init):
-    """What a transfer aligns with: nothing (identity) for unaligned pairs, the study's assignment
-    for `lsa`, a fitted alignment file for the other methods."""
+    """What a transfer aligns with: nothing (identity) for unaligned pairs, else the alignment file of the
+    init's method (`lsa`, the study's, from solve_lsa; the others from fit_alignment)."""
     if not config["pairs"][pair]["aligned"]:
         return {}
     mapping, method = split_init(init)
-    folder = ALIGN.format(pair=pair, task=task, lang=lang, peft=peft)
-    if method == "lsa":
-        return {"assignment": f"{folder}/{mapping}.assignment.json"}
-    return {"alignment": f"{folder}/{mapping}.{method}.alignment.safetensors"}
+    return {"alignment": f"{ALIGN.format(pair=pair, task=task, lang=lang, peft=peft)}/{mapping}.{method}.alignment.safetensors"}
 
 
 def alignment_input(w):

@@ -3,8 +3,8 @@
 
 from types import SimpleNamespace
 
-from transmod.plots import FORMATS, KINDS
-from transmod.tables import Plan, files_fingerprint
+from transmod.results.plots import FORMATS, KINDS
+from transmod.results.tables import Plan, files_fingerprint
 
 
 TABLES = "results/tables"
@@ -26,7 +26,7 @@ def results_plan():
         w = SimpleNamespace(pair=pair, task=task, lang=lang, peft=peft, run=run, seed=seed.removeprefix("seed"))
         runs[path] = run_info(w)
     align = [
-        dict(**w, mapping=m, assignment=f"{ALIGN.format(**w)}/{m}.assignment.json",
+        dict(**w, mapping=m, assignment=f"{ALIGN.format(**w)}/{m}.lsa.alignment.safetensors",
              correlation=f"{ALIGN.format(**w)}/{m}.correlation.safetensors")
         for w in grid()
         for m in MAPPINGS

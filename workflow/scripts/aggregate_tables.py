@@ -4,11 +4,11 @@ aggregate_tables runs once every metrics file exists; `tables` from whatever run
 (a missing run is an empty cell with a footnote). Both refuse metrics files of another config.
 """
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
-from transmod import plots, tables
+from transmod.results import plots, tables
 
 plan = snakemake.params.plan
 runs = tables.gather(plan["runs"], scan=snakemake.params.runs_dir)

@@ -1,12 +1,12 @@
 """correlate: Pearson r of every student dim against every teacher dim, per mapped layer pair."""
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
+from transmod.align.correlation import correlate_samples
+from transmod.align.samplefile import SampleFile
 from transmod.atomic import atomic_path
-from transmod.correlation import correlate_samples
-from transmod.samplefile import SampleFile
 
 corr = correlate_samples(
     SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student), snakemake.wildcards.mapping,

@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
 import torch
 
-from transmod.demo import build_demo_models, folder_texts
+from transmod.demo.language import folder_texts
+from transmod.demo.models import build_demo_models
 
 torch.set_num_threads(snakemake.threads)
 folders = {task: path for task, path in snakemake.input.items() if task != "tokenizer"}

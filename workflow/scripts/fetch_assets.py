@@ -2,14 +2,14 @@
 
 import os
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # set for every other job by the workflow
     os.environ.pop(var, None)
 
 from transmod.atomic import atomic_path
-from transmod.assets import fetch_dataset, fetch_model
+from transmod.workflow.assets import fetch_dataset, fetch_model
 
 w, p = snakemake.wildcards, snakemake.params
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:

@@ -5,18 +5,18 @@ import json
 
 from threadpoolctl import threadpool_limits
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
-from transmod.alignment import Alignment
-from transmod.architectures import load_model_shape
-from transmod.assets import require_fetched
-from transmod.assignment import Assignment
+from transmod.align.alignment import Alignment
+from transmod.align.fidelity import transfer_fidelity
+from transmod.align.samplefile import SampleFile
+from transmod.align.transfer import transfer
 from transmod.atomic import atomic_path
-from transmod.fidelity import transfer_fidelity
-from transmod.samplefile import SampleFile
-from transmod.transfer import read_module, transfer
+from transmod.modules.architectures import load_model_shape
+from transmod.modules.io import read_module
+from transmod.workflow.assets import require_fetched
 
 inp, p = snakemake.input, snakemake.params
 require_fetched(teacher=p.teacher, student=p.student)
@@ -27,9 +27,8 @@ results = {}
 threadpool_limits(snakemake.threads)  # BLAS uses the cores the rule declares, no more
 for init in p.inits:
     mapping = init.partition("-")[0]
-    assignment = Assignment.load(inp[f"{init}.assignment"]) if f"{init}.assignment" in inp.keys() else None
     alignment = Alignment.load(inp[f"{init}.alignment"]) if f"{init}.alignment" in inp.keys() else None
-    moved = transfer(module, teacher_shape, student_shape, mapping, assignment, p.lora_b, alignment)
+    moved = transfer(module, teacher_shape, student_shape, mapping, alignment, p.lora_b)
     results[init] = transfer_fidelity(module, moved, *samples, mapping, holdout=p.holdout)
     print(init, {k: v for k, v in results[init].items() if k != "layers"})
 with atomic_path(snakemake.output[0]) as tmp:

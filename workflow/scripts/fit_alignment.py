@@ -1,12 +1,12 @@
 """fit_alignment: each extra alignment method's per-layer maps from the two models' sampled states."""
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
-from transmod.alignment import fit_alignment
+from transmod.align.alignment import fit_alignment
+from transmod.align.samplefile import SampleFile
 from transmod.atomic import atomic_path
-from transmod.samplefile import SampleFile
 
 teacher, student = SampleFile.open(snakemake.input.teacher), SampleFile.open(snakemake.input.student)
 for method, out in zip(snakemake.params.methods, snakemake.output):

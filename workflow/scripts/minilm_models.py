@@ -1,11 +1,11 @@
 """minilm_models: the real teacher (all-MiniLM-L6-v2) and a student made of its layers 0, 2 and 4."""
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
 from transmod.atomic import atomic_path
-from transmod.minilm import STUDENT_LAYERS, build_pair, minilm_folder
+from transmod.demo.minilm import STUDENT_LAYERS, build_pair, minilm_folder
 
 out = snakemake.output
 with atomic_path(out.teacher, is_dir=True) as teacher, atomic_path(out.student, is_dir=True) as student:

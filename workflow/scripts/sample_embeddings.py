@@ -1,21 +1,21 @@
 """sample_embeddings: the hidden states one module type reads (its hook point), for one base model,
 on the task's text."""
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
-from transmod.gpu_slots import claim_gpu
+from transmod.train.gpu_slots import claim_gpu
 
 claim_gpu()  # a device of its own where the machine has several (profiles/local)
 
 import torch
 
-from transmod.assets import require_fetched
+from transmod.align.sampling import sample_model
+from transmod.align.texts import TEXT_COLUMNS, examples_from_columns
 from transmod.atomic import atomic_path
-from transmod.data import load_split
-from transmod.sampling import sample_model
-from transmod.texts import TEXT_COLUMNS, examples_from_columns
+from transmod.train.data import load_split
+from transmod.workflow.assets import require_fetched
 
 torch.set_num_threads(snakemake.threads)
 w, p = snakemake.wildcards, snakemake.params

@@ -1,12 +1,12 @@
-"""solve_lsa: a teacher dimension for each student dimension, per layer, and the mean matched r."""
+"""solve_lsa: the study's alignment, a teacher dimension for each student dimension per layer, and the mean matched r."""
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
-from transmod.assignment import assign_correlation
+from transmod.align.alignment import assign_correlation
+from transmod.align.correlation import Correlation
 from transmod.atomic import atomic_path
-from transmod.correlation import Correlation
 
 result = assign_correlation(Correlation.load(snakemake.input[0]))
 with atomic_path(snakemake.output[0]) as tmp:

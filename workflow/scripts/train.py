@@ -2,17 +2,17 @@
 
 from pathlib import Path
 
-from transmod.joblog import log_to
+from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
-from transmod.gpu_slots import claim_gpu
+from transmod.train.gpu_slots import claim_gpu
 
 claim_gpu()  # a device of its own where the machine has several (profiles/local)
 
-from transmod.assets import require_fetched
-from transmod.data import SPLITS, load_split
-from transmod.training import TrainConfig, train
+from transmod.train.data import SPLITS, load_split
+from transmod.train.training import TrainConfig, train
+from transmod.workflow.assets import require_fetched
 
 w, p = snakemake.wildcards, snakemake.params
 require_fetched(model=p.model, dataset=p.dataset)  # assets.fetch: the copies must be here

@@ -131,7 +131,7 @@ def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | N
     local = looks_local(source)
     if local and not Path(source).expanduser().is_dir():
         raise TransmodError(f"{what}: no such folder; give a hub id or a folder with a README.md "
-                            f"declaring configs (write one with transmod.data.write_hub_folder)")
+                            f"declaring configs (write one with transmod.train.data.write_hub_folder)")
     if not local and source == spec.hub_id and lang not in spec.languages:
         raise TransmodError(f"{what}: {source} has no language {lang!r}; "
                             f"use one of {', '.join(spec.languages)}")

@@ -1,35 +1,22 @@
-"""Offline demo assets: synthetic task data in the hub schemas, one tokenizer, four tiny models.
+"""The demo's made-up languages: lexicons, sentences and task data (NER, PI, NLI) in the hub schemas.
 
-Machines here cannot reach the hub, so the demo workflow and the tests run on what this module
-builds from a seed in seconds on a CPU: small but learnable data for NER, PI and NLI in made-up
-languages, a WordPiece tokenizer trained on it, and two teacher/student pairs shaped like the
-study's (BERT -> DistilBERT made of every second teacher layer; XLM-R wide -> XLM-R narrow).
+Small but learnable: entities, paraphrases and entailments follow rules a tiny model picks up in
+a few epochs, from a seed, so the demo and the tests need nothing from the hub.
 """
 
 from __future__ import annotations
 
 import random
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transmod.data import SPLITS, get_task, write_hub_folder
 from transmod.errors import TransmodError
+from transmod.train.data import SPLITS, get_task, write_hub_folder
 
 DEMO_LANGS: tuple[str, ...] = ("en", "de")
 DEFAULT_SIZES: dict[str, int] = {"train": 320, "validation": 80, "test": 80}
-SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MAX_LENGTH = 128  # longest tokenised input the demo models accept
-
-# Model folders written by build_demo_models, and the two pairs of the study they stand for.
-DEMO_MODELS: tuple[str, ...] = ("teacher-bert", "student-distilbert", "teacher-xlmr", "student-xlmr")
-DEMO_PAIRS: dict[str, tuple[str, str]] = {
-    "matching": ("teacher-bert", "student-distilbert"),
-    "incompatible": ("teacher-xlmr", "student-xlmr"),
-}
-STUDENT_LAYERS: tuple[int, ...] = (0, 2)  # teacher layers the matching student is made of (SKIP, k=2)
 
 # ---------------------------------------------------------------------------------------------
 # Made-up languages: the same concepts, different word forms per language, fixed by the seed.
@@ -296,24 +283,24 @@ def generate_task_data(task: str, langs: Sequence[str] = DEMO_LANGS, n_train: in
     return rows
 
 
-def _split_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
+def split_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
     unknown = set(sizes) - set(SPLITS)
     if unknown:
         raise TransmodError(f"demo data sizes: unknown split(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
     return {**DEFAULT_SIZES, **sizes}
 
 
-def _write_rows(task: str, rows: Mapping[tuple[str, str], list[dict[str, Any]]], out_dir: str | Path,
+def write_rows(task: str, rows: Mapping[tuple[str, str], list[dict[str, Any]]], out_dir: str | Path,
                 seed: int) -> Path:
     return write_hub_folder(out_dir, task, rows, title=f"transmod demo data: {task}, synthetic, seed {seed}")
 
 
 def write_demo_dataset(task: str, out_dir: str | Path, langs: Sequence[str] = DEMO_LANGS,
                        sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0) -> Path:
-    """A hub-layout folder of demo data that `transmod.data.load_split(out_dir, task, ...)` reads."""
-    n = _split_sizes(sizes)
+    """A hub-layout folder of demo data that `transmod.train.data.load_split(out_dir, task, ...)` reads."""
+    n = split_sizes(sizes)
     rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
-    return _write_rows(task, rows, out_dir, seed)
+    return write_rows(task, rows, out_dir, seed)
 
 
 def task_texts(task: str, rows: Mapping[Any, Sequence[Mapping[str, Any]]]) -> list[str]:
@@ -323,203 +310,10 @@ def task_texts(task: str, rows: Mapping[Any, Sequence[Mapping[str, Any]]]) -> li
             for r in split_rows for c in columns]
 
 
-# ---------------------------------------------------------------------------------------------
-# Tokenizer
-
-
-def _wordpiece_vocab(words: Mapping[str, int], size: int) -> list[str]:
-    """WordPiece pieces by BPE merges over word counts, ties broken by the pieces' text.
-
-    The `tokenizers` trainer breaks ties in hash order, so the same texts give different vocabularies
-    from run to run; this learner is the same algorithm, made deterministic.
-    """
-    from collections import Counter, defaultdict
-
-    splits = {w: [w[0], *("##" + c for c in w[1:])] for w in words}
-    pieces = sorted({p for split in splits.values() for p in split})
-    known = set(pieces)
-    pairs: Counter[tuple[str, str]] = Counter()
-    holders: defaultdict[tuple[str, str], set[str]] = defaultdict(set)  # pair -> words that hold it
-
-    def count(w: str, sign: int) -> None:
-        for pair in zip(splits[w], splits[w][1:]):
-            pairs[pair] += sign * words[w]
-            if sign > 0:
-                holders[pair].add(w)
-
-    for w in splits:
-        count(w, 1)
-    while len(pieces) < size:
-        pairs = +pairs  # drop pairs whose count fell to zero
-        if not pairs:
-            break
-        a, b = max(pairs, key=lambda pair: (pairs[pair], pair))
-        merged = a + b[2:]
-        for w in sorted(holders.pop((a, b))):
-            count(w, -1)
-            split, i = splits[w], 0
-            while i < len(split) - 1:
-                if split[i] == a and split[i + 1] == b:
-                    split[i:i + 2] = [merged]
-                i += 1
-            count(w, 1)
-        if merged not in known:
-            known.add(merged)
-            pieces.append(merged)
-    return pieces
-
-
-def train_tokenizer(texts: Sequence[str], out_dir: str | Path, vocab_size: int = 700) -> Path:
-    """A cased BERT-style WordPiece tokenizer learned offline, saved as a transformers fast tokenizer."""
-    from collections import Counter
-
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    if not texts:
-        raise TransmodError(f"{out_dir}: no texts to train the tokenizer on")
-    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False, clean_text=True)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    words = Counter(w for text in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    pieces = _wordpiece_vocab(words, vocab_size - len(SPECIAL_TOKENS))
-    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *pieces])}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece(prefix="##")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_LENGTH, pad_token="[PAD]",
-                                   unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    out_dir = Path(out_dir)
-    fast.save_pretrained(out_dir)
-    return out_dir
-
-
-# ---------------------------------------------------------------------------------------------
-# Models
-
-
-def _bert_to_distilbert(teacher: Any, student: Any, layers: Sequence[int]) -> None:
-    """Copy the teacher's embeddings and chosen layers into the DistilBERT student, renaming weights.
-
-    DistilBERT has no token-type embeddings; adding BERT's type-0 row to every position row makes
-    the embedding outputs of single-sentence inputs identical.
-    """
-    import torch
-
-    t, s = teacher.state_dict(), {}
-    emb = "embeddings."
-    s[emb + "word_embeddings.weight"] = t[emb + "word_embeddings.weight"]
-    s[emb + "position_embeddings.weight"] = t[emb + "position_embeddings.weight"] + t[emb + "token_type_embeddings.weight"][0]
-    for p in ("weight", "bias"):
-        s[f"{emb}LayerNorm.{p}"] = t[f"{emb}LayerNorm.{p}"]
-    names = {"attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
-             "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
-             "sa_layer_norm": "attention.output.LayerNorm", "ffn.lin1": "intermediate.dense",
-             "ffn.lin2": "output.dense", "output_layer_norm": "output.LayerNorm"}
-    for i, j in enumerate(layers):
-        for ours, theirs in names.items():
-            for p in ("weight", "bias"):
-                s[f"transformer.layer.{i}.{ours}.{p}"] = t[f"encoder.layer.{j}.{theirs}.{p}"]
-    with torch.no_grad():
-        missing, unexpected = student.load_state_dict({k: v.clone() for k, v in s.items()}, strict=False)
-    if unexpected or [k for k in missing if "position_ids" not in k]:
-        raise RuntimeError(f"BERT -> DistilBERT copy: missing {missing}, unexpected {unexpected}")
-
-
-def _save_model(model: Any, tokenizer_dir: Path, out_dir: Path, with_token_types: bool) -> Path:
-    from transformers import PreTrainedTokenizerFast
-
-    model.save_pretrained(out_dir, safe_serialization=True)
-    names = ["input_ids", "token_type_ids", "attention_mask"] if with_token_types else ["input_ids", "attention_mask"]
-    PreTrainedTokenizerFast.from_pretrained(tokenizer_dir, model_input_names=names).save_pretrained(out_dir)
-    return out_dir
-
-
-def pretrain_mlm(model: Any, tokenizer: Any, texts: Sequence[str], steps: int, seed: int,
-                 batch_size: int = 64, learning_rate: float = 1e-3) -> Any:
-    """A short masked-language-model pre-training of a base encoder, in place.
-
-    A frozen *random* encoder gives adapters nothing to build on (PI/NLI stay at chance); a few
-    hundred MLM steps on the demo's text make the demo's modules learn, as on real pre-trained models.
-    """
-    import torch
-    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mlm = AutoModelForMaskedLM.from_config(model.config)
-        mlm.base_model.load_state_dict(model.state_dict(), strict=False)
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-        encoded = [tokenizer(t, truncation=True, max_length=MAX_LENGTH) for t in texts]
-        order = torch.randperm(len(encoded)).tolist()
-        optimizer = torch.optim.AdamW(mlm.parameters(), lr=learning_rate)
-        mlm.train()
-        for step in range(steps):
-            idx = [order[(step * batch_size + i) % len(order)] for i in range(batch_size)]
-            batch = collator([{k: v for k, v in encoded[i].items() if k != "token_type_ids"} for i in idx])
-            loss = mlm(**batch).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        base = mlm.base_model.state_dict()
-    model.load_state_dict(base, strict=False)  # keeps the model's own pooler, which MLM does not train
-    return model.eval()
-
-
-def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int = 0,
-                      texts: Sequence[str] = (), pretrain_steps: int = 0) -> dict[str, Path]:
-    """Four tiny encoders sharing the demo tokenizer, one folder each (DEMO_MODELS).
-
-    teacher-bert (4 layers, 64 wide) -> student-distilbert (its layers 0 and 2, 64 wide): the matching pair;
-    teacher-xlmr (4 layers, 64 wide) -> student-xlmr (2 layers, 48 wide, own seed): the incompatible pair.
-    With `texts` and `pretrain_steps`, the BERT and both XLM-R models get a short MLM pre-training
-    each (the DistilBERT student is then cut from the pre-trained BERT, as a distilled student would be).
-    """
-    import torch
-    from transformers import (AutoModel, BertConfig, DistilBertConfig, PreTrainedTokenizerFast,
-                              XLMRobertaConfig)
-
-    tokenizer_dir, out_root = Path(tokenizer_dir), Path(out_root)
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise TransmodError(f"{tokenizer_dir}: no tokenizer.json; build it first with transmod.demo.train_tokenizer")
-    tok = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
-    common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id)
-    xlmr_common = dict(common, max_position_embeddings=MAX_LENGTH + tok.pad_token_id + 1, type_vocab_size=1,
-                       bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
-    configs = {
-        "teacher-bert": BertConfig(**common, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                                   intermediate_size=128, max_position_embeddings=MAX_LENGTH, hidden_act="gelu"),
-        "student-distilbert": DistilBertConfig(**common, dim=64, n_layers=len(STUDENT_LAYERS), n_heads=4,
-                                               hidden_dim=128, max_position_embeddings=MAX_LENGTH, activation="gelu"),
-        "teacher-xlmr": XLMRobertaConfig(**xlmr_common, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                                         intermediate_size=128),
-        "student-xlmr": XLMRobertaConfig(**xlmr_common, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
-                                         intermediate_size=96),
-    }
-    seeds = {"teacher-bert": seed, "student-distilbert": seed, "teacher-xlmr": seed + 1, "student-xlmr": seed + 2}
-    models = {}
-    with torch.random.fork_rng(devices=[]):
-        for name, config in configs.items():
-            torch.manual_seed(seeds[name])
-            models[name] = AutoModel.from_config(config).eval()
-    if texts and pretrain_steps:
-        for name in ("teacher-bert", "teacher-xlmr", "student-xlmr"):
-            pretrain_mlm(models[name], tok, texts, pretrain_steps, seeds[name])
-    _bert_to_distilbert(models["teacher-bert"], models["student-distilbert"], STUDENT_LAYERS)
-    paths = {}
-    for name, model in models.items():
-        target = out_root / name
-        if target.exists():
-            shutil.rmtree(target)
-        paths[name] = _save_model(model, tokenizer_dir, target, with_token_types=name == "teacher-bert")
-    return paths
-
-
 def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence[str]]) -> list[str]:
     """Every training sentence of the demo's data folders (task -> folder), read through `load_split`."""
-    from transmod.data import load_split
-    from transmod.texts import TEXT_COLUMNS, examples_from_columns
+    from transmod.align.texts import TEXT_COLUMNS, examples_from_columns
+    from transmod.train.data import load_split
 
     texts = []
     for task, folder in folders.items():
@@ -527,20 +321,3 @@ def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence
             rows = load_split(str(folder), task, lang, "train").to_dict()
             texts += [text for example in examples_from_columns(rows, TEXT_COLUMNS[task]) for text in example]
     return texts
-
-
-def build_demo_assets(out_root: str | Path, langs: Sequence[str] = DEMO_LANGS,
-                      sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0, vocab_size: int = 700) -> dict[str, Path]:
-    """Everything the demo needs under out_root: data/<task>/, tokenizer/, models/<name>/."""
-    out_root = Path(out_root)
-    n = _split_sizes(sizes)
-    paths: dict[str, Path] = {}
-    texts: list[str] = []
-    for task in ("ner", "pi", "nli"):
-        rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
-        paths[f"data/{task}"] = _write_rows(task, rows, out_root / "data" / task, seed)
-        texts += task_texts(task, {key: r for key, r in rows.items() if key[1] == "train"})
-    paths["tokenizer"] = train_tokenizer(texts, out_root / "tokenizer", vocab_size)
-    for name, path in build_demo_models(paths["tokenizer"], out_root / "models", seed).items():
-        paths[f"models/{name}"] = path
-    return paths

@@ -67,7 +67,6 @@ def documents() -> dict[str, str]:
     docstrings of the standard library's modules (read from source with `ast`: nothing is imported)."""
     import ast
     import sysconfig
-
     from pydoc_data.topics import topics
 
     docs = {f"topic:{name}": text for name, text in topics.items()}
@@ -117,7 +116,7 @@ def next_sentence_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.R
 
 def write_next_sentence_data(out_dir: str | Path, seed: int = 0, max_rows: dict[str, int] | None = None) -> Path:
     """The `pi`-schema dataset (language `en`) as a hub-layout folder that `load_split` reads."""
-    from transmod.data import write_hub_folder
+    from transmod.train.data import write_hub_folder
 
     rng = random.Random(seed)
     topics = {name: ps for name, text in documents().items() if (ps := prose_paragraphs(text))}

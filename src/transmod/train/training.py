@@ -31,7 +31,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from transmod.atomic import atomic_path
-from transmod.batching import (
+from transmod.errors import TransmodError
+from transmod.hub import local_files_only
+from transmod.train.batching import (
     DEFAULT_LABELS,
     LABEL_COLUMN,
     Example,
@@ -41,14 +43,12 @@ from transmod.batching import (
     length_grouped_batches,
     sorted_batches,
 )
-from transmod.errors import TransmodError
-from transmod.hub import local_files_only
-from transmod.evaluation import PRIMARY_METRIC, score_lists
-from transmod.tokencache import cached_encode
+from transmod.train.evaluation import PRIMARY_METRIC, score_lists
+from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
 
-PEFT_TYPES = ("adapter", "lora")  # as transmod.samplefile (not imported: it pulls in pyarrow)
+PEFT_TYPES = ("adapter", "lora")  # as transmod.align.samplefile (not imported: it pulls in pyarrow)
 ADAPTER_NAME = "task"  # the module's name inside the model; saved modules are loaded under it too
 MODULE_DIR = "module"
 HEAD_FILE = "head.safetensors"
@@ -218,7 +218,11 @@ def build_model(
     check_task(task)
     _check_peft(peft)
     import adapters
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     source = str(model_path)
     label_names = list(labels) if labels is not None else [str(i) for i in range(num_labels)]
@@ -474,7 +478,8 @@ def _optimizer(named: list[tuple[str, torch.nn.Parameter]], cfg: TrainConfig) ->
     ids = {id(p) for p in no_decay}
     decay = [p for _, p in named if id(p) not in ids]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+    # The fused kernel (one pass over all moments, CPU and CUDA) is what the Trainer's default optimizer uses too.
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, fused=True)
 
 
 # -------------------------------------------------------------------------------------- checkpoints

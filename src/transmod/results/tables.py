@@ -10,7 +10,7 @@ Tables, per setting (pair) and module type, with rows Teacher / Student / TM-Stu
 - per task, one column per language and AVG (mean over languages), mean ± SD over seeds;
 - a summary: per task AVG, REL (relative change against the Student row, in %) and GAP (the share
   of the Teacher - Student gap that the TM-Student closed, in %), with the paired significance test
-  of `transmod.stats` for every TM-Student against the Student.
+  of `transmod.results.stats` for every TM-Student against the Student.
 Written as Markdown, CSV and LaTeX (one file each, all settings) and HTML (one page per setting and
 table, for `snakemake --report`).
 """
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from transmod.errors import TransmodError
-from transmod.stats import MARKER_NOTE, TEST_NAME, holm, sign_flip_test, stars
+from transmod.results.stats import MARKER_NOTE, TEST_NAME, holm, sign_flip_test, stars
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
         ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transmod.architectures import ModelShape
 from transmod.errors import TransmodError
+from transmod.modules.architectures import ModelShape
 
 PEFT_TYPES = ("adapter", "lora")
 META_KEY = b"transmod"

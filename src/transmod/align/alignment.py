@@ -25,20 +25,20 @@ assignment instead of collapsing to zero, which keeps planted symmetries exact.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from transmod.architectures import ModelShape
+from transmod.align.correlation import Correlation, PearsonAccumulator, accumulate
+from transmod.align.layermap import layer_map
+from transmod.align.pairing import check_pair, shared_rows, split_point
+from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
-from transmod.assignment import assign, check_fitted
-from transmod.correlation import PearsonAccumulator, accumulate
 from transmod.errors import TransmodError
-from transmod.layermap import layer_map
-from transmod.pairing import check_pair, shared_rows, split_point
-from transmod.samplefile import SampleFile
+from transmod.modules.architectures import ModelShape
 
 METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")
 DENSE_METHODS = ("linear", "procrustes")
@@ -50,6 +50,20 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise TransmodError(f"unknown alignment method {method!r} (--align/--method): use one of {', '.join(METHODS)}")
     return method
+
+
+def assign(r: np.ndarray) -> tuple[np.ndarray, float]:
+    """The study's linear sum assignment, maximising the summed signed r: sigma[i] is the teacher dim of student dim i."""
+    from scipy.optimize import linear_sum_assignment
+
+    if r.ndim != 2 or r.shape[0] > r.shape[1]:
+        raise TransmodError(
+            f"a correlation of shape {r.shape} cannot be assigned: the student must not be wider than the teacher"
+        )
+    rows, cols = linear_sum_assignment(-r)
+    sigma = np.empty(r.shape[0], dtype=np.int64)
+    sigma[rows] = cols
+    return sigma, float(r[rows, cols].mean())
 
 
 class MomentAccumulator(PearsonAccumulator):
@@ -134,7 +148,7 @@ class Alignment:
     teacher: dict
     student: dict
     num_tokens: int
-    ridge: float | None = DEFAULT_RIDGE  # None when data-free
+    ridge: float | None = DEFAULT_RIDGE  # None for methods without one (lsa from a correlation, select)
     hook: str | None = None  # the samples' hook (adapter, lora); None when data-free
     layers: list[LayerMap] = field(default_factory=list)
 
@@ -145,7 +159,16 @@ class Alignment:
         return None
 
     def check_models(self, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
-        check_fitted(self, teacher, student, mapping, source)
+        """Refuse an alignment computed for other model shapes or another layer mapping."""
+        for who, shape in (("teacher", teacher), ("student", student)):
+            want = (getattr(self, who)["num_layers"], getattr(self, who)["hidden_size"])
+            if want != (shape.num_layers, shape.hidden_size):
+                raise TransmodError(
+                    f"{source}: computed for a {who} of {want[0]} layers x {want[1]} dims, but {shape.name} has "
+                    f"{shape.num_layers} x {shape.hidden_size}; recompute it from samples of {shape.name}"
+                )
+        if self.mapping != mapping:
+            raise TransmodError(f"{source}: computed for --mapping {self.mapping}, not {mapping}; use the same mapping")
 
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
@@ -170,7 +193,11 @@ class Alignment:
 
         path = Path(path)
         if not path.is_file():
-            raise TransmodError(f"{path}: no such alignment file; run `transmod fit-alignment` first")
+            raise TransmodError(f"{path}: no such alignment file; run `transmod assign` or `transmod fit-alignment` first")
+        with open(path, "rb") as handle:
+            head = handle.read(8)  # safetensors: a header length; an older assignment: JSON text
+        if head[:1] == b"{" and (len(head) < 8 or struct.unpack("<Q", head)[0] > path.stat().st_size):
+            return cls._load_assignment(path)
         try:
             with safe_open(str(path), framework="numpy") as f:
                 meta = json.loads((f.metadata() or {})["transmod_alignment"])
@@ -184,9 +211,32 @@ class Alignment:
                     layers.append(LayerMap(d["student"], d["teacher"], d["space"], mean_r=mean_r, **arrays))
             check_method(meta["method"])
         except Exception as exc:  # a foreign or damaged file: safetensors, JSON and key errors alike
-            raise TransmodError(f"{path}: not a transmod alignment file ({exc}); write it with `transmod fit-alignment`") from None
+            raise TransmodError(f"{path}: not a transmod alignment file ({exc}); write it with `transmod assign` or "
+                               "`transmod fit-alignment`") from None
         return cls(meta["method"], meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"],
                    meta["ridge"], meta["hook"], layers)
+
+    @classmethod
+    def _load_assignment(cls, path: Path) -> "Alignment":
+        """An assignment .json written by transmod before alignments were one type: the `lsa` alignment it holds."""
+        try:
+            data = json.loads(path.read_text())
+            if data.get(MARK) != "assignment":
+                raise ValueError("no transmod assignment mark")
+            layers = [LayerMap(d["student_layer"], d["teacher_layers"], d["space"],
+                               sigma=np.asarray(d["sigma"], dtype=np.int64), mean_r=d["mean_r"]) for d in data["layers"]]
+            return cls("lsa", data["mapping"], data["teacher"], data["student"], data["num_tokens"], None, None, layers)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise TransmodError(f"{path}: not a transmod assignment file ({exc}); recreate it with `transmod assign`") from None
+
+
+def assign_correlation(corr: Correlation) -> Alignment:
+    """The study's alignment: per layer and space, the assignment on the signed correlation."""
+    out = Alignment("lsa", corr.mapping, corr.teacher, corr.student, corr.num_tokens, None, None)
+    for lc in corr.layers:
+        sigma, mean_r = assign(lc.r)
+        out.layers.append(LayerMap(lc.student_layer, lc.teacher_layers, lc.space, sigma=sigma, mean_r=mean_r))
+    return out
 
 
 def describe(sample: SampleFile) -> dict:
@@ -222,7 +272,7 @@ def fit_alignment(
 ) -> Alignment:
     """Fit one method's maps from two sample files (AVG: the group's mean teacher state), first rows only.
 
-    `holdout` leaves the last fraction of the shared tokens out, for `transmod.fidelity`.
+    `holdout` leaves the last fraction of the shared tokens out, for `transmod.align.fidelity`.
     """
     check_method(method)
     _check_widths(teacher.hidden_size, student.hidden_size)

@@ -18,7 +18,7 @@ and raises one ``WorkflowError`` listing each key that still holds a
 placeholder and where to set it. Call it at the very end of the Snakefile,
 after all rules are defined::
 
-    from transmod.profile_check import check_slurm_profile
+    from transmod.workflow.profile_check import check_slurm_profile
     check_slurm_profile(workflow)
 
 It runs before the DAG is built, so ``snakemake -n --profile profiles/slurm``

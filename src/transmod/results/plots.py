@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transmod.stats import stars
+from transmod.results.stats import stars
 
 COLORS = {"Teacher": "#4d4d4d", "Student": "#b3b3b3", "TM-Student SKIP": "#1f77b4", "TM-Student AVG": "#ff7f0e"}
 MAPPING_COLORS = {"skip": "#1f77b4", "avg": "#ff7f0e"}
@@ -185,7 +185,7 @@ def correlation_heatmap(corr, stem: str | Path, title: str, student_layer: int |
 def heatmap_figure(corr, title: str, student_layer: int | None = None, space: str = "h"):
     """Pearson r of one layer pair (student dims x teacher dims): as computed, and with the teacher
     dimensions reordered by the assignment (matched dimension of student dim i in column i)."""
-    from transmod.assignment import assign
+    from transmod.align.alignment import assign
 
     layers = [lc for lc in corr.layers if lc.space == space]
     if not layers:
@@ -230,9 +230,9 @@ def write_all(runs, align: Iterable[Mapping[str, str]], outdir: str | Path) -> l
     `align` lists the alignment files of the plan, each a mapping with keys pair, task, lang, peft,
     mapping, assignment and correlation (paths; a missing file is left out of the figure).
     """
-    from transmod.assignment import Assignment
-    from transmod.correlation import Correlation
-    from transmod.tables import metric_label, unique, task_stats
+    from transmod.align.alignment import Alignment
+    from transmod.align.correlation import Correlation
+    from transmod.results.tables import metric_label, unique, task_stats
 
     align = list(align)
     plan = runs.plan
@@ -250,12 +250,12 @@ def write_all(runs, align: Iterable[Mapping[str, str]], outdir: str | Path) -> l
                 curves: dict[str, list] = {}
                 for a in mine:
                     if Path(a["assignment"]).is_file():
-                        curves.setdefault(a["mapping"], []).append(layer_quality(Assignment.load(a["assignment"])))
+                        curves.setdefault(a["mapping"], []).append(layer_quality(Alignment.load(a["assignment"])))
                 if curves:
                     written += alignment_quality(curves, stems["alignment"], f"{name}: alignment quality per layer")
                 else:
                     written += placeholder(stems["alignment"], f"{name}: alignment quality per layer",
-                                           "no assignment file (results/align/…/*.assignment.json) yet")
+                                           "no assignment file (results/align/…/*.lsa.alignment.safetensors) yet")
                 source = next((a for a in mine if a["mapping"] == "skip" and Path(a["correlation"]).is_file()), None)
                 if source is None:
                     written += placeholder(stems["correlation"], f"{name}: correlation heatmap",

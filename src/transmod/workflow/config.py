@@ -101,7 +101,7 @@ def _check_local(key: str, path: str, built: list[str]) -> None:
 
 
 def check_semantics(config: dict) -> None:
-    from transmod.data import TASKS
+    from transmod.train.data import TASKS
 
     built = [prefix for flag, prefix in BUILT_ASSETS.items() if config.get(flag)]
     for task, spec in config["tasks"].items():

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from transmod.architectures import ModelShape
 from transmod.atomic import new_output
 from transmod.errors import TransmodError, load_safetensors, load_torch_bin, read_json
-from transmod.transfer import CONFIG_NAME, MODULE_KIND, Module
+from transmod.modules.architectures import ModelShape
+from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_BIN = "adapter_model.bin"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transmod.atomic import atomic_path
-from transmod.batching import encode
+from transmod.train.batching import encode
 
 
 def tokenizer_definition(tokenizer: Any) -> Any:

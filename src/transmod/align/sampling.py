@@ -1,6 +1,6 @@
 """Hidden states that each module reads, sampled from a frozen base model into parquet.
 
-The file layout is described in `transmod.samplefile`.
+The file layout is described in `transmod.align.samplefile`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from transmod.architectures import Architecture, model_shape
+from transmod.align.samplefile import PEFT_TYPES, SampleWriter
+from transmod.align.texts import Example
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
+from transmod.modules.architectures import Architecture, model_shape
 from transmod.progress import Progress
-from transmod.samplefile import PEFT_TYPES, SampleWriter
-from transmod.texts import Example
-from transmod.tokencache import tokenizer_definition
+from transmod.train.tokencache import tokenizer_definition
 
 
 def fingerprint(value: object) -> str:
@@ -165,8 +165,8 @@ def sample_model(
     """Load a hub id or local folder (no remote code) and sample it; see `sample_hidden_states`."""
     from transformers import AutoModel, AutoTokenizer
 
-    from transmod.architectures import load_model_shape
     from transmod.hub import load_error, local_files_only
+    from transmod.modules.architectures import load_model_shape
 
     load_model_shape(model_name).arch  # a missing, damaged or unsupported model: one line, before any loading
     offline = local_files_only(model_name)

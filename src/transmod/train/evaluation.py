@@ -81,7 +81,7 @@ def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, type_: str) -> bool
 
 
 def read_predictions(path: str | Path) -> dict[str, Any]:
-    """Read and check a test_predictions.json written by `transmod.training.train`."""
+    """Read and check a test_predictions.json written by `transmod.train.training.train`."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from transmod.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
-from transmod.architectures import BASE_CLASSES, ModelShape
+from transmod.align.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
+from transmod.align.layermap import layer_map
+from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
+from transmod.align.samplefile import SampleFile
 from transmod.errors import TransmodError
-from transmod.layermap import layer_map
-from transmod.pairing import check_pair, paired_batches, shared_rows, split_point
+from transmod.modules.architectures import BASE_CLASSES, ModelShape
+from transmod.modules.module import Module
 from transmod.progress import Progress
-from transmod.samplefile import SampleFile
-from transmod.transfer import Module
 
 
 def sample_shape(sample: SampleFile) -> ModelShape:

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from transmod.align.samplefile import SampleFile
 from transmod.errors import TransmodError
-from transmod.samplefile import SampleFile
 
 Batch = dict[str, np.ndarray]
 T = TypeVar("T")

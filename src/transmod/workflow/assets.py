@@ -39,7 +39,7 @@ def fetch_model(hub_id: str, dest: str | Path) -> Path:
 
 def fetch_dataset(hub_id: str, task: str, languages: Sequence[str], dest: str | Path) -> Path:
     """Read every split of the languages through `load_split` and write them as a hub-layout folder."""
-    from transmod.data import SPLITS, load_split, write_hub_folder
+    from transmod.train.data import SPLITS, load_split, write_hub_folder
 
     rows = {}
     for lang in languages:

@@ -20,12 +20,19 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from transmod.align.layermap import layer_map
+from transmod.align.pairing import (
+    Batch,
+    check_pair,
+    paired_batches,
+    prefetched,
+    shared_rows,
+    split_point,
+)
+from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
 from transmod.progress import Progress
-from transmod.layermap import layer_map
-from transmod.pairing import Batch, check_pair, paired_batches, prefetched, shared_rows, split_point
-from transmod.samplefile import SampleFile
 
 
 class PearsonAccumulator:

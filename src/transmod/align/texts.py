@@ -39,9 +39,8 @@ def read_texts(path: str | Path) -> list[Example]:
 
 
 def _read_parquet(path: Path) -> list[Example]:
-    import pyarrow.parquet as pq
-
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
         names = pq.read_schema(path).names

@@ -2,7 +2,7 @@
 
 One row per (setting, module type, mapping, method); the relative error and cosine of the transferred
 module's effect against the teacher module's, and the map-free linear CKA between the two (see
-`transmod.fidelity`), averaged over tasks, languages and seeds; where a zero-shot run of that init
+`transmod.align.fidelity`), averaged over tasks, languages and seeds; where a zero-shot run of that init
 exists (`zs-<init>`), its mean test score beside them. Markdown, CSV and a bar plot for the report.
 """
 

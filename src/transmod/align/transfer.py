@@ -1,0 +1,164 @@
+"""Prune & align: turn a teacher's module into a student-shaped one (layer mapping + alignment).
+
+Works on the format-free `Module` (`transmod.modules`): SKIP/AVG layer maps, then each hidden-space
+axis of each weight (`HIDDEN_AXES`) is permuted, pruned or mapped by an alignment
+(`transmod.align.alignment`). The folded module is an ordinary module of the student's shape.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from transmod.align.layermap import layer_map
+from transmod.atomic import check_output
+from transmod.errors import TransmodError
+from transmod.modules.architectures import ModelShape
+from transmod.modules.io import check_format, read_module, write_module
+from transmod.modules.module import HIDDEN_AXES, MODULE_KIND, Module
+
+if TYPE_CHECKING:  # alignment pulls in the sample reader; transfer itself stays light
+    from transmod.align.alignment import Alignment, LayerMap
+
+LORA_B_ALIGNMENTS = ("study", "output")
+
+
+def _space(site: str, direction: str, lora_b: str) -> str:
+    if direction == "in" or site == "adapter" or lora_b == "study":
+        return "h"
+    return "q" if site == "query" else "v"
+
+
+def transfer_weights(
+    module: Module,
+    teacher: ModelShape,
+    student: ModelShape,
+    mapping: str,
+    alignment: Alignment | None = None,
+    lora_b: str = "study",
+) -> dict[tuple[int, str, str], np.ndarray]:
+    """Map layers (SKIP copies, AVG averages a group), then fold the alignment into every hidden-size axis.
+
+    With no alignment the widths must agree and the map is the identity. The study's permutation
+    (`lsa`) is an alignment whose maps are selections: folding it permutes and prunes, bit for bit.
+    """
+    if lora_b not in LORA_B_ALIGNMENTS:
+        raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
+    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    if alignment is None and teacher.hidden_size != student.hidden_size:
+        raise TransmodError(
+            f"{teacher.name} ({teacher.hidden_size} dims) and {student.name} ({student.hidden_size} dims) differ in "
+            "width: give --samples (to align on the way) or --alignment"
+        )
+    params = sorted({(site, param) for _, site, param in module.weights})
+    out: dict[tuple[int, str, str], np.ndarray] = {}
+    for l, group in enumerate(groups):
+        present = [t for t in group if t in module.layers]
+        for site, param in params:
+            tensors = [module.weights[(t, site, param)] for t in present if (t, site, param) in module.weights]
+            if not tensors:
+                continue
+            tensor = tensors[0].copy() if len(tensors) == 1 else np.mean(tensors, axis=0, dtype=np.float64).astype(tensors[0].dtype)
+            out[(l, site, param)] = np.ascontiguousarray(tensor)
+    return out if alignment is None else _fold(out, alignment, lora_b)
+
+
+def _fold(mapped: dict[tuple[int, str, str], np.ndarray], alignment: Alignment, lora_b: str) -> dict[tuple[int, str, str], np.ndarray]:
+    """Fold each layer's maps into the layer-mapped teacher weights (reads: W M_in, writes: M_out W)."""
+
+    def maps(l: int, space: str) -> LayerMap:
+        lm = alignment.get(l, space)
+        if lm is None:
+            raise TransmodError(
+                f"the {alignment.method} alignment has no {space!r} space for student layer {l}; "
+                + ("sample with --lora-outputs for --lora-b output" if space != "h" else "refit it")
+            )
+        return lm
+
+    out = {}
+    for (l, site, param), tensor in mapped.items():
+        if param == "adapter_down.0.bias":  # h_t ~ M_in h_s + c: the offset moves into the bottleneck bias
+            offset = maps(l, "h").offset
+            down = mapped[(l, site, "adapter_down.0.weight")]
+            if offset is not None:
+                tensor = (tensor + np.asarray(down, np.float64) @ offset).astype(tensor.dtype)
+        elif param in HIDDEN_AXES:
+            _, direction = HIDDEN_AXES[param]
+            lm = maps(l, _space(site, direction, lora_b))
+            tensor = lm.read(tensor) if direction == "in" else lm.write(tensor)
+        out[(l, site, param)] = np.ascontiguousarray(tensor)
+    return out
+
+
+def student_config(module: Module, teacher: ModelShape, student: ModelShape, kept_layers: set[int], provenance: dict) -> dict:
+    """The module's config rewritten for the student: same bottleneck or rank, the student's names."""
+    config = copy.deepcopy(module.config)
+    cfg = config["config"]
+    if module.kind == "adapter":
+        bottleneck = int(teacher.hidden_size // cfg["reduction_factor"])
+        factor = student.hidden_size / bottleneck
+        if int(student.hidden_size // factor) != bottleneck:
+            factor = student.hidden_size / (bottleneck + 0.5)  # floor(hidden / factor) == bottleneck exactly
+        cfg["reduction_factor"] = int(factor) if float(factor).is_integer() else factor
+    cfg["leave_out"] = sorted(set(range(student.num_layers)) - kept_layers)
+    config.update(
+        hidden_size=student.hidden_size, model_type=student.model_type, model_class=student.model_class,
+        model_name=student.name, transmod=provenance,
+    )
+    return config
+
+
+def transfer(
+    module: Module,
+    teacher: ModelShape,
+    student: ModelShape,
+    mapping: str,
+    alignment: Alignment | None = None,
+    lora_b: str = "study",
+) -> Module:
+    """The student-shaped module, in memory: weights mapped and aligned, config rewritten for the student."""
+    source = str(module.path)
+    if alignment is not None:
+        alignment.check_models(teacher, student, mapping, "the alignment")
+        if alignment.hook is not None and alignment.hook != module.kind:
+            raise TransmodError(
+                f"the alignment was fitted on {alignment.hook} samples but {source} is a {module.kind} module; "
+                f"fit it on samples taken with --peft {module.kind}"
+            )
+    weights = transfer_weights(module, teacher, student, mapping, alignment, lora_b)
+    method = alignment.method if alignment is not None else None
+    provenance = {"teacher": teacher.name, "student": student.name, "mapping": mapping,
+                  "aligned": alignment is not None, "align": method,
+                  "lora_b": lora_b if module.kind == "lora" else None}
+    config = student_config(module, teacher, student, {l for l, _, _ in weights}, provenance)
+    return Module(module.path, config, weights)
+
+
+def transfer_module(
+    module_dir: str | Path,
+    teacher: ModelShape,
+    student: ModelShape,
+    mapping: str,
+    out: str | Path,
+    alignment: Alignment | None = None,
+    lora_b: str = "study",
+    fmt: str = "adapters",
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
+) -> Module:
+    """Read, transfer and save a module (`fmt`: adapters' or peft's layout); returns the teacher module read.
+
+    `out` must be new, or an earlier transferred module with `overwrite`; it may not touch `inputs`, the
+    module or the models (`transmod.atomic.check_output`)."""
+    check_format(fmt)
+    inputs = [module_dir, teacher.name, student.name, *inputs]
+    check_output(out, MODULE_KIND, inputs, overwrite)
+    module = read_module(module_dir, teacher)
+    moved = transfer(module, teacher, student, mapping, alignment, lora_b)
+    write_module(moved, module, student, out, fmt, overwrite=overwrite, inputs=inputs)
+    return module

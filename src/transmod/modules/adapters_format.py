@@ -1,0 +1,125 @@
+"""Modules in the `adapters` library's folder format: adapter_config.json plus weights.
+
+Read from safetensors (or a legacy `pytorch_adapter.bin` with weights_only=True); written as both, so
+that the documented `model.load_adapter(folder)` works.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from transmod.atomic import new_output
+from transmod.errors import TransmodError, load_safetensors, load_torch_bin
+from transmod.modules.architectures import ModelShape, architecture
+from transmod.modules.module import (
+    CONFIG_NAME,
+    HIDDEN_AXES,
+    MODULE_KIND,
+    PLAIN,
+    Module,
+    site_paths,
+)
+
+SAFE_WEIGHTS_NAME = "adapter.safetensors"  # the adapters library's name for safetensors weights
+BIN_WEIGHTS_NAME = "pytorch_adapter.bin"
+
+
+def _check_supported(config: dict, source: Path) -> None:
+    cfg = config.get("config")
+    if not isinstance(cfg, dict):
+        raise TransmodError(f"{source}/{CONFIG_NAME}: no `config` section; save the module with adapters' save_adapter")
+    if cfg.get("architecture") == "lora":
+        bad = [k for k in ("intermediate_lora", "output_lora", "use_dora", "use_gating") if cfg.get(k)]
+        if not cfg.get("selfattn_lora", True) or not set(cfg.get("attn_matrices", [])) <= {"q", "v"}:
+            bad.append("attn_matrices other than q, v")
+        kind = "LoRA on self-attention query/value"
+    elif "reduction_factor" in cfg:
+        bad = [k for k in ("mh_adapter", "phm_layer", "inv_adapter", "ln_before", "ln_after", "use_gating") if cfg.get(k)]
+        if not cfg.get("output_adapter", True):
+            bad.append("output_adapter false")
+        if isinstance(cfg.get("reduction_factor"), dict):
+            bad.append("per-layer reduction_factor")
+        # Sampling reads the adapter's input at the output LayerNorm, which is where SeqBn/Pfeiffer places it.
+        for key in ("original_ln_before", "residual_before_ln"):
+            if cfg.get(key, True) is not True:
+                bad.append(f"{key}={cfg[key]!r} (the adapter then reads another hidden state)")
+        kind = "bottleneck output adapters (Pfeiffer / SeqBnConfig)"
+    else:
+        raise TransmodError(f"{source}/{CONFIG_NAME}: not a bottleneck adapter or LoRA config; transmod moves those two")
+    if bad:
+        raise TransmodError(f"{source}/{CONFIG_NAME}: unsupported module options {', '.join(bad)}; transmod supports {kind}")
+
+
+def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Module:
+    """Read a module folder saved by `adapters` (safetensors, or .bin with weights_only=True)."""
+    config_file = path / CONFIG_NAME
+    _check_supported(config, path)
+    fix = "save the module again with adapters' save_adapter"
+    if (path / SAFE_WEIGHTS_NAME).is_file():
+        state = load_safetensors(path / SAFE_WEIGHTS_NAME, fix)
+    elif (path / BIN_WEIGHTS_NAME).is_file():
+        state = load_torch_bin(path / BIN_WEIGHTS_NAME, fix)
+    else:
+        raise TransmodError(f"{path}: no weights ({SAFE_WEIGHTS_NAME} or {BIN_WEIGHTS_NAME}); save the module with its weights")
+    arch = teacher.arch
+    if config.get("model_type") and architecture(config["model_type"], str(config_file)) != arch:
+        raise TransmodError(
+            f"{config_file}: the module was saved for a {config['model_type']} model, but the teacher "
+            f"{teacher.name} is {teacher.model_type}; give the teacher the module was trained on"
+        )
+    pattern = re.compile(
+        rf"(?:^|\.){re.escape(arch.layers_path)}\.(\d+)\.("
+        + "|".join(re.escape(p) for p in site_paths(arch).values())
+        + r")\.[^.]+\.(.+)$"
+    )
+    site_of = {p: s for s, p in site_paths(arch).items()}
+    weights: dict[tuple[int, str, str], np.ndarray] = {}
+    for key, tensor in state.items():
+        match = pattern.search(key)
+        if match is None or (match.group(3) not in HIDDEN_AXES and match.group(3) not in PLAIN):
+            raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} module; transmod cannot map it")
+        weights[(int(match.group(1)), site_of[match.group(2)], match.group(3))] = tensor
+    if not weights:
+        raise TransmodError(f"{path}: the weights file holds no module weights")
+    missing = sorted(l for l in {l for l, _, _ in weights} if l >= teacher.num_layers)
+    if missing:
+        raise TransmodError(
+            f"{path}: the module has layers {missing} but the teacher {teacher.name} has only "
+            f"{teacher.num_layers} layers; give the teacher the module was trained on"
+        )
+    module = Module(path, config, weights)
+    width = {t.shape[axis] for (_, _, p), t in weights.items() if p in HIDDEN_AXES for axis in [HIDDEN_AXES[p][0]]}
+    if width != {teacher.hidden_size}:
+        raise TransmodError(
+            f"{path}: module weights are {sorted(width)} wide but the teacher {teacher.name} has hidden size "
+            f"{teacher.hidden_size}; give the teacher the module was trained on"
+        )
+    return module
+
+
+def save_module(
+    weights: dict[tuple[int, str, str], np.ndarray], config: dict, student: ModelShape, out: str | Path,
+    *, overwrite: bool = False, inputs: Sequence[str | Path] = (),
+) -> None:
+    """Write the module in the adapters library's layout for the student (keys as its base model names them).
+
+    The weights go to both files adapters reads: safetensors, and `pytorch_adapter.bin` (plain tensors,
+    which adapters loads with weights_only=True), so that the documented `model.load_adapter(out)` works."""
+    import torch
+    from safetensors.numpy import save_file
+
+    arch = student.arch
+    paths = site_paths(arch)
+    name = config.get("name") or "transferred"
+    state = {f"{arch.layers_path}.{l}.{paths[site]}.{name}.{param}": t for (l, site, param), t in weights.items()}
+    with new_output(out, MODULE_KIND, inputs=inputs, overwrite=overwrite, is_dir=True) as tmp:
+        save_file(state, str(tmp / SAFE_WEIGHTS_NAME))
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, tmp / BIN_WEIGHTS_NAME)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
