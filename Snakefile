@@ -3,7 +3,12 @@
 
 from pathlib import Path
 
-from transmod.workflow.config import as_workflow_error, check_config_files
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+from transmod.workflow.config import as_workflow_error, check_config_files, validate_config, validate_section
+from transmod.workflow.profile_check import check_slurm_profile
 
 as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"])  # a YAML error: file and line
 
@@ -11,13 +16,18 @@ as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"]) 
 configfile: Path(workflow.basedir) / "config.yaml"
 
 
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+as_workflow_error(validate_config, config, SCHEMA, workflow.configfiles)  # one line naming the file or key
+validate(config, SCHEMA)  # the schema's defaults, filled in
+
+
 include: "workflow/rules/common.smk"
-if config.get("demo"):
+if "demo" in config:
 
     include: "workflow/rules/demo.smk"
 
 
-if config.get("minilm"):
+if "minilm" in config:
 
     include: "workflow/rules/minilm.smk"
 

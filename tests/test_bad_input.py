@@ -27,7 +27,7 @@ from conftest import REPO, SENTENCES, add_module, make_model, save_model, snakem
 from transmod.atomic import MARK_FILE
 from transmod.cli import main
 from transmod.errors import TransmodError
-from transmod.workflow.config import validate_config
+from transmod.workflow.config import validate_config, validate_section
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 TRANSMOD = str(Path(sys.executable).parent / "transmod")
@@ -436,6 +436,9 @@ def test_bad_config_is_refused_naming_the_key(model_folders, case):
 
 def test_shipped_configs_are_valid():
     validate_config(_config(), SCHEMA, [REPO / "config.yaml"])
+    for profile in ("demo", "minilm"):  # each profile's own section, against the schema that lives with it
+        config = yaml.safe_load((REPO / "profiles" / profile / f"{profile}-config.yaml").read_text())
+        validate_section(config, profile, REPO / "profiles" / profile / f"{profile}.schema.yaml")
 
 
 BAD_FILES = {
@@ -459,6 +462,7 @@ WORKFLOW_CASES = {
                             "aligned: false, tasks: [ner]}\n", "config key pairs.matching.teacher"),
     "seeds: [1.0]": ("seeds: [1.0]\n", "config key seeds.0"),
     "method on an unaligned pair": ("inits: [default, skip-linear]\n", "config key inits"),
+    "a bad demo section": ("demo: {sizes: {train: 0}}\n", "config key demo.sizes.train"),
 }
 
 

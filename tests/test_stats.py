@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from transmod.results.stats import mean_sd, sign_flip_test, sign_test, stars
+from transmod.results.stats import sign_flip_test, stars
 
 
 def test_all_positive_differences_give_two_patterns_in_2_to_the_n():
@@ -23,8 +23,6 @@ def test_sign_flip_counts_the_magnitudes():
     # (flip one of the two 1s: 2 patterns each): 6 of 16.
     d = np.array([1.0, 2.0, 3.0, -1.0])
     assert sign_flip_test(d, np.zeros(4)) == pytest.approx(6 / 16)
-    # The sign test sees 3 positive of 4: 2 * (1 + 4) / 16.
-    assert sign_test(d, np.zeros(4)) == pytest.approx(10 / 16)
 
 
 def test_incomplete_pairs_are_dropped_and_no_pair_is_nan():
@@ -32,7 +30,6 @@ def test_incomplete_pairs_are_dropped_and_no_pair_is_nan():
     assert math.isnan(sign_flip_test([math.nan], [1.0]))
     assert math.isnan(sign_flip_test([], []))
     assert sign_flip_test([0.5, 0.5], [0.5, 0.5]) == 1.0
-    assert math.isnan(sign_test([1.0], [1.0]))
 
 
 def test_monte_carlo_agrees_with_exact_and_is_reproducible():
@@ -52,9 +49,5 @@ def test_shapes_must_pair():
         sign_flip_test([1.0, 2.0], [1.0])
 
 
-def test_mean_sd_and_markers():
-    assert mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
-    mean, sd, n = mean_sd([5.0, math.nan])
-    assert (mean, n) == (5.0, 1) and math.isnan(sd)
-    assert math.isnan(mean_sd([])[0])
+def test_markers():
     assert [stars(p) for p in (0.001, 0.02, 0.05, 0.5, math.nan)] == ["**", "*", "", "", ""]

@@ -16,7 +16,6 @@ from transmod.errors import TransmodError
 from transmod.results.stats import holm, sign_flip_test, stars
 from transmod.results.tables import (
     Plan,
-    collect,
     files_fingerprint,
     gap_noise,
     gather,
@@ -257,22 +256,6 @@ def test_unrequested_metrics_files_in_the_results_folder(plan, tmp_path):
     with pytest.raises(TransmodError) as err:
         gather(plan, runs_dir)
     assert other in str(err.value) and "run.module.r" in str(err.value)
-
-
-def test_collect_refuses_mixed_configs_and_duplicates(plan, tmp_path):
-    a = find(plan, pair="matching", task="ner", lang="en", peft="lora", role="teacher", seed=1)
-    b = find(plan, pair="matching", task="ner", lang="de", peft="lora", role="teacher", seed=2)
-    assert len(collect([a, b])) == 2
-    data = json.loads(Path(b).read_text())
-    data["run"]["teacher"] = "another-teacher"
-    Path(b).write_text(json.dumps(data))
-    with pytest.raises(TransmodError) as err:
-        collect([a, b])
-    assert a in str(err.value) and b in str(err.value) and "run.teacher" in str(err.value)
-    copy = tmp_path / "copy.json"
-    copy.write_text(Path(a).read_text())
-    with pytest.raises(TransmodError, match="report the same run"):
-        collect([a, copy])
 
 
 def test_renderings_per_setting(plan):

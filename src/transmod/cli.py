@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from transmod.align.layermap import MAPPINGS
-from transmod.align.samplefile import PEFT_TYPES
 from transmod.align.texts import read_texts
 from transmod.atomic import check_output, new_output
 from transmod.errors import TransmodError
+from transmod.modules.module import MODULE_KINDS
 from transmod.progress import log_lines
 
 ALIGN_METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # transmod.align.alignment.METHODS, without its imports
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("sample", "Write the hidden states each module reads, per layer, to a parquet file.")
     p.add_argument("--model", required=True, help="hub id or local model folder")
-    p.add_argument("--peft", required=True, choices=PEFT_TYPES, help="module type: decides the hook point")
+    p.add_argument("--peft", required=True, choices=MODULE_KINDS, help="module type: decides the hook point")
     p.add_argument("--data", required=True, help="text file (sentence, or tab-separated pair, per line) or task parquet")
     p.add_argument("--out", required=True, help="output .parquet")
     p.add_argument("--max-tokens", type=positive, default=None, help="keep the first N tokens (default: all)")

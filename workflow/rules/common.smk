@@ -1,20 +1,15 @@
-# Input functions, paths and config validation shared by every rule file.
+# Input functions and the paths they build, shared by every rule file.
 
 import os
 import re
 from pathlib import Path
 
-from snakemake.utils import min_version
-
-min_version("9.0")
-
-from transmod.workflow.profile_check import check_slurm_profile
+from transmod.align.alignment import METHODS
+from transmod.align.layermap import MAPPINGS
 from transmod.hub import looks_local, slug
-from transmod.workflow.config import as_workflow_error, validate_config
-
-as_workflow_error(
-    validate_config, config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml", workflow.configfiles
-)
+from transmod.inits import DEFAULT, STUDY_METHOD, TRANSFER_INIT, ZERO_SHOT, init_name, split_init
+from transmod.modules.module import MODULE_KINDS
+from transmod.train.data import TASKS
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
@@ -22,9 +17,6 @@ ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
 # teacher (one teacher, several candidate students) share its runs and samples.
 TEACHER = "results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}"
 SAMPLES = "results/samples/{model}/{task}/{lang}/{peft}.parquet"
-METHOD = "lsa-signed|linear|procrustes|select"  # alignment methods besides the study's lsa
-TRANSFER_INIT = rf"(skip|avg)(-({METHOD}))?"  # an init that starts from a transferred module
-ZERO_SHOT = "zs-"  # init prefix of zero-shot runs: the module frozen, only the head trained
 
 
 MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
@@ -33,12 +25,12 @@ MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     pair="|".join(config["pairs"]),
-    task="ner|pi|nli",
+    task="|".join(TASKS),
     lang="[a-z]{2,3}",
-    peft="adapter|lora",
-    init=rf"({ZERO_SHOT})?(default|{TRANSFER_INIT})",
-    mapping="skip|avg",
-    method=METHOD,
+    peft="|".join(MODULE_KINDS),
+    init=rf"({ZERO_SHOT})?({DEFAULT}|{TRANSFER_INIT})",
+    mapping="|".join(MAPPINGS),
+    method="|".join(re.escape(m) for m in METHODS),
     seed=r"\d+",
 
 
@@ -54,7 +46,7 @@ def grid():
 def all_targets():
     targets = ["results/tables/summary.md", "results/tables/fidelity.md"]
     for w in grid():
-        targets += expand(f"{ALIGN}/{{mapping}}.lsa.alignment.safetensors", mapping=("skip", "avg"), **w)
+        targets += expand(f"{ALIGN}/{{mapping}}.lsa.alignment.safetensors", mapping=MAPPINGS, **w)
         targets += [f"results/fidelity/{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}/seed{seed}.json"
                     for seed in config["seeds"]]
     return targets
@@ -62,11 +54,11 @@ def all_targets():
 
 def fidelity_inits(pair):
     """Every mapping x alignment method measured without training (unaligned pairs: the mappings only)."""
-    methods = config["alignment"]["methods"] if config["pairs"][pair]["aligned"] else ["lsa"]
-    return [m if method == "lsa" else f"{m}-{method}" for m in ("skip", "avg") for method in methods]
+    methods = config["alignment"]["methods"] if config["pairs"][pair]["aligned"] else [STUDY_METHOD]
+    return [init_name(m, method) for m in MAPPINGS for method in methods]
 
 
-EXTRA_METHODS = [m for m in config["alignment"]["methods"] if m != "lsa"]
+EXTRA_METHODS = [m for m in config["alignment"]["methods"] if m != STUDY_METHOD]
 
 
 def fidelity_alignments(w):
@@ -81,16 +73,10 @@ def inits(pair):
     """Student inits of a pair (its own `inits`, else the top-level ones); with any zero-shot init
     (`zs-skip`, ...), also its baseline `zs-default` (a fresh module, head only)."""
     chosen = list(config["pairs"][pair].get("inits", config["inits"]))  # validated: methods only where aligned
-    baseline = f"{ZERO_SHOT}default"
+    baseline = f"{ZERO_SHOT}{DEFAULT}"
     if any(i.startswith(ZERO_SHOT) for i in chosen) and baseline not in chosen:
         chosen.append(baseline)
     return chosen
-
-
-def split_init(init):
-    """`skip` -> (skip, lsa): the study's method; `avg-linear` -> (avg, linear); `zs-` (zero-shot) is dropped."""
-    mapping, _, method = init.removeprefix(ZERO_SHOT).partition("-")
-    return mapping, method or "lsa"
 
 
 def all_metrics():
@@ -121,7 +107,7 @@ def local(path):
     return [path] if is_local(path) else []
 
 
-FETCH = config.get("assets", {}).get("fetch", False)
+FETCH = config["assets"]["fetch"]
 if FETCH:  # every job but fetch_assets reads local copies; compute nodes need no network
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
@@ -177,9 +163,9 @@ def hyper(role):
 
     def params(w):
         merged = dict(config["training"][role])
-        merged.update(config["tasks"][w.task].get("training", {}).get(role, {}))
+        merged.update(config["tasks"][w.task]["training"][role])
         if is_zero_shot(w):
-            merged.update(config.get("zero_shot", {}), freeze_module=True)
+            merged.update(config["zero_shot"], freeze_module=True)
         return merged
 
     return params

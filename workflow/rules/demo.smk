@@ -1,8 +1,10 @@
 # The offline demo: tiny models from transformers configs, a tokenizer trained here, and generated
-# data in each task's hub layout. Only active with `demo: true` (profiles/demo).
+# data in each task's hub layout. Only active when the config has a `demo` section (profiles/demo).
 
-DEMO = "resources/demo"
-DEMO_MODELS = ["teacher-bert", "student-distilbert", "teacher-xlmr", "student-xlmr"]
+from transmod.demo.models import DEMO_MODELS
+
+as_workflow_error(validate_section, config, "demo", Path(workflow.basedir) / "profiles/demo/demo.schema.yaml")
+validate(config["demo"], Path(workflow.basedir) / "profiles/demo/demo.schema.yaml")  # its defaults
 
 
 rule demo_data:
@@ -10,7 +12,7 @@ rule demo_data:
         directory("resources/demo/data/{task}"),
     params:
         langs=lambda w: config["tasks"][w.task]["languages"],
-        sizes=config.get("demo_sizes", {}),
+        sizes=config["demo"]["sizes"],
     log:
         "results/logs/demo_data/{task}.log",
     benchmark:
@@ -46,7 +48,7 @@ rule demo_models:
         [directory(f"resources/demo/models/{name}") for name in DEMO_MODELS],
     params:
         langs={task: spec["languages"] for task, spec in config["tasks"].items()},
-        pretrain_steps=config.get("demo_pretrain_steps", 0),
+        pretrain_steps=config["demo"]["pretrain_steps"],
     threads: 2
     log:
         "results/logs/demo_models.log",

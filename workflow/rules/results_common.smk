@@ -9,7 +9,6 @@ from transmod.results.tables import Plan, files_fingerprint
 
 TABLES = "results/tables"
 PLOTS = "results/plots"
-MAPPINGS = ["skip", "avg"]
 
 
 def result_tasks():

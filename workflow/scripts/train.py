@@ -22,7 +22,7 @@ cfg = TrainConfig.from_dict(
         **p.hyper,
         "seed": int(w.seed),
         # read here, not passed as a param: the checkpoint interval must not invalidate finished runs
-        "checkpoint_every": snakemake.config.get("checkpoints", {}).get("every", 0),
+        "checkpoint_every": snakemake.config["checkpoints"]["every"],
         **({"adapter_bottleneck": module["bottleneck"]} if w.peft == "adapter" else {}),
         **({"lora_r": module["r"], "lora_alpha": module["alpha"]} if w.peft == "lora" else {}),
     },

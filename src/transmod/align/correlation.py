@@ -87,13 +87,6 @@ class PearsonAccumulator:
 A = TypeVar("A", bound=PearsonAccumulator)
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Correlation matrix of x's columns against y's columns (x: n x dx, y: n x dy)."""
-    acc = PearsonAccumulator(x.shape[1], y.shape[1])
-    acc.update(x, y)
-    return acc.result()[0]
-
-
 @dataclass
 class LayerCorrelation:
     student_layer: int

@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape
 
-PEFT_TYPES = ("adapter", "lora")
 META_KEY = b"transmod"
 # What every sample file's metadata records: its model and hook point, and what it was sampled from
 # (`data`: a fingerprint of the examples; `tokenizer`; `max_length`), so that files of different data never pair.

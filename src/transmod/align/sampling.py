@@ -18,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from transmod.align.samplefile import PEFT_TYPES, SampleWriter
+from transmod.align.samplefile import SampleWriter
 from transmod.align.texts import Example
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
 from transmod.modules.architectures import Architecture, model_shape
+from transmod.modules.module import MODULE_KINDS
 from transmod.progress import Progress
 from transmod.train.tokencache import tokenizer_definition
 
@@ -33,8 +34,8 @@ def fingerprint(value: object) -> str:
 
 
 def spaces_for(peft: str, lora_outputs: bool) -> tuple[str, ...]:
-    if peft not in PEFT_TYPES:
-        raise TransmodError(f"unknown --peft {peft!r}: use one of {', '.join(PEFT_TYPES)}")
+    if peft not in MODULE_KINDS:
+        raise TransmodError(f"unknown --peft {peft!r}: use one of {', '.join(MODULE_KINDS)}")
     return ("h", "q", "v") if peft == "lora" and lora_outputs else ("h",)
 
 

@@ -28,6 +28,7 @@ HIDDEN_AXES: dict[str, tuple[int, str]] = {
 }
 PLAIN = {"adapter_down.0.bias"}
 SITES = ("adapter", "query", "value")
+MODULE_KINDS = ("adapter", "lora")  # bottleneck adapter, LoRA: the `peft` of the CLI and the config
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pandas as pd
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
+from transmod.inits import ZERO_SHOT
 
 CAPTION = (
     "Transfer fidelity on held-out sampled tokens that no fit read (every method, the study's `lsa` included, "
@@ -57,7 +58,7 @@ def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path
         try:
             run = json.loads(Path(path).read_text())
             scores.append({"setting": run["run"]["pair"], "module": run["run"]["peft"],
-                           "init": run["run"]["init"].removeprefix("zs-"), "zero_shot": 100 * run["score"]})
+                           "init": run["run"]["init"].removeprefix(ZERO_SHOT), "zero_shot": 100 * run["score"]})
         except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TransmodError(f"{path}: not a metrics file of the workflow ({exc}); re-run evaluate") from None
     if scores:

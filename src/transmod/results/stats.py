@@ -6,7 +6,6 @@ of the mean difference. Under the null hypothesis (no effect of the initialisati
 difference is as likely to be positive as negative, so the p-value is the share of the 2^n sign
 patterns whose mean difference is at least as far from zero as the observed one: exact for up to
 `exact_max` pairs, a seeded Monte Carlo estimate (with the usual +1 correction) above that.
-`sign_test` (exact binomial on the signs alone) is here for a cruder, magnitude-free check.
 """
 
 from __future__ import annotations
@@ -67,27 +66,6 @@ def sign_flip_test(
         signs = rng.choice(np.array([-1.0, 1.0]), size=(size, n))
         hits += int(np.count_nonzero(np.abs(signs @ d) / n >= observed - tol))
     return (1 + hits) / (1 + samples)
-
-
-def sign_test(treatment: Sequence[float], control: Sequence[float]) -> float:
-    """Two-sided exact sign test (binomial, p = 1/2) on the non-zero paired differences; NaN if none."""
-    d = paired_differences(treatment, control)
-    d = d[d != 0]
-    n = len(d)
-    if n == 0:
-        return math.nan
-    k = int(min(np.count_nonzero(d > 0), np.count_nonzero(d < 0)))
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, sample SD with ddof=1, n) over the finite values; SD is NaN for fewer than two, mean NaN for none."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

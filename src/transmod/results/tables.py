@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 
 from transmod.errors import TransmodError
+from transmod.inits import ZERO_SHOT
 from transmod.results.stats import MARKER_NOTE, TEST_NAME, holm, sign_flip_test, stars
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
         ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
         ("student", "zs-default"): "Student (zero-shot)"}
-ZERO_SHOT = "zs-"  # init prefix of zero-shot runs: the module frozen, only the head trained
 ZERO_SHOT_ROW = " (zero-shot)"
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
 SETTING_KEYS = ("teacher", "student", "training", "module")  # what makes two runs of one setting comparable
@@ -181,43 +181,6 @@ def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
 def _setting_key(run: Mapping[str, Any]) -> tuple:
     """Zero-shot runs train under their own budget: a setting of their own."""
     return (run["pair"], run["task"], run["peft"], run["role"], str(run.get("init")).startswith(ZERO_SHOT))
-
-
-def check_consistent(runs: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-    """Refuse runs of one setting (pair, task, module, role) that different configs wrote.
-
-    Their models, training hyper-parameters or module shapes differ; averaging them over seeds or
-    languages, or comparing them in one table, would mix two experiments.
-    """
-    seen: dict[tuple, tuple[str, dict]] = {}
-    for path, run in runs:
-        key = _setting_key(run)
-        settings = normalise(_settings(run))
-        if key not in seen:
-            seen[key] = (path, settings)
-            continue
-        other, other_settings = seen[key]
-        diff = first_difference(other_settings, settings)
-        if diff:
-            raise TransmodError(
-                f"{other} and {path} come from different configs ({diff}); tables never average them: "
-                f"re-run one with the current config or move it out of the results folder"
-            )
-
-
-def collect(metric_files: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run (its keys, score x 100, metric, file); refuses duplicates and mixed configs."""
-    records, infos = [], []
-    for path in metric_files:
-        data = read_metrics(path)
-        records.append(_record(path, data))
-        infos.append((str(path), data["run"]))
-    check_consistent(infos)
-    frame = _frame(records)
-    dup = frame[frame.duplicated(RUN_KEYS, keep=False)]
-    if len(dup):
-        raise TransmodError(f"{dup['file'].iloc[0]} and {dup['file'].iloc[1]} report the same run; remove one")
-    return frame
 
 
 FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "metric", "file", "row"]
@@ -441,14 +404,6 @@ def _seed_counts(st: TaskStats) -> pd.Series:
     """Seeds with a complete set of languages, per row (what the AVG SD is taken over)."""
     return pd.Series({k: int(sum(st.scores.loc[k].xs(s, level="seed").notna().all() for s in st.seeds))
                       for k in st.index}, dtype=int).reindex(st.index)
-
-
-def per_language(runs: Runs | pd.DataFrame, task: str, languages: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean scores per language and AVG as a frame indexed (pair, peft, row) (for plots and quick looks)."""
-    if isinstance(runs, pd.DataFrame):
-        runs = Runs(runs, _frame([]))
-    st = task_stats(runs, task)
-    return st.mean if languages is None else st.mean[list(languages) + ["AVG"]]
 
 
 def summary_long(runs: Runs) -> pd.DataFrame:
@@ -707,7 +662,7 @@ def write_all(runs: Runs, outdir: str | Path, html_dir: str | Path | None = None
     return written
 
 
-__all__ = ["CAPTION", "TEST_NAME", "Plan", "Runs", "Table", "collect", "files_fingerprint", "gather",
-           "per_language", "per_language_table", "read_metrics", "summary_csv", "summary_long", "summary_table",
+__all__ = ["CAPTION", "TEST_NAME", "Plan", "Runs", "Table", "files_fingerprint", "gather",
+           "per_language_table", "read_metrics", "summary_csv", "summary_long", "summary_table",
            "task_stats",
            "to_csv", "to_html", "to_latex", "to_markdown", "write_all", "write_tables"]

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
 from transmod.hub import local_files_only
+from transmod.modules.module import MODULE_KINDS
 from transmod.train.batching import (
     DEFAULT_LABELS,
     LABEL_COLUMN,
@@ -48,7 +49,6 @@ from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
 
-PEFT_TYPES = ("adapter", "lora")  # as transmod.align.samplefile (not imported: it pulls in pyarrow)
 ADAPTER_NAME = "task"  # the module's name inside the model; saved modules are loaded under it too
 MODULE_DIR = "module"
 HEAD_FILE = "head.safetensors"
@@ -161,8 +161,8 @@ def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:
 
 
 def _check_peft(peft: str) -> None:
-    if peft not in PEFT_TYPES:
-        raise TransmodError(f"unknown peft {peft!r}: use one of {', '.join(PEFT_TYPES)}")
+    if peft not in MODULE_KINDS:
+        raise TransmodError(f"unknown peft {peft!r}: use one of {', '.join(MODULE_KINDS)}")
 
 
 def _module_config(init_module: Path) -> dict:

@@ -14,6 +14,7 @@ import yaml
 
 from transmod.errors import TransmodError, read_json
 from transmod.hub import looks_local
+from transmod.inits import ZERO_SHOT
 
 # Shapes (layers, hidden size) of the hub models the study uses; local folders are read from their config.json.
 KNOWN_SHAPES = {
@@ -22,7 +23,7 @@ KNOWN_SHAPES = {
     "xlm-roberta-large": (24, 1024),
     "xlm-roberta-base": (12, 768),
 }
-# Folders that the workflow's own rules build when a config flag is on (workflow/rules/{demo,minilm}.smk).
+# Folders that the workflow's own rules build when the config has their section (workflow/rules/{demo,minilm}.smk).
 BUILT_ASSETS = {"demo": "resources/demo/", "minilm": "resources/minilm/"}
 
 
@@ -66,18 +67,25 @@ _Validator = jsonschema.validators.extend(
 )
 
 
-def check_schema(config: dict, schema_file: str | Path) -> None:
+def check_schema(config: dict, schema_file: str | Path, prefix: tuple = ()) -> None:
+    """The first schema violation, as one line naming the key (`prefix`: where `config` sits in the whole)."""
     schema = yaml.safe_load(Path(schema_file).read_text())
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if not errors:
         return
     error = errors[0]
+    path = [*prefix, *error.absolute_path]
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        where = _key(error.absolute_path)
+        where = _key(path)
         raise TransmodError(f"config key {where}: unknown key(s) {', '.join(extra)}; allowed: "
                             f"{', '.join(error.schema.get('properties', {}))}")
-    raise TransmodError(f"config key {_key(error.absolute_path)}: {error.message}")
+    raise TransmodError(f"config key {_key(path)}: {error.message}")
+
+
+def validate_section(config: dict, section: str, schema_file: str | Path) -> None:
+    """A profile's own section (`demo`, `minilm`), against the schema that lives with that profile."""
+    check_schema(config[section], schema_file, (section,))
 
 
 def model_dims(model: str) -> tuple[int, int] | None:
@@ -103,7 +111,7 @@ def _check_local(key: str, path: str, built: list[str]) -> None:
 def check_semantics(config: dict) -> None:
     from transmod.train.data import TASKS
 
-    built = [prefix for flag, prefix in BUILT_ASSETS.items() if config.get(flag)]
+    built = [prefix for section, prefix in BUILT_ASSETS.items() if section in config]
     for task, spec in config["tasks"].items():
         _check_local(f"tasks.{task}.dataset", spec["dataset"], built)
     bottleneck = config["modules"]["adapter"]["bottleneck"]
@@ -131,7 +139,7 @@ def check_semantics(config: dict) -> None:
                     f"({spec[role]}, hidden size {dims[1]}); a bottleneck must be at most the hidden size"
                 )
         own = "inits" in spec
-        methods = [i for i in spec.get("inits", config["inits"]) if "-" in i.removeprefix("zs-")]
+        methods = [i for i in spec.get("inits", config["inits"]) if "-" in i.removeprefix(ZERO_SHOT)]
         if methods and not spec["aligned"]:
             raise TransmodError(
                 f"config key {f'pairs.{pair}.inits' if own else 'inits'}: {', '.join(methods)} align hidden dimensions, "
