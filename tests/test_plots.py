@@ -20,7 +20,7 @@ from transmod.results.plots import (
     score_figure,
     write_all,
 )
-from transmod.results.tables import gather
+from transmod.results.runs import gather
 
 
 def make_correlation(mapping: str, rng, student=(3, 6), teacher=(6, 8)) -> Correlation:
@@ -86,7 +86,7 @@ def test_score_bars_show_the_means_and_no_bar_for_a_missing_run(tmp_path):
     plan = make_plan(tmp_path, seeds=(1, 2), grid={"matching": ["pi"]}, pefts=("adapter",), langs=["en", "de"])
     gone = [find(plan, lang="de", role="student", init="avg", seed=s) for s in (1, 2)]
     write_metrics(plan, skip=gone)
-    from transmod.results.tables import task_stats
+    from transmod.results.cells import task_stats
 
     st = task_stats(gather(plan), "pi")
     mean, sd = st.mean.droplevel([0, 1]), st.sd.droplevel([0, 1])

@@ -1,8 +1,8 @@
-"""Tables, plots and the HTML report through Snakemake: regeneration from finished runs, mixed configs,
-`snakemake --report` and a look at the report in headless Chromium.
+"""Tables, plots and the HTML report: `transmod tables` on finished runs, mixed configs, `snakemake
+--report` and a look at the report in headless Chromium.
 
-Fast tests run a small workflow on synthetic predictions (only the `evaluate` rule runs: nothing is
-trained). Tests on the `demo` fixture check the demo's tables, figures and report.
+Fast tests run a small workflow on synthetic predictions (only the `plan` and `evaluate` rules run:
+nothing is trained). Tests on the `demo` fixture check the demo's tables, figures and report.
 
 As a script, it takes a screenshot of a report:
     python tests/test_report.py report.html shot.png [matching.summary.html]
@@ -119,19 +119,33 @@ def small(tmp_path_factory) -> Path:
                     (trained / "test_predictions.json").write_text(
                         json.dumps({"task": "pi", "predictions": [1] * k + [0] * (10 - k), "gold": [1] * 10}))
                     targets.append(folder.relative_to(work) / "metrics.json")
-    # Only evaluate may run: the predictions stand in for finished training jobs.
-    small_snakemake(work, *targets, "--allowed-rules", "evaluate")
+    # Only plan and evaluate may run: the predictions stand in for finished training jobs.
+    small_snakemake(work, "results/plan.json", *targets, "--allowed-rules", "plan", "evaluate")
     return work
 
 
-def test_tables_target_trains_nothing(small):
-    done = small_snakemake(small, "tables", "-n")
-    counts = job_counts(done.stdout)
-    assert counts == {"tables": 1}
+def transmod_tables(work: Path, check=True) -> subprocess.CompletedProcess:
+    """`transmod tables results` in the workflow's folder, as a user runs it."""
+    done = subprocess.run([sys.executable, "-m", "transmod.cli", "tables", "results"], cwd=work, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert not check or done.returncode == 0, done.stdout
+    return done
+
+
+def files(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_transmod_tables_trains_nothing(small):
+    before = files(small / "results")
+    transmod_tables(small)
+    changed = {p for p, t in files(small / "results").items() if before.get(p) != t}
+    assert changed and all(p.is_relative_to(small / "results/tables") or p.is_relative_to(small / "results/plots")
+                           for p in changed), sorted(changed)
 
 
 def test_regenerated_tables_show_finished_runs_and_an_empty_cell(small):
-    small_snakemake(small, "tables")
+    done = transmod_tables(small)
     tables = small / "results" / "tables"
     pi = pd.read_csv(tables / "pi.csv")
     for metrics in (small / "results/runs").rglob("metrics.json"):
@@ -156,14 +170,13 @@ def test_regenerated_tables_show_finished_runs_and_an_empty_cell(small):
         for kind in ("scores", "alignment", "correlation"):
             for ext in (".png", ".pdf"):
                 assert (small / "results/plots" / pair / "pi" / f"{kind}.adapter{ext}").stat().st_size > 1000
-    log = (small / "results/logs/tables.log").read_text()
-    assert "31 runs with a metrics file, 1 without one" in log
+    assert "31 runs with a metrics file, 1 without one" in done.stdout
 
 
 def test_report_of_finished_runs_renders_in_chromium(small, tmp_path):
-    small_snakemake(small, "tables")
+    transmod_tables(small)
     report = tmp_path / "report.html"
-    small_snakemake(small, "tables", "--report", report)
+    small_snakemake(small, "--report", report, "results/tables/summary.md")  # the tables and their figures
     categories = report_json(report, "categories")
     assert {c: sorted(s) for c, s in categories.items()} == {"incompatible": ["PI", "Summary"],
                                                              "matching": ["PI", "Summary"]}
@@ -185,15 +198,15 @@ def test_metrics_of_another_config_are_named_not_averaged(small):
     victim = small / "results/runs/matching/pi/en/adapter/student-avg/seed2/metrics.json"
     original = victim.read_text()
     stray = small / "results/runs/matching/pi/en/adapter/teacher/seed7/metrics.json"
-    small_snakemake(small, "tables")
+    transmod_tables(small)
     previous = {p: p.read_bytes() for p in (small / "results/tables").rglob("*") if p.is_file()}
     try:
         data = json.loads(original)
         data["run"]["training"]["epochs"] = 99
         victim.write_text(json.dumps(data))
-        done = small_snakemake(small, "tables", check=False)
+        done = transmod_tables(small, check=False)
         assert done.returncode != 0
-        log = (small / "results/logs/tables.log").read_text()
+        log = done.stdout
         assert str(victim.relative_to(small)) in log and "run.training.epochs" in log and "99" in log
         victim.write_text(original)
         # A seed the config does not ask for, made with other hyper-parameters, in the same folder.
@@ -201,9 +214,9 @@ def test_metrics_of_another_config_are_named_not_averaged(small):
         data = json.loads((small / "results/runs/matching/pi/en/adapter/teacher/seed1/metrics.json").read_text())
         data["run"].update(seed=7, training={**data["run"]["training"], "learning_rate": 0.5})
         stray.write_text(json.dumps(data))
-        done = small_snakemake(small, "tables", check=False)
+        done = transmod_tables(small, check=False)
         assert done.returncode != 0
-        log = (small / "results/logs/tables.log").read_text()
+        log = done.stdout
         assert "seed7/metrics.json" in log and "run.training.learning_rate" in log
         # The failed runs kept the last good tables, byte for byte.
         assert {p: p.read_bytes() for p in (small / "results/tables").rglob("*") if p.is_file()} == previous
@@ -295,18 +308,17 @@ def test_demo_report_renders(demo, tmp_path):
 
 
 def test_demo_regeneration_with_a_failed_run(demo, tmp_path):
-    """A copy of the demo's finished results, one metrics file gone: `tables` trains nothing and leaves that cell empty."""
+    """A copy of the demo's finished results, one metrics file gone: `transmod tables` leaves that cell empty."""
     work = tmp_path / "copy"
     for path in (demo / "results/runs").rglob("metrics.json"):
         target = work / path.relative_to(demo)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
     shutil.copytree(demo / "results/align", work / "results/align")
-    (work / "profiles").symlink_to(REPO / "profiles")
+    shutil.copy(demo / "results/plan.json", work / "results/plan.json")
     gone = work / "results/runs/matching/pi/de/lora/student-avg/seed1/metrics.json"  # PI: the two-language task
     gone.unlink()
-    done = snakemake("tables", "--profile", REPO / "profiles" / "demo", cwd=work)
-    assert job_counts(done.stdout) == {"tables": 1}
+    transmod_tables(work)
     pi = pd.read_csv(work / "results/tables/pi.csv")
     original = pd.read_csv(demo / "results/tables/pi.csv")
     row = (pi.setting == "matching") & (pi.module == "lora") & (pi.model == "TM-Student AVG")

@@ -6,27 +6,25 @@ import io
 import json
 import math
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from transmod.cli import main
 from transmod.errors import TransmodError
-from transmod.results.stats import holm, sign_flip_test, stars
-from transmod.results.tables import (
-    Plan,
-    files_fingerprint,
+from transmod.results.cells import (
     gap_noise,
-    gather,
     per_language_table,
     summary_long,
     summary_table,
-    to_html,
-    to_latex,
-    to_markdown,
-    write_all,
 )
+from transmod.results.render import to_html, to_latex, to_markdown, write_all
+from transmod.results.runs import Plan, gather, normalise
+from transmod.results.stats import holm, sign_flip_test, stars
+from transmod.results.tables import load_plan, write_plan
 
 RUNS = ["teacher", "student-default", "student-skip", "student-avg"]
 ROW = {"teacher": "Teacher", "student-default": "Student", "student-skip": "TM-Student SKIP",
@@ -260,7 +258,7 @@ def test_unrequested_metrics_files_in_the_results_folder(plan, tmp_path):
 
 def test_renderings_per_setting(plan):
     runs = gather(plan)
-    from transmod.results.tables import summary_table
+    from transmod.results.cells import summary_table
 
     table = summary_table(runs)
     md = to_markdown(table)
@@ -278,10 +276,36 @@ def test_plan_repr_is_short_and_pickles(plan, tmp_path):
     assert repr(plan) != repr(Plan({**plan, "x": {}}))
     again = pickle.loads(pickle.dumps(plan))
     assert isinstance(again, Plan) and dict(again) == dict(plan)
-    before = files_fingerprint(list(plan) + [tmp_path / "later.json"])
-    assert before == files_fingerprint(list(plan) + [tmp_path / "later.json"])
-    (tmp_path / "later.json").write_text("{}")
-    assert before != files_fingerprint(list(plan) + [tmp_path / "later.json"])
+
+
+def test_transmod_tables_regenerates_from_the_plan_in_a_moved_results_folder(plan, tmp_path, capsys):
+    """The workflow's plan.json holds paths inside the results folder: a copied folder regenerates alike."""
+    results = tmp_path / "results"
+    align = [{"pair": "matching", "task": "pi", "lang": "en", "peft": "adapter", "mapping": "skip",
+              "assignment": str(results / "align/x.lsa.alignment.safetensors"),
+              "correlation": str(results / "align/x.correlation.safetensors")}]
+    write_plan(Plan(runs=dict(plan), align=align), results, results / "plan.json")
+    moved = tmp_path / "elsewhere" / "results"
+    shutil.copytree(results, moved)
+    again = load_plan(moved)
+    assert list(again["runs"]) == [p.replace(str(results), str(moved)) for p in plan]
+    assert list(again["runs"].values()) == [normalise(i) for i in plan.values()]
+    assert again["align"][0]["correlation"] == str(moved / "align/x.correlation.safetensors")
+    assert main(["tables", str(moved)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert pd.read_csv(moved / "tables/pi.csv").equals(pd.read_csv(_written_pi(plan, tmp_path)))
+    for bad, message in (("{}", "not a plan that transmod's workflow wrote"), (None, "no plan of the workflow's runs")):
+        (moved / "plan.json").unlink()
+        if bad is not None:
+            (moved / "plan.json").write_text(bad)
+        assert main(["tables", str(moved)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def _written_pi(plan, tmp_path) -> Path:
+    runs = gather(plan)
+    write_all(runs, tmp_path / "direct", tmp_path / "direct-html")
+    return tmp_path / "direct" / "pi.csv"
 
 
 def test_csv_has_no_zero_for_missing(tmp_path):

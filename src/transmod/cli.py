@@ -56,6 +56,9 @@ methods: lsa (the study's permutation), lsa-signed, linear, procrustes, select (
   transmod fidelity --module ner_adapter --transferred ner_adapter_student --teacher teacher.parquet \\
       --student student.parquet --mapping skip --holdout 0.2 --out fidelity.json
 fit the alignment with the same --holdout so that the measured tokens were not fitted on""",
+    "tables": """examples:
+  transmod tables results            # the workflow's results folder: tables and figures of the runs finished so far
+  transmod tables /scratch/me/results""",
 }
 
 
@@ -81,11 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="transmod", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
+    def command(name: str, help: str, out: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--overwrite", action="store_true",
-                       help="replace an earlier transmod output at --out (anything else there is never touched)")
+        if out:
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace an earlier transmod output at --out (anything else there is never touched)")
         return p
 
     p = command("sample", "Write the hidden states each module reads, per layer, to a parquet file.")
@@ -151,6 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of the reference map")
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
     p.add_argument("--out", required=True, help="output .json")
+
+    p = command("tables", "Regenerate the workflow's tables and figures from the runs finished so far (trains nothing).",
+                out=False)
+    p.add_argument("results", nargs="?", default="results",
+                   help="the workflow's results folder, holding plan.json (default: results)")
     return parser
 
 
@@ -303,11 +312,19 @@ def _fidelity(args: argparse.Namespace) -> None:
           f"relative error {overall['rel_error']}, cosine {overall['cosine']}")
 
 
+def _tables(args: argparse.Namespace) -> None:
+    from transmod.results.tables import write_results
+
+    written = write_results(args.results)
+    print(f"wrote {len(written)} table and figure files under {Path(args.results) / 'tables'} and "
+          f"{Path(args.results) / 'plots'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log_lines(sys.stderr, fmt="transmod: %(message)s")  # progress of long steps (a bar too on a terminal)
     handlers = {"sample": _sample, "correlate": _correlate, "assign": _assign, "transfer": _transfer,
-                "fit-alignment": _fit_alignment, "fidelity": _fidelity}
+                "fit-alignment": _fit_alignment, "fidelity": _fidelity, "tables": _tables}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

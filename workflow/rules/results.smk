@@ -1,10 +1,8 @@
 # Test metrics of every run, then the tables, plots and the report's pages (DESIGN.md section 7).
 #
-# aggregate_tables (part of `all`) waits for every metrics file of the config. `tables` writes the same
-# files from whatever runs have finished, training nothing: a run without a metrics file (a failed job
-# under --keep-going, or one not run yet) is an empty cell with a footnote. Both refuse metrics files
-# that another config wrote. Regenerate and view:
-#   snakemake tables --profile profiles/demo && snakemake tables --profile profiles/demo --report report.html
+# aggregate_tables (part of `all`) waits for every metrics file of the config; `transmod tables results`
+# writes the same files from whatever runs have finished, training nothing (a run without a metrics file
+# is an empty cell with a footnote). Both refuse metrics files that another config wrote.
 
 include: "results_common.smk"
 
@@ -31,40 +29,35 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-# Both rules write the same files; a plain `snakemake` (rule all) always builds them with aggregate_tables.
-ruleorder: aggregate_tables > tables
+# The runs the config requests, written first (no inputs, top priority): `transmod tables results` reads it
+# to regenerate the tables from whatever runs have finished, even while the grid still runs.
+rule plan:
+    output:
+        PLAN,
+    params:
+        plan=RESULTS_PLAN,
+    log:
+        "results/logs/plan.log",
+    localrule: True
+    priority: 100
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/plan.py"
 
 
 rule aggregate_tables:
     input:
+        plan=PLAN,
         metrics=all_metrics(),
         assignments=[a["assignment"] for a in RESULTS_PLAN["align"]],
         correlations=heatmap_inputs(),
     output:
         **results_outputs(),
-    params:
-        **RESULTS_PARAMS,
     log:
         "results/logs/aggregate_tables.log",
     benchmark:
         "results/benchmarks/aggregate_tables.tsv"
-    conda:
-        "../envs/transmod.yaml"
-    script:
-        "../scripts/aggregate_tables.py"
-
-
-rule tables:
-    output:
-        **kept_on_failure(results_outputs()),
-    params:
-        **RESULTS_PARAMS,
-        fingerprint=results_fingerprint,
-    log:
-        "results/logs/tables.log",
-    benchmark:
-        "results/benchmarks/tables.tsv"
-    localrule: True
     conda:
         "../envs/transmod.yaml"
     script:

@@ -4,11 +4,12 @@
 from types import SimpleNamespace
 
 from transmod.results.plots import FORMATS, KINDS
-from transmod.results.tables import Plan, files_fingerprint
+from transmod.results.runs import Plan
+from transmod.results.tables import HTML_DIR, PLAN_FILE, PLOTS_DIR, TABLES_DIR
 
-
-TABLES = "results/tables"
-PLOTS = "results/plots"
+RESULTS = "results"
+TABLES, HTML, PLOTS = (f"{RESULTS}/{d}" for d in (TABLES_DIR, HTML_DIR, PLOTS_DIR))
+PLAN = f"{RESULTS}/{PLAN_FILE}"
 
 
 def result_tasks():
@@ -45,12 +46,6 @@ def heatmap_inputs():
     return list(first.values())
 
 
-def results_fingerprint(wildcards):
-    """Changes when a metrics or alignment file appears, changes or goes: `tables` then runs again."""
-    paths = list(RESULTS_PLAN["runs"]) + [a[k] for a in RESULTS_PLAN["align"] for k in ("assignment", "correlation")]
-    return files_fingerprint(paths)
-
-
 def in_report(path, caption, category, subcategory, content, module):
     """An output shown in `snakemake --report`, with its caption from workflow/report/."""
     return report(
@@ -69,9 +64,9 @@ def results_outputs():
     modules = ", ".join(config["peft"])
     pages, figures = [], []
     for pair, spec in config["pairs"].items():
-        pages.append(in_report(f"{TABLES}/html/{pair}.summary.html", "summary", pair, "Summary", "summary table", modules))
+        pages.append(in_report(f"{HTML}/{pair}.summary.html", "summary", pair, "Summary", "summary table", modules))
         for task in [t for t in tasks if t in spec["tasks"]]:
-            page = f"{TABLES}/html/{pair}.{task}.html"
+            page = f"{HTML}/{pair}.{task}.html"
             pages.append(in_report(page, "per_language", pair, task.upper(), "per-language table", modules))
             for peft in config["peft"]:
                 for kind in KINDS:
@@ -84,18 +79,3 @@ def results_outputs():
         pages=pages,
         figures=figures,
     )
-
-
-def kept_on_failure(outputs):
-    """Outputs flagged `update`: Snakemake keeps the previous files while the job runs and restores
-    them if it fails, so a failed `tables` run leaves the last good tables in place."""
-    return {name: [update(f) for f in files] for name, files in outputs.items()}
-
-
-RESULTS_PARAMS = dict(
-    plan=RESULTS_PLAN,
-    runs_dir=lambda w: RUN.split("{", 1)[0].rstrip("/"),  # scanned for metrics files of another config
-    outdir=lambda w, output: Path(output.summary[0]).parent,
-    html_dir=lambda w, output: Path(output.pages[0]).parent,
-    plots_dir=lambda w, output: Path(output.figures[0]).parents[2],
-)

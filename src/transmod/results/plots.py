@@ -232,7 +232,7 @@ def write_all(runs, align: Iterable[Mapping[str, str]], outdir: str | Path) -> l
     """
     from transmod.align.alignment import Alignment
     from transmod.align.correlation import Correlation
-    from transmod.results.tables import metric_label, unique, task_stats
+    from transmod.results.cells import metric_label, task_stats, unique
 
     align = list(align)
     plan = runs.plan
