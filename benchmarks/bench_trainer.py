@@ -121,7 +121,7 @@ class Meter:
 
 
 def train_config(args: argparse.Namespace, seed: int):
-    from transmod.train.training import TrainConfig
+    from transmod.train.config import TrainConfig
 
     return TrainConfig(learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs,
                        max_length=args.max_length, seed=seed, weight_decay=0.0, warmup_ratio=0.0, max_grad_norm=1.0)
@@ -169,7 +169,7 @@ def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
         set_seed,
     )
 
-    from transmod.train.training import ADAPTER_NAME, reduction_factor
+    from transmod.train.model import ADAPTER_NAME, reduction_factor
 
     cfg = train_config(args, args.seed)
     torch.set_num_threads(args.threads)

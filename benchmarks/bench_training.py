@@ -67,13 +67,14 @@ def plain_loop(model_dir: Path, train, cfg, steps: int) -> tuple[float, int]:
     from transformers import AutoTokenizer
 
     from transmod.train.batching import collate, encode
-    from transmod.train.training import _loss, _optimizer, build_model, input_keys
+    from transmod.train.model import build_model
+    from transmod.train.runtime import input_keys, make_optimizer, token_loss
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples = encode(train, tokenizer, "ner", cfg.max_length, 9)
     model = build_model(model_dir, "ner", 9, "adapter", cfg)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer, keys = _optimizer(named, cfg), input_keys(model)
+    optimizer, keys = make_optimizer(named, cfg), input_keys(model)
     order = np.random.default_rng(cfg.seed).permutation(len(examples))
     model.train()
     tokens, start = 0, None
@@ -85,7 +86,7 @@ def plain_loop(model_dir: Path, train, cfg, steps: int) -> tuple[float, int]:
             start = time.perf_counter()  # like the project's timing: from the end of the first step
         if step >= 1:
             tokens += int(batch["attention_mask"].sum())
-        loss = _loss(model(**{k: batch[k] for k in keys if k in batch}).logits, batch["labels"])
+        loss = token_loss(model(**{k: batch[k] for k in keys if k in batch}).logits, batch["labels"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -127,7 +128,7 @@ def main() -> None:
 
     import datasets
 
-    from transmod.train.training import TrainConfig
+    from transmod.train.config import TrainConfig
 
     torch.set_num_threads(args.threads)
     sentences = wikineural_like(args.steps * args.batch_size, seed=0)

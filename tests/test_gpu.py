@@ -12,13 +12,8 @@ import pytest
 import torch
 from test_training import FAST, Killed, kill_at, models, pi_data  # noqa: F401  (models: the fixture)
 
-from transmod.train.training import (
-    HISTORY_FILE,
-    PREDICTIONS_FILE,
-    STATE_DIR,
-    TrainConfig,
-    train,
-)
+from transmod.train.config import TrainConfig
+from transmod.train.training import HISTORY_FILE, PREDICTIONS_FILE, STATE_DIR, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU lane is skipped")
 

@@ -20,9 +20,10 @@ from transmod.demo.minilm import (
     minilm_folder,
     write_next_sentence_data,
 )
+from transmod.train.config import TrainConfig
 from transmod.train.data import SPLITS, load_split
 from transmod.train.evaluation import write_metrics
-from transmod.train.training import TrainConfig, train
+from transmod.train.training import train
 
 
 @pytest.fixture(scope="module")

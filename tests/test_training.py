@@ -20,18 +20,20 @@ from transmod.train.batching import (
     length_grouped_batches,
     sorted_batches,
 )
+from transmod.train.config import TrainConfig
 from transmod.train.evaluation import score
-from transmod.train.training import (
+from transmod.train.model import (
     ADAPTER_NAME,
+    build_model,
+    head_parameter_names,
+    reduction_factor,
+)
+from transmod.train.training import (
     HEAD_FILE,
     HISTORY_FILE,
     MODULE_DIR,
     PREDICTIONS_FILE,
     STATE_DIR,
-    TrainConfig,
-    build_model,
-    head_parameter_names,
-    reduction_factor,
     train,
 )
 
@@ -428,7 +430,8 @@ KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_training import FAST, pi_data
-from transmod.train.training import TrainConfig, train
+from transmod.train.config import TrainConfig
+from transmod.train.training import train
 
 def die(step):
     if step == {step}:

@@ -10,8 +10,9 @@ from transmod.train.gpu_slots import claim_gpu
 
 claim_gpu()  # a device of its own where the machine has several (profiles/local)
 
+from transmod.train.config import TrainConfig
 from transmod.train.data import SPLITS, load_split
-from transmod.train.training import TrainConfig, train
+from transmod.train.training import train
 from transmod.workflow.assets import require_fetched
 
 w, p = snakemake.wildcards, snakemake.params
