@@ -169,7 +169,8 @@ def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
         set_seed,
     )
 
-    from transmod.train.model import ADAPTER_NAME, reduction_factor
+    from transmod.modules.adapter import reduction_factor
+    from transmod.train.model import ADAPTER_NAME
 
     cfg = train_config(args, args.seed)
     torch.set_num_threads(args.threads)

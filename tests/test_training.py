@@ -14,6 +14,7 @@ from datasets import Dataset
 from safetensors.torch import load_file
 
 from transmod.errors import TransmodError
+from transmod.modules.adapter import reduction_factor
 from transmod.train.batching import (
     collate,
     encode,
@@ -22,12 +23,7 @@ from transmod.train.batching import (
 )
 from transmod.train.config import TrainConfig
 from transmod.train.evaluation import score
-from transmod.train.model import (
-    ADAPTER_NAME,
-    build_model,
-    head_parameter_names,
-    reduction_factor,
-)
+from transmod.train.model import ADAPTER_NAME, build_model, head_parameter_names
 from transmod.train.training import (
     HEAD_FILE,
     HISTORY_FILE,

@@ -13,7 +13,7 @@ from transmod.align.layermap import MAPPINGS
 from transmod.align.texts import read_texts
 from transmod.atomic import check_output, new_output
 from transmod.errors import TransmodError
-from transmod.modules.module import MODULE_KINDS
+from transmod.modules.kinds import MODULE_KINDS
 from transmod.progress import log_lines
 
 ALIGN_METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # transmod.align.alignment.METHODS, without its imports
@@ -222,7 +222,7 @@ def _transfer(args: argparse.Namespace) -> None:
     )
     from transmod.align.transfer import transfer_module
     from transmod.modules.architectures import load_model_shape
-    from transmod.modules.io import read_module
+    from transmod.modules.io import check_writable, read_module
     from transmod.modules.module import MODULE_KIND
 
     inputs = [args.module, args.teacher_model, args.student_model, args.samples, args.alignment]
@@ -246,15 +246,15 @@ def _transfer(args: argparse.Namespace) -> None:
     elif method != "select" and not args.samples:
         raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
     else:
-        kind = read_module(args.module, teacher).kind
-        if args.format == "peft" and kind != "lora":  # before sampling: the output could not be written
-            raise TransmodError(f"{args.module}: --format peft writes LoRA modules only, and this one is a bottleneck adapter")
+        kind = read_module(args.module, teacher).spec
+        check_writable(kind, args.format, args.module)  # before sampling: the output could not be written
         if method == "select":
-            spaces = ("h", "q", "v") if kind == "lora" and args.lora_b == "output" else ("h",)
+            spaces = kind.spaces(args.lora_b == "output")
             alignment = select_alignment(describe_shape(teacher), describe_shape(student), args.mapping, spaces)
         else:
-            alignment = _from_samples(args, kind, method)
-    transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=args.format, overwrite=args.overwrite, inputs=inputs)
+            alignment = _from_samples(args, kind.name, method)
+    transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=args.format,
+                    overwrite=args.overwrite, inputs=inputs)
     print(f"wrote the transferred module to {args.out}")
 
 
@@ -266,7 +266,7 @@ def _from_samples(args: argparse.Namespace, peft: str, method: str):
     from transmod.align.sampling import sample_model
 
     examples = args.examples
-    lora_outputs = peft == "lora" and args.lora_b == "output"
+    lora_outputs = args.lora_b == "output"  # only a LoRA samples its outputs (transmod.modules.kinds)
     with tempfile.TemporaryDirectory(prefix="transmod-") as tmp:
         files = {}
         for who, model in (("teacher", args.teacher_model), ("student", args.student_model)):

@@ -39,6 +39,7 @@ from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape
+from transmod.modules.kinds import get_kind
 
 METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")
 DENSE_METHODS = ("linear", "procrustes")
@@ -291,7 +292,7 @@ def fit_alignment(
     if n == 0:
         raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
     groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
-    intercept = teacher.meta["hook"] == "adapter"  # only the adapter's down layer has a bias to fold an offset into
+    intercept = get_kind(teacher.meta["hook"]).read_bias is not None  # a bias to fold the read map's offset into
     out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"])
     for (l, s), a in acc.items():
         out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))

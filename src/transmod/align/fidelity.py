@@ -53,37 +53,16 @@ def module_effect(module: Module, layer: int, site: str, h: np.ndarray) -> np.nd
     w = {p: np.asarray(t, np.float64) for (l, s, p), t in module.weights.items() if l == layer and s == site}
     if not w:
         return None
-    cfg = module.config["config"]
-    h = np.asarray(h, np.float64)
-    if module.kind == "lora":
-        if cfg.get("composition_mode", "add") != "add":
-            raise TransmodError(f"{module.path}: LoRA composition_mode {cfg['composition_mode']!r}; fidelity handles 'add'")
-        return (h @ w["lora_A"].T @ w["lora_B"].T) * (float(cfg["alpha"]) / float(cfg["r"]))
-    scaling = cfg.get("scaling", 1.0)
-    if not isinstance(scaling, (int, float)):
-        raise TransmodError(f"{module.path}: adapter scaling {scaling!r}; fidelity handles a fixed number")
-    down = h @ w["adapter_down.0.weight"].T + w.get("adapter_down.0.bias", 0.0)
-    return (_activation(cfg.get("non_linearity"), down) @ w["adapter_up.weight"].T + w.get("adapter_up.bias", 0.0)) * scaling
-
-
-def _activation(name: str | None, x: np.ndarray) -> np.ndarray:
-    """The adapters library's activation (transformers' functions), applied in float64."""
-    if name is None:
-        return x
-    import torch
-    from transformers.activations import get_activation
-
-    f = torch.nn.functional.leaky_relu if name.lower() == "leakyrelu" else get_activation(name.lower())
-    with torch.no_grad():
-        return f(torch.from_numpy(x)).numpy()
+    return module.spec.effect(w, module.config["config"], np.asarray(h, np.float64), str(module.path))
 
 
 def _sites(module: Module) -> list[str]:
-    return sorted({s for _, s, _ in module.weights}, key=["adapter", "query", "value"].index)
+    present = {s for _, s, _ in module.weights}
+    return [site for site in module.spec.sites if site in present]
 
 
 def _check_width(module: Module, sample: SampleFile, who: str) -> None:
-    width = {t.shape[-1] for (_, _, p), t in module.weights.items() if p in ("adapter_down.0.weight", "lora_A")}
+    width = {t.shape[-1] for (_, _, p), t in module.weights.items() if p == module.spec.reader}
     if width != {sample.hidden_size}:
         raise TransmodError(
             f"{module.path}: the {who} module reads {sorted(width)} dims but {sample.path} has {sample.hidden_size}; "

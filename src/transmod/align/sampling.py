@@ -23,7 +23,7 @@ from transmod.align.texts import Example
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
 from transmod.modules.architectures import Architecture, model_shape
-from transmod.modules.module import MODULE_KINDS
+from transmod.modules.kinds import get_kind
 from transmod.progress import Progress
 from transmod.train.tokencache import tokenizer_definition
 
@@ -34,9 +34,7 @@ def fingerprint(value: object) -> str:
 
 
 def spaces_for(peft: str, lora_outputs: bool) -> tuple[str, ...]:
-    if peft not in MODULE_KINDS:
-        raise TransmodError(f"unknown --peft {peft!r}: use one of {', '.join(MODULE_KINDS)}")
-    return ("h", "q", "v") if peft == "lora" and lora_outputs else ("h",)
+    return get_kind(peft).spaces(lora_outputs)
 
 
 @contextmanager
@@ -55,14 +53,8 @@ def capture(model: torch.nn.Module, arch: Architecture, spaces: Mapping[str, Seq
         return hook
 
     for l, layer in enumerate(layers):
-        if "adapter" in spaces:
-            handles.append(layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"adapter:h{l}", False)))
-        if "lora" in spaces:
-            query = layer.get_submodule(arch.query)
-            handles.append(query.register_forward_pre_hook(keep(f"lora:h{l}", True)))
-            if "q" in spaces["lora"]:
-                handles.append(query.register_forward_hook(keep(f"lora:q{l}", False)))
-                handles.append(layer.get_submodule(arch.value).register_forward_hook(keep(f"lora:v{l}", False)))
+        for peft, wanted in spaces.items():
+            handles += get_kind(peft).hooks(layer, arch, l, tuple(wanted), keep)
     try:
         yield store
     finally:

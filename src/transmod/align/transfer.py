@@ -1,7 +1,7 @@
 """Prune & align: turn a teacher's module into a student-shaped one (layer mapping + alignment).
 
 Works on the format-free `Module` (`transmod.modules`): SKIP/AVG layer maps, then each hidden-space
-axis of each weight (`HIDDEN_AXES`) is permuted, pruned or mapped by an alignment
+axis of each weight (its kind's `hidden_axes`) is permuted, pruned or mapped by an alignment
 (`transmod.align.alignment`). The folded module is an ordinary module of the student's shape.
 """
 
@@ -19,18 +19,13 @@ from transmod.atomic import check_output
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape
 from transmod.modules.io import check_format, read_module, write_module
-from transmod.modules.module import HIDDEN_AXES, MODULE_KIND, Module
+from transmod.modules.kind import ModuleKind
+from transmod.modules.module import MODULE_KIND, Module
 
 if TYPE_CHECKING:  # alignment pulls in the sample reader; transfer itself stays light
     from transmod.align.alignment import Alignment, LayerMap
 
 LORA_B_ALIGNMENTS = ("study", "output")
-
-
-def _space(site: str, direction: str, lora_b: str) -> str:
-    if direction == "in" or site == "adapter" or lora_b == "study":
-        return "h"
-    return "q" if site == "query" else "v"
 
 
 def transfer_weights(
@@ -64,10 +59,11 @@ def transfer_weights(
                 continue
             tensor = tensors[0].copy() if len(tensors) == 1 else np.mean(tensors, axis=0, dtype=np.float64).astype(tensors[0].dtype)
             out[(l, site, param)] = np.ascontiguousarray(tensor)
-    return out if alignment is None else _fold(out, alignment, lora_b)
+    return out if alignment is None else _fold(out, module.spec, alignment, lora_b)
 
 
-def _fold(mapped: dict[tuple[int, str, str], np.ndarray], alignment: Alignment, lora_b: str) -> dict[tuple[int, str, str], np.ndarray]:
+def _fold(mapped: dict[tuple[int, str, str], np.ndarray], kind: ModuleKind, alignment: Alignment,
+          lora_b: str) -> dict[tuple[int, str, str], np.ndarray]:
     """Fold each layer's maps into the layer-mapped teacher weights (reads: W M_in, writes: M_out W)."""
 
     def maps(l: int, space: str) -> LayerMap:
@@ -81,14 +77,14 @@ def _fold(mapped: dict[tuple[int, str, str], np.ndarray], alignment: Alignment, 
 
     out = {}
     for (l, site, param), tensor in mapped.items():
-        if param == "adapter_down.0.bias":  # h_t ~ M_in h_s + c: the offset moves into the bottleneck bias
+        if param == kind.read_bias:  # h_t ~ M_in h_s + c: the offset moves into the reading weight's bias
             offset = maps(l, "h").offset
-            down = mapped[(l, site, "adapter_down.0.weight")]
+            reader = mapped[(l, site, kind.reader)]
             if offset is not None:
-                tensor = (tensor + np.asarray(down, np.float64) @ offset).astype(tensor.dtype)
-        elif param in HIDDEN_AXES:
-            _, direction = HIDDEN_AXES[param]
-            lm = maps(l, _space(site, direction, lora_b))
+                tensor = (tensor + np.asarray(reader, np.float64) @ offset).astype(tensor.dtype)
+        elif param in kind.hidden_axes:
+            _, direction = kind.hidden_axes[param]
+            lm = maps(l, kind.space(site, direction, lora_b == "output"))
             tensor = lm.read(tensor) if direction == "in" else lm.write(tensor)
         out[(l, site, param)] = np.ascontiguousarray(tensor)
     return out
@@ -98,12 +94,7 @@ def student_config(module: Module, teacher: ModelShape, student: ModelShape, kep
     """The module's config rewritten for the student: same bottleneck or rank, the student's names."""
     config = copy.deepcopy(module.config)
     cfg = config["config"]
-    if module.kind == "adapter":
-        bottleneck = int(teacher.hidden_size // cfg["reduction_factor"])
-        factor = student.hidden_size / bottleneck
-        if int(student.hidden_size // factor) != bottleneck:
-            factor = student.hidden_size / (bottleneck + 0.5)  # floor(hidden / factor) == bottleneck exactly
-        cfg["reduction_factor"] = int(factor) if float(factor).is_integer() else factor
+    module.spec.for_student(cfg, teacher.hidden_size, student.hidden_size)
     cfg["leave_out"] = sorted(set(range(student.num_layers)) - kept_layers)
     config.update(
         hidden_size=student.hidden_size, model_type=student.model_type, model_class=student.model_class,

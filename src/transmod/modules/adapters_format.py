@@ -16,49 +16,31 @@ import numpy as np
 from transmod.atomic import new_output
 from transmod.errors import TransmodError, load_safetensors, load_torch_bin
 from transmod.modules.architectures import ModelShape, architecture
-from transmod.modules.module import (
-    CONFIG_NAME,
-    HIDDEN_AXES,
-    MODULE_KIND,
-    PLAIN,
-    Module,
-    site_paths,
-)
+from transmod.modules.kind import ModuleKind
+from transmod.modules.kinds import KINDS, kind_of
+from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 
 SAFE_WEIGHTS_NAME = "adapter.safetensors"  # the adapters library's name for safetensors weights
 BIN_WEIGHTS_NAME = "pytorch_adapter.bin"
 
 
-def _check_supported(config: dict, source: Path) -> None:
-    cfg = config.get("config")
-    if not isinstance(cfg, dict):
+def _kind(config: dict, source: Path) -> ModuleKind:
+    """The module's kind, with every option transmod would not move refused by name."""
+    section = config.get("config")
+    if not isinstance(section, dict):
         raise TransmodError(f"{source}/{CONFIG_NAME}: no `config` section; save the module with adapters' save_adapter")
-    if cfg.get("architecture") == "lora":
-        bad = [k for k in ("intermediate_lora", "output_lora", "use_dora", "use_gating") if cfg.get(k)]
-        if not cfg.get("selfattn_lora", True) or not set(cfg.get("attn_matrices", [])) <= {"q", "v"}:
-            bad.append("attn_matrices other than q, v")
-        kind = "LoRA on self-attention query/value"
-    elif "reduction_factor" in cfg:
-        bad = [k for k in ("mh_adapter", "phm_layer", "inv_adapter", "ln_before", "ln_after", "use_gating") if cfg.get(k)]
-        if not cfg.get("output_adapter", True):
-            bad.append("output_adapter false")
-        if isinstance(cfg.get("reduction_factor"), dict):
-            bad.append("per-layer reduction_factor")
-        # Sampling reads the adapter's input at the output LayerNorm, which is where SeqBn/Pfeiffer places it.
-        for key in ("original_ln_before", "residual_before_ln"):
-            if cfg.get(key, True) is not True:
-                bad.append(f"{key}={cfg[key]!r} (the adapter then reads another hidden state)")
-        kind = "bottleneck output adapters (Pfeiffer / SeqBnConfig)"
-    else:
-        raise TransmodError(f"{source}/{CONFIG_NAME}: not a bottleneck adapter or LoRA config; transmod moves those two")
-    if bad:
-        raise TransmodError(f"{source}/{CONFIG_NAME}: unsupported module options {', '.join(bad)}; transmod supports {kind}")
+    kind = kind_of(section)
+    if kind is None:
+        raise TransmodError(f"{source}/{CONFIG_NAME}: not a {' or '.join(k.label for k in KINDS.values())} config; "
+                            "transmod moves those")
+    kind.check_config(section, f"{source}/{CONFIG_NAME}")
+    return kind
 
 
 def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Module:
     """Read a module folder saved by `adapters` (safetensors, or .bin with weights_only=True)."""
     config_file = path / CONFIG_NAME
-    _check_supported(config, path)
+    kind = _kind(config, path)
     fix = "save the module again with adapters' save_adapter"
     if (path / SAFE_WEIGHTS_NAME).is_file():
         state = load_safetensors(path / SAFE_WEIGHTS_NAME, fix)
@@ -74,14 +56,14 @@ def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Modul
         )
     pattern = re.compile(
         rf"(?:^|\.){re.escape(arch.layers_path)}\.(\d+)\.("
-        + "|".join(re.escape(p) for p in site_paths(arch).values())
+        + "|".join(re.escape(p) for p in kind.site_paths(arch).values())
         + r")\.[^.]+\.(.+)$"
     )
-    site_of = {p: s for s, p in site_paths(arch).items()}
+    site_of = {p: s for s, p in kind.site_paths(arch).items()}
     weights: dict[tuple[int, str, str], np.ndarray] = {}
     for key, tensor in state.items():
         match = pattern.search(key)
-        if match is None or (match.group(3) not in HIDDEN_AXES and match.group(3) not in PLAIN):
+        if match is None or (match.group(3) not in kind.hidden_axes and match.group(3) not in kind.plain):
             raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} module; transmod cannot map it")
         weights[(int(match.group(1)), site_of[match.group(2)], match.group(3))] = tensor
     if not weights:
@@ -93,7 +75,7 @@ def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Modul
             f"{teacher.num_layers} layers; give the teacher the module was trained on"
         )
     module = Module(path, config, weights)
-    width = {t.shape[axis] for (_, _, p), t in weights.items() if p in HIDDEN_AXES for axis in [HIDDEN_AXES[p][0]]}
+    width = {t.shape[kind.hidden_axes[p][0]] for (_, _, p), t in weights.items() if p in kind.hidden_axes}
     if width != {teacher.hidden_size}:
         raise TransmodError(
             f"{path}: module weights are {sorted(width)} wide but the teacher {teacher.name} has hidden size "
@@ -114,7 +96,7 @@ def save_module(
     from safetensors.numpy import save_file
 
     arch = student.arch
-    paths = site_paths(arch)
+    paths = kind_of(config["config"]).site_paths(arch)
     name = config.get("name") or "transferred"
     state = {f"{arch.layers_path}.{l}.{paths[site]}.{name}.{param}": t for (l, site, param), t in weights.items()}
     with new_output(out, MODULE_KIND, inputs=inputs, overwrite=overwrite, is_dir=True) as tmp:

@@ -8,6 +8,7 @@ from pathlib import Path
 from transmod.errors import TransmodError, read_json
 from transmod.modules.adapters_format import read_adapters_module, save_module
 from transmod.modules.architectures import ModelShape
+from transmod.modules.kind import ModuleKind
 from transmod.modules.module import CONFIG_NAME, Module
 from transmod.modules.peft_format import read_peft_module, save_peft_module
 
@@ -17,6 +18,13 @@ FORMATS = ("adapters", "peft")
 def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise TransmodError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def check_writable(kind: ModuleKind, fmt: str, source: str | Path) -> str:
+    """Refuse, before any work, a format that cannot hold the module's kind (peft's holds LoRA only)."""
+    if check_format(fmt) == "peft" and kind.peft_type is None:
+        raise TransmodError(f"{source}: --format peft writes LoRA modules only, and this one is a {kind.label}")
     return fmt
 
 
@@ -40,10 +48,7 @@ def write_module(
     *, overwrite: bool = False, inputs: Sequence[str | Path] = (),
 ) -> None:
     """Write a transferred module (`moved`, read from `source`) for the student in adapters' or peft's layout."""
-    if check_format(fmt) == "peft":
-        if moved.kind != "lora":
-            raise TransmodError(f"{source.path}: --format peft writes LoRA modules only, and this one is a "
-                                "bottleneck adapter")
+    if check_writable(moved.spec, fmt, source.path) == "peft":
         save_peft_module(moved.weights, source, student, out, moved.config["transmod"], overwrite=overwrite,
                          inputs=inputs)
     else:

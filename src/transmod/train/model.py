@@ -14,7 +14,8 @@ import torch
 from transmod.errors import TransmodError
 from transmod.hub import local_files_only
 from transmod.modules.adapters_format import SAFE_WEIGHTS_NAME
-from transmod.modules.module import CONFIG_NAME, MODULE_KINDS
+from transmod.modules.kinds import get_kind, kind_of
+from transmod.modules.module import CONFIG_NAME
 from transmod.train.batching import check_task
 from transmod.train.config import TrainConfig
 
@@ -39,17 +40,8 @@ def quiet_transformers():
         adapters_logger.setLevel(adapters_level)
 
 
-def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:
-    """The adapters library's reduction factor that gives exactly `bottleneck` (it uses hidden // factor)."""
-    factor = hidden_size / bottleneck
-    if int(hidden_size // factor) != bottleneck:
-        factor = hidden_size / (bottleneck + 0.5)
-    return int(factor) if float(factor).is_integer() else factor
-
-
 def check_peft(peft: str) -> None:
-    if peft not in MODULE_KINDS:
-        raise TransmodError(f"unknown peft {peft!r}: use one of {', '.join(MODULE_KINDS)}")
+    get_kind(peft, "peft")
 
 
 def _module_config(init_module: Path) -> dict:
@@ -137,13 +129,8 @@ def build_model(
     adapters.init(model)
 
     if init_module is None:
-        if peft == "adapter":
-            hidden = int(getattr(model.config, "hidden_size", None) or model.config.dim)
-            module_cfg = adapters.SeqBnConfig(reduction_factor=reduction_factor(hidden, cfg.adapter_bottleneck))
-        else:
-            module_cfg = adapters.LoRAConfig(
-                r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, attn_matrices=["q", "v"]
-            )
+        hidden = int(getattr(model.config, "hidden_size", None) or model.config.dim)
+        module_cfg = get_kind(peft, "peft").new_config(hidden, cfg)
         with quiet_transformers():
             model.add_adapter(ADAPTER_NAME, config=module_cfg, set_active=True)
     else:
@@ -168,11 +155,10 @@ def build_model(
 
 def _load_module(model: torch.nn.Module, init_module: Path, peft: str) -> None:
     config = _module_config(init_module)
-    section = config.get("config") if isinstance(config.get("config"), dict) else {}
-    kind = "lora" if section.get("architecture") == "lora" else "adapter" if "reduction_factor" in section else None
-    if kind != peft:
+    kind = kind_of(config.get("config"))
+    if kind is None or kind.name != peft:
         raise TransmodError(
-            f"{init_module / CONFIG_NAME}: holds a {kind or 'non adapter/LoRA'} module, but peft is {peft!r}; "
+            f"{init_module / CONFIG_NAME}: holds a {kind.name if kind else 'non adapter/LoRA'} module, but peft is {peft!r}; "
             "give a module of the run's peft type"
         )
     info: dict[str, list[str]] = {}

@@ -1,0 +1,78 @@
+"""The bottleneck adapter after each layer's output (Pfeiffer / `adapters`' SeqBnConfig)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from transmod.errors import TransmodError
+from transmod.modules.architectures import Architecture
+from transmod.modules.kind import Hook, ModuleKind, Weights
+
+
+def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:
+    """The `adapters` reduction factor whose bottleneck floor(hidden / factor) is exactly `bottleneck`."""
+    factor = hidden_size / bottleneck
+    if int(hidden_size // factor) != bottleneck:
+        factor = hidden_size / (bottleneck + 0.5)
+    return int(factor) if float(factor).is_integer() else factor
+
+
+class BottleneckAdapter(ModuleKind):
+    name = "adapter"
+    label = "bottleneck adapter"
+    description = "bottleneck output adapters (Pfeiffer / SeqBnConfig)"
+    hidden_axes = {"adapter_down.0.weight": (1, "in"), "adapter_up.weight": (0, "out"), "adapter_up.bias": (0, "out")}
+    plain = frozenset({"adapter_down.0.bias"})
+    sites = ("adapter",)
+    read_bias = "adapter_down.0.bias"
+
+    def site_paths(self, arch: Architecture) -> dict[str, str]:
+        return {"adapter": arch.adapter_site}
+
+    def matches(self, section: dict[str, Any]) -> bool:
+        return section.get("architecture") != "lora" and "reduction_factor" in section
+
+    def check_config(self, section: dict[str, Any], source: str) -> None:
+        bad = [k for k in ("mh_adapter", "phm_layer", "inv_adapter", "ln_before", "ln_after", "use_gating") if section.get(k)]
+        if not section.get("output_adapter", True):
+            bad.append("output_adapter false")
+        if isinstance(section.get("reduction_factor"), dict):
+            bad.append("per-layer reduction_factor")
+        # Sampling reads the adapter's input at the output LayerNorm, which is where SeqBn/Pfeiffer places it.
+        for key in ("original_ln_before", "residual_before_ln"):
+            if section.get(key, True) is not True:
+                bad.append(f"{key}={section[key]!r} (the adapter then reads another hidden state)")
+        self.unsupported(bad, source)
+
+    def hooks(self, layer: Any, arch: Architecture, l: int, spaces: tuple[str, ...], keep: Hook) -> list:
+        return [layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"adapter:h{l}", False))]
+
+    def new_config(self, hidden_size: int, settings: Any) -> Any:
+        import adapters
+
+        return adapters.SeqBnConfig(reduction_factor=reduction_factor(hidden_size, settings.adapter_bottleneck))
+
+    def effect(self, w: Weights, section: dict[str, Any], h: np.ndarray, source: str) -> np.ndarray:
+        scaling = section.get("scaling", 1.0)
+        if not isinstance(scaling, (int, float)):
+            raise TransmodError(f"{source}: adapter scaling {scaling!r}; fidelity handles a fixed number")
+        down = h @ w["adapter_down.0.weight"].T + w.get("adapter_down.0.bias", 0.0)
+        return (_activation(section.get("non_linearity"), down) @ w["adapter_up.weight"].T
+                + w.get("adapter_up.bias", 0.0)) * scaling
+
+    def for_student(self, section: dict[str, Any], teacher_hidden: int, student_hidden: int) -> None:
+        section["reduction_factor"] = reduction_factor(student_hidden, int(teacher_hidden // section["reduction_factor"]))
+
+
+def _activation(name: str | None, x: np.ndarray) -> np.ndarray:
+    """The adapters library's activation (transformers' functions), applied in float64."""
+    if name is None:
+        return x
+    import torch
+    from transformers.activations import get_activation
+
+    f = torch.nn.functional.leaky_relu if name.lower() == "leakyrelu" else get_activation(name.lower())
+    with torch.no_grad():
+        return f(torch.from_numpy(x)).numpy()
