@@ -1,15 +1,23 @@
 # transmod: does a module transferred from a teacher model beat the student's default start?
 # Thin entry point: config, validation, includes, targets. Logic lives in src/transmod.
 
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# The library in src/ serves this process and every job's script, also in a conda environment that
+# holds the third-party packages only (workflow/envs/transmod.yaml): no install of transmod needed.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+
 from transmod.workflow.config import as_workflow_error, check_config_files, validate_config, validate_section
+from transmod.workflow.joblog import add_to_pythonpath
 from transmod.workflow.profile_check import check_slurm_profile
 
+add_to_pythonpath(SRC)
 as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"])  # a YAML error: file and line
 
 

@@ -1,5 +1,5 @@
-"""Workflow jobs write everything to their rule's `log:` file (progress lines included), and fail on bad
-input with one line."""
+"""Workflow jobs write everything to their rule's `log:` file (progress lines included), fail on bad
+input with one line, and import transmod from the workflow's own source."""
 
 from __future__ import annotations
 
@@ -27,3 +27,10 @@ def log_to(path: str | os.PathLike) -> None:
             default(kind, exc, tb)
 
     sys.excepthook = hook
+
+
+def add_to_pythonpath(folder: str) -> None:
+    """Put `folder` first on PYTHONPATH, so that every job's script imports transmod from the workflow's own
+    source, also in a conda environment that holds the third-party packages only."""
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
+    os.environ["PYTHONPATH"] = os.pathsep.join([folder, *rest])
