@@ -296,7 +296,8 @@ def test_fetch_dataset_copies_hub_and_local_datasets_that_load_split_reads_offli
     hub.requests.clear()
     done = checked(run_python(f"""
         import json
-        from transmod.train.data import SPLITS, load_split
+        from transmod.train.data import load_split
+        from transmod.train.tasks import SPLITS
         copies = (("hub", {str(from_hub)!r}, ["en", "de"]), ("folder", {str(from_folder)!r}, ["en"]))
         rows = {{f"{{name}} {{lang}} {{split}}": load_split(path, "pi", lang, split).to_list()
                 for name, path, langs in copies for lang in langs for split in SPLITS}}

@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from transmod.errors import TransmodError
-from transmod.train.data import SPLITS, TASKS, get_task, load_split, write_hub_folder
+from transmod.train.data import load_split, write_hub_folder
+from transmod.train.tasks import SPLITS, TASKS, get_task
 
 ROWS = {
     "ner": lambda lang, split: [

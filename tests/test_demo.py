@@ -24,7 +24,8 @@ from transmod.demo.models import (
 )
 from transmod.demo.tokenizer import train_tokenizer
 from transmod.errors import TransmodError
-from transmod.train.data import SPLITS, TASKS, load_split
+from transmod.train.data import load_split
+from transmod.train.tasks import SPLITS, TASKS
 
 LANGS = ("en", "de")
 

@@ -21,8 +21,9 @@ from transmod.demo.minilm import (
     write_next_sentence_data,
 )
 from transmod.train.config import TrainConfig
-from transmod.train.data import SPLITS, load_split
+from transmod.train.data import load_split
 from transmod.train.evaluation import write_metrics
+from transmod.train.tasks import SPLITS
 from transmod.train.training import train
 
 

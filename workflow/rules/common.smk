@@ -9,7 +9,7 @@ from transmod.align.layermap import MAPPINGS
 from transmod.hub import looks_local, slug
 from transmod.inits import DEFAULT, STUDY_METHOD, TRANSFER_INIT, ZERO_SHOT, init_name, split_init
 from transmod.modules.kinds import MODULE_KINDS
-from transmod.train.data import TASKS
+from transmod.train.tasks import TASKS
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"

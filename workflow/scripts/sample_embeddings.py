@@ -12,16 +12,17 @@ claim_gpu()  # a device of its own where the machine has several (profiles/local
 import torch
 
 from transmod.align.sampling import sample_model
-from transmod.align.texts import TEXT_COLUMNS, examples_from_columns
+from transmod.align.texts import examples_from_columns
 from transmod.atomic import atomic_path
 from transmod.train.data import load_split
+from transmod.train.tasks import get_task
 from transmod.workflow.assets import require_fetched
 
 torch.set_num_threads(snakemake.threads)
 w, p = snakemake.wildcards, snakemake.params
 require_fetched(model=p.model, dataset=p.dataset)  # assets.fetch: the copies must be here
 rows = load_split(p.dataset, w.task, w.lang, p.split)
-examples = examples_from_columns(rows.to_dict(), TEXT_COLUMNS[w.task])
+examples = examples_from_columns(rows.to_dict(), get_task(w.task).text_columns)
 with atomic_path(snakemake.output[0]) as out:
     n = sample_model(p.model, examples, {w.peft: out}, max_tokens=p.max_tokens, batch_size=p.batch_size,
                      lora_outputs=p.lora_outputs)

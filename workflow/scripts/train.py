@@ -11,7 +11,8 @@ from transmod.train.gpu_slots import claim_gpu
 claim_gpu()  # a device of its own where the machine has several (profiles/local)
 
 from transmod.train.config import TrainConfig
-from transmod.train.data import SPLITS, load_split
+from transmod.train.data import load_split
+from transmod.train.tasks import SPLITS
 from transmod.train.training import train
 from transmod.workflow.assets import require_fetched
 

@@ -6,13 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from transmod.errors import TransmodError
-
-# Text columns of each task's schema (DESIGN.md section 6), in the order a model reads them.
-TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "ner": ("tokens",),
-    "pi": ("sentence1", "sentence2"),
-    "nli": ("premise", "hypothesis"),
-}
+from transmod.train.tasks import TASKS
 
 Example = tuple[str, ...]  # one sentence, or a sentence pair
 
@@ -54,10 +48,10 @@ def _read_parquet(path: Path) -> list[Example]:
 
 def text_columns(names: Sequence[str], source: str) -> tuple[str, ...]:
     """The text columns of whichever task schema `names` follows."""
-    for columns in TEXT_COLUMNS.values():
+    for columns in (task.text_columns for task in TASKS.values()):
         if set(columns) <= set(names):
             return columns
-    wanted = "; ".join(f"{task}: {', '.join(cols)}" for task, cols in TEXT_COLUMNS.items())
+    wanted = "; ".join(f"{name}: {', '.join(task.text_columns)}" for name, task in TASKS.items())
     raise TransmodError(f"{source}: no text columns of a known task schema ({wanted})")
 
 

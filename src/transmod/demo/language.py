@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from transmod.errors import TransmodError
-from transmod.train.data import SPLITS, get_task, write_hub_folder
+from transmod.train.data import write_hub_folder
+from transmod.train.tasks import SPLITS, get_task
 
 DEMO_LANGS: tuple[str, ...] = ("en", "de")
 DEFAULT_SIZES: dict[str, int] = {"train": 320, "validation": 80, "test": 80}
@@ -312,12 +313,12 @@ def task_texts(task: str, rows: Mapping[Any, Sequence[Mapping[str, Any]]]) -> li
 
 def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence[str]]) -> list[str]:
     """Every training sentence of the demo's data folders (task -> folder), read through `load_split`."""
-    from transmod.align.texts import TEXT_COLUMNS, examples_from_columns
+    from transmod.align.texts import examples_from_columns
     from transmod.train.data import load_split
 
     texts = []
     for task, folder in folders.items():
         for lang in langs[task]:
             rows = load_split(str(folder), task, lang, "train").to_dict()
-            texts += [text for example in examples_from_columns(rows, TEXT_COLUMNS[task]) for text in example]
+            texts += [text for example in examples_from_columns(rows, get_task(task).text_columns) for text in example]
     return texts

@@ -13,35 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transmod.errors import TransmodError
+from transmod.train.tasks import get_task
 
 if TYPE_CHECKING:
     import torch
 
-TASKS = ("ner", "pi", "nli")
-
-# Hub schemas (DESIGN.md section 6): text columns in reading order, and the label column.
-TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "ner": ("tokens",),
-    "pi": ("sentence1", "sentence2"),
-    "nli": ("premise", "hypothesis"),
-}
-LABEL_COLUMN = {"ner": "ner_tags", "pi": "label", "nli": "label"}
-
-NER_LABELS: tuple[str, ...] = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
-DEFAULT_LABELS: dict[str, tuple[str, ...]] = {
-    "ner": NER_LABELS,
-    "pi": ("different", "paraphrase"),
-    "nli": ("entailment", "neutral", "contradiction"),
-}
-
 IGNORE_INDEX = -100  # label of positions the loss and the metric skip (sub-tokens, special tokens, padding)
 
 Example = dict[str, Any]  # input_ids, attention_mask, [token_type_ids], labels, [word_ids] as plain lists
-
-
-def check_task(task: str) -> None:
-    if task not in TASKS:
-        raise TransmodError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
 
 
 def _column(dataset: Any, name: str, source: str) -> list:
@@ -65,12 +44,12 @@ def encode(
     rest (and special tokens) get -100, and `word_ids` maps each labelled position back to its word
     so predictions can be reported per gold word. pi/nli: the two sentences are encoded as a pair.
     """
-    check_task(task)
+    spec = get_task(task)
     if max_length < 8:
         raise TransmodError(f"max_length must be at least 8, got {max_length}")
-    num_labels = num_labels or len(DEFAULT_LABELS[task])
-    texts = [_column(dataset, c, source) for c in TEXT_COLUMNS[task]]
-    labels = _column(dataset, LABEL_COLUMN[task], source)
+    num_labels = num_labels or len(spec.names)
+    texts = [_column(dataset, c, source) for c in spec.text_columns]
+    labels = _column(dataset, spec.label_column, source)
     if not labels:
         return []
     _check_labels(labels, task, num_labels, source)
@@ -106,7 +85,7 @@ def _check_labels(labels: list, task: str, num_labels: int, source: str) -> None
     bad = [t for t in flat if not isinstance(t, (int, np.integer)) or not 0 <= t < num_labels]
     if bad:
         raise TransmodError(
-            f"{source}: column {LABEL_COLUMN[task]!r} holds {bad[0]!r}, outside 0..{num_labels - 1}; "
+            f"{source}: column {get_task(task).label_column!r} holds {bad[0]!r}, outside 0..{num_labels - 1}; "
             f"give integer labels of the {task} schema"
         )
 

@@ -14,14 +14,12 @@ from typing import Any
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
-
-PRIMARY_METRIC = {"ner": "f1", "pi": "accuracy", "nli": "accuracy"}
+from transmod.train.tasks import TASKS, get_task
 
 
 def score_lists(task: str, predictions: Sequence, gold: Sequence) -> dict[str, float]:
     """Metrics of predictions against gold labels (label-name lists per sentence for ner, class ids otherwise)."""
-    if task not in PRIMARY_METRIC:
-        raise TransmodError(f"unknown task {task!r}: use one of {', '.join(PRIMARY_METRIC)}")
+    get_task(task)
     if len(predictions) != len(gold):
         raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold examples")
     if task == "ner":
@@ -101,8 +99,8 @@ def _check_predictions(data: Any, path: Path | str) -> None:
         if key not in data:
             raise TransmodError(f"{path}: missing key {key!r}; {fix}")
     task, pred, gold = data["task"], data["predictions"], data["gold"]
-    if task not in PRIMARY_METRIC:
-        raise TransmodError(f"{path}: key 'task' is {task!r}, not one of {', '.join(PRIMARY_METRIC)}; {fix}")
+    if task not in TASKS:
+        raise TransmodError(f"{path}: key 'task' is {task!r}, not one of {', '.join(TASKS)}; {fix}")
     if not isinstance(pred, list) or not isinstance(gold, list) or len(pred) != len(gold):
         raise TransmodError(f"{path}: keys 'predictions' and 'gold' must be lists of the same length; {fix}")
     if not gold:
@@ -133,7 +131,7 @@ def score(task: str, predictions_json: str | Path | dict) -> dict[str, Any]:
     if data["task"] != task:
         raise TransmodError(f"{source}: predictions are for task {data['task']!r}, not {task!r}; pass the matching file")
     result = score_lists(task, data["predictions"], data["gold"])
-    metric = PRIMARY_METRIC[task]
+    metric = TASKS[task].metric
     return {"task": task, "metric": metric, "score": result[metric], **result}
 
 

@@ -16,8 +16,8 @@ from transmod.hub import local_files_only
 from transmod.modules.adapters_format import SAFE_WEIGHTS_NAME
 from transmod.modules.kinds import get_kind, kind_of
 from transmod.modules.module import CONFIG_NAME
-from transmod.train.batching import check_task
 from transmod.train.config import TrainConfig
+from transmod.train.tasks import get_task
 
 ADAPTER_NAME = "task"  # the module's name inside the model; saved modules are loaded under it too
 _HEAD_SEED_OFFSET = 7919  # the head's init stream: independent of how the module was initialised
@@ -94,7 +94,7 @@ def build_model(
     module weight with nothing left over. The head is re-initialised from the seed on its own random
     stream, so a default and a transferred run of one seed start from the same head.
     """
-    check_task(task)
+    get_task(task)
     check_peft(peft)
     import adapters
     from transformers import (

@@ -16,13 +16,13 @@ import torch
 
 from transmod.errors import TransmodError
 from transmod.train.batching import (
-    LABEL_COLUMN,
     Example,
     collate,
     length,
     sorted_batches,
 )
 from transmod.train.config import TrainConfig
+from transmod.train.tasks import get_task
 
 THREADS_ENV = "TRANSMOD_THREADS"
 LOG_EVERY_S = 60.0
@@ -174,7 +174,7 @@ def predict(
 
 def gold_labels(dataset: Any, task: str, labels: Sequence[str]) -> list:
     """Gold labels in the predictions' format: label names per word (ner) or class ids."""
-    column = list(dataset[LABEL_COLUMN[task]])
+    column = list(dataset[get_task(task).label_column])
     if task == "ner":
         return [[labels[t] for t in tags] for tags in column]
     return [int(v) for v in column]

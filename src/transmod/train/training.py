@@ -31,8 +31,6 @@ from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
 from transmod.hub import local_files_only
 from transmod.train.batching import (
-    DEFAULT_LABELS,
-    check_task,
     collate,
     length,
     length_grouped_batches,
@@ -44,7 +42,7 @@ from transmod.train.checkpoints import (
     save_checkpoint,
 )
 from transmod.train.config import TrainConfig
-from transmod.train.evaluation import PRIMARY_METRIC, score_lists
+from transmod.train.evaluation import score_lists
 from transmod.train.model import (
     ADAPTER_NAME,
     build_model,
@@ -65,6 +63,7 @@ from transmod.train.runtime import (
     set_seeds,
     token_loss,
 )
+from transmod.train.tasks import get_task
 from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ def train(
     `workers`: data-loader processes that pad the next batches while the model trains (0: in process).
     Returns the summary that history.json holds.
     """
-    check_task(task)
+    get_task(task)
     check_peft(peft)
     cfg.validate()
     configure_threads(threads)
@@ -180,7 +179,7 @@ def _prepare(
     """Tokenise the splits (through the cache), build the model and its optimizer."""
     from transformers import AutoTokenizer
 
-    labels = list(labels) if labels is not None else list(DEFAULT_LABELS[task])
+    labels = list(labels) if labels is not None else list(get_task(task).names)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False,
                                                   local_files_only=local_files_only(str(model_path)))
@@ -212,7 +211,7 @@ def _prepare(
     }
     run = _Run(task, model, named, input_keys(model), make_optimizer(named, cfg),
                torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, labels, pad_id, splits, gold,
-               PRIMARY_METRIC[task], total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint)
+               get_task(task).metric, total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint)
     log.info("training %s + %s on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
              "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, peft, task,
              f"{sum(p.numel() for _, p in named):,}", len(splits["train"]), len(splits["validation"]),

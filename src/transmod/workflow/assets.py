@@ -39,7 +39,8 @@ def fetch_model(hub_id: str, dest: str | Path) -> Path:
 
 def fetch_dataset(hub_id: str, task: str, languages: Sequence[str], dest: str | Path) -> Path:
     """Read every split of the languages through `load_split` and write them as a hub-layout folder."""
-    from transmod.train.data import SPLITS, load_split, write_hub_folder
+    from transmod.train.data import load_split, write_hub_folder
+    from transmod.train.tasks import SPLITS
 
     rows = {}
     for lang in languages:

@@ -109,7 +109,7 @@ def _check_local(key: str, path: str, built: list[str]) -> None:
 
 
 def check_semantics(config: dict) -> None:
-    from transmod.train.data import TASKS
+    from transmod.train.tasks import TASKS
 
     built = [prefix for section, prefix in BUILT_ASSETS.items() if section in config]
     for task, spec in config["tasks"].items():
