@@ -1,0 +1,241 @@
+"""What each table cell holds: per task and language, mean and SD over seeds; per task the summary's
+AVG, REL and GAP, and the paired test of every TM-Student against its Student (`transmod.results.stats`).
+
+Tables, per setting (pair) and module type, with rows Teacher / Student / TM-Student SKIP / AVG:
+- per task, one column per language and AVG (mean over languages), mean ± SD over seeds;
+- a summary: per task AVG, REL (relative change against the Student row, in %) and GAP (the share
+  of the Teacher - Student gap that the TM-Student closed, in %).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from transmod.errors import TransmodError
+from transmod.results.runs import ROWS, ZERO_SHOT_ROW, Runs, baseline_row, run_id
+from transmod.results.stats import holm, sign_flip_test
+
+METRIC_NAMES = {"f1": "entity-level F1 (conlleval)", "accuracy": "accuracy"}
+GAP_MIN_POINTS = 1.0  # score points (x 100): a smaller Teacher - Student difference leaves GAP empty
+GAP_NOTE = "GAP is empty where Teacher and Student differ by less than the noise (see above)"
+
+
+@dataclass
+class Column:
+    """One displayed column: the mean per row, and what the renderers add to it."""
+
+    name: str  # header in Markdown / LaTeX / HTML
+    csv: str  # header in the CSV
+    mean: pd.Series
+    sd: pd.Series | None = None
+    sd_csv: str | None = None
+    partial: pd.Series | None = None  # a mean over fewer seeds than requested
+    p: pd.Series | None = None  # raw p-value of this column's test (in the CSV)
+    p_csv: str | None = None
+    signed: bool = False
+    task: str | None = None  # a summary column belongs to one task (left out for settings that do not run it)
+    p_holm: pd.Series | None = None  # Holm-adjusted p-value: the marker, and `{p_csv}_holm` in the CSV
+
+
+@dataclass
+class Table:
+    title: str
+    index: pd.MultiIndex  # (pair, peft, row)
+    columns: list[Column]
+    missing: pd.Series  # per row: run ids without a metrics file
+    settings: dict[str, str]  # pair -> "teacher -> student"
+    notes: list[str] = field(default_factory=list)
+    extra_csv: dict[str, pd.Series] = field(default_factory=dict)
+    tasks: dict[str, set[str]] = field(default_factory=dict)  # pair -> its tasks (summary tables)
+
+    def for_setting(self, pair: str) -> "Table":
+        keep = self.index.get_level_values(0) == pair
+        idx = self.index[keep]
+
+        def sub(s: pd.Series | None) -> pd.Series | None:
+            return None if s is None else s.reindex(idx)
+
+        cols = [Column(c.name, c.csv, sub(c.mean), sub(c.sd), c.sd_csv, sub(c.partial), sub(c.p), c.p_csv, c.signed,
+                       c.task, sub(c.p_holm))
+                for c in self.columns if c.task is None or pair not in self.tasks or c.task in self.tasks[pair]]
+        return Table(self.title, idx, cols, self.missing.reindex(idx), {pair: self.settings.get(pair, "")},
+                     self.notes, {k: v.reindex(idx) for k, v in self.extra_csv.items()},
+                     {pair: self.tasks[pair]} if pair in self.tasks else {})
+
+
+def _order(keys: Iterable[tuple]) -> pd.MultiIndex:
+    """Rows (pair, peft, row): settings and modules in the order they first appear (the config's), then
+    Teacher, Student, TM-Student SKIP, TM-Student AVG, other methods, and the zero-shot rows last."""
+    keys = list(keys)
+    first_pair = {p: i for i, p in enumerate(unique(k[0] for k in keys))}
+    first_peft = {p: i for i, p in enumerate(unique(k[1] for k in keys))}
+    rank = {name: i for i, name in enumerate(ROWS.values())}
+    keys = sorted(set(keys), key=lambda k: (first_pair[k[0]], first_peft[k[1]], k[2].endswith(ZERO_SHOT_ROW),
+                                            rank.get(k[2], 99), str(k[2])))
+    return pd.MultiIndex.from_tuples(keys, names=["pair", "peft", "row"])
+
+
+def unique(values: Iterable) -> list:
+    """Distinct values in first-seen order (the config's order of settings, tasks and languages)."""
+    return list(dict.fromkeys(values))
+
+
+def _settings_of(plan: pd.DataFrame) -> dict[str, str]:
+    return {p: f"{g.teacher.iloc[0]} → {g.student.iloc[0]}" for p, g in plan.groupby("pair", sort=False)}
+
+
+def _is_transferred(row: str) -> bool:
+    return row not in (ROWS[("teacher", None)], ROWS[("student", "default")], ROWS[("student", "zs-default")])
+
+
+@dataclass
+class TaskStats:
+    """Per-language statistics of one task (rows (pair, peft, row))."""
+
+    languages: list[str]
+    seeds: list[int]
+    index: pd.MultiIndex
+    scores: pd.DataFrame  # columns (lang, seed) -> score x 100 (NaN: no file)
+    mean: pd.DataFrame  # columns languages + AVG
+    sd: pd.DataFrame
+    partial: pd.DataFrame
+    p: pd.Series  # TM rows only
+    n_pairs: pd.Series
+    missing: pd.Series
+    metric: str
+
+
+def task_stats(runs: Runs, task: str, test=sign_flip_test) -> TaskStats:
+    plan = runs.plan[runs.plan.task == task]
+    if plan.empty:
+        raise TransmodError(f"no run of task {task!r} in the plan; add it to a pair's tasks in the config")
+    languages = unique(plan.lang)
+    seeds = sorted(unique(plan.seed))
+    index = _order(zip(plan.pair, plan.peft, plan.row))
+    cols = pd.MultiIndex.from_product([languages, seeds], names=["lang", "seed"])
+    done = runs.finished[runs.finished.task == task]
+    if len(done):
+        scores = done.pivot_table(index=["pair", "peft", "row"], columns=["lang", "seed"], values="score",
+                                  aggfunc="mean").reindex(index=index, columns=cols)
+    else:
+        scores = pd.DataFrame(math.nan, index=index, columns=cols)
+    expected = plan.groupby(["pair", "peft", "row", "lang"]).size()
+    mean, sd, partial = {}, {}, {}
+    for lang in languages:
+        block = scores[lang]
+        n = block.notna().sum(axis=1)
+        want = pd.Series([expected.get((*k, lang), 0) for k in index], index=index)
+        mean[lang] = block.mean(axis=1, skipna=True).where(n > 0)
+        sd[lang] = block.std(axis=1, ddof=1, skipna=True).where(n > 1)
+        partial[lang] = (n > 0) & (n < want)
+    mean, sd, partial = pd.DataFrame(mean), pd.DataFrame(sd), pd.DataFrame(partial)
+    mean["AVG"] = mean[languages].mean(axis=1, skipna=False)
+    per_seed = pd.DataFrame({s: scores.xs(s, axis=1, level="seed")[languages].mean(axis=1, skipna=False) for s in seeds})
+    complete = per_seed.notna().sum(axis=1)
+    sd["AVG"] = per_seed.std(axis=1, ddof=1, skipna=True).where(complete > 1)
+    partial["AVG"] = partial[languages].any(axis=1) & mean["AVG"].notna()
+    p = pd.Series(math.nan, index=index)
+    n_pairs = pd.Series(math.nan, index=index)
+    for key in index:
+        base = (key[0], key[1], baseline_row(key[2]))
+        if _is_transferred(key[2]) and base in scores.index:
+            t, c = scores.loc[key].to_numpy(float), scores.loc[base].to_numpy(float)
+            n_pairs[key] = int(np.count_nonzero(np.isfinite(t) & np.isfinite(c)))
+            p[key] = test(t, c)
+    gone = runs.missing[runs.missing.task == task]
+    missing = pd.Series([[] for _ in index], index=index, dtype=object)
+    for _, row in gone.iterrows():
+        missing[(row.pair, row.peft, row.row)].append(run_id(row))
+    metric = unique(done.metric)[0] if len(done) else ""
+    return TaskStats(languages, seeds, index, scores, mean, sd, partial, p, n_pairs, missing, metric)
+
+
+def metric_label(task: str, metric: str) -> str:
+    """'NER: test entity-level F1 (conlleval) x 100' (table titles and plot axes)."""
+    return f"{task.upper()}: test {METRIC_NAMES.get(metric, metric or 'score')} x 100"
+
+
+def per_language_table(runs: Runs, task: str) -> Table:
+    st = task_stats(runs, task)
+    cols = [Column(lang, lang, st.mean[lang], st.sd[lang], f"{lang} SD", st.partial[lang]) for lang in st.languages]
+    cols.append(Column("AVG", "AVG", st.mean["AVG"], st.sd["AVG"], "SD", st.partial["AVG"], st.p, "p",
+                       p_holm=pd.Series(holm(st.p.to_numpy()), index=st.p.index)))
+    plan = runs.plan[runs.plan.task == task]
+    return Table(f"{metric_label(task, st.metric)}, per language", st.index, cols, st.missing, _settings_of(plan),
+                 extra_csv={"n_pairs": st.n_pairs, "seeds": _seed_counts(st)})
+
+
+def _seed_counts(st: TaskStats) -> pd.Series:
+    """Seeds with a complete set of languages, per row (what the AVG SD is taken over)."""
+    return pd.Series({k: int(sum(st.scores.loc[k].xs(s, level="seed").notna().all() for s in st.seeds))
+                      for k in st.index}, dtype=int).reindex(st.index)
+
+
+def summary_long(runs: Runs) -> pd.DataFrame:
+    """One row per (setting, module, model, task): AVG, SD, REL, GAP, p, n_pairs, seeds, missing."""
+    rows = []
+    for task in unique(runs.plan.task):
+        st = task_stats(runs, task)
+        avg = st.mean["AVG"]
+        seeds = _seed_counts(st)
+        for key in st.index:
+            base = avg.get((key[0], key[1], baseline_row(key[2])), math.nan)
+            top = avg.get((key[0], key[1], "Teacher"), math.nan)
+            value = avg[key]
+            rel = 100 * (value - base) / base if base and math.isfinite(base) else math.nan
+            noise = gap_noise(st.sd["AVG"].get((key[0], key[1], "Teacher"), math.nan),
+                              st.sd["AVG"].get((key[0], key[1], baseline_row(key[2])), math.nan))
+            within = _is_transferred(key[2]) and math.isfinite(top - base) and abs(top - base) < noise
+            gap = (100 * (value - base) / (top - base)
+                   if _is_transferred(key[2]) and math.isfinite(top - base) and not within else math.nan)
+            rows.append({"setting": key[0], "module": key[1], "model": key[2], "task": task, "metric": st.metric,
+                         "AVG": value, "SD": st.sd["AVG"][key], "REL": rel, "GAP": gap, "gap_within_noise": within,
+                         "p": st.p[key],
+                         "n_pairs": st.n_pairs[key] if _is_transferred(key[2]) else math.nan,
+                         "seeds": seeds[key], "partial": bool(st.partial["AVG"][key]),
+                         "missing": ";".join(st.missing[key])})
+    long = pd.DataFrame(rows, columns=["setting", "module", "model", "task", "metric", "AVG", "SD", "REL", "GAP",
+                                       "gap_within_noise", "p", "n_pairs", "seeds", "partial", "missing"])
+    long.insert(long.columns.get_loc("p") + 1, "p_holm", holm(long.p.to_numpy(float)))  # over the whole summary
+    return long
+
+
+def gap_noise(sd_teacher: float, sd_student: float) -> float:
+    """The smallest Teacher - Student difference that GAP divides by: GAP_MIN_POINTS, or the pooled SD of
+    the two rows over seeds when that is larger (a GAP over a difference within noise is meaningless)."""
+    sds = [s for s in (sd_teacher, sd_student) if math.isfinite(s)]
+    pooled = math.sqrt(sum(s * s for s in sds) / len(sds)) if sds else 0.0
+    return max(GAP_MIN_POINTS, pooled)
+
+
+def summary_table(runs: Runs) -> Table:
+    long = summary_long(runs)
+    index = _order(zip(long.setting, long.module, long.model))
+    cols = []
+    missing = pd.Series([[] for _ in index], index=index, dtype=object)
+    for task in unique(long.task):
+        part = long[long.task == task].set_index(["setting", "module", "model"])
+        part.index.names = ["pair", "peft", "row"]
+        part = part.reindex(index)
+        name = task.upper()
+        cols.append(Column(f"{name} AVG", f"{task} AVG", part.AVG, part.SD, f"{task} SD",
+                           part.partial.astype("boolean").fillna(False).astype(bool), part.p, f"{task} p", task=task,
+                           p_holm=part.p_holm))
+        cols.append(Column(f"{name} REL %", f"{task} REL", part.REL, signed=True, task=task))
+        cols.append(Column(f"{name} GAP %", f"{task} GAP", part.GAP, task=task))
+        for key, text in part.missing.dropna().items():
+            if text:
+                missing[key].extend(text.split(";"))
+    tasks = {p: set(g.task) for p, g in runs.plan.groupby("pair")}
+    noisy = long[long.gap_within_noise.astype(bool)]
+    notes = [f"{GAP_NOTE}: " + ", ".join(sorted({f"{r.setting} {r.module} {r.task.upper()}" for r in noisy.itertuples()})) + "."
+             ] if len(noisy) else []
+    return Table("Summary: AVG over languages, REL and GAP per task", index, cols, missing,
+                 _settings_of(runs.plan), notes=notes, tasks=tasks)
+
+

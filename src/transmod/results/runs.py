@@ -1,0 +1,206 @@
+"""Gathering the runs a table is built from: the plan, the metrics files that exist, and what is refused.
+
+A *plan* maps every metrics file that the config requests to the run info the workflow records in
+it (`run` in the metrics JSON). `gather` reads the files of the plan that exist, refuses one that a
+different config wrote (naming the file and the differing key), lists the requested runs that have
+no file yet (they become empty cells with a footnote, never zeros) and, when given the runs folder,
+refuses metrics files there that come from another config than the one the tables are built for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from transmod.errors import TransmodError
+from transmod.inits import ZERO_SHOT
+
+ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
+        ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
+        ("student", "zs-default"): "Student (zero-shot)"}
+ZERO_SHOT_ROW = " (zero-shot)"
+RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
+SETTING_KEYS = ("teacher", "student", "training", "module")  # what makes two runs of one setting comparable
+class Plan(dict):
+    """A dict (of the runs and files the tables read) whose repr is a digest.
+
+    Passed as a Snakemake param, it keeps logs, reports and the params rerun trigger short while
+    still changing whenever the plan does.
+    """
+
+    def __repr__(self) -> str:
+        return f"Plan({len(self)} keys, sha256:{digest(dict(self))[:16]})"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # pickled (for Snakemake's script preamble) as a plain dict subclass
+        return (Plan, (dict(self),))
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+
+
+def normalise(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Run info as it reads back from a metrics file (JSON types; NaN as null, paths as strings)."""
+    return json.loads(json.dumps(_nan_to_none(info), default=str))
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def first_difference(a: Any, b: Any, prefix: str = "run") -> str | None:
+    """The first key where two run infos differ, as 'run.training.epochs: 3 vs 4'; None if equal."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"{prefix}.{key}: {'missing' if key not in a else json.dumps(a[key])} vs " \
+                       f"{'missing' if key not in b else json.dumps(b[key])}"
+            found = first_difference(a[key], b[key], f"{prefix}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            if math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0):
+                return None
+        except (TypeError, ValueError):
+            pass
+    return None if a == b else f"{prefix}: {json.dumps(a, default=str)} vs {json.dumps(b, default=str)}"
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """A metrics file of `transmod evaluate` (score in 0..1, metric, run info); TransmodError otherwise."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        missing = [key for key in RUN_KEYS if key not in data["run"]]
+        if missing:
+            raise KeyError(f"run.{missing[0]}")
+        score = float(data["score"])
+        if not math.isfinite(score):
+            raise ValueError(f"score is {data['score']}")
+    except FileNotFoundError:
+        raise TransmodError(f"{path}: no such metrics file; run the evaluate job that writes it") from None
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise TransmodError(f"{path}: not a metrics file of transmod evaluate ({exc!r}); re-run evaluate") from None
+    return data
+
+
+def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    run = data["run"]
+    role, init = run["role"], run["init"]
+    return {**{k: run[k] for k in RUN_KEYS}, "init": None if role == "teacher" else init,
+            "teacher": run.get("teacher"), "student": run.get("student"),
+            "score": 100 * float(data["score"]), "metric": data.get("metric", ""), "file": str(path),
+            "row": row_name(role, init)}
+
+
+def row_name(role: str, init: str | None) -> str:
+    """Teacher, Student (default init) or TM-Student <INIT> (a transferred module: SKIP, AVG, SKIP-PROCRUSTES, ...);
+    zero-shot runs (`zs-<init>`) get the row of <init> followed by ' (zero-shot)'."""
+    key = (role, None if role == "teacher" else init)
+    if key in ROWS:
+        return ROWS[key]
+    if role == "student" and str(init).startswith(ZERO_SHOT):
+        return row_name(role, str(init)[len(ZERO_SHOT):]) + ZERO_SHOT_ROW
+    return f"TM-Student {str(init).upper()}" if role == "student" else f"{role} {init}"
+
+
+def baseline_row(row: str) -> str:
+    """The row a transferred row is compared with: the default student under the same training."""
+    return ROWS[("student", "zs-default")] if row.endswith(ZERO_SHOT_ROW) else ROWS[("student", "default")]
+
+
+def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: run.get(k) for k in SETTING_KEYS}
+
+
+def _setting_key(run: Mapping[str, Any]) -> tuple:
+    """Zero-shot runs train under their own budget: a setting of their own."""
+    return (run["pair"], run["task"], run["peft"], run["role"], str(run.get("init")).startswith(ZERO_SHOT))
+
+
+FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "metric", "file", "row"]
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)
+    frame["seed"] = frame["seed"].astype(int)
+    frame["score"] = frame["score"].astype(float)
+    return frame
+
+
+@dataclass
+class Runs:
+    """What the tables are built from: finished runs, requested runs without a file, and the plan."""
+
+    finished: pd.DataFrame  # FRAME_COLUMNS, one row per metrics file read
+    missing: pd.DataFrame  # FRAME_COLUMNS (score NaN), one row per requested run without a metrics file
+    ignored: list[str] = field(default_factory=list)  # unrequested files of the same config, not read
+
+    @property
+    def plan(self) -> pd.DataFrame:
+        """Every requested run, finished or not."""
+        parts = [f for f in (self.finished, self.missing) if len(f)]
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts else self.finished
+
+
+def run_id(row: Mapping[str, Any]) -> str:
+    run = "teacher" if row["role"] == "teacher" else f"{row['role']}-{row['init']}"
+    return f"{row['pair']}/{row['task']}/{row['lang']}/{row['peft']}/{run}/seed{row['seed']}"
+
+
+def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = None) -> Runs:
+    """Read every requested metrics file that exists (see the module doc for what is refused)."""
+    finished, missing = [], []
+    current: dict[tuple, tuple[str, dict]] = {}
+    for path, info in expected.items():
+        info = normalise(info)
+        current.setdefault(_setting_key(info), (path, normalise(_settings(info))))
+        if not Path(path).is_file():
+            missing.append({**{k: info[k] for k in RUN_KEYS}, "init": None if info["role"] == "teacher" else info["init"],
+                            "teacher": info.get("teacher"), "student": info.get("student"), "score": math.nan,
+                            "metric": "", "file": str(path), "row": row_name(info["role"], info["init"])})
+            continue
+        data = read_metrics(path)
+        diff = first_difference(normalise(data["run"]), info, prefix="run")
+        if diff:
+            raise TransmodError(
+                f"{path}: written by a different config than the current one ({diff}: this file vs the config); "
+                f"tables never mix configs: run the workflow to redo it, or restore the config it was made with"
+            )
+        finished.append(_record(path, data))
+    ignored = []
+    if scan is not None and Path(scan).is_dir():
+        requested = {Path(p).resolve() for p in expected}
+        for path in sorted(Path(scan).glob("*/*/*/*/*/seed*/metrics.json")):  # pair/task/lang/peft/run/seedN
+            if path.resolve() in requested:
+                continue
+            run = read_metrics(path)["run"]
+            here = current.get(_setting_key(run))
+            diff = here and first_difference(normalise(_settings(run)), here[1])
+            if diff:
+                raise TransmodError(
+                    f"{path}: a metrics file of another config in {scan} ({diff}: this file vs {here[0]} of the "
+                    f"current config); tables never mix configs: move it out of {scan} or restore its config"
+                )
+            ignored.append(str(path))
+    return Runs(_frame(finished), _frame(missing), ignored)
+
+
