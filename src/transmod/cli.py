@@ -9,15 +9,15 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from transmod.align.alignment import DEFAULT_RIDGE, METHODS
 from transmod.align.layermap import MAPPINGS
 from transmod.align.texts import read_texts
+from transmod.align.transfer import LORA_B_ALIGNMENTS
 from transmod.atomic import check_output, new_output
 from transmod.errors import TransmodError
+from transmod.modules.io import FORMATS
 from transmod.modules.kinds import MODULE_KINDS
 from transmod.progress import log_lines
-
-ALIGN_METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # transmod.align.alignment.METHODS, without its imports
-DEFAULT_RIDGE = 1e-4
 
 EXAMPLES = {
     "sample": """examples:
@@ -131,17 +131,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="alignment file from `transmod assign` or `transmod fit-alignment` (an older assignment "
                         ".json too)")
     p.add_argument("--max-tokens", type=positive, default=20000, help="tokens to sample with --samples")
-    p.add_argument("--lora-b", default="study", choices=("study", "output"),
+    p.add_argument("--lora-b", default="study", choices=LORA_B_ALIGNMENTS,
                    help="align LoRA B with the input's permutation (study) or with query/value outputs (output)")
-    p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(ALIGN_METHODS)} (default lsa, the study's); "
+    p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(METHODS)} (default lsa, the study's); "
                    "select needs no data, lsa-signed/linear/procrustes need --samples or --alignment")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
-    p.add_argument("--format", default="adapters", choices=("adapters", "peft"), help="output layout (peft: LoRA only)")
+    p.add_argument("--format", default="adapters", choices=FORMATS, help="output layout (peft: LoRA only)")
     p.add_argument("--out", required=True, help="output module folder")
 
     p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
     sample_pair(p)
-    p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(ALIGN_METHODS))
+    p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(METHODS))
     p.add_argument("--out", required=True, help="output alignment file (safetensors)")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
 
