@@ -50,7 +50,7 @@ def make_tokenizer():
 
 
 def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int = 2):
-    from transformers import BertConfig, DistilBertConfig, XLMRobertaConfig
+    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig, XLMRobertaConfig
 
     vocab = 5 + len(WORDS)
     if model_type == "bert":
@@ -62,6 +62,14 @@ def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int =
     if model_type == "distilbert":
         return DistilBertConfig(vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=40,
                                 max_position_embeddings=64)
+    if model_type == "electra":
+        return ElectraConfig(vocab_size=vocab, embedding_size=hidden, hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, intermediate_size=40, max_position_embeddings=64)
+    if model_type == "deberta-v2":  # relative attention with its own position projections, as DeBERTa-v3 has
+        return DebertaV2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                               intermediate_size=40, max_position_embeddings=64, type_vocab_size=2,
+                               relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=32,
+                               position_buckets=16, norm_rel_ebd="layer_norm", share_att_key=False)
     raise ValueError(model_type)
 
 
@@ -116,12 +124,13 @@ def text_file(tmp_path_factory):
 
 
 def _hidden_axes(name: str) -> tuple[int, ...]:
-    """Axes of a BERT/DistilBERT/XLM-R parameter that run along the residual stream (hidden size)."""
-    if "embeddings" in name and name.endswith("_embeddings.weight"):
+    """Axes of an encoder's parameter that run along the residual stream (hidden size)."""
+    if ("embeddings" in name and name.endswith("_embeddings.weight")) or name.endswith("rel_embeddings.weight"):
         return (1,)
     if "LayerNorm" in name or "layer_norm" in name:
         return (0,)
-    if any(k in name for k in (".query.", ".key.", ".value.", ".q_lin.", ".k_lin.", ".v_lin.", "intermediate.dense", "ffn.lin1")):
+    if any(k in name for k in (".query.", ".key.", ".value.", ".q_lin.", ".k_lin.", ".v_lin.", "intermediate.dense", "ffn.lin1",
+                               "_proj.")):  # DeBERTa: query/key/value_proj, pos_key/pos_query_proj
         return (1,) if name.endswith("weight") else ()
     if any(k in name for k in ("attention.output.dense", "out_lin", ".output.dense", "ffn.lin2")):
         return (0,)

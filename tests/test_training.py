@@ -56,10 +56,21 @@ def make_tokenizer():
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
+ARCHS = ("bert", "distilbert", "xlm-roberta", "electra", "deberta-v2")  # every encoder family supported
+
+
 def tiny_config(arch: str):
     """Tiny random models; a wider init than 0.02 so the frozen features carry enough signal to learn from."""
-    from transformers import BertConfig, DistilBertConfig, XLMRobertaConfig
+    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig, XLMRobertaConfig
 
+    if arch == "electra":
+        return ElectraConfig(vocab_size=200, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64, pad_token_id=0, initializer_range=0.2)
+    if arch == "deberta-v2":
+        return DebertaV2Config(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, pad_token_id=0, initializer_range=0.2, type_vocab_size=2,
+                               relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=64,
+                               position_buckets=32, norm_rel_ebd="layer_norm")
     if arch == "bert":
         return BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                           intermediate_size=64, pad_token_id=0, initializer_range=0.2)
@@ -82,7 +93,7 @@ def models(tmp_path_factory, tokenizer) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("models")
     out = {}
-    for arch in ("bert", "distilbert", "xlm-roberta"):
+    for arch in ARCHS:
         torch.manual_seed(0)
         model = AutoModel.from_config(tiny_config(arch))
         model.save_pretrained(root / arch)
@@ -192,7 +203,7 @@ def _split(model, peft):
     return module, head, base_trainable
 
 
-@pytest.mark.parametrize("arch", ["bert", "distilbert", "xlm-roberta"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("peft", ["adapter", "lora"])
 def test_build_model_trains_only_module_and_head(models, arch, peft):
     cfg = TrainConfig(seed=1, adapter_bottleneck=8, lora_r=4, lora_alpha=4)
@@ -209,7 +220,7 @@ def test_build_model_trains_only_module_and_head(models, arch, peft):
         assert down.shape == (8, 32)
     else:
         assert {n.split(".loras.")[0].rsplit(".", 1)[-1] for n, _ in module} == (
-            {"q_lin", "v_lin"} if arch == "distilbert" else {"query", "value"})
+            {"distilbert": {"q_lin", "v_lin"}, "deberta-v2": {"query_proj", "value_proj"}}.get(arch, {"query", "value"}))
     # the head is fresh but reproducible from the seed
     again = build_model(models[arch], task, 9 if task == "ner" else 2, peft, cfg)
     other = build_model(models[arch], task, 9 if task == "ner" else 2, peft, TrainConfig(seed=2, adapter_bottleneck=8,
@@ -292,7 +303,8 @@ FAST = dict(learning_rate=3e-3, batch_size=8, epochs=4, max_length=32, adapter_b
 
 
 @pytest.mark.parametrize("arch,peft,task", [("bert", "adapter", "ner"), ("distilbert", "lora", "pi"),
-                                            ("xlm-roberta", "lora", "ner")])
+                                            ("xlm-roberta", "lora", "ner"), ("electra", "adapter", "ner"),
+                                            ("deberta-v2", "lora", "ner")])
 def test_training_beats_chance(models, tmp_path, arch, peft, task):
     data = pi_data if task == "pi" else ner_data
     cfg = TrainConfig(seed=0, **{**FAST, "epochs": 8, "learning_rate": 3e-2})

@@ -26,7 +26,7 @@ from transmod.align.transfer import transfer_module
 from transmod.modules.architectures import model_shape
 from transmod.modules.io import read_module
 
-ARCHS = ["bert", "distilbert", "xlm-roberta"]
+ARCHS = ["bert", "distilbert", "xlm-roberta", "electra", "deberta-v2"]
 
 
 def _inputs(model):

@@ -38,6 +38,9 @@ _BERT_LIKE = dict(
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(model_types=("bert",), **_BERT_LIKE),
     Architecture(model_types=("xlm-roberta", "roberta"), **_BERT_LIKE),
+    Architecture(model_types=("electra",), **_BERT_LIKE),
+    Architecture(model_types=("deberta-v2",), **{**_BERT_LIKE, "query": "attention.self.query_proj",
+                                                 "value": "attention.self.value_proj"}),
     Architecture(
         model_types=("distilbert",),
         layers_path="transformer.layer",
@@ -79,7 +82,7 @@ class ModelShape:
 
 
 BASE_CLASSES = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
-                "distilbert": "DistilBertModel"}
+                "distilbert": "DistilBertModel", "electra": "ElectraModel", "deberta-v2": "DebertaV2Model"}
 
 
 def model_shape(config: Any, name: str) -> ModelShape:

@@ -25,7 +25,8 @@ from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_BIN = "adapter_model.bin"
 PROVENANCE = "transmod.json"  # peft refuses unknown config keys quietly; provenance lives beside it
-BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "distilbert": "distilbert"}
+BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "distilbert": "distilbert",
+               "electra": "electra", "deberta-v2": "deberta"}
 HEAD = "peft_head"  # marks, in Module.peft_config, a LoRA saved from a head model (keys carry the base prefix)
 
 
