@@ -50,7 +50,13 @@ def make_tokenizer():
 
 
 def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int = 2):
-    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig, XLMRobertaConfig
+    from transformers import (
+        BertConfig,
+        DebertaV2Config,
+        DistilBertConfig,
+        ElectraConfig,
+        XLMRobertaConfig,
+    )
 
     vocab = 5 + len(WORDS)
     if model_type == "bert":

@@ -13,7 +13,8 @@ import torch
 from test_training import FAST, Killed, kill_at, models, pi_data  # noqa: F401  (models: the fixture)
 
 from transmod.train.config import TrainConfig
-from transmod.train.training import HISTORY_FILE, PREDICTIONS_FILE, STATE_DIR, train
+from transmod.train.files import HISTORY_FILE, PREDICTIONS_FILE, STATE_DIR
+from transmod.train.training import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU lane is skipped")
 

@@ -23,15 +23,15 @@ from transmod.train.batching import (
 )
 from transmod.train.config import TrainConfig
 from transmod.train.evaluation import score
-from transmod.train.model import ADAPTER_NAME, build_model, head_parameter_names
-from transmod.train.training import (
+from transmod.train.files import (
     HEAD_FILE,
     HISTORY_FILE,
     MODULE_DIR,
     PREDICTIONS_FILE,
     STATE_DIR,
-    train,
 )
+from transmod.train.model import ADAPTER_NAME, build_model, head_parameter_names
+from transmod.train.training import train
 
 WORDS = ["john", "mary", "berlin", "paris", "acme", "lives", "in", "works", "at", "the", "good", "bad", "a", "day",
          "is", "and", "ber", "##lin"]
@@ -61,7 +61,13 @@ ARCHS = ("bert", "distilbert", "xlm-roberta", "electra", "deberta-v2")  # every 
 
 def tiny_config(arch: str):
     """Tiny random models; a wider init than 0.02 so the frozen features carry enough signal to learn from."""
-    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig, XLMRobertaConfig
+    from transformers import (
+        BertConfig,
+        DebertaV2Config,
+        DistilBertConfig,
+        ElectraConfig,
+        XLMRobertaConfig,
+    )
 
     if arch == "electra":
         return ElectraConfig(vocab_size=200, embedding_size=32, hidden_size=32, num_hidden_layers=2,

@@ -90,7 +90,7 @@ if EXTRA_METHODS:
 rule prune_align:
     input:
         unpack(alignment_input),
-        module=lambda w: f"{teacher_run(w)}/module",
+        module=lambda w: f"{teacher_run(w)}/{MODULE_DIR}",
         teacher=model_input("teacher"),
         student=model_input("student"),
     output:
@@ -115,7 +115,7 @@ rule prune_align:
 rule fidelity:
     input:
         unpack(fidelity_alignments),
-        module=lambda w: f"{teacher_run(w)}/module",
+        module=lambda w: f"{teacher_run(w)}/{MODULE_DIR}",
         teacher=samples_of("teacher"),
         student=samples_of("student"),
         teacher_model=model_input("teacher"),

@@ -9,6 +9,7 @@ from transmod.align.layermap import MAPPINGS
 from transmod.hub import looks_local, slug
 from transmod.inits import DEFAULT, STUDY_METHOD, TRANSFER_INIT, ZERO_SHOT, init_name, split_init
 from transmod.modules.kinds import MODULE_KINDS
+from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
 from transmod.train.tasks import TASKS
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
@@ -16,6 +17,7 @@ ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
 # A teacher run and a model's samples depend on the model, not on the pair: pairs that share a
 # teacher (one teacher, several candidate students) share its runs and samples.
 TEACHER = "results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}"
+STUDENT = f"{RUN}/student-{{init}}/seed{{seed}}"
 SAMPLES = "results/samples/{model}/{task}/{lang}/{peft}.parquet"
 
 
@@ -148,7 +150,13 @@ def samples_of(role):
 def predictions(w):
     """The test predictions of a run of the grid: a student's own, or the (shared) teacher run's."""
     folder = teacher_run(w) if w.run == "teacher" else f"{RUN.format(**w)}/{w.run}/seed{w.seed}"
-    return f"{folder}/test_predictions.json"
+    return f"{folder}/{PREDICTIONS_FILE}"
+
+
+def run_outputs(folder):
+    """What a training run writes (transmod.train.files), as a rule's outputs."""
+    return dict(module=directory(f"{folder}/{MODULE_DIR}"), head=f"{folder}/{HEAD_FILE}",
+                history=f"{folder}/{HISTORY_FILE}", predictions=f"{folder}/{PREDICTIONS_FILE}")
 
 
 def lora_b(w):

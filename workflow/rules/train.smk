@@ -7,16 +7,13 @@ rule train_teacher:
         model=model_input(),
         data=dataset_input,
     output:
-        module=directory("results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/module"),
-        head="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/head.safetensors",
-        history="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/history.json",
-        predictions="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/test_predictions.json",
+        **run_outputs(TEACHER),
     params:
         model=model_of(),
         dataset=dataset_of,
         hyper=hyper("teacher"),
         module=module_config,
-        state="results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}/train_state",
+        state=f"{TEACHER}/{STATE_DIR}",
         token_cache="results/cache/tokens",
     log:
         "results/logs/train_teacher/{model}/{task}/{lang}/{peft}/seed{seed}.log",
@@ -36,16 +33,13 @@ rule train_student:
         data=dataset_input,
         init=init_module,
     output:
-        module=directory("results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/module"),
-        head="results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/head.safetensors",
-        history="results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/history.json",
-        predictions="results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/test_predictions.json",
+        **run_outputs(STUDENT),
     params:
         model=model_of("student"),
         dataset=dataset_of,
         hyper=hyper("student"),
         module=module_config,
-        state="results/runs/{pair}/{task}/{lang}/{peft}/student-{init}/seed{seed}/train_state",
+        state=f"{STUDENT}/{STATE_DIR}",
         token_cache="results/cache/tokens",
     log:
         "results/logs/train_student/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",

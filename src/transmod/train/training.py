@@ -43,6 +43,13 @@ from transmod.train.checkpoints import (
 )
 from transmod.train.config import TrainConfig
 from transmod.train.evaluation import score_lists
+from transmod.train.files import (
+    HEAD_FILE,
+    HISTORY_FILE,
+    MODULE_DIR,
+    PREDICTIONS_FILE,
+    STATE_DIR,
+)
 from transmod.train.model import (
     ADAPTER_NAME,
     build_model,
@@ -67,13 +74,6 @@ from transmod.train.tasks import get_task
 from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
-
-MODULE_DIR = "module"
-HEAD_FILE = "head.safetensors"
-HISTORY_FILE = "history.json"
-PREDICTIONS_FILE = "test_predictions.json"
-STATE_DIR = "train_state"
-
 
 def train(
     model_path: str | os.PathLike,

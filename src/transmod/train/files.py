@@ -1,0 +1,7 @@
+"""The files one training run writes into its folder; the workflow's rules declare the same names."""
+
+MODULE_DIR = "module"  # the best module, in the adapters library's layout
+HEAD_FILE = "head.safetensors"
+HISTORY_FILE = "history.json"  # per-epoch loss and validation metrics, and the run's settings
+PREDICTIONS_FILE = "test_predictions.json"  # written last: its presence means a finished run
+STATE_DIR = "train_state"  # resume checkpoints, removed once the outputs are written
