@@ -24,6 +24,9 @@ as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"]) 
 configfile: Path(workflow.basedir) / "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 as_workflow_error(validate_config, config, SCHEMA, workflow.configfiles)  # one line naming the file or key
 validate(config, SCHEMA)  # the schema's defaults, filled in

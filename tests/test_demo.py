@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer
 
 from transmod.demo.language import (
+    DEMO_LANGS,
     generate_task_data,
     make_lexicon,
+    split_sizes,
     task_texts,
     write_demo_dataset,
+    write_rows,
 )
 from transmod.demo.models import (
     DEMO_MODELS,
     DEMO_PAIRS,
     STUDENT_LAYERS,
-    build_demo_assets,
     build_demo_models,
 )
 from transmod.demo.tokenizer import train_tokenizer
@@ -28,6 +31,22 @@ from transmod.train.data import load_split
 from transmod.train.tasks import SPLITS, TASKS
 
 LANGS = ("en", "de")
+
+
+def build_demo_assets(out_root: Path, langs=DEMO_LANGS, seed: int = 0, vocab_size: int = 700) -> dict[str, Path]:
+    """Everything the demo needs under out_root (data/<task>/, tokenizer/, models/<name>/), as its three rules do."""
+    out_root = Path(out_root)
+    n = split_sizes({})
+    paths: dict[str, Path] = {}
+    texts: list[str] = []
+    for task in ("ner", "pi", "nli"):
+        rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
+        paths[f"data/{task}"] = write_rows(task, rows, out_root / "data" / task, seed)
+        texts += task_texts(task, {key: r for key, r in rows.items() if key[1] == "train"})
+    paths["tokenizer"] = train_tokenizer(texts, out_root / "tokenizer", vocab_size)
+    for name, path in build_demo_models(paths["tokenizer"], out_root / "models", seed).items():
+        paths[f"models/{name}"] = path
+    return paths
 
 
 @pytest.fixture(scope="module")

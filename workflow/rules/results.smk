@@ -7,9 +7,6 @@
 include: "results_common.smk"
 
 
-report: "../report/workflow.rst"
-
-
 rule evaluate:
     input:
         predictions,

@@ -7,19 +7,11 @@ narrow, trained independently (the incompatible pair). All share the demo tokeni
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transmod.demo.language import (
-    DEFAULT_SIZES,
-    DEMO_LANGS,
-    generate_task_data,
-    split_sizes,
-    task_texts,
-    write_rows,
-)
-from transmod.demo.tokenizer import MAX_LENGTH, train_tokenizer
+from transmod.demo.tokenizer import MAX_LENGTH
 from transmod.errors import TransmodError
 
 # Model folders written by build_demo_models, and the two pairs of the study they stand for.
@@ -153,21 +145,4 @@ def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int
         if target.exists():
             shutil.rmtree(target)
         paths[name] = _save_model(model, tokenizer_dir, target, with_token_types=name == "teacher-bert")
-    return paths
-
-
-def build_demo_assets(out_root: str | Path, langs: Sequence[str] = DEMO_LANGS,
-                      sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0, vocab_size: int = 700) -> dict[str, Path]:
-    """Everything the demo needs under out_root: data/<task>/, tokenizer/, models/<name>/."""
-    out_root = Path(out_root)
-    n = split_sizes(sizes)
-    paths: dict[str, Path] = {}
-    texts: list[str] = []
-    for task in ("ner", "pi", "nli"):
-        rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
-        paths[f"data/{task}"] = write_rows(task, rows, out_root / "data" / task, seed)
-        texts += task_texts(task, {key: r for key, r in rows.items() if key[1] == "train"})
-    paths["tokenizer"] = train_tokenizer(texts, out_root / "tokenizer", vocab_size)
-    for name, path in build_demo_models(paths["tokenizer"], out_root / "models", seed).items():
-        paths[f"models/{name}"] = path
     return paths
