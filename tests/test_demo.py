@@ -12,12 +12,10 @@ from transformers import AutoTokenizer
 
 from transmod.demo.language import (
     DEMO_LANGS,
+    folder_texts,
     generate_task_data,
     make_lexicon,
-    split_sizes,
-    task_texts,
     write_demo_dataset,
-    write_rows,
 )
 from transmod.demo.models import (
     DEMO_MODELS,
@@ -35,15 +33,10 @@ LANGS = ("en", "de")
 
 def build_demo_assets(out_root: Path, langs=DEMO_LANGS, seed: int = 0, vocab_size: int = 700) -> dict[str, Path]:
     """Everything the demo needs under out_root (data/<task>/, tokenizer/, models/<name>/), as its three rules do."""
-    out_root = Path(out_root)
-    n = split_sizes({})
-    paths: dict[str, Path] = {}
-    texts: list[str] = []
-    for task in ("ner", "pi", "nli"):
-        rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
-        paths[f"data/{task}"] = write_rows(task, rows, out_root / "data" / task, seed)
-        texts += task_texts(task, {key: r for key, r in rows.items() if key[1] == "train"})
-    paths["tokenizer"] = train_tokenizer(texts, out_root / "tokenizer", vocab_size)
+    folders = {task: write_demo_dataset(task, out_root / "data" / task, langs, seed=seed) for task in TASKS}
+    paths = {f"data/{task}": folder for task, folder in folders.items()}
+    paths["tokenizer"] = train_tokenizer(folder_texts(folders, dict.fromkeys(folders, langs)), out_root / "tokenizer",
+                                         vocab_size)
     for name, path in build_demo_models(paths["tokenizer"], out_root / "models", seed).items():
         paths[f"models/{name}"] = path
     return paths
@@ -218,7 +211,8 @@ def test_tokenizer_is_a_bert_style_fast_tokenizer(assets):
 
 
 def test_tokenizer_is_reproducible(tmp_path):
-    texts = task_texts("nli", generate_task_data("nli", LANGS, 100, 1, 1, seed=0))
+    folder = write_demo_dataset("nli", tmp_path / "nli", LANGS, {"train": 100, "validation": 1, "test": 1})
+    texts = folder_texts({"nli": folder}, {"nli": LANGS})
     first, second = train_tokenizer(texts, tmp_path / "a", 300), train_tokenizer(texts, tmp_path / "b", 300)
     assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
     assert len(AutoTokenizer.from_pretrained(first)) == 300

@@ -284,14 +284,14 @@ def generate_task_data(task: str, langs: Sequence[str] = DEMO_LANGS, n_train: in
     return rows
 
 
-def split_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
+def _split_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
     unknown = set(sizes) - set(SPLITS)
     if unknown:
         raise TransmodError(f"demo data sizes: unknown split(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
     return {**DEFAULT_SIZES, **sizes}
 
 
-def write_rows(task: str, rows: Mapping[tuple[str, str], list[dict[str, Any]]], out_dir: str | Path,
+def _write_rows(task: str, rows: Mapping[tuple[str, str], list[dict[str, Any]]], out_dir: str | Path,
                 seed: int) -> Path:
     return write_hub_folder(out_dir, task, rows, title=f"transmod demo data: {task}, synthetic, seed {seed}")
 
@@ -299,16 +299,9 @@ def write_rows(task: str, rows: Mapping[tuple[str, str], list[dict[str, Any]]], 
 def write_demo_dataset(task: str, out_dir: str | Path, langs: Sequence[str] = DEMO_LANGS,
                        sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0) -> Path:
     """A hub-layout folder of demo data that `transmod.train.data.load_split(out_dir, task, ...)` reads."""
-    n = split_sizes(sizes)
+    n = _split_sizes(sizes)
     rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
-    return write_rows(task, rows, out_dir, seed)
-
-
-def task_texts(task: str, rows: Mapping[Any, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """Every sentence of the rows, for tokenizer training."""
-    columns = get_task(task).text_columns
-    return [" ".join(r[c]) if isinstance(r[c], list) else r[c] for split_rows in rows.values()
-            for r in split_rows for c in columns]
+    return _write_rows(task, rows, out_dir, seed)
 
 
 def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence[str]]) -> list[str]:
