@@ -170,7 +170,9 @@ def test_student_change_reruns_only_student_stages(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "student"), cwd=demo)
     n = len(list(demo_grid()))
     students = 3  # default, skip, avg: zero-shot runs take their epochs from `zero_shot`, which did not change
-    assert counts == {"train_student": students * n, "evaluate": students * n, "aggregate_tables": 1, "all": 1}
+    # plan: the runs' recorded settings changed, so the plan `transmod tables` reads is written again
+    assert counts == {"train_student": students * n, "evaluate": students * n, "plan": 1, "aggregate_tables": 1,
+                      "all": 1}
 
 
 def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
@@ -180,7 +182,7 @@ def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     assert counts == {
         "train_teacher": n, "prune_align": 2 * n,
         "train_student": 2 * n + zs,  # skip, avg, zs-skip: default students (zs-default too) do not read the teacher
-        "fidelity": n, "fidelity_table": 1, "evaluate": 3 * n + zs, "aggregate_tables": 1, "all": 1,
+        "fidelity": n, "fidelity_table": 1, "evaluate": 3 * n + zs, "plan": 1, "aggregate_tables": 1, "all": 1,
     }
 
 
@@ -265,6 +267,7 @@ def test_paper_grid_plan_offline(tmp_path):
         "fidelity": runs,  # every mapping and method of a grid cell, transferred in memory
         "fidelity_table": 1,
         "evaluate": (1 + students) * runs,
+        "plan": 1,  # the runs `transmod tables` reads, written first
         "aggregate_tables": 1,
         "all": 1,
     }
