@@ -10,6 +10,7 @@ from conftest import (
     SENTENCES,
     _hidden_axes,
     add_module,
+    make_config,
     make_model,
     make_tokenizer,
     permute_hidden,
@@ -251,3 +252,69 @@ def test_an_older_assignment_file_loads_as_the_lsa_alignment_and_folds_alike(tmp
     (tmp_path / "bad.json").write_text(json.dumps({MARK: "assignment", "mapping": "skip"}))
     with pytest.raises(TransmodError, match="not a transmod assignment file.*recreate it with `transmod assign`"):
         Alignment.load(tmp_path / "bad.json")
+
+
+def _chunk_tokenizer(size: int):
+    """A tokenizer of another family: it cuts every word into pieces of `size` characters."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = sorted({w[i:i + size] for s in SENTENCES for w in s.split() for i in range(0, len(w), size)})
+    vocab = {p: i for i, p in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                 pre_tokenizers.Split(Regex(f".{{1,{size}}}"), "isolated")])
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def test_a_cross_family_pair_transfers_and_reports_its_paired_token_share(tmp_path):
+    """BERT (whole words) -> ELECTRA whose tokenizer cuts words into 4-character pieces: only the words of at
+    most 4 characters are the same text span in both, and the fit says how many that is."""
+    from transformers import AutoModel
+
+    from transmod.align.correlation import correlate_samples
+
+    words = [w for s in SENTENCES for w in s.split()]
+    teacher_base = make_model("bert", 2)
+    files, configs = {"t": tmp_path / "t.parquet"}, {}
+    sample_hidden_states(teacher_base, make_tokenizer(), [(s,) for s in SENTENCES], {"adapter": files["t"]},
+                         model_name="t")
+    for size in (4, 1):
+        tokenizer = _chunk_tokenizer(size)
+        configs[size] = make_config("electra", 2, hidden=16)
+        configs[size].vocab_size = len(tokenizer)
+        torch.manual_seed(5)
+        files[size] = tmp_path / f"s{size}.parquet"
+        sample_hidden_states(AutoModel.from_config(configs[size]).eval(), tokenizer, [(s,) for s in SENTENCES],
+                             {"adapter": files[size]}, model_name=f"electra-{size}")
+    teacher, student = SampleFile.open(files["t"]), SampleFile.open(files[4])
+    pieces = sum(-(-len(w) // 4) for w in words)
+    expected = sum(len(w) <= 4 for w in words) / max(len(words), pieces)  # the student cuts more tokens
+    assert student.num_rows == pieces and 0.3 < expected < 1
+    corr = correlate_samples(teacher, student, "skip")
+    fitted = fit_alignment(teacher, student, "skip", "lsa-signed")
+    fitted.save(tmp_path / "a.safetensors")
+    loaded = Alignment.load(tmp_path / "a.safetensors")
+    assert corr.paired_share == fitted.paired_share == loaded.paired_share == pytest.approx(expected)
+    assert corr.num_tokens == sum(len(w) <= 4 for w in words)
+
+    import adapters
+
+    add_module(copy.deepcopy(teacher_base), "adapter", bottleneck=6).save_adapter(str(tmp_path / "m"), "task",
+                                                                              use_safetensors=True)
+    student_base = AutoModel.from_config(configs[4]).eval()
+    transfer_module(tmp_path / "m", model_shape(teacher_base.config, "t"), model_shape(student_base.config, "s"),
+                    "skip", tmp_path / "out", loaded)
+    adapters.init(student_base)
+    info = {}
+    student_base.load_adapter(str(tmp_path / "out"), load_as="task", use_safetensors=True, loading_info=info)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [], info
+    student_base.set_active_adapters("task")
+    with torch.no_grad():
+        out = student_base(**_chunk_tokenizer(4)(SENTENCES[:4], padding=True, return_tensors="pt")).last_hidden_state
+    assert out.shape[-1] == 16 and torch.isfinite(out).all()
+    with pytest.raises(TransmodError, match=r"only \d+\.\d % of the tokens could be paired"):
+        fit_alignment(teacher, SampleFile.open(files[1]), "skip", "lsa-signed")

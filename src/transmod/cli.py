@@ -198,7 +198,13 @@ def _correlate(args: argparse.Namespace) -> None:
     corr = correlate_samples(teacher, student, args.mapping, args.batch_size, holdout=args.holdout)
     with new_output(args.out, "correlation", inputs=inputs, overwrite=args.overwrite) as tmp:
         corr.save(tmp)
-    print(f"correlated {len(corr.layers)} layer pairs over {corr.num_tokens} tokens into {args.out}")
+    print(f"correlated {len(corr.layers)} layer pairs over {corr.num_tokens} tokens ({_paired(corr.paired_share)}) "
+          f"into {args.out}")
+
+
+def _paired(share: float | None) -> str:
+    """How much of the text both tokenizations pair (all of it with one tokenizer)."""
+    return "paired share not recorded" if share is None else f"{100 * share:.1f} % of the tokens paired"
 
 
 def _assign(args: argparse.Namespace) -> None:
@@ -287,7 +293,8 @@ def _fit_alignment(args: argparse.Namespace) -> None:
                               batch_size=args.batch_size)
     with new_output(args.out, "alignment", inputs=inputs, overwrite=args.overwrite) as tmp:
         alignment.save(tmp)
-    print(f"fitted {args.method} maps for {len(alignment.layers)} layer/space pairs on {alignment.num_tokens} tokens into {args.out}")
+    print(f"fitted {args.method} maps for {len(alignment.layers)} layer/space pairs on {alignment.num_tokens} tokens "
+          f"({_paired(alignment.paired_share)}) into {args.out}")
 
 
 def _fidelity(args: argparse.Namespace) -> None:

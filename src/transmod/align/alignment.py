@@ -34,7 +34,7 @@ import numpy as np
 
 from transmod.align.correlation import Correlation, PearsonAccumulator, accumulate
 from transmod.align.layermap import layer_map
-from transmod.align.pairing import check_pair, shared_rows, split_point
+from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
@@ -152,6 +152,7 @@ class Alignment:
     ridge: float | None = DEFAULT_RIDGE  # None for methods without one (lsa from a correlation, select)
     hook: str | None = None  # the samples' hook (adapter, lora); None when data-free
     layers: list[LayerMap] = field(default_factory=list)
+    paired_share: float | None = None  # share of the tokens the two tokenizations pair; None when data-free
 
     def get(self, student_layer: int, space: str = "h") -> LayerMap | None:
         for lm in self.layers:
@@ -182,7 +183,7 @@ class Alignment:
                     tensors[f"{lm.space}{lm.student_layer}.{name}"] = np.ascontiguousarray(value)
         meta = {
             "method": self.method, "mapping": self.mapping, "teacher": self.teacher, "student": self.student,
-            "num_tokens": self.num_tokens, "ridge": self.ridge, "hook": self.hook,
+            "num_tokens": self.num_tokens, "ridge": self.ridge, "hook": self.hook, "paired_share": self.paired_share,
             "layers": [{"student": lm.student_layer, "teacher": lm.teacher_layers, "space": lm.space,
                         "mean_r": None if np.isnan(lm.mean_r) else lm.mean_r} for lm in self.layers],
         }
@@ -215,7 +216,7 @@ class Alignment:
             raise TransmodError(f"{path}: not a transmod alignment file ({exc}); write it with `transmod assign` or "
                                "`transmod fit-alignment`") from None
         return cls(meta["method"], meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"],
-                   meta["ridge"], meta["hook"], layers)
+                   meta["ridge"], meta["hook"], layers, meta.get("paired_share"))
 
     @classmethod
     def _load_assignment(cls, path: Path) -> "Alignment":
@@ -233,7 +234,8 @@ class Alignment:
 
 def assign_correlation(corr: Correlation) -> Alignment:
     """The study's alignment: per layer and space, the assignment on the signed correlation."""
-    out = Alignment("lsa", corr.mapping, corr.teacher, corr.student, corr.num_tokens, None, None)
+    out = Alignment("lsa", corr.mapping, corr.teacher, corr.student, corr.num_tokens, None, None,
+                    paired_share=corr.paired_share)
     for lc in corr.layers:
         sigma, mean_r = assign(lc.r)
         out.layers.append(LayerMap(lc.student_layer, lc.teacher_layers, lc.space, sigma=sigma, mean_r=mean_r))
@@ -282,7 +284,8 @@ def fit_alignment(
     if method == "select":
         return select_alignment(describe(teacher), describe(student), mapping, check_pair(teacher, student))
     check_pair(teacher, student)
-    n = split_point(shared_rows(teacher, student)[2], holdout)  # checked before the pass over the samples
+    shared = shared_rows(teacher, student)[2]  # checked before the pass over the samples
+    n = split_point(shared, holdout)
     need = max(teacher.hidden_size, student.hidden_size) + 1
     if method in DENSE_METHODS and n < need:
         raise TransmodError(
@@ -293,7 +296,8 @@ def fit_alignment(
         raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
     groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
     intercept = get_kind(teacher.meta["hook"]).read_bias is not None  # a bias to fold the read map's offset into
-    out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"])
+    out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"],
+                    paired_share=paired_share(teacher, student, shared))
     for (l, s), a in acc.items():
         out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))
     return out

@@ -26,6 +26,7 @@ from transmod.align.pairing import (
     check_pair,
     paired_batches,
     prefetched,
+    paired_share,
     shared_rows,
     split_point,
 )
@@ -102,6 +103,7 @@ class Correlation:
     student: dict
     num_tokens: int
     layers: list[LayerCorrelation] = field(default_factory=list)
+    paired_share: float | None = None  # share of the tokens the two tokenizations pair (None: not recorded)
 
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
@@ -109,6 +111,7 @@ class Correlation:
         tensors = {f"{lc.space}{lc.student_layer}": lc.r.astype(np.float32) for lc in self.layers}
         meta = {
             "mapping": self.mapping, "teacher": self.teacher, "student": self.student, "num_tokens": self.num_tokens,
+            "paired_share": self.paired_share,
             "layers": [{"student": lc.student_layer, "teacher": lc.teacher_layers, "space": lc.space} for lc in self.layers],
         }
         save_file(tensors, str(path), metadata={"transmod": json.dumps(meta), MARK: "correlation"})
@@ -129,7 +132,7 @@ class Correlation:
                 ]
         except Exception as exc:  # a foreign or damaged file: safetensors, JSON and key errors alike
             raise TransmodError(f"{path}: not a transmod correlation file ({exc}); write it with `transmod correlate`") from None
-        return cls(meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"], layers)
+        return cls(meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"], layers, meta.get("paired_share"))
 
 
 def _describe(sample: SampleFile) -> dict:
@@ -175,7 +178,8 @@ def correlate_samples(
     """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state), on the
     shared tokens before the `holdout` tail: the same tokens every fitted alignment method reads."""
     groups, acc = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
-    result = Correlation(mapping, _describe(teacher), _describe(student), 0)
+    result = Correlation(mapping, _describe(teacher), _describe(student), 0,
+                         paired_share=paired_share(teacher, student, shared_rows(teacher, student)[2]))
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()
         for dims, who, where in ((const_s, student, [l]), (const_t, teacher, groups[l])):

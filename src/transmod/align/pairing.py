@@ -18,6 +18,9 @@ from transmod.errors import TransmodError
 
 Batch = dict[str, np.ndarray]
 T = TypeVar("T")
+# Below this share of paired tokens the two tokenizers split the text too differently for an alignment
+# fitted on the pairs to speak for the rest (a cross-family pair; the same tokenizer pairs every token).
+MIN_PAIRED_SHARE = 0.3
 
 
 def check_pair(teacher: SampleFile, student: SampleFile) -> list[str]:
@@ -92,11 +95,25 @@ def _rechunk(stream: Iterator[Batch], size: int) -> Iterator[Batch]:
 
 
 def shared_rows(teacher: SampleFile, student: SampleFile) -> tuple[np.ndarray | None, np.ndarray | None, int]:
-    """Row masks of the tokens both files share (None: all rows) and how many they share."""
+    """Row masks of the tokens both files share (None: all rows) and how many they share; refuses a pair
+    whose tokenizers agree on too few tokens (`MIN_PAIRED_SHARE`)."""
     masks = aligned_rows(teacher, student)
     if masks is None:
         return None, None, teacher.num_rows
-    return masks[0], masks[1], int(masks[0].sum())
+    n = int(masks[0].sum())
+    share = paired_share(teacher, student, n)
+    if share < MIN_PAIRED_SHARE:
+        raise TransmodError(
+            f"{teacher.path} and {student.path}: only {100 * share:.1f} % of the tokens could be paired (the same text "
+            f"span in both tokenizations), below {100 * MIN_PAIRED_SHARE:.0f} %; the tokenizers split the text too "
+            "differently to fit an alignment on it: pick a student whose tokenizer splits words more alike"
+        )
+    return masks[0], masks[1], n
+
+
+def paired_share(teacher: SampleFile, student: SampleFile, shared: int) -> float:
+    """The share of tokens paired: `shared` over the larger file's tokens (1.0 with one tokenizer)."""
+    return shared / max(teacher.num_rows, student.num_rows, 1)
 
 
 def split_point(n: int, holdout: float) -> int:
