@@ -25,8 +25,8 @@ from transmod.align.pairing import (
     Batch,
     check_pair,
     paired_batches,
-    prefetched,
     paired_share,
+    prefetched,
     shared_rows,
     split_point,
 )
