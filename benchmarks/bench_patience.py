@@ -52,7 +52,7 @@ def main() -> None:
         sys.exit(f"{base}: no finished demo here; run `snakemake --profile profiles/demo` in {args.workdir} first")
 
     copy = Path(tempfile.mkdtemp(prefix="transmod-patience-"))
-    for name in ("resources", "results"):
+    for name in ("resources", "results", ".snakemake"):  # .snakemake: its records tell what the change re-runs
         shutil.copytree(args.workdir / name, copy / name, symlinks=True)
     training = yaml.safe_load(DEMO_CONFIG.read_text())["training"]
     override = {"training": {role: {**spec, "patience": args.patience} for role, spec in training.items()}}

@@ -51,6 +51,8 @@ rule aggregate_tables:
         correlations=heatmap_inputs(),
     output:
         **results_outputs(),
+    params:
+        plan=RESULTS_PLAN,
     log:
         "results/logs/aggregate_tables.log",
     benchmark:

@@ -9,4 +9,4 @@ log_to(snakemake.log[0])
 
 from transmod.results.tables import write_results
 
-write_results(Path(snakemake.input.plan).parent)
+write_results(Path(snakemake.input.plan).parent, snakemake.params.plan)  # the config's plan, as `plan` wrote it

@@ -53,10 +53,11 @@ def load_plan(results_dir: str | Path) -> Plan:
     return Plan(runs=runs, align=align)
 
 
-def write_results(results_dir: str | Path, log: Callable[[str], None] = print) -> list[Path]:
-    """Tables (Markdown, CSV, LaTeX, HTML) and figures (PNG, PDF) of the finished runs under results_dir."""
+def write_results(results_dir: str | Path, plan: Plan | None = None, log: Callable[[str], None] = print) -> list[Path]:
+    """Tables (Markdown, CSV, LaTeX, HTML) and figures (PNG, PDF) of the finished runs under results_dir, for
+    `plan` (the workflow's current one) or else the plan.json the workflow last wrote there."""
     results_dir = Path(results_dir)
-    plan = load_plan(results_dir)
+    plan = load_plan(results_dir) if plan is None else plan
     runs = gather(plan["runs"], scan=results_dir / RUNS_DIR)
     log(f"{len(runs.finished)} runs with a metrics file, {len(runs.missing)} without one (empty cells)")
     for path in runs.missing.file:
