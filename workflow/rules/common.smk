@@ -7,7 +7,7 @@ from pathlib import Path
 from transmod.align.alignment import METHODS
 from transmod.align.layermap import MAPPINGS
 from transmod.hub import looks_local, slug
-from transmod.inits import DEFAULT, STUDY_METHOD, TRANSFER_INIT, ZERO_SHOT, init_name, split_init
+from transmod.inits import DEFAULT, STUDY_METHOD, TRANSFER_INIT, ZERO_SHOT, init_name, is_zero_shot, split_init
 from transmod.modules.kinds import MODULE_KINDS
 from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
 from transmod.train.tasks import TASKS
@@ -76,7 +76,7 @@ def inits(pair):
     (`zs-skip`, ...), also its baseline `zs-default` (a fresh module, head only)."""
     chosen = list(config["pairs"][pair].get("inits", config["inits"]))  # validated: methods only where aligned
     baseline = f"{ZERO_SHOT}{DEFAULT}"
-    if any(i.startswith(ZERO_SHOT) for i in chosen) and baseline not in chosen:
+    if any(map(is_zero_shot, chosen)) and baseline not in chosen:
         chosen.append(baseline)
     return chosen
 
@@ -172,15 +172,15 @@ def hyper(role):
     def params(w):
         merged = dict(config["training"][role])
         merged.update(config["tasks"][w.task]["training"][role])
-        if is_zero_shot(w):
+        if zero_shot_run(w):
             merged.update(config["zero_shot"], freeze_module=True)
         return merged
 
     return params
 
 
-def is_zero_shot(w):
-    return getattr(w, "init", "").startswith(ZERO_SHOT) or getattr(w, "run", "").startswith(f"student-{ZERO_SHOT}")
+def zero_shot_run(w):
+    return is_zero_shot(getattr(w, "init", "")) or getattr(w, "run", "").startswith(f"student-{ZERO_SHOT}")
 
 
 def module_config(w):

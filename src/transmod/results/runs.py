@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from transmod.errors import TransmodError
-from transmod.inits import ZERO_SHOT
+from transmod.inits import ZERO_SHOT, is_zero_shot
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
         ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
@@ -117,7 +117,7 @@ def row_name(role: str, init: str | None) -> str:
     key = (role, None if role == "teacher" else init)
     if key in ROWS:
         return ROWS[key]
-    if role == "student" and str(init).startswith(ZERO_SHOT):
+    if role == "student" and is_zero_shot(init):
         return row_name(role, str(init)[len(ZERO_SHOT):]) + ZERO_SHOT_ROW
     return f"TM-Student {str(init).upper()}" if role == "student" else f"{role} {init}"
 
@@ -133,7 +133,7 @@ def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
 
 def _setting_key(run: Mapping[str, Any]) -> tuple:
     """Zero-shot runs train under their own budget: a setting of their own."""
-    return (run["pair"], run["task"], run["peft"], run["role"], str(run.get("init")).startswith(ZERO_SHOT))
+    return (run["pair"], run["task"], run["peft"], run["role"], is_zero_shot(run.get("init")))
 
 
 FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "metric", "file", "row"]
