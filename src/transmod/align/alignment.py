@@ -294,7 +294,7 @@ def fit_alignment(
         )
     if n == 0:
         raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
-    groups, acc = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
+    groups, acc, _ = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
     intercept = get_kind(teacher.meta["hook"]).read_bias is not None  # a bias to fold the read map's offset into
     out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"],
                     paired_share=paired_share(teacher, student, shared))

@@ -142,9 +142,10 @@ def _describe(sample: SampleFile) -> dict:
 def accumulate(
     teacher: SampleFile, student: SampleFile, mapping: str, accumulator: Callable[[int, int], A] = PearsonAccumulator,
     holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None,
-) -> tuple[list[list[int]], dict[tuple[int, str], A]]:
+) -> tuple[list[list[int]], dict[tuple[int, str], A], int]:
     """One streaming pass over the shared rows before the held-out tail: each student layer (and space)
-    against its mapped teacher layer, or under AVG the mean state of its teacher group. `workers`: threads that
+    against its mapped teacher layer, or under AVG the mean state of its teacher group; also returns how
+    many rows the two files share. `workers`: threads that
     update layer pairs side by side (default: every core this process may use)."""
     spaces = check_pair(teacher, student)
     groups = layer_map(mapping, teacher.num_layers, student.num_layers)
@@ -168,7 +169,7 @@ def accumulate(
             for done in [pool.submit(update, key, t_batch, s_batch) for key in acc]:
                 done.result()
             progress.update(len(next(iter(s_batch.values()))))
-    return groups, acc
+    return groups, acc, n
 
 
 def correlate_samples(
@@ -177,9 +178,9 @@ def correlate_samples(
 ) -> Correlation:
     """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state), on the
     shared tokens before the `holdout` tail: the same tokens every fitted alignment method reads."""
-    groups, acc = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
+    groups, acc, shared = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
     result = Correlation(mapping, _describe(teacher), _describe(student), 0,
-                         paired_share=paired_share(teacher, student, shared_rows(teacher, student)[2]))
+                         paired_share=paired_share(teacher, student, shared))
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()
         for dims, who, where in ((const_s, student, [l]), (const_t, teacher, groups[l])):

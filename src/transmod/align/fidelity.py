@@ -62,7 +62,8 @@ def _sites(module: Module) -> list[str]:
 
 
 def _check_width(module: Module, sample: SampleFile, who: str) -> None:
-    width = {t.shape[-1] for (_, _, p), t in module.weights.items() if p == module.spec.reader}
+    reader = module.spec.reader
+    width = {t.shape[-1] for (_, _, p), t in module.weights.items() if p == reader}
     if width != {sample.hidden_size}:
         raise TransmodError(
             f"{module.path}: the {who} module reads {sorted(width)} dims but {sample.path} has {sample.hidden_size}; "

@@ -33,10 +33,6 @@ def fingerprint(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def spaces_for(peft: str, lora_outputs: bool) -> tuple[str, ...]:
-    return get_kind(peft).spaces(lora_outputs)
-
-
 @contextmanager
 def capture(model: torch.nn.Module, arch: Architecture, spaces: Mapping[str, Sequence[str]]):
     """Register read-only hooks; each forward fills the yielded dict with `{peft}:{space}{layer}` -> tensor.
@@ -89,7 +85,7 @@ def sample_hidden_states(
         if value is not None and value < 1:
             raise TransmodError(f"{option} must be positive, got {value}")
     shape = model_shape(model.config, model_name)
-    spaces = {peft: spaces_for(peft, lora_outputs) for peft in outs}
+    spaces = {peft: get_kind(peft).spaces(lora_outputs) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
     model.eval()
     device = next(model.parameters()).device

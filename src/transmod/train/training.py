@@ -165,6 +165,7 @@ class _Run:
     labels: list[str]
     pad_id: int
     splits: dict[str, list]  # encoded train / validation / test examples
+    lengths: list[int]  # of the training examples, which the batch order groups by
     gold: dict[str, list]  # validation and test gold labels, as the metrics compare them
     metric: str  # the validation metric that picks the best epoch
     total_steps: int
@@ -210,7 +211,8 @@ def _prepare(
         "num_train": len(splits["train"]), "num_validation": len(splits["validation"]),
     }
     run = _Run(task, model, named, input_keys(model), make_optimizer(named, cfg),
-               torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, labels, pad_id, splits, gold,
+               torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, labels, pad_id, splits,
+               [length(ex) for ex in splits["train"]], gold,
                get_task(task).metric, total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint)
     log.info("training %s + %s on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
              "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, peft, task,
@@ -225,8 +227,7 @@ def _train_epoch(
     best_state: dict | None, workers: int, step_callback: Callable[[int], None] | None,
 ) -> None:
     """One epoch's optimizer steps, from where `progress` stands (a resumed run starts mid-epoch)."""
-    lengths = [length(ex) for ex in run.splits["train"]]
-    batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.mega_batches)
+    batches = length_grouped_batches(run.lengths, cfg.batch_size, cfg.seed, epoch, cfg.mega_batches)
     # Workers only collate the batches fixed above, so results do not depend on their number; the
     # loader seeds them from a generator of its own, leaving the global RNG (dropout) to resume exactly.
     loader = DataLoader(run.splits["train"], batch_sampler=batches[progress.step_in_epoch:], num_workers=workers,
