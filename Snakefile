@@ -28,7 +28,8 @@ report: "workflow/report/workflow.rst"
 
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-as_workflow_error(validate_config, config, SCHEMA, workflow.configfiles)  # one line naming the file or key
+# One line naming the file or key; local task data is read once, where Snakemake starts (not in each job).
+as_workflow_error(validate_config, config, SCHEMA, workflow.configfiles, not (workflow.remote_exec or workflow.subprocess_exec))
 validate(config, SCHEMA)  # the schema's defaults, filled in
 
 

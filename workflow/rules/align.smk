@@ -13,6 +13,7 @@ rule sample_embeddings:
     params:
         model=model_of(),
         dataset=dataset_of,
+        task=task_of,
         split=config["sampling"]["split"],
         max_tokens=config["sampling"]["max_tokens"],
         batch_size=config["sampling"]["batch_size"],

@@ -10,7 +10,7 @@ from transmod.hub import looks_local, slug
 from transmod.inits import DEFAULT, STUDY_METHOD, TRANSFER_INIT, ZERO_SHOT, init_name, is_zero_shot, split_init
 from transmod.modules.kinds import MODULE_KINDS
 from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
-from transmod.train.tasks import TASKS
+from transmod.workflow.config import declared_tasks
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
@@ -22,12 +22,13 @@ SAMPLES = "results/samples/{model}/{task}/{lang}/{peft}.parquet"
 
 
 MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
+TASKS = declared_tasks(config)  # every task's declaration (the built-in ones filled in)
 
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     pair="|".join(config["pairs"]),
-    task="|".join(TASKS),
+    task="|".join(re.escape(t) for t in TASKS),
     lang="[a-z]{2,3}",
     peft="|".join(MODULE_KINDS),
     init=rf"({ZERO_SHOT})?({DEFAULT}|{TRANSFER_INIT})",
@@ -98,6 +99,11 @@ def zero_shot_metrics():
 def asset_task(repo):
     """The task whose dataset is this hub id (fetch_assets writes it in that task's schema)."""
     return next(task for task, spec in config["tasks"].items() if spec["dataset"] == repo)
+
+
+def task_of(w):
+    """What a job needs of the task's declaration (table names and captions are left out: they re-run nothing)."""
+    return TASKS[w.task].to_dict(display=False)
 
 
 def is_local(path):

@@ -6,11 +6,16 @@ from transmod.demo.models import DEMO_MODELS
 as_workflow_error(validate_section, config, "demo", Path(workflow.basedir) / "profiles/demo/demo.schema.yaml")
 validate(config["demo"], Path(workflow.basedir) / "profiles/demo/demo.schema.yaml")  # its defaults
 
+# The tasks whose data the demo generates: those that read resources/demo/data/<task>.
+DEMO_DATA = {task: f"resources/demo/data/{task}" for task, spec in config["tasks"].items()
+             if spec["dataset"] == f"resources/demo/data/{task}"}
+
 
 rule demo_data:
     output:
         directory("resources/demo/data/{task}"),
     params:
+        task=task_of,
         langs=lambda w: config["tasks"][w.task]["languages"],
         sizes=config["demo"]["sizes"],
     log:
@@ -25,11 +30,11 @@ rule demo_data:
 
 rule demo_tokenizer:
     input:
-        **{task: f"resources/demo/data/{task}" for task in config["tasks"]},
+        **DEMO_DATA,
     output:
         directory("resources/demo/tokenizer"),
     params:
-        langs={task: spec["languages"] for task, spec in config["tasks"].items()},
+        langs={task: config["tasks"][task]["languages"] for task in DEMO_DATA},
     log:
         "results/logs/demo_tokenizer.log",
     benchmark:
@@ -42,12 +47,12 @@ rule demo_tokenizer:
 
 rule demo_models:
     input:
-        **{task: f"resources/demo/data/{task}" for task in config["tasks"]},
+        **DEMO_DATA,
         tokenizer="resources/demo/tokenizer",
     output:
         [directory(f"resources/demo/models/{name}") for name in DEMO_MODELS],
     params:
-        langs={task: spec["languages"] for task, spec in config["tasks"].items()},
+        langs={task: config["tasks"][task]["languages"] for task in DEMO_DATA},
         pretrain_steps=config["demo"]["pretrain_steps"],
     threads: 2
     log:

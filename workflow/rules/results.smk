@@ -14,6 +14,7 @@ rule evaluate:
         "results/runs/{pair}/{task}/{lang}/{peft}/{run}/seed{seed}/metrics.json",
     params:
         info=run_info,
+        task=task_of,
     log:
         "results/logs/evaluate/{pair}/{task}/{lang}/{peft}/{run}/seed{seed}.log",
     benchmark:

@@ -18,8 +18,8 @@ def result_tasks():
 
 
 def results_plan():
-    """Every metrics file the config requests (all_metrics), with the run info evaluate records in it, and
-    every alignment file the plots read (a digest as its repr: logs and reports stay short)."""
+    """Every metrics file the config requests (all_metrics), with the run info evaluate records in it, every
+    alignment file the plots read and the tasks' declarations (a digest as its repr: logs and reports stay short)."""
     runs = {}
     for path in all_metrics():
         pair, task, lang, peft, run, seed = Path(path).parts[-7:-1]
@@ -31,7 +31,7 @@ def results_plan():
         for w in grid()
         for m in MAPPINGS
     ]
-    return Plan(runs=runs, align=align)
+    return Plan(runs=runs, align=align, tasks={task: TASKS[task].to_dict() for task in result_tasks()})
 
 
 RESULTS_PLAN = results_plan()

@@ -11,6 +11,7 @@ rule train_teacher:
     params:
         model=model_of(),
         dataset=dataset_of,
+        task=task_of,
         hyper=hyper("teacher"),
         module=module_config,
         state=f"{TEACHER}/{STATE_DIR}",
@@ -37,6 +38,7 @@ rule train_student:
     params:
         model=model_of("student"),
         dataset=dataset_of,
+        task=task_of,
         hyper=hyper("student"),
         module=module_config,
         state=f"{STUDENT}/{STATE_DIR}",

@@ -15,14 +15,15 @@ from transmod.align.sampling import sample_model
 from transmod.align.texts import examples_from_columns
 from transmod.atomic import atomic_path
 from transmod.train.data import load_split
-from transmod.train.tasks import get_task
+from transmod.train.tasks import Task
 from transmod.workflow.assets import require_fetched
 
 torch.set_num_threads(snakemake.threads)
 w, p = snakemake.wildcards, snakemake.params
 require_fetched(model=p.model, dataset=p.dataset)  # assets.fetch: the copies must be here
-rows = load_split(p.dataset, w.task, w.lang, p.split)
-examples = examples_from_columns(rows.to_dict(), get_task(w.task).text_columns)
+task = Task.from_dict(p.task)
+rows = load_split(p.dataset, task, w.lang, p.split)
+examples = examples_from_columns(rows.to_dict(), task.text_columns)
 with atomic_path(snakemake.output[0]) as out:
     n = sample_model(p.model, examples, {w.peft: out}, max_tokens=p.max_tokens, batch_size=p.batch_size,
                      lora_outputs=p.lora_outputs)

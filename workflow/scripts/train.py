@@ -12,7 +12,7 @@ claim_gpu()  # a device of its own where the machine has several (profiles/local
 
 from transmod.train.config import TrainConfig
 from transmod.train.data import load_split
-from transmod.train.tasks import SPLITS
+from transmod.train.tasks import SPLITS, Task
 from transmod.train.training import train
 from transmod.workflow.assets import require_fetched
 
@@ -30,9 +30,10 @@ cfg = TrainConfig.from_dict(
     },
     source="config.yaml training",
 )
-data = {split: load_split(p.dataset, w.task, w.lang, split) for split in SPLITS}
+task = Task.from_dict(p.task)
+data = {split: load_split(p.dataset, task, w.lang, split) for split in SPLITS}
 train(
-    p.model, w.task, w.peft, data["train"], data["validation"], data["test"], cfg,
+    p.model, task, w.peft, data["train"], data["validation"], data["test"], cfg,
     out_dir=Path(snakemake.output.module).parent,
     init_module=snakemake.input.get("init") or None,
     threads=snakemake.threads,

@@ -1,4 +1,7 @@
-"""The demo's made-up languages: lexicons, sentences and task data (NER, PI, NLI) in the hub schemas.
+"""The demo's made-up languages: lexicons, sentences and task data in the hub schemas.
+
+The study's tasks (NER, PI, NLI) and two tasks of the kind a user declares in the config
+(`DEMO_TASKS`): part-of-speech tags (17 UPOS labels) and the topic of a sentence (what its subject is).
 
 Small but learnable: entities, paraphrases and entailments follow rules a tiny model picks up in
 a few epochs, from a seed, so the demo and the tests need nothing from the hub.
@@ -14,7 +17,7 @@ from typing import Any
 
 from transmod.errors import TransmodError
 from transmod.train.data import write_hub_folder
-from transmod.train.tasks import SPLITS, get_task
+from transmod.train.tasks import SEQUENCE, SPLITS, TOKEN, Task, declare_task, get_task
 
 DEMO_LANGS: tuple[str, ...] = ("en", "de")
 DEFAULT_SIZES: dict[str, int] = {"train": 320, "validation": 80, "test": 80}
@@ -150,10 +153,16 @@ def _text(phrase: Phrase) -> str:
 # rewrite, a negation word, an added "with" phrase), as real datasets' annotation artifacts do.
 
 
-def _ner_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
+def _sentence(lex: Lexicon, rng: random.Random) -> tuple[Phrase, str]:
+    """A sentence with entities, and what its subject is (person, organisation or thing)."""
     r = rng.random()
-    subj = _person(lex, rng) if r < 0.5 else _org(lex, rng) if r < 0.75 else \
-        _noun_phrase(lex, rng.choice(lex.nouns)[0])
+    subject = "person" if r < 0.5 else "organisation" if r < 0.75 else "thing"
+    if subject == "person":
+        subj = _person(lex, rng)
+    elif subject == "organisation":
+        subj = _org(lex, rng)
+    else:
+        subj = _noun_phrase(lex, rng.choice(lex.nouns)[0])
     r = rng.random()
     if r < 0.4:
         obj = _noun_phrase(lex, rng.choice(lex.nouns)[0], rng.choice(lex.adjs)[0] if rng.random() < 0.5 else None)
@@ -166,9 +175,52 @@ def _ner_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
     fact = Fact(subj, rng.choice(lex.verbs)[0], obj,
                 loc=_loc(lex, rng) if rng.random() < 0.6 else None,
                 with_=(_person(lex, rng) if rng.random() < 0.5 else _org(lex, rng)) if rng.random() < 0.3 else None)
-    phrase = _render(lex, fact, "fronted" if rng.random() < 0.3 else "active")
+    return _render(lex, fact, "fronted" if rng.random() < 0.3 else "active"), subject
+
+
+def _ner_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
+    phrase, _ = _sentence(lex, rng)
     labels = get_task("ner").labels
     return {"tokens": [w for w, _ in phrase], "ner_tags": [labels.index(t) for _, t in phrase], "lang": lex.lang}
+
+
+UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+        "SCONJ", "SYM", "VERB", "X")  # Universal Dependencies' 17 part-of-speech tags
+_FUNCTION_POS = {"det": "DET", "in": "ADP", "with": "ADP", "by": "ADP", "aux": "AUX", "neg": "PART"}
+
+
+def _pos_tags(lex: Lexicon) -> dict[str, str]:
+    """Word form -> UPOS tag, from the lexicon's word classes."""
+    tags = {form: "NOUN" for pair in lex.nouns for form in pair}
+    tags |= {form: "VERB" for pair in lex.verbs for form in pair}
+    tags |= {form: "ADJ" for pair in lex.adjs for form in pair}
+    tags |= {form: "PROPN" for names in lex.names.values() for form in names}
+    tags |= {form: _FUNCTION_POS[name] for name, form in lex.fn.items()}
+    return tags | {",": "PUNCT", ".": "PUNCT"}
+
+
+def _pos_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
+    phrase, _ = _sentence(lex, rng)
+    tags = _pos_tags(lex)
+    words = [w for w, _ in phrase]
+    return {"tokens": words, "upos": [UPOS.index(tags.get(w, tags.get(w.lower(), "X"))) for w in words]}
+
+
+TOPICS = ("person", "organisation", "thing")
+
+
+def _topic_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
+    phrase, subject = _sentence(lex, rng)
+    return {"text": _text(phrase), "label": TOPICS.index(subject)}
+
+
+# Two tasks declared as a user would in the config (the demo generates their data; the tests run them).
+DEMO_TASKS: dict[str, Task] = {
+    "pos": declare_task("pos", dict(kind=TOKEN, text_columns=["tokens"], label_column="upos", metric="accuracy",
+                                    labels=list(UPOS), title="Part-of-speech tagging")),
+    "topic": declare_task("topic", dict(kind=SEQUENCE, text_columns=["text"], label_column="label",
+                                        metric="macro_f1", labels=list(TOPICS), title="Sentence topic")),
+}
 
 
 def _pick(rng: random.Random, pair: tuple[str, str], p_synonym: float) -> str:
@@ -255,8 +307,9 @@ def _nli_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]
 
 
 def _examples(task: str, lex: Lexicon, rng: random.Random, n: int) -> list[dict[str, Any]]:
-    if task == "ner":
-        return [_ner_example(lex, rng) for _ in range(n)]
+    per_sentence = {"ner": _ner_example, "pos": _pos_example, "topic": _topic_example}
+    if task in per_sentence:
+        return [per_sentence[task](lex, rng) for _ in range(n)]
     classes = len(get_task(task).labels)
     labels = [i % classes for i in range(n)]
     rng.shuffle(labels)
@@ -267,11 +320,23 @@ def _examples(task: str, lex: Lexicon, rng: random.Random, n: int) -> list[dict[
     return rows
 
 
-def generate_task_data(task: str, langs: Sequence[str] = DEMO_LANGS, n_train: int = DEFAULT_SIZES["train"],
+GENERATED = ("ner", "pi", "nli", "pos", "topic")  # the tasks the demo makes data for
+
+
+def demo_task(task: Task | str) -> Task:
+    """The declaration of a task the demo generates data for (a config's own declaration of it, if given)."""
+    name = task.name if isinstance(task, Task) else task
+    if name not in GENERATED:
+        raise TransmodError(f"task {name!r}: the demo generates data for {', '.join(GENERATED)} only; "
+                            "give a dataset of your own for it")
+    return task if isinstance(task, Task) else DEMO_TASKS.get(name) or get_task(name)
+
+
+def generate_task_data(task: Task | str, langs: Sequence[str] = DEMO_LANGS, n_train: int = DEFAULT_SIZES["train"],
                        n_val: int = DEFAULT_SIZES["validation"], n_test: int = DEFAULT_SIZES["test"],
                        seed: int = 0) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Rows in the task's hub schema for each (lang, split): small, learnable, fixed by the seed."""
-    get_task(task)
+    task = demo_task(task).name
     sizes = {"train": n_train, "validation": n_val, "test": n_test}
     if any(n < 1 for n in sizes.values()):
         raise TransmodError(f"demo data sizes {sizes}: every split needs at least one example")
@@ -291,17 +356,15 @@ def _split_sizes(sizes: Mapping[str, int]) -> dict[str, int]:
     return {**DEFAULT_SIZES, **sizes}
 
 
-def _write_rows(task: str, rows: Mapping[tuple[str, str], list[dict[str, Any]]], out_dir: str | Path,
-                seed: int) -> Path:
-    return write_hub_folder(out_dir, task, rows, title=f"transmod demo data: {task}, synthetic, seed {seed}")
-
-
-def write_demo_dataset(task: str, out_dir: str | Path, langs: Sequence[str] = DEMO_LANGS,
+def write_demo_dataset(task: Task | str, out_dir: str | Path, langs: Sequence[str] = DEMO_LANGS,
                        sizes: Mapping[str, int] = DEFAULT_SIZES, seed: int = 0) -> Path:
-    """A hub-layout folder of demo data that `transmod.train.data.load_split(out_dir, task, ...)` reads."""
+    """A hub-layout folder of demo data that `transmod.train.data.load_split(out_dir, task, ...)` reads,
+    named as `task` declares (its config and split names), with the generator's columns and label names."""
     n = _split_sizes(sizes)
-    rows = generate_task_data(task, langs, n["train"], n["validation"], n["test"], seed)
-    return _write_rows(task, rows, out_dir, seed)
+    spec = demo_task(task)
+    rows = generate_task_data(spec, langs, n["train"], n["validation"], n["test"], seed)
+    return write_hub_folder(out_dir, spec, rows, title=f"transmod demo data: {spec.name}, synthetic, seed {seed}",
+                            labels=demo_task(spec.name).labels)
 
 
 def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence[str]]) -> list[str]:
@@ -312,6 +375,6 @@ def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence
     texts = []
     for task, folder in folders.items():
         for lang in langs[task]:
-            rows = load_split(str(folder), task, lang, "train").to_dict()
-            texts += [text for example in examples_from_columns(rows, get_task(task).text_columns) for text in example]
+            rows = load_split(str(folder), demo_task(task), lang, "train").to_dict()
+            texts += [text for example in examples_from_columns(rows, demo_task(task).text_columns) for text in example]
     return texts

@@ -19,8 +19,8 @@ import pandas as pd
 from transmod.errors import TransmodError
 from transmod.results.runs import ROWS, ZERO_SHOT_ROW, Runs, baseline_row, run_id
 from transmod.results.stats import holm, sign_flip_test
+from transmod.train.tasks import METRICS, Task
 
-METRIC_NAMES = {"f1": "entity-level F1 (conlleval)", "accuracy": "accuracy"}
 GAP_MIN_POINTS = 1.0  # score points (x 100): a smaller Teacher - Student difference leaves GAP empty
 GAP_NOTE = "GAP is empty where Teacher and Student differ by less than the noise (see above)"
 
@@ -155,9 +155,10 @@ def task_stats(runs: Runs, task: str, test=sign_flip_test) -> TaskStats:
     return TaskStats(languages, seeds, index, scores, mean, sd, partial, p, n_pairs, missing, metric)
 
 
-def metric_label(task: str, metric: str) -> str:
-    """'NER: test entity-level F1 (conlleval) x 100' (table titles and plot axes)."""
-    return f"{task.upper()}: test {METRIC_NAMES.get(metric, metric or 'score')} x 100"
+def metric_label(task: Task, metric: str) -> str:
+    """'NER: test entity-level F1 (conlleval) x 100' (table titles and plot axes), from the declaration."""
+    named = METRICS.get(metric or task.metric)
+    return f"{task.caption}: test {named.description if named else metric or 'score'} x 100"
 
 
 def per_language_table(runs: Runs, task: str) -> Table:
@@ -166,7 +167,7 @@ def per_language_table(runs: Runs, task: str) -> Table:
     cols.append(Column("AVG", "AVG", st.mean["AVG"], st.sd["AVG"], "SD", st.partial["AVG"], st.p, "p",
                        p_holm=pd.Series(holm(st.p.to_numpy()), index=st.p.index)))
     plan = runs.plan[runs.plan.task == task]
-    return Table(f"{metric_label(task, st.metric)}, per language", st.index, cols, st.missing, _settings_of(plan),
+    return Table(f"{metric_label(runs.task(task), st.metric)}, per language", st.index, cols, st.missing, _settings_of(plan),
                  extra_csv={"n_pairs": st.n_pairs, "seeds": _seed_counts(st)})
 
 
@@ -222,7 +223,7 @@ def summary_table(runs: Runs) -> Table:
         part = long[long.task == task].set_index(["setting", "module", "model"])
         part.index.names = ["pair", "peft", "row"]
         part = part.reindex(index)
-        name = task.upper()
+        name = runs.task(task).short
         cols.append(Column(f"{name} AVG", f"{task} AVG", part.AVG, part.SD, f"{task} SD",
                            part.partial.astype("boolean").fillna(False).astype(bool), part.p, f"{task} p", task=task,
                            p_holm=part.p_holm))
@@ -233,7 +234,7 @@ def summary_table(runs: Runs) -> Table:
                 missing[key].extend(text.split(";"))
     tasks = {p: set(g.task) for p, g in runs.plan.groupby("pair")}
     noisy = long[long.gap_within_noise.astype(bool)]
-    notes = [f"{GAP_NOTE}: " + ", ".join(sorted({f"{r.setting} {r.module} {r.task.upper()}" for r in noisy.itertuples()})) + "."
+    notes = [f"{GAP_NOTE}: " + ", ".join(sorted({f"{r.setting} {r.module} {runs.task(r.task).short}" for r in noisy.itertuples()})) + "."
              ] if len(noisy) else []
     return Table("Summary: AVG over languages, REL and GAP per task", index, cols, missing,
                  _settings_of(runs.plan), notes=notes, tasks=tasks)

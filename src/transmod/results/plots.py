@@ -242,10 +242,10 @@ def write_all(runs, align: Iterable[Mapping[str, str]], outdir: str | Path) -> l
         for pair in unique(plan[plan.task == task].pair):
             for peft in unique(plan[(plan.task == task) & (plan.pair == pair)].peft):
                 stems = {kind: paths[0].with_suffix("") for kind, paths in figure_paths(outdir, pair, task, peft).items()}
-                name = f"{pair} · {task.upper()} · {peft}"
+                name = f"{pair} · {runs.task(task).short} · {peft}"
                 mean, sd, p, partial = (_rows(x, pair, peft) for x in (st.mean, st.sd, st.p, st.partial))
                 written += score_bars(mean, sd, stems["scores"], f"{name}: per language (mean ± SD over seeds)",
-                                      metric_label(task, st.metric).split(": ", 1)[1], p.to_dict(), partial)
+                                      metric_label(runs.task(task), st.metric).split(": ", 1)[1], p.to_dict(), partial)
                 mine = [a for a in align if (a["pair"], a["task"], a["peft"]) == (pair, task, peft)]
                 curves: dict[str, list] = {}
                 for a in mine:

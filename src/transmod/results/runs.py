@@ -21,6 +21,7 @@ import pandas as pd
 
 from transmod.errors import TransmodError
 from transmod.inits import ZERO_SHOT, is_zero_shot
+from transmod.train.tasks import TASKS, Task
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
         ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
@@ -153,6 +154,11 @@ class Runs:
     finished: pd.DataFrame  # FRAME_COLUMNS, one row per metrics file read
     missing: pd.DataFrame  # FRAME_COLUMNS (score NaN), one row per requested run without a metrics file
     ignored: list[str] = field(default_factory=list)  # unrequested files of the same config, not read
+    tasks: Mapping[str, Task] = field(default_factory=dict)  # declarations: the tables' names and captions
+
+    def task(self, name: str) -> Task:
+        """A task's declaration (the built-in one when the plan names none)."""
+        return self.tasks.get(name) or TASKS[name]
 
     @property
     def plan(self) -> pd.DataFrame:
@@ -166,7 +172,8 @@ def run_id(row: Mapping[str, Any]) -> str:
     return f"{row['pair']}/{row['task']}/{row['lang']}/{row['peft']}/{run}/seed{row['seed']}"
 
 
-def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = None) -> Runs:
+def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = None,
+           tasks: Mapping[str, Task] | None = None) -> Runs:
     """Read every requested metrics file that exists (see the module doc for what is refused)."""
     finished, missing = [], []
     current: dict[tuple, tuple[str, dict]] = {}
@@ -201,6 +208,6 @@ def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = 
                     f"current config); tables never mix configs: move it out of {scan} or restore its config"
                 )
             ignored.append(str(path))
-    return Runs(_frame(finished), _frame(missing), ignored)
+    return Runs(_frame(finished), _frame(missing), ignored, dict(tasks or {}))
 
 

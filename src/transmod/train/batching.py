@@ -1,4 +1,4 @@
-"""Tokenisation and batching for the three tasks, built for little padding and exact resumption.
+"""Tokenisation and batching for token and sequence classification, built for little padding and exact resumption.
 
 Examples are encoded once into plain lists; batches are padded only to their longest member, and
 the batch order is a pure function of (seed, epoch), so a resumed run can skip the batches it has
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transmod.errors import TransmodError
-from transmod.train.tasks import get_task
+from transmod.train.data import check_label_ids
+from transmod.train.tasks import Task, get_task
 
 if TYPE_CHECKING:
     import torch
@@ -33,35 +34,35 @@ def _column(dataset: Any, name: str, source: str) -> list:
 def encode(
     dataset: Any,
     tokenizer: Any,
-    task: str,
+    task: Task | str,
     max_length: int,
     num_labels: int | None = None,
     source: str = "the dataset",
 ) -> list[Example]:
     """Tokenise a dataset in its hub schema into one dict of lists per example.
 
-    ner: words are split into sub-tokens; only the FIRST sub-token of a word carries its tag, the
-    rest (and special tokens) get -100, and `word_ids` maps each labelled position back to its word
-    so predictions can be reported per gold word. pi/nli: the two sentences are encoded as a pair.
+    Token tasks: words are split into sub-tokens; only the FIRST sub-token of a word carries its tag,
+    the rest (and special tokens) get -100, and `word_ids` maps each labelled position back to its
+    word so predictions can be reported per gold word. Sequence tasks: one text, or a pair.
     """
     spec = get_task(task)
     if max_length < 8:
         raise TransmodError(f"max_length must be at least 8, got {max_length}")
-    num_labels = num_labels or len(spec.names)
+    num_labels = num_labels or len(spec.label_names(getattr(dataset, "features", None), source))
     texts = [_column(dataset, c, source) for c in spec.text_columns]
     labels = _column(dataset, spec.label_column, source)
     if not labels:
         return []
-    _check_labels(labels, task, num_labels, source)
-    if task == "ner":
+    check_label_ids(labels, spec, num_labels, source)
+    if spec.is_token:
         enc = tokenizer(texts[0], is_split_into_words=True, truncation=True, max_length=max_length)
     else:
-        enc = tokenizer(texts[0], texts[1], truncation=True, max_length=max_length)
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     examples: list[Example] = []
     for i, label in enumerate(labels):
         ex: Example = {k: list(enc[k][i]) for k in keys}
-        if task == "ner":
+        if spec.is_token:
             word_ids = enc.word_ids(i)
             first = [-1] * len(word_ids)
             tags = [IGNORE_INDEX] * len(word_ids)
@@ -78,16 +79,6 @@ def encode(
             ex["labels"] = int(label)
         examples.append(ex)
     return examples
-
-
-def _check_labels(labels: list, task: str, num_labels: int, source: str) -> None:
-    flat = [t for seq in labels for t in seq] if task == "ner" else labels
-    bad = [t for t in flat if not isinstance(t, (int, np.integer)) or not 0 <= t < num_labels]
-    if bad:
-        raise TransmodError(
-            f"{source}: column {get_task(task).label_column!r} holds {bad[0]!r}, outside 0..{num_labels - 1}; "
-            f"give integer labels of the {task} schema"
-        )
 
 
 def length(example: Example) -> int:

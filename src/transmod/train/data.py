@@ -14,7 +14,7 @@ from typing import Any
 
 from transmod.errors import TransmodError
 from transmod.hub import looks_local, offline_unless_reachable
-from transmod.train.tasks import get_task
+from transmod.train.tasks import SPLITS, Task, get_task
 
 
 def _local_cache_dir(folder: Path, cache_dir: str | None) -> str:
@@ -38,11 +38,11 @@ def _local_cache_dir(folder: Path, cache_dir: str | None) -> str:
     return str(root / "transmod-local" / digest.hexdigest()[:16])
 
 
-def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | None = None) -> Any:
+def load_split(source: str, task: Task | str, lang: str, split: str, cache_dir: str | None = None) -> Any:
     """One language's split of a task, from a hub id or a local hub-layout folder (same call either way)."""
     spec = get_task(task)
     config, split_name = spec.config_and_split(lang, split)
-    what = f"dataset {source!r} (task {task}, language {lang}, split {split})"
+    what = f"dataset {source!r} (task {spec.name}, language {lang}, split {split})"
     local = looks_local(source)
     if local and not Path(source).expanduser().is_dir():
         raise TransmodError(f"{what}: no such folder; give a hub id or a folder with a README.md "
@@ -64,26 +64,65 @@ def load_split(source: str, task: str, lang: str, split: str, cache_dir: str | N
         where = ("the folder's README.md configs" if local else
                  "the hub (no local folder of that name exists; offline machines need a local copy)")
         raise TransmodError(f"{what}: cannot load config {config or 'default'!r}, split {split_name!r} "
-                            f"from {where}: {detail}") from exc
-    missing = [c for c in (*spec.text_columns, spec.label_column) if c not in dataset.column_names]
-    if missing:
-        raise TransmodError(f"{what}: missing column(s) {', '.join(missing)}; "
-                            f"the {task} schema needs {', '.join((*spec.text_columns, spec.label_column))}")
+                            f"from {where} ({detail}); check {spec.key('config')} and {spec.key('splits')}") from exc
+    for key, columns in (("text_columns", spec.text_columns), ("label_column", (spec.label_column,))):
+        missing = [c for c in columns if c not in dataset.column_names]
+        if missing:
+            raise TransmodError(f"{what}: no column {', '.join(missing)} (it has {', '.join(dataset.column_names)}); "
+                                f"fix {spec.key(key)}")
     return dataset
 
 
-def write_hub_folder(out_dir: str | Path, task: str, rows: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
-                     title: str = "") -> Path:
+def check_dataset(source: str, task: Task | str, languages: Sequence[str]) -> tuple[str, ...]:
+    """Load every split of every language once and check its columns and labels; the label names.
+
+    The workflow runs this for local folders before any job, so a declaration that does not fit its
+    data (a missing column, label ids beyond the label names) is refused up front, naming the key.
+    """
+    spec = get_task(task)
+    names: tuple[str, ...] | None = None
+    for lang in languages:
+        for split in SPLITS:
+            dataset = load_split(source, spec, lang, split)
+            where = f"dataset {source!r} (language {lang}, split {split})"
+            found = spec.label_names(dataset.features, where)
+            if names is not None and found != names:
+                raise TransmodError(f"{where}: label names {', '.join(found)} differ from another split's "
+                                    f"({', '.join(names)}); give the same ClassLabel in every split")
+            names = found
+            check_label_ids(dataset[spec.label_column], spec, len(names), where)
+    return names or ()
+
+
+def check_label_ids(column: Sequence, task: Task, num_labels: int, source: str) -> None:
+    """Every label is an integer id of a declared label (word lists of ids for token tasks)."""
+    import numpy as np
+
+    flat = [t for seq in column for t in seq] if task.is_token else column
+    bad = next((t for t in flat if not isinstance(t, (int, np.integer)) or not 0 <= t < num_labels), None)
+    if bad is not None:
+        raise TransmodError(f"{source}: column {task.label_column!r} holds {bad!r}, outside the label ids "
+                            f"0..{num_labels - 1}; fix the data or {task.key('labels')}")
+
+
+def write_hub_folder(out_dir: str | Path, task: Task | str,
+                     rows: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]], title: str = "",
+                     labels: Sequence[str] | None = None) -> Path:
     """Write rows keyed by (lang, split) as a hub-layout folder that `load_split` reads like the hub.
 
     Layout: `<config>/<split>.parquet` per config and split (ner: the single `default` config with
     `train_xx`/`val_xx`/`test_xx` splits, like wikineural), and a README.md declaring the configs.
+    Labels are ClassLabel ids with the task's label names (or `labels`); other columns keep their types.
     """
+    import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     spec = get_task(task)
-    schema = spec.features().arrow_schema  # carries the ClassLabel names in its metadata
+    declared = spec.features(tuple(labels) if labels else None)
+    first = next((dict(r) for split_rows in rows.values() for r in split_rows), {})
+    inferred = datasets.Features.from_arrow_schema(pa.Table.from_pylist([first]).schema) if first else {}
+    schema = datasets.Features({c: declared.get(c) or inferred[c] for c in {**first, **declared}}).arrow_schema
     out_dir = Path(out_dir)
     configs: dict[str, list[tuple[str, str]]] = {}
     for (lang, split), split_rows in sorted(rows.items()):
@@ -98,6 +137,6 @@ def write_hub_folder(out_dir: str | Path, task: str, rows: Mapping[tuple[str, st
     for config, files in configs.items():
         lines += [f"- config_name: {config}", "  data_files:"]
         lines += [f"  - split: {split_name}\n    path: {relative}" for split_name, relative in files]
-    lines += ["---", "", f"# {title or f'{task} data in the schema of {spec.hub_id}'}", ""]
+    lines += ["---", "", f"# {title or f'{spec.name} data'}", ""]
     (out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out_dir

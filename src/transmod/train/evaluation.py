@@ -1,7 +1,9 @@
 """Test-set metrics from a predictions file, so evaluation needs no model (DESIGN.md section 5).
 
-NER: entity-level micro precision/recall/F1 (conlleval chunk rules, exactly as seqeval 1.2.2's
-default mode) over the label of each word's first sub-token. PI and NLI: accuracy.
+Token tasks are scored per word (the label of its first sub-token): entity-level micro
+precision/recall/F1 (conlleval chunk rules, exactly as seqeval 1.2.2's default mode) when the task's
+metric is `f1`, else word accuracy, macro-F1 and Matthews correlation. Sequence tasks: accuracy,
+macro-F1 and Matthews correlation. No scikit-learn: transformers would import it in every process.
 """
 
 from __future__ import annotations
@@ -14,18 +16,42 @@ from typing import Any
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
-from transmod.train.tasks import TASKS, get_task
+from transmod.train.tasks import Task, get_task
 
 
-def score_lists(task: str, predictions: Sequence, gold: Sequence) -> dict[str, float]:
-    """Metrics of predictions against gold labels (label-name lists per sentence for ner, class ids otherwise)."""
-    get_task(task)
+def score_lists(task: Task | str, predictions: Sequence, gold: Sequence) -> dict[str, float]:
+    """Metrics of predictions against gold labels (label-name lists per sentence for token tasks, class ids otherwise)."""
+    spec = get_task(task)
     if len(predictions) != len(gold):
         raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold examples")
-    if task == "ner":
+    if spec.is_token and spec.metric == "f1":
         return {**entity_scores(predictions, gold), "n": len(gold)}
-    correct = sum(int(p) == int(g) for p, g in zip(predictions, gold))
-    return {"accuracy": correct / len(gold) if gold else 0.0, "n": len(gold)}
+    n = len(gold)
+    if spec.is_token:  # every word counts once
+        if any(len(p) != len(g) for p, g in zip(predictions, gold)):
+            raise ValueError("predictions and gold must have the same number of labels per sentence")
+        predictions = [label for sentence in predictions for label in sentence]
+        gold = [label for sentence in gold for label in sentence]
+    return {**class_scores(predictions, gold), "n": n}
+
+
+def class_scores(predictions: Sequence, gold: Sequence) -> dict[str, float]:
+    """Accuracy, macro-F1 (over the classes in gold or predictions) and multi-class Matthews correlation
+    (Gorodkin's R_K), as scikit-learn computes them, 0.0 where undefined."""
+    import numpy as np
+
+    classes = sorted(set(gold) | set(predictions), key=str)
+    index = {c: i for i, c in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.float64)
+    np.add.at(confusion, ([index[g] for g in gold], [index[p] for p in predictions]), 1.0)
+    total, correct = confusion.sum(), np.trace(confusion)
+    true, pred = confusion.sum(axis=1), confusion.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(true + pred > 0, 2 * np.diag(confusion) / (true + pred), 0.0)
+    denom = np.sqrt((total**2 - pred @ pred) * (total**2 - true @ true))
+    return {"accuracy": float(correct / total) if total else 0.0,
+            "macro_f1": float(f1.mean()) if len(classes) else 0.0,
+            "matthews": float((correct * total - pred @ true) / denom) if denom else 0.0}
 
 
 def entity_scores(predictions: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -98,47 +124,53 @@ def _check_predictions(data: Any, path: Path | str) -> None:
     for key in ("task", "predictions", "gold"):
         if key not in data:
             raise TransmodError(f"{path}: missing key {key!r}; {fix}")
-    task, pred, gold = data["task"], data["predictions"], data["gold"]
-    if task not in TASKS:
-        raise TransmodError(f"{path}: key 'task' is {task!r}, not one of {', '.join(TASKS)}; {fix}")
+    pred, gold = data["predictions"], data["gold"]
     if not isinstance(pred, list) or not isinstance(gold, list) or len(pred) != len(gold):
         raise TransmodError(f"{path}: keys 'predictions' and 'gold' must be lists of the same length; {fix}")
     if not gold:
         raise TransmodError(f"{path}: key 'gold' is empty (an empty test set); give a non-empty test split")
-    if task == "ner":
+
+
+def _check_kind(data: dict, task: Task, path: Path | str) -> None:
+    """Label-name lists per sentence (token tasks) or integer class ids (sequence tasks)."""
+    fix = "re-run the training job that writes it"
+    if data["task"] != task.name:
+        raise TransmodError(f"{path}: predictions are for task {data['task']!r}, not {task.name!r}; pass the matching file")
+    pred, gold = data["predictions"], data["gold"]
+    if task.is_token:
         for i, (p, g) in enumerate(zip(pred, gold)):
             if (not isinstance(p, list) or not isinstance(g, list) or len(p) != len(g)
                     or not all(isinstance(t, str) for t in p + g)):
                 raise TransmodError(
                     f"{path}: sentence {i} of 'predictions'/'gold' must be lists of label names of equal length; {fix}"
                 )
-    else:
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in pred + gold):
-            raise TransmodError(f"{path}: keys 'predictions' and 'gold' must hold integer class ids for {task}; {fix}")
+    elif not all(isinstance(v, int) and not isinstance(v, bool) for v in pred + gold):
+        raise TransmodError(f"{path}: keys 'predictions' and 'gold' must hold integer class ids for {task.name}; {fix}")
 
 
-def score(task: str, predictions_json: str | Path | dict) -> dict[str, Any]:
-    """Metrics of a predictions file (or its parsed content): f1/precision/recall for ner, accuracy otherwise.
+def score(task: Task | str, predictions_json: str | Path | dict) -> dict[str, Any]:
+    """Metrics of a predictions file (or its parsed content), by the task's kind and metric.
 
     The result also names the primary metric (`metric`) and repeats its value as `score`, so tables
     can read every task the same way.
     """
+    spec = get_task(task)
     if isinstance(predictions_json, dict):
         data, source = predictions_json, "the predictions"
         _check_predictions(data, source)
     else:
         data, source = read_predictions(predictions_json), str(predictions_json)
-    if data["task"] != task:
-        raise TransmodError(f"{source}: predictions are for task {data['task']!r}, not {task!r}; pass the matching file")
-    result = score_lists(task, data["predictions"], data["gold"])
-    metric = TASKS[task].metric
-    return {"task": task, "metric": metric, "score": result[metric], **result}
+    _check_kind(data, spec, source)
+    result = score_lists(spec, data["predictions"], data["gold"])
+    return {"task": spec.name, "metric": spec.metric, "score": result[spec.metric], **result}
 
 
-def write_metrics(pred_path: str | Path, out_path: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
-    """Score a predictions file and write metrics JSON (atomically) with the run's config under `run`."""
+def write_metrics(pred_path: str | Path, out_path: str | Path, run_info: dict[str, Any],
+                  task: Task | str | None = None) -> dict[str, Any]:
+    """Score a predictions file and write metrics JSON (atomically) with the run's config under `run`
+    (`task`: its declaration; default: the built-in task the file names)."""
     data = read_predictions(pred_path)
-    metrics = score(data["task"], data)
+    metrics = score(data["task"] if task is None else task, data)
     metrics["run"] = _jsonable(run_info)
     for key in ("best_epoch", "best_val_metric", "environment"):
         if key in data:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,7 +18,7 @@ from transmod.modules.adapters_format import SAFE_WEIGHTS_NAME
 from transmod.modules.kinds import get_kind, kind_of
 from transmod.modules.module import CONFIG_NAME
 from transmod.train.config import TrainConfig
-from transmod.train.tasks import get_task
+from transmod.train.tasks import Task, get_task
 
 ADAPTER_NAME = "task"  # the module's name inside the model; saved modules are loaded under it too
 _HEAD_SEED_OFFSET = 7919  # the head's init stream: independent of how the module was initialised
@@ -79,7 +80,7 @@ def _check_mismatched(model: torch.nn.Module, mismatched: Sequence, source: str)
 
 def build_model(
     model_path: str | os.PathLike,
-    task: str,
+    task: Task | str,
     num_labels: int,
     peft: str,
     cfg: TrainConfig,
@@ -94,7 +95,6 @@ def build_model(
     module weight with nothing left over. The head is re-initialised from the seed on its own random
     stream, so a default and a transferred run of one seed start from the same head.
     """
-    get_task(task)
     check_peft(peft)
     import adapters
     from transformers import (
@@ -107,7 +107,7 @@ def build_model(
     label_names = list(labels) if labels is not None else [str(i) for i in range(num_labels)]
     if len(label_names) != num_labels:
         raise TransmodError(f"{len(label_names)} label names given for {num_labels} labels; give one name per label")
-    model_cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
+    model_cls = AutoModelForTokenClassification if get_task(task).is_token else AutoModelForSequenceClassification
     torch.manual_seed(cfg.seed)
     try:
         config = AutoConfig.from_pretrained(
@@ -179,3 +179,27 @@ def _load_module(model: torch.nn.Module, init_module: Path, peft: str) -> None:
         raise TransmodError(
             f"{init_module}: the module does not match the model ({detail}); give a module transferred to this model"
         )
+
+
+def load_tokenizer(model_path: str | os.PathLike, words: bool = False) -> Any:
+    """The model's tokenizer; `words`: for pre-split words (token tasks), which needs a fast tokenizer
+    and, for byte-level BPE (RoBERTa, GPT-2 style), a space before each word as in running text."""
+    from transformers import AutoTokenizer
+
+    def load(**kwargs: Any) -> Any:
+        try:
+            return AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False,
+                                                 local_files_only=local_files_only(str(model_path)), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise TransmodError(
+                f"cannot load the tokenizer of {str(model_path)!r}: give a model folder with its tokenizer files or a "
+                f"reachable hub id ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            ) from None
+
+    tokenizer = load()
+    if words and not getattr(tokenizer, "is_fast", False):
+        raise TransmodError(f"{model_path}: a token-classification task needs a fast tokenizer (tokenizer.json) to "
+                            "align words and sub-tokens")
+    if words and getattr(tokenizer, "add_prefix_space", None) is False:
+        tokenizer = load(add_prefix_space=True)
+    return tokenizer

@@ -22,7 +22,7 @@ from transmod.train.batching import (
     sorted_batches,
 )
 from transmod.train.config import TrainConfig
-from transmod.train.tasks import get_task
+from transmod.train.tasks import Task, get_task
 
 THREADS_ENV = "TRANSMOD_THREADS"
 LOG_EVERY_S = 60.0
@@ -136,18 +136,19 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def predict(
     model: torch.nn.Module,
     examples: Sequence[Example],
-    task: str,
+    task: Task | str,
     labels: Sequence[str],
     batch_size: int,
     pad_token_id: int,
     dev: Device | None = None,
 ) -> list:
-    """Predictions in input order: label names per gold word (ner) or class ids (pi/nli).
+    """Predictions in input order: label names per gold word (token tasks) or class ids.
 
-    For ner, each word takes the prediction at its first sub-token; a word with no sub-token left
+    For token tasks, each word takes the prediction at its first sub-token; a word with no sub-token left
     (truncated away, or one the tokenizer drops) is predicted as outside ('O').
     """
     dev = dev or Device(next(model.parameters()).device, None)
+    token = get_task(task).is_token
     outside = "O" if "O" in labels else labels[0]
     out: list = [None] * len(examples)
     was_training = model.training
@@ -160,7 +161,7 @@ def predict(
                 logits = model(**model_inputs(keys, batch, dev.device)).logits
             best = logits.float().argmax(-1).cpu()
             for row, i in enumerate(idx):
-                if task == "ner":
+                if token:
                     words = [outside] * examples[i]["num_words"]
                     for pos, w in enumerate(batch["word_ids"][row].tolist()):
                         if w >= 0:
@@ -172,10 +173,11 @@ def predict(
     return out
 
 
-def gold_labels(dataset: Any, task: str, labels: Sequence[str]) -> list:
-    """Gold labels in the predictions' format: label names per word (ner) or class ids."""
-    column = list(dataset[get_task(task).label_column])
-    if task == "ner":
+def gold_labels(dataset: Any, task: Task | str, labels: Sequence[str]) -> list:
+    """Gold labels in the predictions' format: label names per word (token tasks) or class ids."""
+    spec = get_task(task)
+    column = list(dataset[spec.label_column])
+    if spec.is_token:
         return [[labels[t] for t in tags] for tags in column]
     return [int(v) for v in column]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from transmod.atomic import atomic_path
 from transmod.train.batching import encode
+from transmod.train.tasks import Task, get_task
 
 
 def tokenizer_definition(tokenizer: Any) -> Any:
@@ -27,16 +28,18 @@ def tokenizer_definition(tokenizer: Any) -> Any:
     return spec
 
 
-def cache_key(tokenizer: Any, dataset: Any, task: str, max_length: int, num_labels: int) -> str:
+def cache_key(tokenizer: Any, dataset: Any, task: Task | str, max_length: int, num_labels: int) -> str:
     definition = tokenizer_definition(tokenizer)
-    parts = [definition, list(tokenizer.model_input_names), getattr(dataset, "_fingerprint", None), task, max_length,
-             num_labels]
+    spec = get_task(task)
+    encoding = [spec.name, spec.kind, list(spec.text_columns), spec.label_column]  # what `encode` reads
+    parts = [definition, list(tokenizer.model_input_names), getattr(dataset, "_fingerprint", None), encoding,
+             max_length, num_labels]
     if parts[2] is None:  # a dataset without a content fingerprint cannot be keyed safely
         return ""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def cached_encode(dataset: Any, tokenizer: Any, task: str, max_length: int, num_labels: int, *, source: str,
+def cached_encode(dataset: Any, tokenizer: Any, task: Task | str, max_length: int, num_labels: int, *, source: str,
                   cache_dir: str | Path | None) -> list[dict]:
     """`batching.encode`, read from `cache_dir` when an earlier run of the same tokenizer wrote it."""
     key = cache_key(tokenizer, dataset, task, max_length, num_labels) if cache_dir is not None else ""
@@ -45,7 +48,7 @@ def cached_encode(dataset: Any, tokenizer: Any, task: str, max_length: int, num_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(cache_dir) / f"{task}-{key}.parquet"
+    path = Path(cache_dir) / f"{get_task(task).name}-{key}.parquet"
     if path.is_file():
         try:
             return pq.read_table(path).to_pylist()

@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
-from transmod.hub import local_files_only
 from transmod.train.batching import (
     collate,
     length,
@@ -55,6 +54,7 @@ from transmod.train.model import (
     build_model,
     check_peft,
     head_parameter_names,
+    load_tokenizer,
     quiet_transformers,
 )
 from transmod.train.runtime import (
@@ -70,14 +70,14 @@ from transmod.train.runtime import (
     set_seeds,
     token_loss,
 )
-from transmod.train.tasks import get_task
+from transmod.train.tasks import Task, get_task
 from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
 
 def train(
     model_path: str | os.PathLike,
-    task: str,
+    task: Task | str,
     peft: str,
     train_ds: Any,
     val_ds: Any,
@@ -104,9 +104,10 @@ def train(
     `step_callback(global_step)` runs after every optimizer step (and after any checkpoint).
     `cache_dir` keeps tokenised splits that later runs with the same tokenizer and data reuse.
     `workers`: data-loader processes that pad the next batches while the model trains (0: in process).
+    `labels` default to the task's label names (declared, or the train split's ClassLabel names).
     Returns the summary that history.json holds.
     """
-    get_task(task)
+    task = get_task(task)
     check_peft(peft)
     cfg.validate()
     configure_threads(threads)
@@ -139,11 +140,11 @@ def train(
         for n, p in run.named:
             p.copy_(best_state[n])
     test_pred = predict(run.model, run.splits["test"], task, run.labels, cfg.eval_batch_size, run.pad_id, run.dev)
-    summary = {"task": task, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
+    summary = {"task": task.name, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
                "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
                "model": str(model_path), "init_module": str(init_module) if init_module is not None else None,
                "environment": run.dev.environment()}
-    _write_outputs(run.model, out_dir, task, run.labels, summary, test_pred, run.gold["test"])
+    _write_outputs(run.model, out_dir, task.name, run.labels, summary, test_pred, run.gold["test"])
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
     log.info("trained in %.1f s; best epoch %s, validation %s %.4f; wrote %s", time.perf_counter() - started,
@@ -155,7 +156,7 @@ def train(
 class _Run:
     """What the loop of one run works with, built the same way on a fresh start and on resume."""
 
-    task: str
+    task: Task
     model: torch.nn.Module
     named: list[tuple[str, torch.nn.Parameter]]  # the trainable parameters, in a fixed order
     keys: tuple[str, ...]  # the encoded inputs the model reads
@@ -174,23 +175,13 @@ class _Run:
 
 
 def _prepare(
-    model_path: str | os.PathLike, task: str, peft: str, datasets: tuple, cfg: TrainConfig,
+    model_path: str | os.PathLike, task: Task, peft: str, datasets: tuple, cfg: TrainConfig,
     init_module: str | os.PathLike | None, labels: Sequence[str] | None, cache_dir: str | os.PathLike | None,
 ) -> _Run:
     """Tokenise the splits (through the cache), build the model and its optimizer."""
-    from transformers import AutoTokenizer
-
-    labels = list(labels) if labels is not None else list(get_task(task).names)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False,
-                                                  local_files_only=local_files_only(str(model_path)))
-    except (OSError, ValueError) as exc:
-        raise TransmodError(
-            f"cannot load the tokenizer of {str(model_path)!r}: give a model folder with its tokenizer files or a "
-            f"reachable hub id ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
-    if not getattr(tokenizer, "is_fast", False) and task == "ner":
-        raise TransmodError(f"{model_path}: NER needs a fast tokenizer (tokenizer.json) to align words and sub-tokens")
+    features = getattr(datasets[0], "features", None)
+    labels = list(labels) if labels is not None else list(task.label_names(features, "the train split"))
+    tokenizer = load_tokenizer(model_path, words=task.is_token)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_length = min(cfg.max_length, int(getattr(tokenizer, "model_max_length", None) or cfg.max_length))
     splits = {}
@@ -206,16 +197,16 @@ def _prepare(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total_steps = math.ceil(len(splits["train"]) / cfg.batch_size) * cfg.epochs
     fingerprint = {
-        "model": str(model_path), "task": task, "peft": peft, "labels": labels,
+        "model": str(model_path), "task": task.name, "peft": peft, "labels": labels,
         "init_module": str(init_module) if init_module is not None else None, "config": cfg.hyper(),
         "num_train": len(splits["train"]), "num_validation": len(splits["validation"]),
     }
     run = _Run(task, model, named, input_keys(model), make_optimizer(named, cfg),
                torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, labels, pad_id, splits,
                [length(ex) for ex in splits["train"]], gold,
-               get_task(task).metric, total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint)
+               task.metric, total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint)
     log.info("training %s + %s on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
-             "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, peft, task,
+             "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, peft, task.name,
              f"{sum(p.numel() for _, p in named):,}", len(splits["train"]), len(splits["validation"]),
              len(splits["test"]), cfg.epochs, total_steps // cfg.epochs, cfg.batch_size, cfg.learning_rate,
              dev.device, dev.precision)

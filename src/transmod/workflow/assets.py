@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from transmod.errors import TransmodError
+from transmod.train.tasks import SPLITS, Task, get_task
 
 MODEL_FILES = ["config.json", "*.safetensors", "tokenizer*", "vocab*", "*.model", "special_tokens_map.json",
                "merges.txt", "added_tokens.json"]
@@ -37,19 +38,23 @@ def fetch_model(hub_id: str, dest: str | Path) -> Path:
     return dest
 
 
-def fetch_dataset(hub_id: str, task: str, languages: Sequence[str], dest: str | Path) -> Path:
-    """Read every split of the languages through `load_split` and write them as a hub-layout folder."""
+def fetch_dataset(hub_id: str, task: Task | str, languages: Sequence[str], dest: str | Path) -> Path:
+    """Read every split of the languages through `load_split` and write them as a hub-layout folder
+    (with the same config and split names and ClassLabel names, so the task's declaration reads it)."""
     from transmod.train.data import load_split, write_hub_folder
-    from transmod.train.tasks import SPLITS
 
-    rows = {}
+    spec = get_task(task)
+    rows, labels = {}, None
     for lang in languages:
         for split in SPLITS:
             try:
-                rows[(lang, split)] = load_split(hub_id, task, lang, split).to_list()
+                dataset = load_split(hub_id, spec, lang, split)
+                labels = spec.label_names(dataset.features, f"dataset {hub_id!r}")
             except TransmodError as exc:
                 raise TransmodError(f"fetch_assets: dataset {hub_id!r}: {exc}") from None
-    return write_hub_folder(dest, task, rows, title=f"{hub_id} ({task}), fetched by transmod for offline use")
+            rows[(lang, split)] = dataset.to_list()
+    return write_hub_folder(dest, spec, rows, title=f"{hub_id} ({spec.name}), fetched by transmod for offline use",
+                            labels=labels)
 
 
 def require(path: str | Path, what: str) -> None:

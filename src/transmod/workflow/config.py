@@ -15,6 +15,7 @@ import yaml
 from transmod.errors import TransmodError, read_json
 from transmod.hub import looks_local
 from transmod.inits import ZERO_SHOT
+from transmod.train.tasks import Task, declare_task
 
 # Shapes (layers, hidden size) of the hub models the study uses; local folders are read from their config.json.
 KNOWN_SHAPES = {
@@ -108,12 +109,36 @@ def _check_local(key: str, path: str, built: list[str]) -> None:
                             "(owner/name)")
 
 
-def check_semantics(config: dict) -> None:
-    from transmod.train.tasks import TASKS
+def declared_tasks(config: dict) -> dict[str, Task]:
+    """Every task of the config as a `Task` (built-in declarations as defaults); errors name the key."""
+    try:
+        return {name: declare_task(name, spec) for name, spec in config["tasks"].items()}
+    except TransmodError as exc:
+        raise TransmodError(f"config key {exc}") from None
 
+
+def check_tasks(config: dict, built: list[str], read_data: bool) -> None:
+    """Declarations, then the data: a local folder is read (columns, labels) when `read_data`, so a
+    declaration that does not fit it stops the workflow before any job; the jobs that load a hub
+    dataset check it the same way."""
+    from transmod.train.data import check_dataset
+
+    for name, task in declared_tasks(config).items():
+        spec = config["tasks"][name]
+        dataset, languages = spec["dataset"], spec["languages"]
+        _check_local(task.key("dataset"), dataset, built)
+        if dataset == task.hub_id:
+            missing = [lang for lang in languages if lang not in task.languages]
+            if missing:
+                raise TransmodError(f"config key {task.key('languages')}: {', '.join(missing)} not in {dataset}; "
+                                    f"it has {', '.join(task.languages)}")
+        elif read_data and looks_local(dataset) and Path(dataset).expanduser().is_dir():
+            check_dataset(dataset, task, languages)
+
+
+def check_semantics(config: dict, read_data: bool = True) -> None:
     built = [prefix for section, prefix in BUILT_ASSETS.items() if section in config]
-    for task, spec in config["tasks"].items():
-        _check_local(f"tasks.{task}.dataset", spec["dataset"], built)
+    check_tasks(config, built, read_data)
     bottleneck = config["modules"]["adapter"]["bottleneck"]
     for pair, spec in config["pairs"].items():
         for task in spec["tasks"]:
@@ -146,21 +171,14 @@ def check_semantics(config: dict) -> None:
                 f"but pair {pair} is not aligned (`aligned: false`); "
                 + ("drop them" if own else f"give pair {pair} its own `inits` without them")
             )
-    for task, spec in config["tasks"].items():
-        if spec["dataset"] != TASKS[task].hub_id:
-            continue  # a local copy may hold any languages; loading names a missing one
-        missing = [lang for lang in spec["languages"] if lang not in TASKS[task].languages]
-        if missing:
-            raise TransmodError(
-                f"config key tasks.{task}.languages: {', '.join(missing)} not in {spec['dataset']}; "
-                f"it has {', '.join(TASKS[task].languages)}"
-            )
 
 
-def validate_config(config: dict, schema_file: str | Path, config_files: Iterable[str | Path] = ()) -> None:
+def validate_config(config: dict, schema_file: str | Path, config_files: Iterable[str | Path] = (),
+                    read_data: bool = True) -> None:
+    """All checks; `read_data=False` in a job's own process, where the data was checked at the start."""
     check_config_files(config_files)
     check_schema(config, schema_file)
-    check_semantics(config)
+    check_semantics(config, read_data)
 
 
 def as_workflow_error(check: Callable[..., None], *args: Any) -> None:
