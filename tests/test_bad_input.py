@@ -26,7 +26,9 @@ from conftest import REPO, SENTENCES, add_module, make_model, save_model, snakem
 
 from transmod.atomic import MARK_FILE
 from transmod.cli import main
+from transmod.demo.language import DEMO_TASKS, generate_task_data, write_demo_dataset
 from transmod.errors import TransmodError
+from transmod.train.data import write_hub_folder
 from transmod.workflow.config import validate_config, validate_section
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -398,7 +400,20 @@ def model_folders(tmp_path_factory) -> dict[str, str]:
     (root / "bad").mkdir()
     (root / "bad" / "config.json").write_text("{oops")
     out["bad"] = str(root / "bad")
+    # task data in hub layout: demo part-of-speech tags, and a copy with a label id past the 17 names
+    sizes = {"train": 4, "validation": 2, "test": 2}
+    out["pos"] = str(write_demo_dataset(DEMO_TASKS["pos"], root / "pos", ["en"], sizes))
+    rows = generate_task_data("pos", ["en"], 4, 2, 2)
+    rows[("en", "test")][1]["upos"][0] = 17
+    out["pos-bad-ids"] = str(write_hub_folder(root / "pos-bad-ids", DEMO_TASKS["pos"], rows))
     return out
+
+
+def _pos(folder: str, **changes) -> dict:
+    """config.yaml with a declared part-of-speech task on `folder` (changes override its keys), run by the matching pair."""
+    task = {"dataset": folder, "languages": ["en"], "kind": "token-classification", "text_columns": ["tokens"],
+            "label_column": "upos", "metric": "accuracy", **changes}
+    return _config(**{"tasks.pos": task, "pairs.matching.tasks": ["ner", "pos"]})
 
 
 CONFIG_CASES = {
@@ -423,6 +438,28 @@ CONFIG_CASES = {
     "student deeper than teacher": (lambda f: _config(**{"pairs.matching.teacher": f["s"], "pairs.matching.student": f["t"]}),
                                     "config key pairs.matching.student"),
     "invalid model config.json": (lambda f: _config(**{"pairs.matching.teacher": f["bad"]}), "not readable as JSON"),
+    # tasks declared in the config
+    "a task of unknown kind": (lambda f: _pos(f["pos"], kind="regression"), "config key tasks.pos.kind"),
+    "an unknown metric": (lambda f: _pos(f["pos"], metric="bleu"), "config key tasks.pos.metric"),
+    "a metric of another kind": (lambda f: _pos(f["pos"], kind="sequence-classification", metric="f1"),
+                                 "config key tasks.pos.metric: f1 (entity-level F1 (conlleval)) does not score"),
+    "entity F1 without BIO labels": (lambda f: _pos(f["pos"], metric="f1", labels=["NOUN", "VERB"]),
+                                     "config key tasks.pos.metric: entity F1 reads BIO labels"),
+    "a text pair given one column": (lambda f: _pos(f["pos"], kind="sequence-classification", text_pair=True),
+                                     "config key tasks.pos.text_columns: a text-pair task"),
+    "a label column missing from the data": (lambda f: _pos(f["pos"], label_column="tags"),
+                                             "no column tags (it has tokens, upos); fix tasks.pos.label_column"),
+    "label ids out of range": (lambda f: _pos(f["pos-bad-ids"]),
+                               "column 'upos' holds 17, outside the label ids 0..16; fix the data or tasks.pos.labels"),
+    "label names that miss classes": (lambda f: _pos(f["pos"], labels=["NOUN", "VERB"]),
+                                      "tasks.pos.labels: 2 names, but dataset"),
+    "a split name with a stray placeholder": (lambda f: _pos(f["pos"], splits={"train": "train_{language}",
+                                                                                "validation": "v", "test": "t"}),
+                                              "config key tasks.pos.splits.train"),
+    "a custom task without its declaration": (lambda f: _config(**{"tasks.pos": {"dataset": f["pos"], "languages": ["en"]}}),
+                                              "config key tasks.pos: 'pos' is not a built-in task"),
+    "a pair's task not declared": (lambda f: _config(**{"pairs.matching.tasks": ["ner", "pos"]}),
+                                   "config key pairs.matching.tasks: task 'pos' has no entry"),
 }
 
 
@@ -463,6 +500,8 @@ WORKFLOW_CASES = {
     "seeds: [1.0]": ("seeds: [1.0]\n", "config key seeds.0"),
     "method on an unaligned pair": ("inits: [default, skip-linear]\n", "config key inits"),
     "a bad demo section": ("demo: {sizes: {train: 0}}\n", "config key demo.sizes.train"),
+    "a task of unknown kind": ("tasks:\n  pos: {dataset: data/pos, languages: [en], kind: tagging, text_columns: [tokens], "
+                               "label_column: upos, metric: accuracy}\n", "config key tasks.pos.kind"),
 }
 
 
