@@ -11,7 +11,13 @@ import pytest
 import yaml
 from conftest import REPO
 
-from transmod.demo.language import DEMO_TASKS, TOPICS, UPOS, generate_task_data, write_demo_dataset
+from transmod.demo.language import (
+    DEMO_TASKS,
+    TOPICS,
+    UPOS,
+    generate_task_data,
+    write_demo_dataset,
+)
 from transmod.errors import TransmodError
 from transmod.train.batching import IGNORE_INDEX, encode
 from transmod.train.data import check_dataset, load_split
@@ -105,8 +111,20 @@ def test_token_tasks_score_each_word_once():
 
 def _words_tokenizer(kind: str, tmp_path):
     """A fast tokenizer of each family, trained here on the demo's POS sentences and saved as a model's would be."""
-    from tokenizers import SentencePieceBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, RobertaTokenizerFast, XLMRobertaTokenizerFast
+    from tokenizers import (
+        SentencePieceBPETokenizer,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import (
+        PreTrainedTokenizerFast,
+        RobertaTokenizerFast,
+        XLMRobertaTokenizerFast,
+    )
 
     rows = generate_task_data("pos", ["en"], 60, 2, 2)[("en", "train")]
     text = [" ".join(r["tokens"]) for r in rows]

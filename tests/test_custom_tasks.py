@@ -1,0 +1,109 @@
+"""Your own study through config.yaml alone: two declared tasks run through the workflow end to end.
+
+The workflow is copied as a user clones it, with a config.yaml of their own: the demo's BERT teacher and
+DistilBERT student (built by the `demo` fixture) on a part-of-speech task (17 UPOS tags, label names read
+from the data's ClassLabel) in a local folder, and a single-sentence topic task (macro-F1) that comes
+through a local stand-in for the hub (`LocalHub`, as in test_assets.py). The tables name both from their
+declarations, and `transmod tables` regenerates them from the plan alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, run_snakemake
+from localhub import LocalHub
+
+from transmod.demo.language import DEMO_TASKS, UPOS, write_demo_dataset
+from transmod.train.tasks import declare_task
+
+SIZES = {"train": 320, "validation": 80, "test": 80}
+TASKS = {
+    "pos": {"dataset": "data/pos", "languages": ["en"], "kind": "token-classification", "text_columns": ["tokens"],
+            "label_column": "upos", "metric": "accuracy", "title": "Part-of-speech tagging"},
+    "topic": {"dataset": "lab/topics", "languages": ["en"], "kind": "sequence-classification", "text_columns": ["text"],
+              "label_column": "label", "metric": "macro_f1", "labels": ["person", "organisation", "thing"],
+              "config": None, "label": "TOPIC", "title": "Sentence topic"},
+}
+CONFIG = {
+    "pairs": {"mine": {"teacher": "models/teacher", "student": "models/student", "aligned": False,
+                       "tasks": ["pos", "topic"]}},
+    "tasks": TASKS,
+    "peft": ["lora"],
+    "inits": ["default", "skip"],
+    "seeds": [1],
+    "modules": {"adapter": {"bottleneck": 16}, "lora": {"r": 4, "alpha": 8}},
+    "training": {"teacher": {"learning_rate": 5.0e-3, "batch_size": 16, "epochs": 6, "max_length": 64},
+                 "student": {"learning_rate": 5.0e-3, "batch_size": 16, "epochs": 3, "max_length": 64}},
+    "sampling": {"split": "train", "max_tokens": 2000, "batch_size": 32},
+    "alignment": {"lora_b": "study", "holdout": 0.2, "methods": ["lsa"]},
+}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, demo):
+    work = tmp_path_factory.mktemp("own-study")
+    shutil.copy(REPO / "Snakefile", work / "Snakefile")
+    for folder in ("workflow", "src"):
+        shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (work / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    for role, name in (("teacher", "teacher-bert"), ("student", "student-distilbert")):
+        shutil.copytree(demo / "resources" / "demo" / "models" / name, work / "models" / role)
+    pos, topic = (declare_task(name, spec) for name, spec in TASKS.items())
+    write_demo_dataset(pos, work / "data" / "pos", ["en"], SIZES)
+    hub_root = tmp_path_factory.mktemp("hub")
+    write_demo_dataset(topic, hub_root / "datasets" / "lab" / "topics", ["en"], SIZES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    with LocalHub(hub_root) as hub:
+        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(work / "hf-home"))
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            done = run_snakemake(["-s", work / "Snakefile", "--cores", "2"], work, timeout=1500)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        requests = list(hub.requests)
+    assert done.returncode == 0, done.stdout[-8000:]
+    return work, requests
+
+
+def test_declared_tasks_run_end_to_end_with_their_tables(study):
+    work, requests = study
+    assert any("/datasets/lab/topics" in path for _, path in requests)  # the topic data came through the hub
+    tables = work / "results" / "tables"
+    assert (tables / "pos.md").read_text().startswith("## Part-of-speech tagging: test accuracy x 100, per language")
+    assert (tables / "topic.md").read_text().startswith("## Sentence topic: test macro-F1 x 100, per language")
+    summary = pd.read_csv(tables / "summary.csv", index_col=[0, 1, 2])
+    assert {"pos AVG", "topic AVG"} <= set(summary.columns)
+    assert "POS AVG" in (tables / "summary.md").read_text() and "TOPIC AVG" in (tables / "summary.md").read_text()
+    runs = work / "results" / "runs" / "mine"
+    for task, metric, chance in (("pos", "accuracy", 1 / len(UPOS)), ("topic", "macro_f1", 1 / 3)):
+        teacher = json.loads((runs / task / "en" / "lora" / "teacher" / "seed1" / "metrics.json").read_text())
+        assert teacher["metric"] == metric and teacher["score"] == teacher[metric]
+        assert teacher["score"] > chance + 0.2, (task, teacher["score"])  # the teacher learned the task
+        for init in ("default", "skip"):
+            assert (runs / task / "en" / "lora" / f"student-{init}" / "seed1" / "metrics.json").is_file()
+    predictions = json.loads((runs / "pos" / "en" / "lora" / "teacher" / "seed1" / "test_predictions.json").read_text())
+    assert predictions["labels"] == list(UPOS)  # not declared: the data's ClassLabel names
+    assert DEMO_TASKS["pos"].labels == UPOS
+
+
+def test_transmod_tables_regenerates_the_declared_tables_from_the_plan(study, tmp_path):
+    work, _ = study
+    copy = tmp_path / "results"
+    shutil.copytree(work / "results", copy, ignore=shutil.ignore_patterns("tables", "plots"))
+    done = subprocess.run([str(Path(sys.executable).parent / "transmod"), "tables", str(copy)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("summary.md", "pos.md", "topic.md", "topic.csv"):
+        assert (copy / "tables" / name).read_text() == (work / "results" / "tables" / name).read_text(), name
