@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,21 +135,19 @@ class Correlation:
         return cls(meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"], layers, meta.get("paired_share"))
 
 
-def _describe(sample: SampleFile) -> dict:
-    return {k: sample.meta[k] for k in ("model", "model_type", "num_layers", "hidden_size")}
-
-
 def accumulate(
     teacher: SampleFile, student: SampleFile, mapping: str, accumulator: Callable[[int, int], A] = PearsonAccumulator,
-    holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None,
+    holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None, pearson_only: Sequence[str] = (),
 ) -> tuple[list[list[int]], dict[tuple[int, str], A], int]:
     """One streaming pass over the shared rows before the held-out tail: each student layer (and space)
     against its mapped teacher layer, or under AVG the mean state of its teacher group; also returns how
     many rows the two files share. `workers`: threads that
-    update layer pairs side by side (default: every core this process may use)."""
+    update layer pairs side by side (default: every core this process may use). `pearson_only`: spaces
+    that need r alone (whole heads), whatever `accumulator` keeps for the others."""
     spaces = check_pair(teacher, student)
     groups = layer_map(mapping, teacher.num_layers, student.num_layers)
-    acc = {(l, s): accumulator(student.hidden_size, teacher.hidden_size) for l in range(len(groups)) for s in spaces}
+    acc = {(l, s): (PearsonAccumulator if s in pearson_only else accumulator)(student.width(s), teacher.width(s))
+           for l in range(len(groups)) for s in spaces}
     t_cols = sorted({f"{s}{t}" for s in spaces for g in groups for t in g})
     s_cols = [f"{s}{l}" for s in spaces for l in range(len(groups))]
     mask_t, mask_s, n = shared_rows(teacher, student)
@@ -179,7 +177,7 @@ def correlate_samples(
     """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state), on the
     shared tokens before the `holdout` tail: the same tokens every fitted alignment method reads."""
     groups, acc, shared = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
-    result = Correlation(mapping, _describe(teacher), _describe(student), 0,
+    result = Correlation(mapping, teacher.describe(), student.describe(), 0,
                          paired_share=paired_share(teacher, student, shared))
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()

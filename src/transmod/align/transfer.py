@@ -44,9 +44,9 @@ def transfer_weights(
     if lora_b not in LORA_B_ALIGNMENTS:
         raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
     groups = layer_map(mapping, teacher.num_layers, student.num_layers)
-    if alignment is None and teacher.hidden_size != student.hidden_size:
+    if alignment is None and _sizes(teacher) != _sizes(student):
         raise TransmodError(
-            f"{teacher.name} ({teacher.hidden_size} dims) and {student.name} ({student.hidden_size} dims) differ in "
+            f"{teacher.name} ({_sizes(teacher)}) and {student.name} ({_sizes(student)}) differ in "
             "width: give --samples (to align on the way) or --alignment"
         )
     params = sorted({(site, param) for _, site, param in module.weights})
@@ -60,6 +60,12 @@ def transfer_weights(
             tensor = tensors[0].copy() if len(tensors) == 1 else np.mean(tensors, axis=0, dtype=np.float64).astype(tensors[0].dtype)
             out[(l, site, param)] = np.ascontiguousarray(tensor)
     return out if alignment is None else _fold(out, module.spec, alignment, lora_b)
+
+
+def _sizes(shape: ModelShape) -> str:
+    """The widths that must agree for a module to move unaligned (a decoder's heads and MLP too)."""
+    sizes = {k: v for k, v in shape.describe().items() if k not in ("model", "model_type", "num_layers")}
+    return f"{sizes['hidden_size']} dims" if len(sizes) == 1 else ", ".join(f"{k} {v}" for k, v in sizes.items())
 
 
 def _fold(mapped: dict[tuple[int, str, str], np.ndarray], kind: ModuleKind, alignment: Alignment,

@@ -118,17 +118,26 @@ class ModelShape:
 
     def width(self, space: str) -> int:
         """How many dimensions a space has (`DECODER_SITES`' spaces; every encoder space is the hidden size)."""
-        return {"a": self.num_heads * self.head_dim, "kv": self.num_kv_heads * self.head_dim,
-                "m": self.intermediate_size}.get(space, self.hidden_size)
+        return space_width(self.describe(), space)
 
     def describe(self) -> dict:
         """The shape as alignment files record it (decoders add their head and MLP sizes)."""
         out = {"model": self.name, "model_type": self.model_type, "num_layers": self.num_layers,
                "hidden_size": self.hidden_size}
         if self.num_heads:
-            out.update(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
-                       intermediate_size=self.intermediate_size)
+            out.update({k: getattr(self, k) for k in DECODER_SIZES})
         return out
+
+
+DECODER_SIZES = ("num_heads", "num_kv_heads", "head_dim", "intermediate_size")  # recorded beside the hidden size
+
+
+def space_width(shape: dict, space: str) -> int:
+    """The width of a space of a model described by `ModelShape.describe` (or a sample file's metadata)."""
+    if space in ("a", "kv", "m"):
+        heads = shape["num_heads"] if space == "a" else shape["num_kv_heads"]
+        return int(shape["intermediate_size"] if space == "m" else heads * shape["head_dim"])
+    return int(shape["hidden_size"])
 
 
 BASE_CLASSES = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
