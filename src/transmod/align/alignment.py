@@ -17,7 +17,8 @@ Methods: `lsa` (the study: assignment on signed r), `lsa-signed` (assignment on 
 folded in), `linear` (ridge least squares, student -> teacher for reads, teacher -> student for
 writes), `procrustes` (orthogonal map between per-dimension standardised states, the smaller space
 zero-padded: the orthogonal relaxation of `lsa` on the same r), `select` (every k-th teacher
-dimension, no data). `linear` and `procrustes` shrink towards the `lsa-signed` map (weight `ridge`):
+dimension, no data), `embed` (no samples: the residual stream from the input embeddings of the shared
+vocabulary, `transmod.align.embeddings`). `linear` and `procrustes` shrink towards the `lsa-signed` map (weight `ridge`):
 directions the samples do not span (a LayerNorm output lies in a hyperplane) then follow the
 assignment instead of collapsing to zero, which keeps planted symmetries exact.
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmod.align.correlation import Correlation, PearsonAccumulator, accumulate
+from transmod.align.correlation import Correlation, MomentAccumulator, accumulate
 from transmod.align.heads import (
     assign_heads,
     check_heads,
@@ -48,15 +49,17 @@ from transmod.errors import TransmodError
 from transmod.modules.architectures import HEAD_SPACES, ModelShape, space_width
 from transmod.modules.kinds import get_kind
 
-METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")
+METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # fitted on samples (select: on nothing)
+WEIGHT_METHODS = ("embed",)  # computed from the models' own weights (transmod.align.embeddings), never from samples
 DENSE_METHODS = ("linear", "procrustes")
 DEFAULT_RIDGE = 1e-4
 
 
 def check_method(method: str) -> str:
     """Refuse an unknown method name, listing the valid ones."""
-    if method not in METHODS:
-        raise TransmodError(f"unknown alignment method {method!r} (--align/--method): use one of {', '.join(METHODS)}")
+    if method not in METHODS + WEIGHT_METHODS:
+        raise TransmodError(f"unknown alignment method {method!r} (--align/--method): use one of "
+                            f"{', '.join(METHODS + WEIGHT_METHODS)}")
     return method
 
 
@@ -72,44 +75,6 @@ def assign(r: np.ndarray) -> tuple[np.ndarray, float]:
     sigma = np.empty(r.shape[0], dtype=np.int64)
     sigma[rows] = cols
     return sigma, float(r[rows, cols].mean())
-
-
-class MomentAccumulator(PearsonAccumulator):
-    """A PearsonAccumulator (its r unchanged) that also keeps every second moment in float64.
-
-    Linear maps need full covariances, not only their diagonals; float64 products keep a planted
-    symmetry exact (x^T y and x^T x then round alike).
-    """
-
-    def __init__(self, dx: int, dy: int) -> None:
-        super().__init__(dx, dy)
-        self.fx, self.fy = np.zeros(dx), np.zeros(dy)
-        self.cxx, self.cyy, self.cxy = np.zeros((dx, dx)), np.zeros((dy, dy)), np.zeros((dx, dy))
-
-    def update(self, x: np.ndarray, y: np.ndarray) -> None:
-        super().update(x, y)
-        if len(x) == 0:
-            return
-        x = np.asarray(x, dtype=np.float64) - self.shift_x
-        y = np.asarray(y, dtype=np.float64) - self.shift_y
-        self.fx += x.sum(0)
-        self.fy += y.sum(0)
-        self.cxx += x.T @ x
-        self.cyy += y.T @ y
-        self.cxy += x.T @ y
-
-    def moments(self, centred: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(mean x, mean y, Cxx, Cyy, Cxy): covariances, or second moments about 0 if not `centred`."""
-        if self.n == 0:
-            raise TransmodError("no tokens to fit an alignment on")
-        dx, dy = self.fx / self.n, self.fy / self.n
-        cxx = self.cxx / self.n - np.outer(dx, dx)
-        cyy = self.cyy / self.n - np.outer(dy, dy)
-        cxy = self.cxy / self.n - np.outer(dx, dy)
-        mx, my = self.shift_x + dx, self.shift_y + dy
-        if not centred:
-            cxx, cyy, cxy = cxx + np.outer(mx, mx), cyy + np.outer(my, my), cxy + np.outer(mx, my)
-        return mx, my, cxx, cyy, cxy
 
 
 @dataclass
@@ -321,6 +286,9 @@ def fit_alignment(
         raise TransmodError(f"--ridge must not be negative, got {ridge}")
     if method == "select":
         return select_alignment(describe(teacher), describe(student), mapping, spaces)
+    if method == "embed":
+        raise TransmodError("--method embed reads the two models' input embeddings, not samples: give --teacher-model "
+                            "and --student-model (or use `transmod transfer --align embed`)")
     shared = shared_rows(teacher, student)[2]  # checked before the pass over the samples
     n = split_point(shared, holdout)
     widest = max((s for s in spaces if s not in HEAD_SPACES), key=teacher.width)  # dense maps: every space but heads

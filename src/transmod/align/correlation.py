@@ -85,6 +85,44 @@ class PearsonAccumulator:
         return np.clip(r, -1.0, 1.0), np.flatnonzero(const_x), np.flatnonzero(const_y)
 
 
+class MomentAccumulator(PearsonAccumulator):
+    """A PearsonAccumulator (its r unchanged) that also keeps every second moment in float64.
+
+    Linear maps need full covariances, not only their diagonals; float64 products keep a planted
+    symmetry exact (x^T y and x^T x then round alike).
+    """
+
+    def __init__(self, dx: int, dy: int) -> None:
+        super().__init__(dx, dy)
+        self.fx, self.fy = np.zeros(dx), np.zeros(dy)
+        self.cxx, self.cyy, self.cxy = np.zeros((dx, dx)), np.zeros((dy, dy)), np.zeros((dx, dy))
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        super().update(x, y)
+        if len(x) == 0:
+            return
+        x = np.asarray(x, dtype=np.float64) - self.shift_x
+        y = np.asarray(y, dtype=np.float64) - self.shift_y
+        self.fx += x.sum(0)
+        self.fy += y.sum(0)
+        self.cxx += x.T @ x
+        self.cyy += y.T @ y
+        self.cxy += x.T @ y
+
+    def moments(self, centred: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mean x, mean y, Cxx, Cyy, Cxy): covariances, or second moments about 0 if not `centred`."""
+        if self.n == 0:
+            raise TransmodError("no tokens to fit an alignment on")
+        dx, dy = self.fx / self.n, self.fy / self.n
+        cxx = self.cxx / self.n - np.outer(dx, dx)
+        cyy = self.cyy / self.n - np.outer(dy, dy)
+        cxy = self.cxy / self.n - np.outer(dx, dy)
+        mx, my = self.shift_x + dx, self.shift_y + dy
+        if not centred:
+            cxx, cyy, cxy = cxx + np.outer(mx, mx), cyy + np.outer(my, my), cxy + np.outer(mx, my)
+        return mx, my, cxx, cyy, cxy
+
+
 A = TypeVar("A", bound=PearsonAccumulator)
 
 
