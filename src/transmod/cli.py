@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from transmod.align.alignment import DEFAULT_RIDGE, METHODS
-from transmod.align.layermap import MAPPINGS
+from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
 from transmod.align.texts import read_texts
 from transmod.align.transfer import LORA_B_ALIGNMENTS
 from transmod.atomic import check_output, new_output
@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     def sample_pair(p: argparse.ArgumentParser) -> None:
         p.add_argument("--teacher", required=True, help="teacher sample parquet")
         p.add_argument("--student", required=True, help="student sample parquet")
-        p.add_argument("--mapping", required=True, choices=MAPPINGS)
+        p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
         p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
         p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
         p.add_argument("--student-model", help="check the student samples against this model's shape")
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--module", required=True, help="module folder written by adapters' save_adapter or peft's save_pretrained")
     p.add_argument("--teacher-model", required=True, help="hub id or local folder of the module's model")
     p.add_argument("--student-model", required=True, help="hub id or local folder of the target model")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--samples", help="text or parquet data to sample, correlate and assign on the way")
     source.add_argument("--alignment", "--assignment", dest="alignment",
@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--transferred", required=True, help="the transferred module folder")
     p.add_argument("--teacher", required=True, help="teacher sample parquet")
     p.add_argument("--student", required=True, help="student sample parquet")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
     p.add_argument("--holdout", type=float, default=0.2, help="measure on the last fraction of the shared tokens")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of the reference map")
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")

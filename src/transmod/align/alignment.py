@@ -132,6 +132,10 @@ class Alignment:
                 return lm
         return None
 
+    def groups(self) -> list[list[int]]:
+        """The teacher layer group of each student layer, as the alignment was fitted (any layer map)."""
+        return [self.get(l, self.layers[0].space).teacher_layers for l in range(int(self.student["num_layers"]))]
+
     def check_models(self, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
         """Refuse an alignment computed for other model shapes or another layer mapping."""
         for who, shape in (("teacher", teacher), ("student", student)):

@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from transmod.align.layermap import layer_map
+from transmod.align.layersim import layer_groups
 from transmod.align.pairing import (
     Batch,
     check_pair,
@@ -183,7 +183,7 @@ def accumulate(
     update layer pairs side by side (default: every core this process may use). `pearson_only`: spaces
     that need r alone (whole heads), whatever `accumulator` keeps for the others."""
     spaces = check_pair(teacher, student)
-    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    groups = layer_groups(mapping, teacher, student, holdout)
     acc = {(l, s): (PearsonAccumulator if s in pearson_only else accumulator)(student.width(s), teacher.width(s))
            for l in range(len(groups)) for s in spaces}
     t_cols = sorted({f"{s}{t}" for s in spaces for g in groups for t in g})

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from transmod.align.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
-from transmod.align.layermap import layer_map
+from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.errors import TransmodError
@@ -134,7 +134,7 @@ def transfer_fidelity(
         raise TransmodError(f"{teacher_module.path} is a {teacher_module.kind} but {student_module.path} is a {student_module.kind}")
     _check_width(teacher_module, teacher, "teacher")
     _check_width(student_module, student, "student")
-    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    groups = layer_groups(mapping, teacher, student, holdout)
     mask_t, mask_s, n = shared_rows(teacher, student)
     split = split_point(n, holdout)
     if split >= n:

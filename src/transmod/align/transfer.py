@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transmod.align.layermap import layer_map
+from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map
 from transmod.atomic import check_output
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape
@@ -43,7 +43,10 @@ def transfer_weights(
     """
     if lora_b not in LORA_B_ALIGNMENTS:
         raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
-    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    if mapping in SAMPLED_MAPPINGS and alignment is not None:  # chosen on samples: the alignment records it
+        groups = alignment.groups()
+    else:
+        groups = layer_map(mapping, teacher.num_layers, student.num_layers)
     if alignment is None and _sizes(teacher) != _sizes(student):
         raise TransmodError(
             f"{teacher.name} ({_sizes(teacher)}) and {student.name} ({_sizes(student)}) differ in "
