@@ -120,6 +120,10 @@ class ModelShape:
         """How many dimensions a space has (`DECODER_SITES`' spaces; every encoder space is the hidden size)."""
         return space_width(self.describe(), space)
 
+    def widths(self) -> dict:
+        """The sizes that must agree for a module to move without an alignment."""
+        return {k: v for k, v in self.describe().items() if k not in ("model", "model_type", "num_layers")}
+
     def describe(self) -> dict:
         """The shape as alignment files record it (decoders add their head and MLP sizes)."""
         out = {"model": self.name, "model_type": self.model_type, "num_layers": self.num_layers,
