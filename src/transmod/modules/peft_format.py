@@ -50,9 +50,9 @@ def _check_peft_config(config: dict, path: Path) -> None:
 def _check_decoder_targets(config: dict, path: Path, teacher: ModelShape) -> None:
     """A decoder LoRA may sit on the seven projections only: embeddings, the LM head or a fully trained
     module (modules_to_save) are part of the model's function that transmod cannot move."""
-    leaves = set(teacher.arch.lora_paths)
+    leaves = list(teacher.arch.lora_paths)
     targets = config.get("target_modules")
-    bad = sorted(set(targets) - leaves) if isinstance(targets, list) else []
+    bad = sorted(set(targets) - set(leaves)) if isinstance(targets, list) else []
     bad += sorted(config.get("modules_to_save") or [])
     if bad:
         raise TransmodError(f"{path}/{CONFIG_NAME}: LoRA on {', '.join(bad)} cannot be moved; transmod moves LoRAs on "
