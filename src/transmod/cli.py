@@ -9,8 +9,8 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
-from transmod.align.alignment import DEFAULT_RIDGE, METHODS
-from transmod.align.layermap import MAPPINGS
+from transmod.align.alignment import DEFAULT_RIDGE, METHODS, WEIGHT_METHODS
+from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
 from transmod.align.texts import read_texts
 from transmod.align.transfer import LORA_B_ALIGNMENTS
 from transmod.atomic import check_output, new_output
@@ -19,10 +19,14 @@ from transmod.modules.io import FORMATS
 from transmod.modules.kinds import MODULE_KINDS
 from transmod.progress import log_lines
 
+DATA_FREE = ("select", *WEIGHT_METHODS)  # alignments that read no samples
+
 EXAMPLES = {
     "sample": """examples:
   transmod sample --model bert-base-multilingual-cased --peft adapter --data sents.txt --out teacher.parquet
-  transmod sample --model models/student --peft lora --data train.parquet --out student.parquet --max-tokens 20000""",
+  transmod sample --model models/student --peft lora --data train.parquet --out student.parquet --max-tokens 20000
+  # a decoder LLM: residual stream, attention heads and MLP neurons of every layer, from plain text
+  transmod sample --model Qwen/Qwen2.5-7B --peft lora --data wiki.txt --out qwen7b.parquet --max-tokens 20000""",
     "correlate": """examples:
   transmod correlate --teacher teacher.parquet --student student.parquet --mapping skip --out corr.safetensors
   # leave the last 20% of the tokens for `transmod fidelity` (as fit-alignment --holdout 0.2 does)
@@ -45,13 +49,23 @@ EXAMPLES = {
   # a LoRA saved by peft, written back in peft's format
   transmod transfer --module peft_lora --teacher-model bert-base-cased --student-model distilbert-base-cased \\
       --mapping skip --format peft --out peft_lora_student
+  # decoder LLMs of one family: a peft LoRA on any of q/k/v/o/gate/up/down_proj, sampled, aligned and moved in one shot
+  transmod transfer --module qwen7b_lora --teacher-model Qwen/Qwen2.5-7B --student-model Qwen/Qwen2.5-1.5B \
+      --mapping skip --samples text.txt --align procrustes --out qwen1.5b_lora
+  # Llama 3.1 8B -> 3.2 3B, depths 32 -> 28: layers picked by their similarity (linear CKA) on the samples
+  transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \
+      --student-model meta-llama/Llama-3.2-3B --mapping cka --samples text.txt --out llama3b_lora
+  # no text at hand: the residual stream aligned from the input embeddings of the shared vocabulary
+  transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \
+      --student-model meta-llama/Llama-3.2-3B --mapping skip --align embed --out llama3b_lora
 load the result with: model.load_adapter(OUT)  (adapters; safetensors and plain-tensor .bin are both written)
-(--format peft: PeftModel.from_pretrained(student_model, OUT))""",
+(--format peft, the default for decoder LLMs: PeftModel.from_pretrained(student_model, OUT))""",
     "fit-alignment": """examples:
   transmod fit-alignment --teacher teacher.parquet --student student.parquet --mapping skip \\
       --method linear --holdout 0.2 --out linear.safetensors
   transmod transfer ... --alignment linear.safetensors --out module_student
-methods: lsa (the study's permutation), lsa-signed, linear, procrustes, select (data-free)""",
+methods: lsa (the study's permutation), lsa-signed, linear, procrustes, select (data-free)
+(embed, data-free from the input embeddings, is computed by `transmod transfer --align embed`)""",
     "fidelity": """examples:
   transmod fidelity --module ner_adapter --transferred ner_adapter_student --teacher teacher.parquet \\
       --student student.parquet --mapping skip --holdout 0.2 --out fidelity.json
@@ -105,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     def sample_pair(p: argparse.ArgumentParser) -> None:
         p.add_argument("--teacher", required=True, help="teacher sample parquet")
         p.add_argument("--student", required=True, help="student sample parquet")
-        p.add_argument("--mapping", required=True, choices=MAPPINGS)
+        p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
         p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
         p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
         p.add_argument("--student-model", help="check the student samples against this model's shape")
@@ -124,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--module", required=True, help="module folder written by adapters' save_adapter or peft's save_pretrained")
     p.add_argument("--teacher-model", required=True, help="hub id or local folder of the module's model")
     p.add_argument("--student-model", required=True, help="hub id or local folder of the target model")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--samples", help="text or parquet data to sample, correlate and assign on the way")
     source.add_argument("--alignment", "--assignment", dest="alignment",
@@ -133,10 +147,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=positive, default=20000, help="tokens to sample with --samples")
     p.add_argument("--lora-b", default="study", choices=LORA_B_ALIGNMENTS,
                    help="align LoRA B with the input's permutation (study) or with query/value outputs (output)")
-    p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(METHODS)} (default lsa, the study's); "
-                   "select needs no data, lsa-signed/linear/procrustes need --samples or --alignment")
+    p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(METHODS + WEIGHT_METHODS)} (default "
+                   "lsa, the study's); select and embed (input embeddings of the shared vocabulary) need no data, "
+                   "lsa-signed/linear/procrustes need --samples or --alignment")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
-    p.add_argument("--format", default="adapters", choices=FORMATS, help="output layout (peft: LoRA only)")
+    p.add_argument("--format", default=None, choices=FORMATS,
+                   help="output layout (peft: LoRA only; default: peft for a decoder LLM, adapters otherwise)")
     p.add_argument("--out", required=True, help="output module folder")
 
     p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
@@ -150,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--transferred", required=True, help="the transferred module folder")
     p.add_argument("--teacher", required=True, help="teacher sample parquet")
     p.add_argument("--student", required=True, help="student sample parquet")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS)
+    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
     p.add_argument("--holdout", type=float, default=0.2, help="measure on the last fraction of the shared tokens")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of the reference map")
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
@@ -220,15 +236,13 @@ def _assign(args: argparse.Namespace) -> None:
 
 
 def _transfer(args: argparse.Namespace) -> None:
-    from transmod.align.alignment import (
-        Alignment,
-        check_method,
-        describe_shape,
-        select_alignment,
+    from transmod.align.alignment import Alignment, check_method
+    from transmod.align.transfer import (
+        check_family,
+        check_student_format,
+        transfer_module,
     )
-    from transmod.align.transfer import transfer_module
     from transmod.modules.architectures import load_model_shape
-    from transmod.modules.io import check_writable, read_module
     from transmod.modules.module import MODULE_KIND
 
     inputs = [args.module, args.teacher_model, args.student_model, args.samples, args.alignment]
@@ -240,28 +254,53 @@ def _transfer(args: argparse.Namespace) -> None:
             f"--student-model {student.name} ({student.num_layers} layers) is deeper than --teacher-model "
             f"{teacher.name} ({teacher.num_layers} layers); swap them"
         )
+    check_family(teacher, student)
+    fmt = args.format or ("peft" if teacher.arch.decoder else "adapters")  # decoder LoRAs are peft's
+    check_student_format(student, fmt)
     method = check_method(args.align) if args.align else None
+    needs = teacher.widths() != student.widths() or args.mapping in SAMPLED_MAPPINGS  # an alignment is required
+    if method is None and not (args.samples or args.alignment) and needs and teacher.arch.decoder \
+            and args.mapping not in SAMPLED_MAPPINGS:
+        print("transmod transfer: no --samples or --alignment: aligning the residual stream data-free from the input "
+              "embeddings of the shared vocabulary (--align embed)", file=sys.stderr)
+        method = "embed"
     alignment = None
     if args.alignment:
         alignment = Alignment.load(args.alignment)
         if method and method != alignment.method:
             raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
-    elif method in (None, "lsa"):  # the study's path: only pairs of different widths need one
-        if args.samples and teacher.hidden_size != student.hidden_size:
-            alignment = _from_samples(args, read_module(args.module, teacher).kind, "lsa")
-    elif method != "select" and not args.samples:
+    elif method in (None, "lsa"):  # the study's path: only pairs of different widths (or a sampled map) need one
+        if args.samples and needs:
+            alignment = _from_samples(args, _kind(args, teacher, fmt).name, "lsa")
+    elif method not in DATA_FREE and not args.samples:
         raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
     else:
-        kind = read_module(args.module, teacher).spec
-        check_writable(kind, args.format, args.module)  # before sampling: the output could not be written
-        if method == "select":
-            spaces = kind.spaces(args.lora_b == "output")
-            alignment = select_alignment(describe_shape(teacher), describe_shape(student), args.mapping, spaces)
-        else:
-            alignment = _from_samples(args, kind.name, method)
-    transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=args.format,
+        alignment = _aligned(args, teacher, student, _kind(args, teacher, fmt), method)
+    transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=fmt,
                     overwrite=args.overwrite, inputs=inputs)
     print(f"wrote the transferred module to {args.out}")
+
+
+def _kind(args: argparse.Namespace, teacher, fmt: str):
+    """The module's kind, refused before any sampling if the output format could not hold it."""
+    from transmod.modules.io import check_writable, read_module
+
+    kind = read_module(args.module, teacher).spec
+    check_writable(kind, fmt, args.module)
+    return kind
+
+
+def _aligned(args: argparse.Namespace, teacher, student, kind, method: str):
+    """The alignment of a named method: data-free (select, embed) or fitted on samples taken on the way."""
+    from transmod.align.alignment import select_alignment
+    from transmod.align.embeddings import embedding_alignment
+
+    spaces = kind.spaces(args.lora_b == "output", teacher.arch)
+    if method == "select":
+        return select_alignment(teacher.describe(), student.describe(), args.mapping, spaces)
+    if method == "embed":
+        return embedding_alignment(teacher, student, args.mapping, spaces)
+    return _from_samples(args, kind.name, method)
 
 
 def _from_samples(args: argparse.Namespace, peft: str, method: str):

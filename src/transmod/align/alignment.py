@@ -17,7 +17,8 @@ Methods: `lsa` (the study: assignment on signed r), `lsa-signed` (assignment on 
 folded in), `linear` (ridge least squares, student -> teacher for reads, teacher -> student for
 writes), `procrustes` (orthogonal map between per-dimension standardised states, the smaller space
 zero-padded: the orthogonal relaxation of `lsa` on the same r), `select` (every k-th teacher
-dimension, no data). `linear` and `procrustes` shrink towards the `lsa-signed` map (weight `ridge`):
+dimension, no data), `embed` (no samples: the residual stream from the input embeddings of the shared
+vocabulary, `transmod.align.embeddings`). `linear` and `procrustes` shrink towards the `lsa-signed` map (weight `ridge`):
 directions the samples do not span (a LayerNorm output lies in a hyperplane) then follow the
 assignment instead of collapsing to zero, which keeps planted symmetries exact.
 """
@@ -32,24 +33,33 @@ from pathlib import Path
 
 import numpy as np
 
-from transmod.align.correlation import Correlation, PearsonAccumulator, accumulate
+from transmod.align.correlation import Correlation, MomentAccumulator, accumulate
+from transmod.align.heads import (
+    assign_heads,
+    check_heads,
+    head_dims,
+    head_scores,
+    select_heads,
+)
 from transmod.align.layermap import layer_map
 from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
-from transmod.modules.architectures import ModelShape
+from transmod.modules.architectures import HEAD_SPACES, ModelShape, space_width
 from transmod.modules.kinds import get_kind
 
-METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")
+METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # fitted on samples (select: on nothing)
+WEIGHT_METHODS = ("embed",)  # computed from the models' own weights (transmod.align.embeddings), never from samples
 DENSE_METHODS = ("linear", "procrustes")
 DEFAULT_RIDGE = 1e-4
 
 
 def check_method(method: str) -> str:
     """Refuse an unknown method name, listing the valid ones."""
-    if method not in METHODS:
-        raise TransmodError(f"unknown alignment method {method!r} (--align/--method): use one of {', '.join(METHODS)}")
+    if method not in METHODS + WEIGHT_METHODS:
+        raise TransmodError(f"unknown alignment method {method!r} (--align/--method): use one of "
+                            f"{', '.join(METHODS + WEIGHT_METHODS)}")
     return method
 
 
@@ -65,44 +75,6 @@ def assign(r: np.ndarray) -> tuple[np.ndarray, float]:
     sigma = np.empty(r.shape[0], dtype=np.int64)
     sigma[rows] = cols
     return sigma, float(r[rows, cols].mean())
-
-
-class MomentAccumulator(PearsonAccumulator):
-    """A PearsonAccumulator (its r unchanged) that also keeps every second moment in float64.
-
-    Linear maps need full covariances, not only their diagonals; float64 products keep a planted
-    symmetry exact (x^T y and x^T x then round alike).
-    """
-
-    def __init__(self, dx: int, dy: int) -> None:
-        super().__init__(dx, dy)
-        self.fx, self.fy = np.zeros(dx), np.zeros(dy)
-        self.cxx, self.cyy, self.cxy = np.zeros((dx, dx)), np.zeros((dy, dy)), np.zeros((dx, dy))
-
-    def update(self, x: np.ndarray, y: np.ndarray) -> None:
-        super().update(x, y)
-        if len(x) == 0:
-            return
-        x = np.asarray(x, dtype=np.float64) - self.shift_x
-        y = np.asarray(y, dtype=np.float64) - self.shift_y
-        self.fx += x.sum(0)
-        self.fy += y.sum(0)
-        self.cxx += x.T @ x
-        self.cyy += y.T @ y
-        self.cxy += x.T @ y
-
-    def moments(self, centred: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(mean x, mean y, Cxx, Cyy, Cxy): covariances, or second moments about 0 if not `centred`."""
-        if self.n == 0:
-            raise TransmodError("no tokens to fit an alignment on")
-        dx, dy = self.fx / self.n, self.fy / self.n
-        cxx = self.cxx / self.n - np.outer(dx, dx)
-        cyy = self.cyy / self.n - np.outer(dy, dy)
-        cxy = self.cxy / self.n - np.outer(dx, dy)
-        mx, my = self.shift_x + dx, self.shift_y + dy
-        if not centred:
-            cxx, cyy, cxy = cxx + np.outer(mx, mx), cyy + np.outer(my, my), cxy + np.outer(mx, my)
-        return mx, my, cxx, cyy, cxy
 
 
 @dataclass
@@ -160,11 +132,17 @@ class Alignment:
                 return lm
         return None
 
+    def groups(self) -> list[list[int]]:
+        """The teacher layer group of each student layer, as the alignment was fitted (any layer map)."""
+        return [self.get(l, self.layers[0].space).teacher_layers for l in range(int(self.student["num_layers"]))]
+
     def check_models(self, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
         """Refuse an alignment computed for other model shapes or another layer mapping."""
         for who, shape in (("teacher", teacher), ("student", student)):
-            want = (getattr(self, who)["num_layers"], getattr(self, who)["hidden_size"])
-            if want != (shape.num_layers, shape.hidden_size):
+            recorded = getattr(self, who)
+            want = (recorded["num_layers"], recorded["hidden_size"])
+            sizes = {k: v for k, v in shape.describe().items() if k not in ("model", "model_type")}
+            if want != (shape.num_layers, shape.hidden_size) or any(recorded.get(k, v) != v for k, v in sizes.items()):
                 raise TransmodError(
                     f"{source}: computed for a {who} of {want[0]} layers x {want[1]} dims, but {shape.name} has "
                     f"{shape.num_layers} x {shape.hidden_size}; recompute it from samples of {shape.name}"
@@ -237,34 +215,62 @@ def assign_correlation(corr: Correlation) -> Alignment:
     out = Alignment("lsa", corr.mapping, corr.teacher, corr.student, corr.num_tokens, None, None,
                     paired_share=corr.paired_share)
     for lc in corr.layers:
+        if lc.space == "a":  # a decoder's query heads: whole heads, with their key/value heads
+            out.layers += _head_maps(lc.student_layer, lc.teacher_layers, corr.teacher, corr.student, lc.r)
+            continue
         sigma, mean_r = assign(lc.r)
         out.layers.append(LayerMap(lc.student_layer, lc.teacher_layers, lc.space, sigma=sigma, mean_r=mean_r))
     return out
 
 
 def describe(sample: SampleFile) -> dict:
-    return {k: sample.meta[k] for k in ("model", "model_type", "num_layers", "hidden_size")}
+    return sample.describe()
 
 
 def describe_shape(shape: ModelShape) -> dict:
-    return {"model": shape.name, "model_type": shape.model_type, "num_layers": shape.num_layers,
-            "hidden_size": shape.hidden_size}
+    return shape.describe()
 
 
 def select_alignment(teacher: dict, student: dict, mapping: str, spaces: Sequence[str] = ("h",)) -> Alignment:
-    """Data-free baseline: student dim i takes teacher dim floor(i * d_t / d_s) (every k-th, evenly spaced)."""
-    d_t, d_s = int(teacher["hidden_size"]), int(student["hidden_size"])
-    _check_widths(d_t, d_s)
-    sigma = (np.arange(d_s, dtype=np.int64) * d_t) // d_s
+    """Data-free baseline: student dim i takes teacher dim floor(i * d_t / d_s) (every k-th, evenly spaced);
+    a decoder's heads: evenly spaced whole heads (`transmod.align.heads.select_heads`)."""
+    _check_spaces(teacher, student, spaces)
     groups = layer_map(mapping, int(teacher["num_layers"]), int(student["num_layers"]))
-    layers = [LayerMap(l, g, s, sigma=sigma.copy()) for s in spaces for l, g in enumerate(groups)]
+    layers = []
+    for s in spaces:
+        d_t, d_s = space_width(teacher, s), space_width(student, s)
+        sigma = (np.arange(d_s, dtype=np.int64) * d_t) // d_s
+        for l, g in enumerate(groups):
+            layers += _head_maps(l, g, teacher, student, None) if s == "a" else [LayerMap(l, g, s, sigma=sigma.copy())]
     return Alignment("select", mapping, teacher, student, 0, None, None, layers)
 
 
-def _check_widths(d_t: int, d_s: int) -> None:
+def _head_maps(l: int, group: list[int], teacher: dict, student: dict, r: np.ndarray | None) -> list[LayerMap]:
+    """The query-head (`a`) and key/value-head (`kv`) selections of one layer: assigned on r, or evenly spaced."""
+    hd = int(teacher["head_dim"])
+    kv_s, kv_t = int(student["num_kv_heads"]), int(teacher["num_kv_heads"])
+    if r is None:
+        q, kv = select_heads(int(student["num_heads"]), int(teacher["num_heads"]), kv_s, kv_t)
+        mean = float("nan")
+    else:
+        q, kv, mean = assign_heads(head_scores(r, hd), kv_s, kv_t)
+    return [LayerMap(l, group, "a", sigma=head_dims(q, hd), mean_r=mean),
+            LayerMap(l, group, "kv", sigma=head_dims(kv, hd), mean_r=mean)]
+
+
+def _check_spaces(teacher: dict, student: dict, spaces: Sequence[str]) -> None:
+    if any(s in HEAD_SPACES for s in spaces):
+        check_heads(teacher, student)
+    for s in spaces:
+        if s not in HEAD_SPACES:
+            _check_widths(space_width(teacher, s), space_width(student, s), s)
+
+
+def _check_widths(d_t: int, d_s: int, space: str = "h") -> None:
     if d_s > d_t:
+        what = {"m": "MLP neurons", "f": "dims"}.get(space, "dims")
         raise TransmodError(
-            f"the student ({d_s} dims) is wider than the teacher ({d_t} dims): alignments prune a wider "
+            f"the student ({d_s} {what}) is wider than the teacher ({d_t} {what}): alignments prune a wider "
             "teacher to a narrower or equal student; swap the models"
         )
 
@@ -278,28 +284,36 @@ def fit_alignment(
     `holdout` leaves the last fraction of the shared tokens out, for `transmod.align.fidelity`.
     """
     check_method(method)
-    _check_widths(teacher.hidden_size, student.hidden_size)
+    spaces = check_pair(teacher, student)
+    _check_spaces(teacher.describe(), student.describe(), spaces)
     if ridge < 0:
         raise TransmodError(f"--ridge must not be negative, got {ridge}")
     if method == "select":
-        return select_alignment(describe(teacher), describe(student), mapping, check_pair(teacher, student))
-    check_pair(teacher, student)
+        return select_alignment(describe(teacher), describe(student), mapping, spaces)
+    if method == "embed":
+        raise TransmodError("--method embed reads the two models' input embeddings, not samples: give --teacher-model "
+                            "and --student-model (or use `transmod transfer --align embed`)")
     shared = shared_rows(teacher, student)[2]  # checked before the pass over the samples
     n = split_point(shared, holdout)
-    need = max(teacher.hidden_size, student.hidden_size) + 1
+    widest = max((s for s in spaces if s not in HEAD_SPACES), key=teacher.width)  # dense maps: every space but heads
+    need = max(teacher.width(widest), student.width(widest)) + 1
     if method in DENSE_METHODS and n < need:
         raise TransmodError(
-            f"--align {method} fits a {teacher.hidden_size} x {student.hidden_size} map per layer and needs at least "
+            f"--align {method} fits a {teacher.width(widest)} x {student.width(widest)} map per layer and needs at least "
             f"{need} shared tokens to fit on, but {teacher.path} and {student.path} give {n}; sample more (--max-tokens)"
         )
     if n == 0:
         raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
-    groups, acc, _ = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers)
+    groups, acc, _ = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers,
+                                pearson_only=("a",))
     intercept = get_kind(teacher.meta["hook"]).read_bias is not None  # a bias to fold the read map's offset into
     out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"],
                     paired_share=paired_share(teacher, student, shared))
     for (l, s), a in acc.items():
-        out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))
+        if s == "a":  # whole heads whatever the method (transmod.align.heads)
+            out.layers += _head_maps(l, groups[l], out.teacher, out.student, a.result()[0])
+        else:
+            out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from transmod.align.layermap import layer_map
+from transmod.align.layersim import layer_groups
 from transmod.align.pairing import (
     Batch,
     check_pair,
@@ -85,6 +85,44 @@ class PearsonAccumulator:
         return np.clip(r, -1.0, 1.0), np.flatnonzero(const_x), np.flatnonzero(const_y)
 
 
+class MomentAccumulator(PearsonAccumulator):
+    """A PearsonAccumulator (its r unchanged) that also keeps every second moment in float64.
+
+    Linear maps need full covariances, not only their diagonals; float64 products keep a planted
+    symmetry exact (x^T y and x^T x then round alike).
+    """
+
+    def __init__(self, dx: int, dy: int) -> None:
+        super().__init__(dx, dy)
+        self.fx, self.fy = np.zeros(dx), np.zeros(dy)
+        self.cxx, self.cyy, self.cxy = np.zeros((dx, dx)), np.zeros((dy, dy)), np.zeros((dx, dy))
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        super().update(x, y)
+        if len(x) == 0:
+            return
+        x = np.asarray(x, dtype=np.float64) - self.shift_x
+        y = np.asarray(y, dtype=np.float64) - self.shift_y
+        self.fx += x.sum(0)
+        self.fy += y.sum(0)
+        self.cxx += x.T @ x
+        self.cyy += y.T @ y
+        self.cxy += x.T @ y
+
+    def moments(self, centred: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mean x, mean y, Cxx, Cyy, Cxy): covariances, or second moments about 0 if not `centred`."""
+        if self.n == 0:
+            raise TransmodError("no tokens to fit an alignment on")
+        dx, dy = self.fx / self.n, self.fy / self.n
+        cxx = self.cxx / self.n - np.outer(dx, dx)
+        cyy = self.cyy / self.n - np.outer(dy, dy)
+        cxy = self.cxy / self.n - np.outer(dx, dy)
+        mx, my = self.shift_x + dx, self.shift_y + dy
+        if not centred:
+            cxx, cyy, cxy = cxx + np.outer(mx, mx), cyy + np.outer(my, my), cxy + np.outer(mx, my)
+        return mx, my, cxx, cyy, cxy
+
+
 A = TypeVar("A", bound=PearsonAccumulator)
 
 
@@ -135,21 +173,19 @@ class Correlation:
         return cls(meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"], layers, meta.get("paired_share"))
 
 
-def _describe(sample: SampleFile) -> dict:
-    return {k: sample.meta[k] for k in ("model", "model_type", "num_layers", "hidden_size")}
-
-
 def accumulate(
     teacher: SampleFile, student: SampleFile, mapping: str, accumulator: Callable[[int, int], A] = PearsonAccumulator,
-    holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None,
+    holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None, pearson_only: Sequence[str] = (),
 ) -> tuple[list[list[int]], dict[tuple[int, str], A], int]:
     """One streaming pass over the shared rows before the held-out tail: each student layer (and space)
     against its mapped teacher layer, or under AVG the mean state of its teacher group; also returns how
     many rows the two files share. `workers`: threads that
-    update layer pairs side by side (default: every core this process may use)."""
+    update layer pairs side by side (default: every core this process may use). `pearson_only`: spaces
+    that need r alone (whole heads), whatever `accumulator` keeps for the others."""
     spaces = check_pair(teacher, student)
-    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
-    acc = {(l, s): accumulator(student.hidden_size, teacher.hidden_size) for l in range(len(groups)) for s in spaces}
+    groups = layer_groups(mapping, teacher, student, holdout)
+    acc = {(l, s): (PearsonAccumulator if s in pearson_only else accumulator)(student.width(s), teacher.width(s))
+           for l in range(len(groups)) for s in spaces}
     t_cols = sorted({f"{s}{t}" for s in spaces for g in groups for t in g})
     s_cols = [f"{s}{l}" for s in spaces for l in range(len(groups))]
     mask_t, mask_s, n = shared_rows(teacher, student)
@@ -179,7 +215,7 @@ def correlate_samples(
     """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state), on the
     shared tokens before the `holdout` tail: the same tokens every fitted alignment method reads."""
     groups, acc, shared = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
-    result = Correlation(mapping, _describe(teacher), _describe(student), 0,
+    result = Correlation(mapping, teacher.describe(), student.describe(), 0,
                          paired_share=paired_share(teacher, student, shared))
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()

@@ -9,6 +9,10 @@ student layer `l` and site:
 - both are compared in the student's space: `rel_error = ||D_s - M D_t|| / ||M D_t||` (Frobenius over
   tokens and dims) and `cosine` = mean over tokens of cos(D_s, M D_t).
 
+A decoder LLM's LoRA is measured per projection: each site's module is applied to the space its A reads
+(`h`, `f`, `a` or `m`, `transmod.modules.architectures.DECODER_SITES`), and its effect compared in the space
+its B writes; heads (`a`, `kv`) are compared through the reference's whole-head selection.
+
 The reference map `M` (teacher -> student) must not favour a method. By default it is the ridge
 least-squares slope of the student's states on the teacher's (LoRA B's effects: of the query/value
 outputs when both files sampled them, else of the hidden states), fitted on the first, not held-out,
@@ -32,11 +36,16 @@ from pathlib import Path
 import numpy as np
 
 from transmod.align.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
-from transmod.align.layermap import layer_map
+from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.errors import TransmodError
-from transmod.modules.architectures import BASE_CLASSES, ModelShape
+from transmod.modules.architectures import (
+    BASE_CLASSES,
+    DECODER_SITES,
+    DECODER_SIZES,
+    ModelShape,
+)
 from transmod.modules.module import Module
 from transmod.progress import Progress
 
@@ -45,7 +54,7 @@ def sample_shape(sample: SampleFile) -> ModelShape:
     """The model shape a sample file was taken from (enough to read its modules)."""
     model_type = sample.meta["model_type"]
     return ModelShape(sample.meta["model"], model_type, sample.num_layers, sample.hidden_size,
-                      BASE_CLASSES.get(model_type, "?"))
+                      BASE_CLASSES.get(model_type, "?"), **{k: sample.meta[k] for k in DECODER_SIZES if k in sample.meta})
 
 
 def module_effect(module: Module, layer: int, site: str, h: np.ndarray) -> np.ndarray | None:
@@ -63,12 +72,22 @@ def _sites(module: Module) -> list[str]:
 
 def _check_width(module: Module, sample: SampleFile, who: str) -> None:
     reader = module.spec.reader
-    width = {t.shape[-1] for (_, _, p), t in module.weights.items() if p == reader}
-    if width != {sample.hidden_size}:
-        raise TransmodError(
-            f"{module.path}: the {who} module reads {sorted(width)} dims but {sample.path} has {sample.hidden_size}; "
-            f"give the {who} samples of the model the module belongs to"
-        )
+    for (_, site, p), t in module.weights.items():
+        want = sample.width(module.spec.input_space(site))
+        if p == reader and t.shape[-1] != want:
+            raise TransmodError(
+                f"{module.path}: the {who} module reads {t.shape[-1]} dims at {site} but {sample.path} has {want}; "
+                f"give the {who} samples of the model the module belongs to"
+            )
+
+
+def _effect_space(site: str, spaces: list[str]) -> str:
+    """The space a site's effect lands in, as the reference map sees it: a decoder projection's output space;
+    an encoder's query/value outputs when sampled, else the hidden states."""
+    if site in DECODER_SITES:
+        return DECODER_SITES[site][2]
+    own = {"query": "q", "value": "v"}.get(site)
+    return own if own in spaces else "h"
 
 
 class LinearCKA:
@@ -115,7 +134,7 @@ def transfer_fidelity(
         raise TransmodError(f"{teacher_module.path} is a {teacher_module.kind} but {student_module.path} is a {student_module.kind}")
     _check_width(teacher_module, teacher, "teacher")
     _check_width(student_module, student, "student")
-    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    groups = layer_groups(mapping, teacher, student, holdout)
     mask_t, mask_s, n = shared_rows(teacher, student)
     split = split_point(n, holdout)
     if split >= n:
@@ -128,7 +147,8 @@ def transfer_fidelity(
                 f"but the first {1 - holdout:.0%} of {teacher.path} and {student.path} give {split}; sample more (--max-tokens)"
             )
         reference = fit_alignment(teacher, student, mapping, "linear", ridge=ridge, holdout=holdout, batch_size=batch_size)
-    effect_space = {"adapter": "h", "query": "q" if "q" in spaces else "h", "value": "v" if "v" in spaces else "h"}
+    effect_space = {site: _effect_space(site, spaces) for site in teacher_module.spec.sites}
+    reads = {site: teacher_module.spec.input_space(site) for site in teacher_module.spec.sites}
     present = {(t, s) for t, s, _ in teacher_module.weights}
     cells = [(l, site) for l in range(len(groups)) for site in _sites(teacher_module)
              if any((t, site) in present for t in groups[l])]
@@ -141,17 +161,18 @@ def transfer_fidelity(
             raise TransmodError(f"the reference has no write map for student layer {l} space {effect_space[site]!r}")
         maps[(l, site)] = lm
     sums = {cell: np.zeros(4) for cell in cells}  # squared error, squared reference, summed cosine, cosine count
-    cka = {cell: LinearCKA(student.hidden_size, teacher.hidden_size) for cell in cells}
-    t_cols = sorted({f"h{t}" for l, _ in cells for t in groups[l]})
-    s_cols = sorted({f"h{l}" for l, _ in cells})
+    cka = {(l, site): LinearCKA(student.width(effect_space[site]), teacher.width(effect_space[site])) for l, site in cells}
+    t_cols = sorted({f"{reads[site]}{t}" for l, site in cells for t in groups[l]})
+    s_cols = sorted({f"{reads[site]}{l}" for l, site in cells})
     progress = Progress(f"fidelity of {Path(student_module.path).name} on held-out tokens", "tokens", n - split)
     for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
         progress.update(len(next(iter(s_batch.values()))))
         for l, site in cells:
-            effects = [e for t in groups[l] if (e := module_effect(teacher_module, t, site, t_batch[f"h{t}"])) is not None]
+            effects = [e for t in groups[l]
+                       if (e := module_effect(teacher_module, t, site, t_batch[f"{reads[site]}{t}"])) is not None]
             own = np.mean(effects, axis=0)  # the teacher's effect in the teacher's space
             ref = maps[(l, site)].write(own.T).T
-            got = module_effect(student_module, l, site, s_batch[f"h{l}"])
+            got = module_effect(student_module, l, site, s_batch[f"{reads[site]}{l}"])
             got = np.zeros_like(ref) if got is None else got
             norms = np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1)
             ok = norms > 0

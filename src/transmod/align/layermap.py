@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from transmod.errors import TransmodError
 
-MAPPINGS = ("skip", "avg")
+MAPPINGS = ("skip", "avg")  # from the depths alone (the workflow's grid runs these)
+SAMPLED_MAPPINGS = ("cka",)  # from the two models' sampled states (transmod.align.layersim)
 
 
 def _check_depths(teacher_layers: int, student_layers: int) -> None:
@@ -40,4 +43,25 @@ def layer_map(mapping: str, teacher_layers: int, student_layers: int) -> list[li
         return skip_map(teacher_layers, student_layers)
     if mapping == "avg":
         return avg_map(teacher_layers, student_layers)
-    raise TransmodError(f"unknown --mapping {mapping!r}: use one of {', '.join(MAPPINGS)}")
+    if mapping in SAMPLED_MAPPINGS:
+        raise TransmodError(f"--mapping {mapping} picks teacher layers by their similarity on sampled states: give "
+                            "--samples, or an alignment fitted with that mapping")
+    raise TransmodError(f"unknown --mapping {mapping!r}: use one of {', '.join(MAPPINGS + SAMPLED_MAPPINGS)}")
+
+
+def monotone_map(similarity: np.ndarray) -> list[list[int]]:
+    """The increasing teacher layer of each student layer (similarity: student x teacher) with the largest summed
+    similarity, by dynamic programming: depth order is kept, and no teacher layer serves two student layers."""
+    ls, lt = similarity.shape
+    _check_depths(lt, ls)
+    best = np.full((ls, lt), -np.inf)  # best[l, t]: the best sum for student layers 0..l with layer l on teacher t
+    back = np.zeros((ls, lt), dtype=np.int64)
+    best[0] = similarity[0]
+    for l in range(1, ls):
+        for t in range(l, lt - (ls - 1 - l)):
+            prev = int(np.argmax(best[l - 1, :t]))
+            best[l, t], back[l, t] = best[l - 1, prev] + similarity[l, t], prev
+    path = [int(np.argmax(best[-1, ls - 1:])) + ls - 1]
+    for l in range(ls - 1, 0, -1):
+        path.append(int(back[l, path[-1]]))
+    return [[t] for t in reversed(path)]

@@ -5,9 +5,10 @@ segment of a pair and character span) and, per layer `l` and space, a column `{s
 each token's vector as hidden_size little-endian float32 in one fixed-size binary value (a float
 list column would carry parquet levels for every number and read ~5x slower). Spaces: `h` is the
 module input (the output adapter's input, or the input of self-attention query/value for LoRA);
-`q`/`v` are the outputs of query/value (LoRA only, for the output-space alignment of B). The
-file's metadata key `transmod` holds the model, hook point, layers, spaces, hidden size and token
-count.
+`q`/`v` are the outputs of query/value (LoRA only, for the output-space alignment of B). A decoder
+LLM's file holds `h`, `f`, `a` and `m` (`transmod.modules.architectures.DECODER_SITES`), each as wide as
+its space. The file's metadata key `transmod` holds the model, hook point, layers, spaces, hidden size
+(and a decoder's head and MLP sizes) and token count.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transmod.errors import TransmodError
-from transmod.modules.architectures import ModelShape
+from transmod.modules.architectures import DECODER_SIZES, ModelShape, space_width
 
 META_KEY = b"transmod"
 # What every sample file's metadata records: its model and hook point, and what it was sampled from
@@ -54,8 +55,11 @@ def from_vectors(array: pa.FixedSizeBinaryArray) -> np.ndarray:
 class SampleWriter:
     """Appends rows batch by batch; `finish` adds the metadata that makes the file a sample file."""
 
-    def __init__(self, path: str | Path, columns: Sequence[str], hidden_size: int, compression: str | dict = "none"):
-        self.schema = pa.schema(KEY_FIELDS + [(c, vector_type(hidden_size)) for c in columns])
+    def __init__(self, path: str | Path, columns: Sequence[str], width: int | Mapping[str, int],
+                 compression: str | dict = "none"):
+        """`width`: every column's, or per column (a decoder's spaces differ in width)."""
+        widths = width if isinstance(width, Mapping) else dict.fromkeys(columns, width)
+        self.schema = pa.schema(KEY_FIELDS + [(c, vector_type(widths[c])) for c in columns])
         # Dictionary encoding and compression only slow down float activations.
         self._writer = pq.ParquetWriter(path, self.schema, use_dictionary=False, compression=compression)
 
@@ -110,9 +114,13 @@ class SampleFile:
         for space in meta["spaces"]:
             for l in range(meta["num_layers"]):
                 column = f"{space}{l}"
-                if column not in names or pfile.schema_arrow.field(column).type != vector_type(meta["hidden_size"]):
+                try:
+                    width = space_width(meta, space)
+                except KeyError as exc:
+                    raise TransmodError(f"{path}: the `transmod` metadata lacks {exc} for space {space}; {resample}") from None
+                if column not in names or pfile.schema_arrow.field(column).type != vector_type(width):
                     raise TransmodError(
-                        f"{path}: column {column} is missing or not {meta['hidden_size']} float32 values per "
+                        f"{path}: column {column} is missing or not {width} float32 values per "
                         f"token as the metadata says; {resample}"
                     )
         footer = pfile.metadata
@@ -130,9 +138,22 @@ class SampleFile:
     def num_tokens(self) -> int:
         return int(self.meta["num_tokens"])
 
+    def width(self, space: str) -> int:
+        return space_width(self.meta, space)
+
+    def describe(self) -> dict:
+        """The model's shape as alignment and correlation files record it."""
+        return {k: self.meta[k] for k in ("model", "model_type", "num_layers", "hidden_size", *DECODER_SIZES)
+                if k in self.meta}
+
     def check_model(self, shape: ModelShape) -> None:
         """Refuse samples that do not come from a model of this shape."""
-        if (self.num_layers, self.hidden_size) != (shape.num_layers, shape.hidden_size):
+        mine = {k: v for k, v in self.describe().items() if k not in ("model", "model_type")}
+        theirs = {k: v for k, v in shape.describe().items() if k not in ("model", "model_type")}
+        if mine != theirs and (self.num_layers, self.hidden_size) == (shape.num_layers, shape.hidden_size):
+            raise TransmodError(f"{self.path}: samples come from a model of sizes {mine} but {shape.name} has {theirs}; "
+                                f"sample that model with `transmod sample --model {shape.name}`")
+        if mine != theirs:
             raise TransmodError(
                 f"{self.path}: samples have {self.num_layers} layers x {self.hidden_size} dims but {shape.name} has "
                 f"{shape.num_layers} x {shape.hidden_size}; sample that model with `transmod sample --model {shape.name}`"

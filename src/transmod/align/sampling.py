@@ -85,14 +85,16 @@ def sample_hidden_states(
         if value is not None and value < 1:
             raise TransmodError(f"{option} must be positive, got {value}")
     shape = model_shape(model.config, model_name)
-    spaces = {peft: get_kind(peft).spaces(lora_outputs) for peft in outs}
+    spaces = {peft: get_kind(peft).spaces(lora_outputs, shape.arch) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
     model.eval()
     device = next(model.parameters()).device
     accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
     written = 0
     with contextlib.ExitStack() as stack:
-        writers = {peft: stack.enter_context(SampleWriter(out, columns[peft], shape.hidden_size)) for peft, out in outs.items()}
+        writers = {peft: stack.enter_context(SampleWriter(out, columns[peft], {f"{s}{l}": shape.width(s) for s in spaces[peft]
+                                                                                for l in range(shape.num_layers)}))
+                   for peft, out in outs.items()}
         store = stack.enter_context(capture(model, shape.arch, spaces))
         stack.enter_context(torch.inference_mode())
         progress = stack.enter_context(Progress(f"sampling {model_name}", "tokens", max_tokens))
@@ -108,7 +110,8 @@ def sample_hidden_states(
             )
             offsets = enc.pop("offset_mapping")
             keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()
-            model(**{k: v.to(device) for k, v in enc.items() if k in accepted})
+            model(**{k: v.to(device) for k, v in enc.items() if k in accepted},
+                  **({"use_cache": False} if "use_cache" in accepted else {}))  # a decoder's cache is not needed
             rows, pos = keep.nonzero(as_tuple=True)
             if max_tokens is not None:
                 rows, pos = rows[: max_tokens - written], pos[: max_tokens - written]
@@ -131,9 +134,8 @@ def sample_hidden_states(
                 break
         for peft, writer in writers.items():
             meta = {
-                "model": model_name, "model_type": shape.model_type, "hook": peft, "spaces": list(spaces[peft]),
-                "num_layers": shape.num_layers, "layers": list(range(shape.num_layers)),
-                "hidden_size": shape.hidden_size, "num_tokens": written, MARK: "samples",
+                **shape.describe(), "hook": peft, "spaces": list(spaces[peft]), "layers": list(range(shape.num_layers)),
+                "num_tokens": written, MARK: "samples",
                 "data": fingerprint(list(examples)), "tokenizer": fingerprint(tokenizer_definition(tokenizer)),
                 "max_length": max_length,
             }

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transmod.align.layermap import layer_map
+from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map
 from transmod.atomic import check_output
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape
@@ -43,10 +43,13 @@ def transfer_weights(
     """
     if lora_b not in LORA_B_ALIGNMENTS:
         raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
-    groups = layer_map(mapping, teacher.num_layers, student.num_layers)
-    if alignment is None and teacher.hidden_size != student.hidden_size:
+    if mapping in SAMPLED_MAPPINGS and alignment is not None:  # chosen on samples: the alignment records it
+        groups = alignment.groups()
+    else:
+        groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+    if alignment is None and _sizes(teacher) != _sizes(student):
         raise TransmodError(
-            f"{teacher.name} ({teacher.hidden_size} dims) and {student.name} ({student.hidden_size} dims) differ in "
+            f"{teacher.name} ({_sizes(teacher)}) and {student.name} ({_sizes(student)}) differ in "
             "width: give --samples (to align on the way) or --alignment"
         )
     params = sorted({(site, param) for _, site, param in module.weights})
@@ -60,6 +63,12 @@ def transfer_weights(
             tensor = tensors[0].copy() if len(tensors) == 1 else np.mean(tensors, axis=0, dtype=np.float64).astype(tensors[0].dtype)
             out[(l, site, param)] = np.ascontiguousarray(tensor)
     return out if alignment is None else _fold(out, module.spec, alignment, lora_b)
+
+
+def _sizes(shape: ModelShape) -> str:
+    """The widths that must agree for a module to move unaligned (a decoder's heads and MLP too)."""
+    sizes = shape.widths()
+    return f"{sizes['hidden_size']} dims" if len(sizes) == 1 else ", ".join(f"{k} {v}" for k, v in sizes.items())
 
 
 def _fold(mapped: dict[tuple[int, str, str], np.ndarray], kind: ModuleKind, alignment: Alignment,
@@ -90,6 +99,22 @@ def _fold(mapped: dict[tuple[int, str, str], np.ndarray], kind: ModuleKind, alig
     return out
 
 
+def check_family(teacher: ModelShape, student: ModelShape) -> None:
+    """A decoder LLM's LoRA moves within its family only (one architecture entry): another family names,
+    normalises and positions its states differently, which no alignment of widths accounts for."""
+    if (teacher.arch.decoder or student.arch.decoder) and teacher.model_type != student.model_type:
+        raise TransmodError(
+            f"{teacher.name} is a {teacher.model_type} model and {student.name} a {student.model_type} model: transmod "
+            "moves decoder LoRAs between models of one family; pick a student of the teacher's family"
+        )
+
+
+def check_student_format(student: ModelShape, fmt: str) -> None:
+    """Refuse a format the student's modules cannot be written in (a decoder's LoRA: peft's only)."""
+    if check_format(fmt) == "adapters" and student.arch.decoder:
+        raise TransmodError(f"{student.name}: a decoder LLM's LoRA is written in peft's format; give --format peft")
+
+
 def student_config(module: Module, teacher: ModelShape, student: ModelShape, kept_layers: set[int], provenance: dict) -> dict:
     """The module's config rewritten for the student: same bottleneck or rank, the student's names."""
     config = copy.deepcopy(module.config)
@@ -113,6 +138,7 @@ def transfer(
 ) -> Module:
     """The student-shaped module, in memory: weights mapped and aligned, config rewritten for the student."""
     source = str(module.path)
+    check_family(teacher, student)
     if alignment is not None:
         alignment.check_models(teacher, student, mapping, "the alignment")
         if alignment.hook is not None and alignment.hook != module.kind:
@@ -146,7 +172,7 @@ def transfer_module(
 
     `out` must be new, or an earlier transferred module with `overwrite`; it may not touch `inputs`, the
     module or the models (`transmod.atomic.check_output`)."""
-    check_format(fmt)
+    check_student_format(student, fmt)
     inputs = [module_dir, teacher.name, student.name, *inputs]
     check_output(out, MODULE_KIND, inputs, overwrite)
     module = read_module(module_dir, teacher)

@@ -29,6 +29,7 @@ class BottleneckAdapter(ModuleKind):
     read_bias = "adapter_down.0.bias"
 
     def site_paths(self, arch: Architecture) -> dict[str, str]:
+        _no_decoder(arch)
         return {"adapter": arch.adapter_site}
 
     def matches(self, section: dict[str, Any]) -> bool:
@@ -47,6 +48,7 @@ class BottleneckAdapter(ModuleKind):
         self.unsupported(bad, source)
 
     def hooks(self, layer: Any, arch: Architecture, l: int, spaces: tuple[str, ...], keep: Hook) -> list:
+        _no_decoder(arch)
         return [layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"adapter:h{l}", False))]
 
     def new_config(self, hidden_size: int, settings: Any) -> Any:
@@ -64,6 +66,12 @@ class BottleneckAdapter(ModuleKind):
 
     def for_student(self, section: dict[str, Any], teacher_hidden: int, student_hidden: int) -> None:
         section["reduction_factor"] = reduction_factor(student_hidden, int(teacher_hidden // section["reduction_factor"]))
+
+
+def _no_decoder(arch: Architecture) -> None:
+    if arch.decoder:
+        raise TransmodError(f"{arch.model_types[0]}: transmod moves bottleneck adapters between encoders only; on a "
+                            "decoder LLM it moves peft LoRAs (--peft lora)")
 
 
 def _activation(name: str | None, x: np.ndarray) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""Where modules live in each supported architecture, as the `adapters` library 1.3 wires them.
+"""Where modules live in each supported architecture, as the `adapters` library 1.3 (encoders) and
+transformers 4.57 (decoder LLMs) name them.
 
 One table is the single source of truth for hook points (sampling) and weight names (transfer),
-so supporting a new encoder is one entry here.
+so supporting a new family is one entry here. A decoder LLM (`decoder=True`) carries LoRAs on any of
+`DECODER_SITES`; each projection reads and writes one of three spaces (residual stream, attention
+heads, MLP neurons), see DESIGN.md section 4.
 """
 
 from __future__ import annotations
@@ -23,6 +26,31 @@ class Architecture:
     adapter_input: str  # sub-module of a layer whose forward output the output adapter reads
     query: str  # sub-module of a layer: self-attention query projection (LoRA site, input hook)
     value: str  # sub-module of a layer: self-attention value projection (LoRA site)
+    decoder: bool = False  # a decoder LLM: LoRA sites are DECODER_SITES; no bottleneck adapters
+
+    @property
+    def lora_paths(self) -> dict[str, str]:
+        """LoRA site -> the sub-module of a layer that it adapts."""
+        if self.decoder:
+            return {site: path for site, (path, _, _) in DECODER_SITES.items()}
+        return {"query": self.query, "value": self.value}
+
+
+# Decoder LLM projections: site (peft's target name) -> (sub-module of a layer, space it reads, space it writes).
+# Spaces: `h` residual stream as attention reads it (after input_layernorm), `f` residual stream as the MLP
+# reads it (after the post-attention norm), `a` query heads (the input of o_proj), `kv` key/value heads,
+# `m` MLP neurons (the input of down_proj). o_proj writes the residual that the MLP's norm reads next,
+# down_proj the one the next layer's attention norm reads.
+DECODER_SITES: dict[str, tuple[str, str, str]] = {
+    "q_proj": ("self_attn.q_proj", "h", "a"),
+    "k_proj": ("self_attn.k_proj", "h", "kv"),
+    "v_proj": ("self_attn.v_proj", "h", "kv"),
+    "o_proj": ("self_attn.o_proj", "a", "f"),
+    "gate_proj": ("mlp.gate_proj", "f", "m"),
+    "up_proj": ("mlp.up_proj", "f", "m"),
+    "down_proj": ("mlp.down_proj", "m", "h"),
+}
+HEAD_SPACES = ("a", "kv")  # aligned as whole heads (transmod.align.heads), never dimension by dimension
 
 
 _BERT_LIKE = dict(
@@ -51,6 +79,10 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         query="attention.q_lin",
         value="attention.v_lin",
     ),
+    *(Architecture(model_types=(model_type,), layers_path="layers", layers_attr="num_hidden_layers",
+                   hidden_attr="hidden_size", adapter_site="", adapter_input="", query="self_attn.q_proj",
+                   value="self_attn.v_proj", decoder=True)
+      for model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")),
 )
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES for t in a.model_types)
@@ -75,26 +107,67 @@ class ModelShape:
     num_layers: int
     hidden_size: int
     model_class: str
+    num_heads: int = 0  # decoders only (0 for encoders): query heads, key/value heads, head size, MLP width
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    intermediate_size: int = 0
 
     @property
     def arch(self) -> Architecture:
         return architecture(self.model_type, self.name)
 
+    def width(self, space: str) -> int:
+        """How many dimensions a space has (`DECODER_SITES`' spaces; every encoder space is the hidden size)."""
+        return space_width(self.describe(), space)
+
+    def widths(self) -> dict:
+        """The sizes that must agree for a module to move without an alignment."""
+        return {k: v for k, v in self.describe().items() if k not in ("model", "model_type", "num_layers")}
+
+    def describe(self) -> dict:
+        """The shape as alignment files record it (decoders add their head and MLP sizes)."""
+        out = {"model": self.name, "model_type": self.model_type, "num_layers": self.num_layers,
+               "hidden_size": self.hidden_size}
+        if self.num_heads:
+            out.update({k: getattr(self, k) for k in DECODER_SIZES})
+        return out
+
+
+DECODER_SIZES = ("num_heads", "num_kv_heads", "head_dim", "intermediate_size")  # recorded beside the hidden size
+
+
+def space_width(shape: dict, space: str) -> int:
+    """The width of a space of a model described by `ModelShape.describe` (or a sample file's metadata)."""
+    if space in ("a", "kv", "m"):
+        heads = shape["num_heads"] if space == "a" else shape["num_kv_heads"]
+        return int(shape["intermediate_size"] if space == "m" else heads * shape["head_dim"])
+    return int(shape["hidden_size"])
+
 
 BASE_CLASSES = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
-                "distilbert": "DistilBertModel", "electra": "ElectraModel", "deberta-v2": "DebertaV2Model"}
+                "distilbert": "DistilBertModel", "electra": "ElectraModel", "deberta-v2": "DebertaV2Model",
+                "llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model", "qwen3": "Qwen3Model",
+                "gemma2": "Gemma2Model", "gemma3_text": "Gemma3TextModel"}
 
 
 def model_shape(config: Any, name: str) -> ModelShape:
     """Shape from a transformers config object or the dict of a config.json."""
     values = config if isinstance(config, dict) else config.to_dict()
     arch = architecture(values.get("model_type", "?"), name)
+    hidden = int(values[arch.hidden_attr])
+    extra = {}
+    if arch.decoder:
+        heads = int(values["num_attention_heads"])
+        extra = dict(num_heads=heads, num_kv_heads=int(values.get("num_key_value_heads") or heads),
+                     head_dim=int(values.get("head_dim") or hidden // heads),
+                     intermediate_size=int(values["intermediate_size"]))
     return ModelShape(
         name=name,
         model_type=values["model_type"],
         num_layers=int(values[arch.layers_attr]),
-        hidden_size=int(values[arch.hidden_attr]),
+        hidden_size=hidden,
         model_class=BASE_CLASSES[values["model_type"]],
+        **extra,
     )
 
 

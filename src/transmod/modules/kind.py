@@ -49,13 +49,17 @@ class ModuleKind:
         """Refuse options transmod does not move, naming them."""
         raise NotImplementedError
 
-    def spaces(self, outputs: bool) -> tuple[str, ...]:
+    def spaces(self, outputs: bool, arch: Architecture | None = None) -> tuple[str, ...]:
         """The hidden spaces sampled for this kind: `h` (what it reads) and, with `outputs`, what it writes."""
         return ("h",)
 
     def space(self, site: str, direction: str, outputs: bool) -> str:
         """The space a weight of `site` reads ("in") or writes ("out"), aligned by that space's maps."""
         return "h"
+
+    def input_space(self, site: str) -> str:
+        """The sampled space that a site's reading weight reads (fidelity applies the module to it)."""
+        return self.space(site, "in", False)
 
     def hooks(self, layer: Any, arch: Architecture, l: int, spaces: tuple[str, ...], keep: Hook) -> list:
         """Register read-only hooks on one layer that store the sampled spaces; returns their handles."""

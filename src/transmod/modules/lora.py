@@ -1,4 +1,5 @@
-"""LoRA on self-attention's query and value projections (`adapters`' LoRAConfig, peft's LORA)."""
+"""LoRA: on an encoder's self-attention query and value (`adapters`' LoRAConfig, peft's LORA), or on any of
+a decoder LLM's projections (peft's LORA on `DECODER_SITES`)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,24 @@ from typing import Any
 import numpy as np
 
 from transmod.errors import TransmodError
-from transmod.modules.architectures import Architecture
+from transmod.modules.architectures import DECODER_SITES, Architecture
 from transmod.modules.kind import Hook, ModuleKind, Weights
 
 SPACE_OF_SITE = {"query": "q", "value": "v"}  # the space a LoRA B writes, when aligned on its own outputs
+DECODER_SPACES = ("h", "f", "a", "m")  # sampled on a decoder, each at the input of the projection that reads it
+_HOOK_OF_SPACE = {"h": "q_proj", "f": "gate_proj", "a": "o_proj", "m": "down_proj"}
 
 
 class LoRA(ModuleKind):
     name = "lora"
     label = "LoRA"
-    description = "LoRA on self-attention query/value"
+    description = "LoRA on self-attention query/value (encoders) or q/k/v/o/gate/up/down projections (decoder LLMs)"
     hidden_axes = {"lora_A": (1, "in"), "lora_B": (0, "out")}
-    sites = ("query", "value")
+    sites = ("query", "value", *DECODER_SITES)
     peft_type = "LORA"
 
     def site_paths(self, arch: Architecture) -> dict[str, str]:
-        return {"query": f"{arch.query}.loras", "value": f"{arch.value}.loras"}
+        return {site: f"{path}.loras" for site, path in arch.lora_paths.items()}
 
     def matches(self, section: dict[str, Any]) -> bool:
         return section.get("architecture") == "lora"
@@ -33,13 +36,20 @@ class LoRA(ModuleKind):
             bad.append("attn_matrices other than q, v")
         self.unsupported(bad, source)
 
-    def spaces(self, outputs: bool) -> tuple[str, ...]:
+    def spaces(self, outputs: bool, arch: Architecture | None = None) -> tuple[str, ...]:
+        if arch is not None and arch.decoder:
+            return DECODER_SPACES
         return ("h", "q", "v") if outputs else ("h",)
 
     def space(self, site: str, direction: str, outputs: bool) -> str:
+        if site in DECODER_SITES:  # a decoder's projections: each reads and writes its own space
+            return DECODER_SITES[site][1 if direction == "in" else 2]
         return SPACE_OF_SITE[site] if direction == "out" and outputs else "h"
 
     def hooks(self, layer: Any, arch: Architecture, l: int, spaces: tuple[str, ...], keep: Hook) -> list:
+        if arch.decoder:  # each space at the input of the projection that reads it, all in the same forward pass
+            return [layer.get_submodule(DECODER_SITES[_HOOK_OF_SPACE[s]][0]).register_forward_pre_hook(keep(f"lora:{s}{l}", True))
+                    for s in spaces]
         query = layer.get_submodule(arch.query)
         handles = [query.register_forward_pre_hook(keep(f"lora:h{l}", True))]
         if "q" in spaces:

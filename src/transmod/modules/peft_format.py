@@ -19,14 +19,16 @@ import numpy as np
 
 from transmod.atomic import new_output
 from transmod.errors import TransmodError, load_safetensors, load_torch_bin, read_json
-from transmod.modules.architectures import ModelShape
+from transmod.modules.architectures import ARCHITECTURES, ModelShape
+from transmod.modules.lora import LoRA
 from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_BIN = "adapter_model.bin"
 PROVENANCE = "transmod.json"  # peft refuses unknown config keys quietly; provenance lives beside it
+DECODER_TYPES = tuple(t for a in ARCHITECTURES if a.decoder for t in a.model_types)
 BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "distilbert": "distilbert",
-               "electra": "electra", "deberta-v2": "deberta"}
+               "electra": "electra", "deberta-v2": "deberta", **{t: "model" for t in DECODER_TYPES}}
 HEAD = "peft_head"  # marks, in Module.peft_config, a LoRA saved from a head model (keys carry the base prefix)
 
 
@@ -42,7 +44,19 @@ def _check_peft_config(config: dict, path: Path) -> None:
     if config.get("bias", "none") != "none":
         bad.append(f"bias={config['bias']}")
     if bad:
-        raise TransmodError(f"{path}/{CONFIG_NAME}: unsupported peft LoRA options {', '.join(bad)}; transmod supports plain LoRA on query/value")
+        raise TransmodError(f"{path}/{CONFIG_NAME}: unsupported peft LoRA options {', '.join(bad)}; transmod supports plain LoRA")
+
+
+def _check_decoder_targets(config: dict, path: Path, teacher: ModelShape) -> None:
+    """A decoder LoRA may sit on the seven projections only: embeddings, the LM head or a fully trained
+    module (modules_to_save) are part of the model's function that transmod cannot move."""
+    leaves = list(teacher.arch.lora_paths)
+    targets = config.get("target_modules")
+    bad = sorted(set(targets) - set(leaves)) if isinstance(targets, list) else []
+    bad += sorted(config.get("modules_to_save") or [])
+    if bad:
+        raise TransmodError(f"{path}/{CONFIG_NAME}: LoRA on {', '.join(bad)} cannot be moved; transmod moves LoRAs on "
+                            f"{', '.join(leaves)} of a {teacher.model_type} model (train the LoRA on those only)")
 
 
 def _check_targets(config: dict, path: Path, leaves: set[str], modules: set[str]) -> None:
@@ -59,10 +73,25 @@ def _check_targets(config: dict, path: Path, leaves: set[str], modules: set[str]
                             f"LoRA weights ({', '.join(sorted(leaves))}); save the LoRA again with peft's save_pretrained")
 
 
+def _check_widths(weights: dict[tuple[int, str, str], np.ndarray], path: Path, teacher: ModelShape) -> None:
+    """Each A must read, and each B write, as many dimensions as its site's spaces have in the teacher."""
+    for (l, site, param), t in weights.items():
+        axis = 1 if param == "lora_A" else 0
+        want = teacher.width(LoRA().space(site, "in" if param == "lora_A" else "out", False))
+        if not teacher.arch.decoder:
+            want = teacher.hidden_size
+        if t.shape[axis] != want:
+            raise TransmodError(
+                f"{path}: {param} of {site} in layer {l} is {t.shape[axis]} wide but the teacher {teacher.name} has "
+                f"{want} dimensions there; give the teacher the module was trained on"
+            )
+
+
 def _adapters_lora_config(r: int, alpha: float, sites: list[str], dropout: float) -> dict:
     """The `config` section adapters 1.3 writes for a LoRAConfig with these values."""
     return {
-        "alpha": alpha, "architecture": "lora", "attn_matrices": [{"query": "q", "value": "v"}[s] for s in sites],
+        "alpha": alpha, "architecture": "lora", "attn_matrices": [{"query": "q", "value": "v"}[s] for s in sites
+                                                                  if s in ("query", "value")],
         "composition_mode": "add", "dropout": dropout, "dtype": None, "init_weights": "lora", "init_weights_seed": None,
         "intermediate_lora": False, "leave_out": [], "output_lora": False, "r": r, "selfattn_lora": True,
         "use_dora": False, "use_gating": False, "vera_b": None, "vera_d": None,
@@ -81,10 +110,13 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
     else:
         raise TransmodError(f"{path}: no weights ({PEFT_WEIGHTS} or {PEFT_BIN}); save the LoRA with peft's save_pretrained")
     arch = teacher.arch
-    sites = {_leaf(arch.query): "query", _leaf(arch.value): "value"}
+    if arch.decoder:
+        _check_decoder_targets(config, path, teacher)
+    paths = arch.lora_paths
+    sites = {_leaf(p): site for site, p in paths.items()}
     pattern = re.compile(
         rf"^base_model\.model\.(?:(\w+)\.)?{re.escape(arch.layers_path)}\.(\d+)\."
-        rf"({re.escape(arch.query)}|{re.escape(arch.value)})\.(lora_A|lora_B)(?:\.[\w-]+)?\.weight$"
+        rf"({'|'.join(map(re.escape, paths.values()))})\.(lora_A|lora_B)(?:\.[\w-]+)?\.weight$"
     )
     head = set(config.get("modules_to_save") or [])
     weights: dict[tuple[int, str, str], np.ndarray] = {}
@@ -95,7 +127,8 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
             if ".modules_to_save." in key or any(f".{m}." in key for m in head):
                 skipped.append(key)
                 continue
-            raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} peft LoRA; transmod cannot map it")
+            raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} peft LoRA; transmod moves "
+                                f"LoRAs on {', '.join(sites)} only")
         prefixes.add(match.group(1))
         weights[(int(match.group(2)), sites[_leaf(match.group(3))], match.group(4))] = tensor
     if skipped:
@@ -110,12 +143,7 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
             f"{path}: the module has layers {too_deep} but the teacher {teacher.name} has only "
             f"{teacher.num_layers} layers; give the teacher the module was trained on"
         )
-    width = {t.shape[1 if p == "lora_A" else 0] for (_, _, p), t in weights.items()}
-    if width != {teacher.hidden_size}:
-        raise TransmodError(
-            f"{path}: module weights are {sorted(width)} wide but the teacher {teacher.name} has hidden size "
-            f"{teacher.hidden_size}; give the teacher the module was trained on"
-        )
+    _check_widths(weights, path, teacher)
     _check_targets(config, path, {_leaf(m.group(3)) for m in map(pattern.match, state) if m},
                    {key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0] for key in state if pattern.match(key)})
     try:
@@ -128,7 +156,7 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
                             "save the LoRA again with peft's save_pretrained")
     if config.get("use_rslora"):
         alpha *= float(np.sqrt(r))  # rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
-    present = sorted({s for _, s, _ in weights}, key=["query", "value"].index)
+    present = sorted({s for _, s, _ in weights}, key=LoRA.sites.index)
     internal = {
         "config": _adapters_lora_config(r, alpha, present, float(config.get("lora_dropout") or 0.0)),
         "hidden_size": teacher.hidden_size, "model_class": teacher.model_class, "model_name": teacher.name,
@@ -147,7 +175,7 @@ def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> di
     peft would otherwise look for the head's weights when loading; give them again to train the student.
     """
     arch = student.arch
-    sites = sorted({s for _, s, _ in module.weights}, key=["query", "value"].index)
+    sites = sorted({s for _, s, _ in module.weights}, key=LoRA.sites.index)
     if module.peft_config is not None:
         config = {k: v for k, v in module.peft_config.items() if k != HEAD}
     else:
@@ -156,7 +184,7 @@ def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> di
                   "lora_dropout": float(cfg.get("dropout") or 0.0), "bias": "none", "fan_in_fan_out": False,
                   "use_rslora": False, "use_dora": False, "init_lora_weights": True, "modules_to_save": None,
                   "rank_pattern": {}, "alpha_pattern": {}, "task_type": None}
-    leaves = {"query": _leaf(arch.query), "value": _leaf(arch.value)}
+    leaves = {site: _leaf(p) for site, p in arch.lora_paths.items()}
     all_layers = layers == set(range(student.num_layers))
     config.update(
         base_model_name_or_path=student.name, target_modules=[leaves[s] for s in sites], inference_mode=True,
@@ -179,7 +207,7 @@ def save_peft_module(
     from safetensors.numpy import save_file
 
     arch = student.arch
-    paths = {"query": arch.query, "value": arch.value}
+    paths = arch.lora_paths
     prefix = "base_model.model." + (f"{BASE_PREFIX[student.model_type]}." if (module.peft_config or {}).get(HEAD) else "")
     state = {f"{prefix}{arch.layers_path}.{l}.{paths[site]}.{param}.weight": np.ascontiguousarray(t)
              for (l, site, param), t in weights.items()}

@@ -1,0 +1,91 @@
+"""Decoder LLMs: three spaces sampled in one pass, aligned on their own (heads whole, with their key/value
+head), and folded into each LoRA weight's axes; the planted symmetry of DESIGN.md section 4, extended."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import SENTENCES
+from decoders import (
+    load_peft,
+    logits,
+    make_decoder,
+    make_decoder_tokenizer,
+    peft_lora,
+    permute_decoder,
+)
+
+from transmod.align.alignment import assign_correlation, fit_alignment
+from transmod.align.correlation import correlate_samples
+from transmod.align.samplefile import SampleFile
+from transmod.align.sampling import sample_hidden_states
+from transmod.align.transfer import transfer_module
+from transmod.modules.architectures import model_shape
+
+pytest.importorskip("peft")
+pytestmark = pytest.mark.filterwarnings("ignore:Could not find a config file")
+
+
+def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None):
+    """Sample files of (teacher, student) causal LMs on the same plain text."""
+    files = []
+    for i, (who, model) in enumerate(zip("ts", models)):
+        files.append(tmp_path / f"{who}.parquet")
+        tok = (tokenizers or [make_decoder_tokenizer()] * 2)[i]
+        sample_hidden_states(model.model, tok, [(s,) for s in sentences], {"lora": files[-1]}, model_name=who)
+    return SampleFile.open(files[0]), SampleFile.open(files[1])
+
+
+def planted(family, seed=3):
+    """A teacher and the same function with residual stream, heads (groups kept) and MLP neurons permuted."""
+    teacher = make_decoder(family)
+    gen = torch.Generator().manual_seed(seed)
+    perms = dict(residual=torch.randperm(64, generator=gen), kv_groups=torch.tensor([1, 0]),
+                 group_heads=[torch.randperm(4, generator=gen) for _ in range(2)], neurons=torch.randperm(128, generator=gen))
+    student = copy.deepcopy(teacher)
+    q_dims, kv_dims = permute_decoder(student, **perms)
+    return teacher, student, dict(h=perms["residual"], f=perms["residual"], m=perms["neurons"], a=q_dims, kv=kv_dims)
+
+
+def test_sampling_captures_each_space_at_its_hook_point_in_one_pass(tmp_path):
+    model = make_decoder("qwen3")
+    t, _ = decoder_samples((model, model), tmp_path)
+    assert t.meta["spaces"] == ["h", "f", "a", "m"] and (t.width("h"), t.width("a"), t.width("m")) == (64, 64, 128)
+    enc = make_decoder_tokenizer()([SENTENCES[0]], return_tensors="pt")
+    seen = {}
+    layer = model.model.layers[1]
+    hooks = [getattr(layer.self_attn, p).register_forward_pre_hook(lambda m, a, p=p: seen.setdefault(p, a[0]))
+             for p in ("q_proj", "o_proj")]
+    hooks += [getattr(layer.mlp, p).register_forward_pre_hook(lambda m, a, p=p: seen.setdefault(p, a[0]))
+              for p in ("gate_proj", "down_proj")]
+    with torch.no_grad():
+        model(**enc)
+    for h in hooks:
+        h.remove()
+    first = next(t.iter_columns(["h1", "f1", "a1", "m1"], 64))
+    n = enc["input_ids"].shape[1] - 1  # the BOS token is special: not sampled
+    for column, proj in (("h1", "q_proj"), ("f1", "gate_proj"), ("a1", "o_proj"), ("m1", "down_proj")):
+        np.testing.assert_allclose(first[column][:n], seen[proj][0, 1:].numpy(), rtol=0, atol=1e-5)  # batched vs alone
+
+
+@pytest.mark.parametrize("family, method", [("llama", "lsa"), ("qwen2", "lsa"), ("llama", "procrustes"),
+                                            ("qwen2", "linear")])
+def test_planted_symmetry_is_recovered_and_the_moved_lora_reproduces_the_teacher_logits(tmp_path, family, method):
+    teacher_base, student_base, perms = planted(family)
+    torch.testing.assert_close(logits(student_base), logits(teacher_base), rtol=0, atol=1e-4)  # the same function (float sums reordered)
+    teacher = peft_lora(teacher_base, tmp_path / "teacher")
+    samples = decoder_samples((teacher_base, student_base), tmp_path)
+    if method == "lsa":
+        alignment = assign_correlation(correlate_samples(*samples, "skip"))
+    else:
+        alignment = fit_alignment(*samples, "skip", method)
+    assert {lm.space for lm in alignment.layers} == {"h", "f", "a", "kv", "m"}
+    for lm in alignment.layers:
+        if lm.sigma is not None:
+            assert lm.sigma.tolist() == perms[lm.space].tolist(), (lm.space, lm.student_layer)
+    shape = model_shape(teacher_base.config, family)
+    transfer_module(tmp_path / "teacher", shape, shape, "skip", tmp_path / "out", alignment, fmt="peft")
+    got = logits(load_peft(student_base, tmp_path / "out"))
+    torch.testing.assert_close(got, logits(teacher), rtol=0, atol=1e-4)
+    assert (logits(teacher) - logits(teacher_base)).abs().max() > 1e-2

@@ -1,0 +1,134 @@
+"""The `transmod` verbs on decoder LLMs (tiny saved model folders and a peft LoRA folder), and bad input."""
+
+import json
+
+import pytest
+import torch
+from conftest import SENTENCES
+from decoders import (
+    SITES,
+    load_peft,
+    logits,
+    make_decoder,
+    make_decoder_tokenizer,
+    peft_lora,
+    save_decoder,
+)
+
+from transmod.cli import main
+
+pytest.importorskip("peft")
+pytestmark = pytest.mark.filterwarnings("ignore:Could not find a config file")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decoders")
+    teacher = make_decoder("qwen2", layers=4)
+    paths = {
+        "teacher": save_decoder(teacher, root / "qwen-t"),
+        "student": save_decoder(make_decoder("qwen2", layers=2, hidden=48, heads=6, intermediate=96, seed=4), root / "qwen-s"),
+        "llama": save_decoder(make_decoder("llama", layers=2), root / "llama"),
+        "alien": save_decoder(make_decoder("qwen2", layers=2, seed=6), root / "alien",
+                              tokenizer=make_decoder_tokenizer(words=[f"tok{i}" for i in range(40)])),
+        "text": root / "text.txt",
+    }
+    paths["text"].write_text("\n".join(SENTENCES) + "\n")
+    peft_lora(teacher, root / "lora")
+    peft_lora(teacher, root / "lora-head", targets=["q_proj", "lm_head"])
+    paths.update(lora=str(root / "lora"), lora_head=str(root / "lora-head"))
+    return paths
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _student(folders):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folders["student"]).eval()
+
+
+def test_step_by_step_verbs_then_fidelity(folders, tmp_path, capsys):
+    for who in ("teacher", "student"):
+        code, out, err = run(capsys, "sample", "--model", folders[who], "--peft", "lora", "--data", folders["text"],
+                             "--out", tmp_path / f"{who}.parquet")
+        assert code == 0, err
+    pair = ["--teacher", tmp_path / "teacher.parquet", "--student", tmp_path / "student.parquet", "--mapping", "skip",
+            "--teacher-model", folders["teacher"], "--student-model", folders["student"], "--holdout", "0.2"]
+    assert run(capsys, "correlate", *pair, "--out", tmp_path / "c.safetensors")[0] == 0
+    code, out, err = run(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "lsa.safetensors")
+    assert code == 0 and "[a]: mean matched r" in out and "[m]: mean matched r" in out, err
+    assert run(capsys, "fit-alignment", *pair, "--method", "procrustes", "--out", tmp_path / "p.safetensors")[0] == 0
+    for name in ("lsa", "p"):
+        code, out, err = run(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
+                             "--student-model", folders["student"], "--mapping", "skip", "--alignment",
+                             tmp_path / f"{name}.safetensors", "--out", tmp_path / f"moved-{name}")
+        assert code == 0, err
+        assert torch.isfinite(logits(load_peft(_student(folders), tmp_path / f"moved-{name}"))).all()
+        code, out, err = run(capsys, "fidelity", "--module", folders["lora"], "--transferred", tmp_path / f"moved-{name}",
+                             "--teacher", tmp_path / "teacher.parquet", "--student", tmp_path / "student.parquet",
+                             "--mapping", "skip", "--out", tmp_path / f"fidelity-{name}.json")
+        assert code == 0 and "relative error" in out, err
+        result = json.loads((tmp_path / f"fidelity-{name}.json").read_text())
+        assert {d["site"] for d in result["layers"]} == set(SITES) and {d["student_layer"] for d in result["layers"]} == {0, 1}
+
+
+@pytest.mark.parametrize("extra", [[], ["--align", "linear"], ["--mapping", "cka"]])
+def test_one_shot_transfer_with_samples_from_plain_text(folders, tmp_path, capsys, extra):
+    mapping = [] if "--mapping" in extra else ["--mapping", "skip"]
+    code, out, err = run(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
+                         "--student-model", folders["student"], *mapping, *extra, "--samples", folders["text"],
+                         "--out", tmp_path / "out")
+    assert code == 0, err
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == sorted(SITES)
+    moved = load_peft(_student(folders), tmp_path / "out")
+    assert torch.isfinite(logits(moved)).all() and (logits(moved) - logits(_student(folders))).abs().max() > 1e-3
+
+
+def test_without_samples_a_narrower_student_falls_back_to_the_embedding_alignment(folders, tmp_path, capsys):
+    code, out, err = run(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
+                         "--student-model", folders["student"], "--mapping", "skip", "--out", tmp_path / "out")
+    assert code == 0 and "--align embed" in err, err
+    assert json.loads((tmp_path / "out" / "transmod.json").read_text())["align"] == "embed"
+    assert torch.isfinite(logits(load_peft(_student(folders), tmp_path / "out"))).all()
+
+
+def test_help_shows_a_llama_and_a_qwen_pair(capsys):
+    with pytest.raises(SystemExit):
+        main(["transfer", "--help"])
+    text = capsys.readouterr().out
+    assert "Qwen/Qwen2.5-7B --student-model Qwen/Qwen2.5-1.5B" in text and "meta-llama/Llama-3.2-3B" in text
+
+
+def _refused(capsys, tmp_path, *argv):
+    code, out, err = run(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    return err
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(folders, tmp_path, capsys):
+    transfer = ["transfer", "--mapping", "skip"]
+    err = _refused(capsys, tmp_path, *transfer, "--module", folders["lora_head"], "--teacher-model", folders["teacher"],
+                   "--student-model", folders["teacher"])
+    assert "LoRA on lm_head cannot be moved" in err
+    err = _refused(capsys, tmp_path, *transfer, "--module", folders["lora"], "--teacher-model", folders["teacher"],
+                   "--student-model", folders["llama"])
+    assert "a qwen2 model" in err and "a llama model" in err and "one family" in err
+    err = _refused(capsys, tmp_path, *transfer, "--module", folders["lora"], "--teacher-model", folders["teacher"],
+                   "--student-model", folders["alien"], "--align", "embed")
+    assert "too little vocabulary for --align embed" in err
+    from transformers import GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50)).save_pretrained(tmp_path / "gpt2")
+    err = _refused(capsys, tmp_path, *transfer, "--module", folders["lora"], "--teacher-model", folders["teacher"],
+                   "--student-model", tmp_path / "gpt2")
+    assert "unsupported architecture 'gpt2'" in err and "gemma3_text" in err
+    err = _refused(capsys, tmp_path, *transfer, "--module", folders["lora"], "--teacher-model", folders["teacher"],
+                   "--student-model", folders["student"], "--format", "adapters")
+    assert "give --format peft" in err
