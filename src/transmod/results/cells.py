@@ -52,6 +52,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     extra_csv: dict[str, pd.Series] = field(default_factory=dict)
     tasks: dict[str, set[str]] = field(default_factory=dict)  # pair -> its tasks (summary tables)
+    scored: str = ""  # what the scores are, per task: "accuracy for PI and NLI; ..."
 
     def for_setting(self, pair: str) -> "Table":
         keep = self.index.get_level_values(0) == pair
@@ -65,7 +66,7 @@ class Table:
                 for c in self.columns if c.task is None or pair not in self.tasks or c.task in self.tasks[pair]]
         return Table(self.title, idx, cols, self.missing.reindex(idx), {pair: self.settings.get(pair, "")},
                      self.notes, {k: v.reindex(idx) for k, v in self.extra_csv.items()},
-                     {pair: self.tasks[pair]} if pair in self.tasks else {})
+                     {pair: self.tasks[pair]} if pair in self.tasks else {}, self.scored)
 
 
 def _order(keys: Iterable[tuple]) -> pd.MultiIndex:
@@ -161,6 +162,15 @@ def metric_label(task: Task, metric: str) -> str:
     return f"{task.caption}: test {named.description if named else metric or 'score'} x 100"
 
 
+def scored(runs: Runs, tasks: Iterable[str]) -> str:
+    """What the scores of these tasks are, from their declarations: 'accuracy for PI and NLI; macro-F1 for TOPIC'."""
+    by_metric: dict[str, list[str]] = {}
+    for task in tasks:
+        spec = runs.task(task)
+        by_metric.setdefault(METRICS[spec.metric].description, []).append(spec.short)
+    return "; ".join(f"{metric} for {' and '.join(names)}" for metric, names in by_metric.items())
+
+
 def per_language_table(runs: Runs, task: str) -> Table:
     st = task_stats(runs, task)
     cols = [Column(lang, lang, st.mean[lang], st.sd[lang], f"{lang} SD", st.partial[lang]) for lang in st.languages]
@@ -168,7 +178,7 @@ def per_language_table(runs: Runs, task: str) -> Table:
                        p_holm=pd.Series(holm(st.p.to_numpy()), index=st.p.index)))
     plan = runs.plan[runs.plan.task == task]
     return Table(f"{metric_label(runs.task(task), st.metric)}, per language", st.index, cols, st.missing, _settings_of(plan),
-                 extra_csv={"n_pairs": st.n_pairs, "seeds": _seed_counts(st)})
+                 extra_csv={"n_pairs": st.n_pairs, "seeds": _seed_counts(st)}, scored=scored(runs, [task]))
 
 
 def _seed_counts(st: TaskStats) -> pd.Series:
@@ -237,6 +247,6 @@ def summary_table(runs: Runs) -> Table:
     notes = [f"{GAP_NOTE}: " + ", ".join(sorted({f"{r.setting} {r.module} {runs.task(r.task).short}" for r in noisy.itertuples()})) + "."
              ] if len(noisy) else []
     return Table("Summary: AVG over languages, REL and GAP per task", index, cols, missing,
-                 _settings_of(runs.plan), notes=notes, tasks=tasks)
+                 _settings_of(runs.plan), notes=notes, tasks=tasks, scored=scored(runs, unique(long.task)))
 
 

@@ -26,7 +26,7 @@ from transmod.results.stats import MARKER_NOTE, stars
 MAX_LISTED = 20
 
 CAPTION = (
-    "Test scores x 100 (entity-level F1, conlleval as in seqeval, for NER; accuracy for PI and NLI), mean ± SD over seeds "
+    "Test scores x 100 ({scored}), mean ± SD over seeds "
     "(the SD only where a cell has more than one seed). AVG: mean over languages. REL: relative change of AVG "
     "against the Student row (default initialisation), in %: 100 * (AVG - AVG_Student) / AVG_Student. "
     "GAP: share of the Teacher - Student gap that the transferred module closed, in %: "
@@ -63,7 +63,7 @@ def _cell(column: Column, key: tuple, fmt: str) -> str:
 
 
 def _notes(table: Table) -> list[str]:
-    notes = [CAPTION, MARKER_NOTE]
+    notes = [CAPTION.format(scored=table.scored or "the tasks' metrics"), MARKER_NOTE]
     gone = [run for runs in table.missing for run in runs]
     if any(c.partial is not None and c.partial.any() for c in table.columns):
         notes.append(PARTIAL_NOTE)
