@@ -99,3 +99,21 @@ def test_unaligned_transfer_between_different_widths_asks_for_samples(pair, tmp_
     with pytest.raises(TransmodError, match="differ in width: give --samples"):
         transfer_module(pair["lora"], teacher, student, "skip", tmp_path / "out", fmt="peft")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method", ["lsa-signed", "linear"])
+def test_passes_over_chunks_of_layers_fit_what_one_pass_fits(pair, monkeypatch, method):
+    """Wide models' statistics are accumulated a few layers per pass (bounded memory): the same maps."""
+    from transmod.align import correlation
+
+    t, s = pair["samples"]
+    assert correlation.layer_chunks(t, s, moments=True) == [[0, 1]]
+    whole = fit_alignment(t, s, "skip", method, holdout=0.2)
+    monkeypatch.setattr(correlation, "STATISTICS_BUDGET", 1)  # one layer per pass
+    assert correlation.layer_chunks(t, s, moments=True) == [[0], [1]]
+    chunked = fit_alignment(t, s, "skip", method, holdout=0.2)
+    assert [(m.student_layer, m.space) for m in chunked.layers] == [(m.student_layer, m.space) for m in whole.layers]
+    for a, b in zip(whole.layers, chunked.layers):
+        for name in ("sigma", "sign", "m_in", "m_out", "offset"):
+            x, y = getattr(a, name, None), getattr(b, name, None)
+            assert (x is None) == (y is None) and (x is None or (x == y).all()), (a.space, name)

@@ -33,7 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from transmod.align.correlation import Correlation, MomentAccumulator, accumulate
+from transmod.align.correlation import (
+    Correlation,
+    MomentAccumulator,
+    PearsonAccumulator,
+    accumulate,
+    layer_chunks,
+)
 from transmod.align.heads import (
     assign_heads,
     check_heads,
@@ -42,6 +48,7 @@ from transmod.align.heads import (
     select_heads,
 )
 from transmod.align.layermap import layer_map
+from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
@@ -304,16 +311,19 @@ def fit_alignment(
         )
     if n == 0:
         raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
-    groups, acc, _ = accumulate(teacher, student, mapping, MomentAccumulator, holdout, batch_size, workers,
-                                pearson_only=("a",))
     intercept = get_kind(teacher.meta["hook"]).read_bias is not None  # a bias to fold the read map's offset into
     out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"],
                     paired_share=paired_share(teacher, student, shared))
-    for (l, s), a in acc.items():
-        if s == "a":  # whole heads whatever the method (transmod.align.heads)
-            out.layers += _head_maps(l, groups[l], out.teacher, out.student, a.result()[0])
-        else:
-            out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))
+    moments = method in DENSE_METHODS  # covariances; lsa and lsa-signed read r alone
+    groups = layer_groups(mapping, teacher, student, holdout)
+    for layers in layer_chunks(teacher, student, moments):  # bounded memory: a pass per chunk of layers
+        _, acc, _ = accumulate(teacher, student, groups, MomentAccumulator if moments else PearsonAccumulator,
+                               holdout, batch_size, workers, pearson_only=("a",), layers=layers)
+        for (l, s), a in acc.items():
+            if s == "a":  # whole heads whatever the method (transmod.align.heads)
+                out.layers += _head_maps(l, groups[l], out.teacher, out.student, a.result()[0])
+            else:
+                out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))
     return out
 
 

@@ -174,20 +174,23 @@ class Correlation:
 
 
 def accumulate(
-    teacher: SampleFile, student: SampleFile, mapping: str, accumulator: Callable[[int, int], A] = PearsonAccumulator,
-    holdout: float = 0.0, batch_size: int = 2048, workers: int | None = None, pearson_only: Sequence[str] = (),
+    teacher: SampleFile, student: SampleFile, mapping: str | list[list[int]],
+    accumulator: Callable[[int, int], A] = PearsonAccumulator, holdout: float = 0.0, batch_size: int = 2048,
+    workers: int | None = None, pearson_only: Sequence[str] = (), layers: Sequence[int] | None = None,
 ) -> tuple[list[list[int]], dict[tuple[int, str], A], int]:
     """One streaming pass over the shared rows before the held-out tail: each student layer (and space)
     against its mapped teacher layer, or under AVG the mean state of its teacher group; also returns how
-    many rows the two files share. `workers`: threads that
-    update layer pairs side by side (default: every core this process may use). `pearson_only`: spaces
-    that need r alone (whole heads), whatever `accumulator` keeps for the others."""
+    many rows the two files share. `mapping`: a name, or the teacher groups a name gave. `workers`:
+    threads that update layer pairs side by side (default: every core this process may use).
+    `pearson_only`: spaces that need r alone (whole heads), whatever `accumulator` keeps for the others.
+    `layers`: the student layers of this pass (default: all; see `layer_chunks`)."""
     spaces = check_pair(teacher, student)
-    groups = layer_groups(mapping, teacher, student, holdout)
+    groups = layer_groups(mapping, teacher, student, holdout) if isinstance(mapping, str) else mapping
+    layers = range(len(groups)) if layers is None else layers
     acc = {(l, s): (PearsonAccumulator if s in pearson_only else accumulator)(student.width(s), teacher.width(s))
-           for l in range(len(groups)) for s in spaces}
-    t_cols = sorted({f"{s}{t}" for s in spaces for g in groups for t in g})
-    s_cols = [f"{s}{l}" for s in spaces for l in range(len(groups))]
+           for l in layers for s in spaces}
+    t_cols = sorted({f"{s}{t}" for s in spaces for l in layers for t in groups[l]})
+    s_cols = [f"{s}{l}" for s in spaces for l in layers]
     mask_t, mask_s, n = shared_rows(teacher, student)
     pairs = paired_batches(teacher, student, t_cols, s_cols, batch_size, 0, split_point(n, holdout), (mask_t, mask_s))
 
@@ -206,6 +209,21 @@ def accumulate(
                 done.result()
             progress.update(len(next(iter(s_batch.values()))))
     return groups, acc, n
+
+
+STATISTICS_BUDGET = 4 << 30  # bytes of running sums one pass may hold; wider models take several passes
+
+
+def layer_chunks(teacher: SampleFile, student: SampleFile, moments: bool, budget: int | None = None) -> list[list[int]]:
+    """Student layers in passes whose running sums fit `budget` (at least one layer per pass), so memory
+    stays bounded for decoders whose MLP spaces alone need gigabytes per layer (7B -> 1.5B: ~1.4 GB of
+    cross products, ~4.3 GB more of covariances for the dense methods)."""
+    per_layer = 0
+    for s in check_pair(teacher, student):
+        ds, dt = student.width(s), teacher.width(s)
+        per_layer += 8 * (ds * dt + 2 * (ds + dt)) * (2 if moments else 1) + (8 * (ds * ds + dt * dt) if moments else 0)
+    step = max(1, (budget or STATISTICS_BUDGET) // max(per_layer, 1))
+    return [list(range(i, min(i + step, student.num_layers))) for i in range(0, student.num_layers, step)]
 
 
 def correlate_samples(
