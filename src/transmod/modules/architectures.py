@@ -88,12 +88,19 @@ ARCHITECTURES: tuple[Architecture, ...] = (
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES for t in a.model_types)
 
 
+# Families the `adapters` library supports that have no layers to map a module between.
+WHY_UNSUPPORTED = {
+    "albert": "ALBERT shares one layer's weights across its depth, so it carries one module for all its layers",
+}
+
+
 def architecture(model_type: str, source: str = "the model") -> Architecture:
     for arch in ARCHITECTURES:
         if model_type in arch.model_types:
             return arch
+    why = f" ({WHY_UNSUPPORTED[model_type]})" if model_type in WHY_UNSUPPORTED else ""
     raise TransmodError(
-        f"{source}: unsupported architecture {model_type!r}; supported model types are "
+        f"{source}: unsupported architecture {model_type!r}{why}; supported model types are "
         f"{', '.join(SUPPORTED_MODEL_TYPES)}"
     )
 
