@@ -79,18 +79,24 @@ def check_dataset(source: str, task: Task | str, languages: Sequence[str]) -> tu
     The workflow runs this for local folders before any job, so a declaration that does not fit its
     data (a missing column, label ids beyond the label names) is refused up front, naming the key.
     """
+    import datasets
+
     spec = get_task(task)
     names: tuple[str, ...] | None = None
-    for lang in languages:
-        for split in SPLITS:
-            dataset = load_split(source, spec, lang, split)
-            where = f"dataset {source!r} (language {lang}, split {split})"
-            found = spec.label_names(dataset.features, where)
-            if names is not None and found != names:
-                raise TransmodError(f"{where}: label names {', '.join(found)} differ from another split's "
-                                    f"({', '.join(names)}); give the same ClassLabel in every split")
-            names = found
-            check_label_ids(dataset[spec.label_column], spec, len(names), where)
+    datasets.disable_progress_bars()  # a check before the jobs: no bars in the workflow's own output
+    try:
+        for lang in languages:
+            for split in SPLITS:
+                dataset = load_split(source, spec, lang, split)
+                where = f"dataset {source!r} (language {lang}, split {split})"
+                found = spec.label_names(dataset.features, where)
+                if names is not None and found != names:
+                    raise TransmodError(f"{where}: label names {', '.join(found)} differ from another split's "
+                                        f"({', '.join(names)}); give the same ClassLabel in every split")
+                names = found
+                check_label_ids(dataset[spec.label_column], spec, len(names), where)
+    finally:
+        datasets.enable_progress_bars()
     return names or ()
 
 
