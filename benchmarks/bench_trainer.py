@@ -11,6 +11,10 @@ is `transmod.train.training.train`; the other side is what a user of `adapters` 
 `AdapterTrainer`. Task: `pi` only (sentence pairs, sequence classification; sentence1, sentence2,
 label), on next-sentence pairs from Python's documentation (`transmod.demo.minilm.write_next_sentence_data`).
 
+On a CPU with AMX tiles (bf16 matrix units) the project trains under bf16 autocast, as it does on GPUs
+(`transmod.train.runtime.Device`; TRANSMOD_FP32=1 turns that off); the Trainer's default there is fp32, so
+the benchmark also runs the AdapterTrainer with `bf16=True` (what a user who knew would set) and prints both.
+
 Every run is a fresh subprocess of this script (hidden `--worker` mode, one JSON line out), so
 imports and caches do not favour whichever trainer runs second; per seed the order alternates.
 
@@ -55,7 +59,7 @@ import numpy as np
 import torch
 
 BERT_BASE = (768, 12, 12, 3072)  # hidden, layers, heads, intermediate
-NAMES = {"project": "transmod train", "trainer": "AdapterTrainer"}
+NAMES = {"project": "transmod train", "trainer": "AdapterTrainer", "trainer_bf16": "AdapterTrainer bf16"}
 
 
 # ------------------------------------------------------------------------------------------ assets
@@ -206,7 +210,9 @@ def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
     model.train_adapter(ADAPTER_NAME)
     meter.attach(model)
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()  # the project trains under bf16 (else fp16) autocast on CUDA
+    # As a user would: the Trainer's default precision (fp32; on CUDA bf16, else fp16, as the project), or
+    # `bf16=True` on the CPU too (trainer_bf16: what a user who knows the CPU has bf16 units would set).
+    bf16 = (cuda and torch.cuda.is_bf16_supported()) or args.worker == "trainer_bf16"
     targs = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
@@ -285,6 +291,11 @@ def spawn(which: str, args: argparse.Namespace, model_dir: Path, data_dir: Path,
     return result
 
 
+def bf16_cpu() -> bool:
+    """A CPU with AMX tiles, where the project trains under bf16 autocast (transmod.train.runtime.Device)."""
+    return not torch.cuda.is_available() and torch.cpu._is_amx_tile_supported() and not os.environ.get("TRANSMOD_FP32")
+
+
 def spread(values: list[float], fmt: str) -> str:
     mean = statistics.fmean(values)
     if len(values) < 2:
@@ -315,7 +326,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     # hidden: one run of one trainer, for the driver
-    parser.add_argument("--worker", choices=("project", "trainer"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=tuple(NAMES), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -344,16 +355,18 @@ def main() -> None:
               f"{sizes['validation']} validation / {sizes['test']} test examples; {args.epochs} epoch(s) x "
               f"{steps // args.epochs} steps of {args.batch_size}, lr {args.lr:g}, max_length {args.max_length}; "
               f"{device}, {args.threads} threads; seeds {' '.join(map(str, args.seeds))}")
-        runs: dict[str, list[dict]] = {"project": [], "trainer": []}
+        whichs = ["project", "trainer", *(["trainer_bf16"] if bf16_cpu() else [])]
+        runs: dict[str, list[dict]] = {which: [] for which in whichs}
         for i, seed in enumerate(args.seeds):
-            order = ("project", "trainer") if i % 2 == 0 else ("trainer", "project")
+            order = whichs[i % len(whichs):] + whichs[:i % len(whichs)]  # each trainer first in turn
             done = {which: spawn(which, args, model_dir, data_dir, root / "cache", seed) for which in order}
             print(f"seed {seed} (ran {NAMES[order[0]]} first):")
-            for which in ("project", "trainer"):
+            for which in whichs:
                 runs[which].append(done[which])
                 print(line(NAMES[which], done[which]))
-            print(f"  transmod / AdapterTrainer: {done['project']['tps'] / done['trainer']['tps']:.2f}x tokens/s; "
-                  f"wall time {done['project']['wall_s'] / done['trainer']['wall_s']:.2f}x")
+            for other in whichs[1:]:
+                print(f"  transmod / {NAMES[other]}: {done['project']['tps'] / done[other]['tps']:.2f}x tokens/s; "
+                      f"wall time {done['project']['wall_s'] / done[other]['wall_s']:.2f}x")
 
     p, t = runs["project"][0], runs["trainer"][0]
     same = p["trainable"] == t["trainable"]
@@ -384,6 +397,8 @@ def main() -> None:
     ratio = tps["project"] / tps["trainer"]
     speed_ok = ratio >= 1.1
     print(f"  tokens/s ratio of the means: {ratio:.2f}x (target >= 1.1x on CPU): {'met' if speed_ok else 'NOT met'}")
+    if "trainer_bf16" in tps:
+        print(f"  against AdapterTrainer with bf16=True: {tps['project'] / tps['trainer_bf16']:.2f}x")
     if args.model != "minilm":
         print("  validation accuracy: not meaningful for random weights (bert-base is a speed setting); not judged")
         return

@@ -476,3 +476,15 @@ def test_resume_after_sigkill(models, tmp_path):
     a = load_file(str(out / MODULE_DIR / "adapter.safetensors"))
     b = load_file(str(tmp_path / "whole" / MODULE_DIR / "adapter.safetensors"))
     assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("amx, width, fp32, expected", [
+    (True, 768, "", "bf16 autocast (AMX)"), (True, 64, "", "fp32"), (True, 768, "1", "fp32"), (False, 768, "", "fp32"),
+])
+def test_cpu_precision_is_bf16_only_where_amx_tiles_pay(monkeypatch, amx, width, fp32, expected):
+    from transmod.train.runtime import Device
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("TRANSMOD_FP32", fp32)
+    assert Device.pick(width).precision == expected

@@ -192,8 +192,9 @@ def _prepare(
             raise TransmodError(f"the {split} split is empty; give at least one example")
     gold = {split: gold_labels(ds, task, labels) for split, ds in zip(("validation", "test"), datasets[1:])}
 
-    dev = Device.pick()
-    model = build_model(model_path, task, len(labels), peft, cfg, init_module, labels).to(dev.device)
+    model = build_model(model_path, task, len(labels), peft, cfg, init_module, labels)
+    dev = Device.pick(int(getattr(model.config, "hidden_size", None) or model.config.dim))
+    model = model.to(dev.device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total_steps = math.ceil(len(splits["train"]) / cfg.batch_size) * cfg.epochs
     fingerprint = {
