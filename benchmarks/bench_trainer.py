@@ -219,7 +219,7 @@ def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
         lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=cfg.max_grad_norm,
         group_by_length=True, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
         metric_for_best_model="accuracy", report_to=[], seed=args.seed, bf16=bf16, fp16=cuda and not bf16,
-        tf32=True if cuda else None,
+        tf32=True if cuda else None, use_cpu=not cuda,  # bf16 on a CPU: the Trainer asks for use_cpu
     )
     trainer = AdapterTrainer(model=model, args=targs, train_dataset=data["train"], eval_dataset=data["validation"],
                              data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
