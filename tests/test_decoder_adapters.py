@@ -4,6 +4,7 @@ output (the un-normed residual stream) and adds to it; moved with the invariants
 import copy
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -84,3 +85,106 @@ def test_the_adapter_hook_samples_exactly_what_the_adapter_reads(tmp_path):
     assert t.meta["hook"] == "adapter" and t.meta["spaces"] == ["h"] and t.width("h") == 64
     sampled = next(t.iter_columns(["h1"], 64))["h1"]
     torch.testing.assert_close(torch.from_numpy(sampled), seen["x"][0, 1:], rtol=0, atol=1e-5)  # BOS is not sampled
+
+
+def _save(model, path):
+    model.save_adapter(str(path), "task")  # adapters' default: pytorch_adapter.bin, and the LM head beside it
+    return path
+
+
+def test_moving_to_the_same_model_is_the_identity(tmp_path):
+    base = make_decoder("llama")
+    teacher = with_adapter(base)
+    shape = model_shape(base.config, "same")
+    aligned = assign_correlation(correlate_samples(*samples(base, base, tmp_path), "skip"))
+    assert {lm.space for lm in aligned.layers} == {"h"} and all(lm.sigma.tolist() == list(range(64)) for lm in aligned.layers)
+    src = read_module(_save(teacher, tmp_path / "m"), shape)
+    for alignment in (None, aligned):
+        out = tmp_path / f"out-{alignment is None}"
+        transfer_module(tmp_path / "m", shape, shape, "skip", out, alignment)
+        moved = read_module(out, shape)
+        assert moved.weights.keys() == src.weights.keys()
+        assert all((moved.weights[k] == v).all() and moved.weights[k].dtype == v.dtype for k, v in src.weights.items())
+        torch.testing.assert_close(logits(load_moved(base, out)), logits(teacher), rtol=0, atol=0)
+
+
+def test_skip_takes_teacher_layers_0_2_into_a_student_of_every_second_layer(tmp_path):
+    teacher_base = make_decoder("mistral", layers=4)
+    student_base = make_decoder("mistral", layers=2)
+    state = teacher_base.state_dict()
+    every_second = {k: state[re.sub(r"layers\.(\d+)\.", lambda m: f"layers.{2 * int(m[1])}.", k)]
+                    for k in student_base.state_dict()}
+    student_base.load_state_dict(every_second)  # the student is the teacher's layers 0 and 2
+    teacher = with_adapter(teacher_base)
+    t_shape, s_shape = model_shape(teacher_base.config, "t"), model_shape(student_base.config, "s")
+    transfer_module(_save(teacher, tmp_path / "m"), t_shape, s_shape, "skip", tmp_path / "out")
+    src, dst = read_module(tmp_path / "m", t_shape), read_module(tmp_path / "out", s_shape)
+    assert sorted(dst.weights) == sorted((l, site, p) for (l, site, p) in src.weights if l < 2)
+    for (l, site, param), tensor in dst.weights.items():
+        assert (tensor == src.weights[(2 * l, site, param)]).all()
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert config["model_type"] == "mistral" and config["config"]["leave_out"] == []
+    moved = load_moved(student_base, tmp_path / "out")
+    for l in (0, 1):  # the student's layers carry the teacher's adapters of layers 0 and 2
+        got = moved.model.layers[l].output_adapters.adapters["task"].adapter_up.weight
+        assert torch.equal(got, teacher.model.layers[2 * l].output_adapters.adapters["task"].adapter_up.weight)
+
+
+def planted(family: str, seed: int = 3):
+    """A teacher and the same function with its residual stream, heads (groups kept) and MLP neurons permuted."""
+    teacher = make_decoder(family)
+    gen = torch.Generator().manual_seed(seed)
+    residual = torch.randperm(64, generator=gen)
+    student = copy.deepcopy(teacher)
+    permute_decoder(student, residual, torch.tensor([1, 0]), [torch.randperm(4, generator=gen) for _ in range(2)],
+                    torch.randperm(128, generator=gen))
+    return teacher, student, residual
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_planted_symmetry_is_recovered_and_the_moved_adapter_reproduces_the_teacher_logits(tmp_path, family):
+    teacher_base, student_base, residual = planted(family)
+    torch.testing.assert_close(logits(student_base), logits(teacher_base), rtol=0, atol=1e-4)  # the same function
+    teacher = with_adapter(teacher_base)
+    alignment = assign_correlation(correlate_samples(*samples(teacher_base, student_base, tmp_path), "skip"))
+    for lm in alignment.layers:
+        assert lm.space == "h" and lm.sigma.tolist() == residual.tolist() and lm.mean_r == pytest.approx(1.0, abs=1e-5)
+    shape = model_shape(teacher_base.config, family)
+    transfer_module(_save(teacher, tmp_path / "m"), shape, shape, "skip", tmp_path / "out", alignment)
+    want = logits(teacher)
+    torch.testing.assert_close(logits(load_moved(student_base, tmp_path / "out")), want, rtol=0, atol=1e-4)
+    assert (want - logits(teacher_base)).abs().max() > 1e-2  # the adapter does change the function
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    """A 4-layer 64-wide Llama teacher with an adapter, a 2-layer 48-wide student (6 heads, 96 neurons), saved."""
+    root = tmp_path_factory.mktemp("narrow")
+    teacher = make_decoder("llama", layers=4)
+    student = make_decoder("llama", layers=2, hidden=48, heads=6, kv=2, intermediate=96, seed=5)
+    _save(with_adapter(teacher), root / "adapter")
+    return dict(teacher=teacher, student=student, adapter=root / "adapter", samples=samples(teacher, student, root),
+                shapes=(load_model_shape(save_decoder(teacher, root / "t")), load_model_shape(save_decoder(student, root / "s"))))
+
+
+@pytest.mark.parametrize("method", [*METHODS, "embed"])
+def test_every_method_moves_an_adapter_to_a_narrower_student_that_loads_and_runs(narrow, tmp_path, method):
+    t, s = narrow["samples"]
+    t_shape, s_shape = narrow["shapes"]
+    if method == "lsa":
+        alignment = assign_correlation(correlate_samples(t, s, "skip", holdout=0.2))
+    elif method == "embed":
+        alignment = embedding_alignment(t_shape, s_shape, "skip", ("h",))
+    else:
+        alignment = fit_alignment(t, s, "skip", method, holdout=0.2)
+    transfer_module(narrow["adapter"], t_shape, s_shape, "skip", tmp_path / "out", alignment)
+    weights = load_file(tmp_path / "out" / "adapter.safetensors")
+    assert weights["layers.1.output_adapters.adapters.task.adapter_down.0.weight"].shape == (8, 48)
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["config"]["reduction_factor"] == 6
+    got = logits(load_moved(narrow["student"], tmp_path / "out"))
+    assert torch.isfinite(got).all() and (got - logits(narrow["student"])).abs().max() > 1e-3
+    result = transfer_fidelity(read_module(narrow["adapter"], t_shape), read_module(tmp_path / "out", s_shape), t, s,
+                               "skip", holdout=0.2)
+    assert result["method"] == method and result["heldout_tokens"] > 0
+    assert {(d["student_layer"], d["site"], d["space"]) for d in result["layers"]} == {(0, "adapter", "h"), (1, "adapter", "h")}
+    assert all(math.isfinite(d["rel_error"]) and -1 <= d["cosine"] <= 1 for d in result["layers"])
