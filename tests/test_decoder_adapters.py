@@ -188,3 +188,49 @@ def test_every_method_moves_an_adapter_to_a_narrower_student_that_loads_and_runs
     assert result["method"] == method and result["heldout_tokens"] > 0
     assert {(d["student_layer"], d["site"], d["space"]) for d in result["layers"]} == {(0, "adapter", "h"), (1, "adapter", "h")}
     assert all(math.isfinite(d["rel_error"]) and -1 <= d["cosine"] <= 1 for d in result["layers"])
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_moves_a_llama_adapter_in_one_shot_and_adapters_loads_it(narrow, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(SENTENCES) + "\n")
+    t_shape, s_shape = narrow["shapes"]
+    common = ["transfer", "--module", narrow["adapter"], "--teacher-model", t_shape.name, "--student-model", s_shape.name,
+              "--mapping", "skip"]
+    code, out, err = run(capsys, *common, "--samples", text, "--out", tmp_path / "X")
+    assert code == 0, err
+    assert "wrote the transferred module" in out and (tmp_path / "X" / "pytorch_adapter.bin").is_file()
+    config = json.loads((tmp_path / "X" / "adapter_config.json").read_text())
+    assert config["model_type"] == "llama" and config["transmod"]["align"] == "lsa" and config["hidden_size"] == 48
+    got = logits(load_moved(narrow["student"], tmp_path / "X"))
+    assert torch.isfinite(got).all() and (got - logits(narrow["student"])).abs().max() > 1e-3
+    code, _, err = run(capsys, *common, "--samples", text, "--format", "peft", "--out", tmp_path / "Y")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "LoRA modules only" in lines[0] and not (tmp_path / "Y").exists()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2"])
+def test_an_adapter_on_a_family_adapters_does_not_support_is_refused_in_one_line(tmp_path, capsys, family):
+    """adapters 1.3 has no Qwen2 or Gemma2 models: a module claiming one, or sampling one for it, is refused."""
+    folder = _save(with_adapter(make_decoder("llama")), tmp_path / "adapter")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "model_type": family}))  # same layer names
+    model = save_decoder(make_decoder(family), tmp_path / family)
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(SENTENCES) + "\n")
+    argvs = {"X": ["transfer", "--module", folder, "--teacher-model", model, "--student-model", model, "--mapping",
+                   "skip", "--samples", text],
+             "s.parquet": ["sample", "--model", model, "--peft", "adapter", "--data", text]}
+    for out, argv in argvs.items():
+        code, _, err = run(capsys, *argv, "--out", tmp_path / out)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1, err
+        assert f"no bottleneck adapter in {family} layers" in lines[0] and "llama, mistral" in lines[0], lines[0]
+        assert "--peft lora" in lines[0] and not (tmp_path / out).exists()
+    with pytest.raises(TransmodError, match=rf"^{folder}: the adapters library puts no bottleneck adapter"):
+        read_module(folder, load_model_shape(model))
