@@ -9,7 +9,13 @@ import re
 import pytest
 import torch
 from conftest import SENTENCES
-from decoders import logits, make_decoder, make_decoder_tokenizer, permute_decoder, save_decoder
+from decoders import (
+    logits,
+    make_decoder,
+    make_decoder_tokenizer,
+    permute_decoder,
+    save_decoder,
+)
 from safetensors.torch import load_file
 
 from transmod.align.alignment import METHODS, assign_correlation, fit_alignment

@@ -246,8 +246,8 @@ def _transfer(args: argparse.Namespace) -> None:
         default_format,
         transfer_module,
     )
-    from transmod.modules.io import read_module
     from transmod.modules.architectures import load_model_shape
+    from transmod.modules.io import read_module
     from transmod.modules.module import MODULE_KIND
 
     inputs = [args.module, args.teacher_model, args.student_model, args.samples, args.alignment]
