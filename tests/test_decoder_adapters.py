@@ -240,3 +240,18 @@ def test_an_adapter_on_a_family_adapters_does_not_support_is_refused_in_one_line
         assert "--peft lora" in lines[0] and not (tmp_path / out).exists()
     with pytest.raises(TransmodError, match=rf"^{folder}: the adapters library puts no bottleneck adapter"):
         read_module(folder, load_model_shape(model))
+
+
+def test_the_cka_map_picks_teacher_layers_on_the_adapters_samples(narrow, tmp_path):
+    """`--mapping cka` compares layers on the adapter hook's own samples (the layers' outputs)."""
+    t, s = narrow["samples"]
+    t_shape, s_shape = narrow["shapes"]
+    alignment = assign_correlation(correlate_samples(t, s, "cka"))
+    groups = alignment.groups()
+    assert len(groups) == 2 and all(len(g) == 1 for g in groups) and groups[0][0] < groups[1][0] <= 3
+    transfer_module(narrow["adapter"], t_shape, s_shape, "cka", tmp_path / "out", alignment)
+    src, dst = read_module(narrow["adapter"], t_shape), read_module(tmp_path / "out", s_shape)
+    for l, (t_layer,) in enumerate(groups):  # the chosen teacher layer's bias, written through the selection
+        lm = alignment.get(l, "h")
+        assert (dst.weights[(l, "adapter", "adapter_up.bias")] == src.weights[(t_layer, "adapter", "adapter_up.bias")][lm.sigma]).all()
+    assert torch.isfinite(logits(load_moved(narrow["student"], tmp_path / "out"))).all()

@@ -170,18 +170,20 @@ def transfer_module(
     out: str | Path,
     alignment: Alignment | None = None,
     lora_b: str = "study",
-    fmt: str = "adapters",
+    fmt: str | None = None,
     *,
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
 ) -> Module:
-    """Read, transfer and save a module (`fmt`: adapters' or peft's layout); returns the teacher module read.
+    """Read, transfer and save a module (`fmt`: adapters' or peft's layout, by default `default_format`'s); returns
+    the teacher module read.
 
     `out` must be new, or an earlier transferred module with `overwrite`; it may not touch `inputs`, the
     module or the models (`transmod.atomic.check_output`)."""
     inputs = [module_dir, teacher.name, student.name, *inputs]
     check_output(out, MODULE_KIND, inputs, overwrite)
     module = read_module(module_dir, teacher)
+    fmt = fmt or default_format(module.spec, student)
     check_student_format(student, fmt, module.spec, module_dir)
     moved = transfer(module, teacher, student, mapping, alignment, lora_b)
     write_module(moved, module, student, out, fmt, overwrite=overwrite, inputs=inputs)
