@@ -255,3 +255,15 @@ def test_the_cka_map_picks_teacher_layers_on_the_adapters_samples(narrow, tmp_pa
         lm = alignment.get(l, "h")
         assert (dst.weights[(l, "adapter", "adapter_up.bias")] == src.weights[(t_layer, "adapter", "adapter_up.bias")][lm.sigma]).all()
     assert torch.isfinite(logits(load_moved(narrow["student"], tmp_path / "out"))).all()
+
+
+def test_a_parallel_adapter_is_refused_naming_the_option(tmp_path):
+    """par_bn reads the MLP's residual input, not the layer's output that is sampled: moving it would misalign."""
+    import adapters
+
+    model = copy.deepcopy(make_decoder("llama"))
+    adapters.init(model)
+    model.add_adapter("par", config="par_bn")
+    model.save_adapter(str(tmp_path / "par"), "par")
+    with pytest.raises(TransmodError, match="unsupported module options is_parallel"):
+        read_module(tmp_path / "par", model_shape(model.config, "t"))

@@ -54,6 +54,8 @@ class BottleneckAdapter(ModuleKind):
         bad = [k for k in ("mh_adapter", "phm_layer", "inv_adapter", "ln_before", "ln_after", "use_gating") if section.get(k)]
         if not section.get("output_adapter", True):
             bad.append("output_adapter false")
+        if section.get("is_parallel"):
+            bad.append("is_parallel (a parallel adapter reads the sub-layer's input, not its output)")
         if isinstance(section.get("reduction_factor"), dict):
             bad.append("per-layer reduction_factor")
         # Sampling reads the adapter's input at the output LayerNorm, which is where SeqBn/Pfeiffer places it.
