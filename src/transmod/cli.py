@@ -260,19 +260,18 @@ def _transfer(args: argparse.Namespace) -> None:
             f"{teacher.name} ({teacher.num_layers} layers); swap them"
         )
     check_family(teacher, student)
+    method = check_method(args.align) if args.align else None
+    alignment = Alignment.load(args.alignment) if args.alignment else None
     kind = read_module(args.module, teacher).spec  # a bad module or format is refused before any sampling
     fmt = args.format or default_format(kind, student)
     check_student_format(student, fmt, kind, args.module)
-    method = check_method(args.align) if args.align else None
     needs = teacher.widths() != student.widths() or args.mapping in SAMPLED_MAPPINGS  # an alignment is required
     if method is None and not (args.samples or args.alignment) and needs and teacher.arch.decoder \
             and args.mapping not in SAMPLED_MAPPINGS:
         print("transmod transfer: no --samples or --alignment: aligning the residual stream data-free from the input "
               "embeddings of the shared vocabulary (--align embed)", file=sys.stderr)
         method = "embed"
-    alignment = None
-    if args.alignment:
-        alignment = Alignment.load(args.alignment)
+    if alignment is not None:
         if method and method != alignment.method:
             raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
     elif method in (None, "lsa"):  # the study's path: only pairs of different widths (or a sampled map) need one
