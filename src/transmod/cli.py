@@ -55,11 +55,14 @@ EXAMPLES = {
   # Llama 3.1 8B -> 3.2 3B, depths 32 -> 28: layers picked by their similarity (linear CKA) on the samples
   transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \
       --student-model meta-llama/Llama-3.2-3B --mapping cka --samples text.txt --out llama3b_lora
+  # a bottleneck adapter (adapters' SeqBnConfig) on Llama or Mistral: written in adapters' format
+  transmod transfer --module llama8b_adapter --teacher-model meta-llama/Llama-3.1-8B \
+      --student-model meta-llama/Llama-3.2-3B --mapping skip --samples text.txt --out llama3b_adapter
   # no text at hand: the residual stream aligned from the input embeddings of the shared vocabulary
   transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \
       --student-model meta-llama/Llama-3.2-3B --mapping skip --align embed --out llama3b_lora
 load the result with: model.load_adapter(OUT)  (adapters; safetensors and plain-tensor .bin are both written)
-(--format peft, the default for decoder LLMs: PeftModel.from_pretrained(student_model, OUT))""",
+(--format peft, the default for a decoder LLM's LoRA: PeftModel.from_pretrained(student_model, OUT))""",
     "fit-alignment": """examples:
   transmod fit-alignment --teacher teacher.parquet --student student.parquet --mapping skip \\
       --method linear --holdout 0.2 --out linear.safetensors
@@ -152,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
                    "lsa-signed/linear/procrustes need --samples or --alignment")
     p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
     p.add_argument("--format", default=None, choices=FORMATS,
-                   help="output layout (peft: LoRA only; default: peft for a decoder LLM, adapters otherwise)")
+                   help="output layout (peft: LoRA only; default: peft for a decoder LLM's LoRA, adapters otherwise)")
     p.add_argument("--out", required=True, help="output module folder")
 
     p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
@@ -240,9 +243,11 @@ def _transfer(args: argparse.Namespace) -> None:
     from transmod.align.transfer import (
         check_family,
         check_student_format,
+        default_format,
         transfer_module,
     )
     from transmod.modules.architectures import load_model_shape
+    from transmod.modules.io import read_module
     from transmod.modules.module import MODULE_KIND
 
     inputs = [args.module, args.teacher_model, args.student_model, args.samples, args.alignment]
@@ -255,39 +260,30 @@ def _transfer(args: argparse.Namespace) -> None:
             f"{teacher.name} ({teacher.num_layers} layers); swap them"
         )
     check_family(teacher, student)
-    fmt = args.format or ("peft" if teacher.arch.decoder else "adapters")  # decoder LoRAs are peft's
-    check_student_format(student, fmt)
     method = check_method(args.align) if args.align else None
+    alignment = Alignment.load(args.alignment) if args.alignment else None
+    kind = read_module(args.module, teacher).spec  # a bad module or format is refused before any sampling
+    fmt = args.format or default_format(kind, student)
+    check_student_format(student, fmt, kind, args.module)
     needs = teacher.widths() != student.widths() or args.mapping in SAMPLED_MAPPINGS  # an alignment is required
     if method is None and not (args.samples or args.alignment) and needs and teacher.arch.decoder \
             and args.mapping not in SAMPLED_MAPPINGS:
         print("transmod transfer: no --samples or --alignment: aligning the residual stream data-free from the input "
               "embeddings of the shared vocabulary (--align embed)", file=sys.stderr)
         method = "embed"
-    alignment = None
-    if args.alignment:
-        alignment = Alignment.load(args.alignment)
+    if alignment is not None:
         if method and method != alignment.method:
             raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
     elif method in (None, "lsa"):  # the study's path: only pairs of different widths (or a sampled map) need one
         if args.samples and needs:
-            alignment = _from_samples(args, _kind(args, teacher, fmt).name, "lsa")
+            alignment = _from_samples(args, kind.name, "lsa")
     elif method not in DATA_FREE and not args.samples:
         raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
     else:
-        alignment = _aligned(args, teacher, student, _kind(args, teacher, fmt), method)
+        alignment = _aligned(args, teacher, student, kind, method)
     transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=fmt,
                     overwrite=args.overwrite, inputs=inputs)
     print(f"wrote the transferred module to {args.out}")
-
-
-def _kind(args: argparse.Namespace, teacher, fmt: str):
-    """The module's kind, refused before any sampling if the output format could not hold it."""
-    from transmod.modules.io import check_writable, read_module
-
-    kind = read_module(args.module, teacher).spec
-    check_writable(kind, fmt, args.module)
-    return kind
 
 
 def _aligned(args: argparse.Namespace, teacher, student, kind, method: str):

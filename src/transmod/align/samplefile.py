@@ -6,8 +6,8 @@ each token's vector as hidden_size little-endian float32 in one fixed-size binar
 list column would carry parquet levels for every number and read ~5x slower). Spaces: `h` is the
 module input (the output adapter's input, or the input of self-attention query/value for LoRA);
 `q`/`v` are the outputs of query/value (LoRA only, for the output-space alignment of B). A decoder
-LLM's file holds `h`, `f`, `a` and `m` (`transmod.modules.architectures.DECODER_SITES`), each as wide as
-its space. The file's metadata key `transmod` holds the model, hook point, layers, spaces, hidden size
+LLM's LoRA file holds `h`, `f`, `a` and `m` (`transmod.modules.architectures.DECODER_SITES`), each as wide
+as its space; its adapter file holds `h` alone, the layer's un-normed output that the adapter reads. The file's metadata key `transmod` holds the model, hook point, layers, spaces, hidden size
 (and a decoder's head and MLP sizes) and token count.
 """
 

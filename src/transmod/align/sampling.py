@@ -159,7 +159,9 @@ def sample_model(
     from transmod.hub import load_error, local_files_only
     from transmod.modules.architectures import load_model_shape
 
-    load_model_shape(model_name).arch  # a missing, damaged or unsupported model: one line, before any loading
+    arch = load_model_shape(model_name).arch  # a missing, damaged or unsupported model: one line, before any loading
+    for peft in outs:
+        get_kind(peft).check_arch(arch, model_name)
     offline = local_files_only(model_name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name, use_fast=True, local_files_only=offline)

@@ -18,7 +18,7 @@ from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map
 from transmod.atomic import check_output
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape
-from transmod.modules.io import check_format, read_module, write_module
+from transmod.modules.io import check_format, check_writable, read_module, write_module
 from transmod.modules.kind import ModuleKind
 from transmod.modules.module import MODULE_KIND, Module
 
@@ -109,9 +109,16 @@ def check_family(teacher: ModelShape, student: ModelShape) -> None:
         )
 
 
-def check_student_format(student: ModelShape, fmt: str) -> None:
-    """Refuse a format the student's modules cannot be written in (a decoder's LoRA: peft's only)."""
-    if check_format(fmt) == "adapters" and student.arch.decoder:
+def default_format(kind: ModuleKind, student: ModelShape) -> str:
+    """A decoder LLM's LoRA is written in peft's format; everything else (decoder adapters too) in adapters'."""
+    return "peft" if student.arch.decoder and kind.peft_type is not None else "adapters"
+
+
+def check_student_format(student: ModelShape, fmt: str, kind: ModuleKind, source: str | Path) -> None:
+    """Refuse a format the student's module (read from `source`) cannot be written in (a decoder's LoRA: peft's
+    only; a bottleneck adapter: adapters' only)."""
+    check_writable(kind, fmt, source)
+    if check_format(fmt) == "adapters" and default_format(kind, student) == "peft":
         raise TransmodError(f"{student.name}: a decoder LLM's LoRA is written in peft's format; give --format peft")
 
 
@@ -163,19 +170,21 @@ def transfer_module(
     out: str | Path,
     alignment: Alignment | None = None,
     lora_b: str = "study",
-    fmt: str = "adapters",
+    fmt: str | None = None,
     *,
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
 ) -> Module:
-    """Read, transfer and save a module (`fmt`: adapters' or peft's layout); returns the teacher module read.
+    """Read, transfer and save a module (`fmt`: adapters' or peft's layout, by default `default_format`'s); returns
+    the teacher module read.
 
     `out` must be new, or an earlier transferred module with `overwrite`; it may not touch `inputs`, the
     module or the models (`transmod.atomic.check_output`)."""
-    check_student_format(student, fmt)
     inputs = [module_dir, teacher.name, student.name, *inputs]
     check_output(out, MODULE_KIND, inputs, overwrite)
     module = read_module(module_dir, teacher)
+    fmt = fmt or default_format(module.spec, student)
+    check_student_format(student, fmt, module.spec, module_dir)
     moved = transfer(module, teacher, student, mapping, alignment, lora_b)
     write_module(moved, module, student, out, fmt, overwrite=overwrite, inputs=inputs)
     return module

@@ -1,4 +1,11 @@
-"""The bottleneck adapter after each layer's output (Pfeiffer / `adapters`' SeqBnConfig)."""
+"""The bottleneck adapter after each layer's output (Pfeiffer / `adapters`' SeqBnConfig).
+
+On an encoder it reads the output LayerNorm's result (the residual stream of a post-norm model); on a
+Llama or Mistral decoder `adapters` places it after the MLP, where it reads the layer's output, the
+un-normed residual stream (MLP output + residual), and adds its change to it. Either way what it reads
+and writes is one space, sampled as `h` at the architecture's `adapter_input` (not the `h` of a decoder
+LoRA's samples, which is after input_layernorm).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from transmod.errors import TransmodError
-from transmod.modules.architectures import Architecture
+from transmod.modules.architectures import ADAPTER_MODEL_TYPES, Architecture
 from transmod.modules.kind import Hook, ModuleKind, Weights
 
 
@@ -28,8 +35,16 @@ class BottleneckAdapter(ModuleKind):
     sites = ("adapter",)
     read_bias = "adapter_down.0.bias"
 
+    def check_arch(self, arch: Architecture, source: str) -> None:
+        if not arch.has_adapters:
+            raise TransmodError(
+                f"{source}: the adapters library puts no bottleneck adapter in {arch.model_types[0]} layers, so transmod "
+                f"moves none there; bottleneck adapters move between {', '.join(ADAPTER_MODEL_TYPES)} models, and on "
+                f"{arch.model_types[0]} transmod moves peft LoRAs (--peft lora)"
+            )
+
     def site_paths(self, arch: Architecture) -> dict[str, str]:
-        _no_decoder(arch)
+        self.check_arch(arch, arch.model_types[0])
         return {"adapter": arch.adapter_site}
 
     def matches(self, section: dict[str, Any]) -> bool:
@@ -39,6 +54,8 @@ class BottleneckAdapter(ModuleKind):
         bad = [k for k in ("mh_adapter", "phm_layer", "inv_adapter", "ln_before", "ln_after", "use_gating") if section.get(k)]
         if not section.get("output_adapter", True):
             bad.append("output_adapter false")
+        if section.get("is_parallel"):
+            bad.append("is_parallel (a parallel adapter reads the sub-layer's input, not its output)")
         if isinstance(section.get("reduction_factor"), dict):
             bad.append("per-layer reduction_factor")
         # Sampling reads the adapter's input at the output LayerNorm, which is where SeqBn/Pfeiffer places it.
@@ -48,7 +65,7 @@ class BottleneckAdapter(ModuleKind):
         self.unsupported(bad, source)
 
     def hooks(self, layer: Any, arch: Architecture, l: int, spaces: tuple[str, ...], keep: Hook) -> list:
-        _no_decoder(arch)
+        self.check_arch(arch, arch.model_types[0])
         return [layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"adapter:h{l}", False))]
 
     def new_config(self, hidden_size: int, settings: Any) -> Any:
@@ -66,12 +83,6 @@ class BottleneckAdapter(ModuleKind):
 
     def for_student(self, section: dict[str, Any], teacher_hidden: int, student_hidden: int) -> None:
         section["reduction_factor"] = reduction_factor(student_hidden, int(teacher_hidden // section["reduction_factor"]))
-
-
-def _no_decoder(arch: Architecture) -> None:
-    if arch.decoder:
-        raise TransmodError(f"{arch.model_types[0]}: transmod moves bottleneck adapters between encoders only; on a "
-                            "decoder LLM it moves peft LoRAs (--peft lora)")
 
 
 def _activation(name: str | None, x: np.ndarray) -> np.ndarray:

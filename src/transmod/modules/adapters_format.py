@@ -54,6 +54,7 @@ def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Modul
             f"{config_file}: the module was saved for a {config['model_type']} model, but the teacher "
             f"{teacher.name} is {teacher.model_type}; give the teacher the module was trained on"
         )
+    kind.check_arch(arch, str(path))
     pattern = re.compile(
         rf"(?:^|\.){re.escape(arch.layers_path)}\.(\d+)\.("
         + "|".join(re.escape(p) for p in kind.site_paths(arch).values())

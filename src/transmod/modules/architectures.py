@@ -4,7 +4,8 @@ transformers 4.57 (decoder LLMs) name them.
 One table is the single source of truth for hook points (sampling) and weight names (transfer),
 so supporting a new family is one entry here. A decoder LLM (`decoder=True`) carries LoRAs on any of
 `DECODER_SITES`; each projection reads and writes one of three spaces (residual stream, attention
-heads, MLP neurons), see DESIGN.md section 4.
+heads, MLP neurons), see DESIGN.md section 4. Llama and Mistral also carry `adapters`' bottleneck
+output adapter, which reads and writes the un-normed residual stream at the layer's output.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ class Architecture:
     layers_path: str  # module path of the layer list inside the base model
     layers_attr: str  # config attribute with the number of layers
     hidden_attr: str  # config attribute with the hidden size
-    adapter_site: str  # sub-module of a layer holding the output bottleneck adapter
-    adapter_input: str  # sub-module of a layer whose forward output the output adapter reads
+    adapter_site: str  # sub-module of a layer holding the output bottleneck adapter ("": `adapters` puts none there)
+    adapter_input: str  # sub-module of a layer whose forward output the output adapter reads ("": the layer itself)
     query: str  # sub-module of a layer: self-attention query projection (LoRA site, input hook)
     value: str  # sub-module of a layer: self-attention value projection (LoRA site)
-    decoder: bool = False  # a decoder LLM: LoRA sites are DECODER_SITES; no bottleneck adapters
+    decoder: bool = False  # a decoder LLM: LoRA sites are DECODER_SITES
+
+    @property
+    def has_adapters(self) -> bool:
+        """Whether the `adapters` library places a bottleneck adapter in this family's layers."""
+        return bool(self.adapter_site)
 
     @property
     def lora_paths(self) -> dict[str, str]:
@@ -79,13 +85,18 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         query="attention.q_lin",
         value="attention.v_lin",
     ),
+    # Decoders: `adapters` 1.3 adds the output adapter after the MLP of Llama and Mistral only, where it reads
+    # the layer's output (the un-normed residual stream, MLP output + residual; "" hooks the layer itself) and
+    # adds its change to it. The other families carry peft LoRAs only.
     *(Architecture(model_types=(model_type,), layers_path="layers", layers_attr="num_hidden_layers",
-                   hidden_attr="hidden_size", adapter_site="", adapter_input="", query="self_attn.q_proj",
-                   value="self_attn.v_proj", decoder=True)
-      for model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")),
+                   hidden_attr="hidden_size", adapter_site="output_adapters.adapters" if bottleneck else "",
+                   adapter_input="", query="self_attn.q_proj", value="self_attn.v_proj", decoder=True)
+      for model_type, bottleneck in (("llama", True), ("mistral", True), ("qwen2", False), ("qwen3", False),
+                                     ("gemma2", False), ("gemma3_text", False))),
 )
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES for t in a.model_types)
+ADAPTER_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES if a.has_adapters for t in a.model_types)
 
 
 # Families the `adapters` library supports that have no layers to map a module between.

@@ -37,6 +37,9 @@ class ModuleKind:
         """The parameter that reads the hidden space (its input side)."""
         return next(p for p, (_, direction) in self.hidden_axes.items() if direction == "in")
 
+    def check_arch(self, arch: Architecture, source: str) -> None:
+        """Refuse, naming `source`, a family that cannot hold a module of this kind."""
+
     def site_paths(self, arch: Architecture) -> dict[str, str]:
         """Site -> the sub-module of a layer that holds the module's weights (as `adapters` names it)."""
         raise NotImplementedError
