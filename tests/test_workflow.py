@@ -282,7 +282,8 @@ def test_lint_is_clean(tmp_path):
 BAD_CONFIGS = {
     "wrong type": ({"seeds": "one"}, "config key seeds"),
     "unknown key": ({"epochs": 3}, "unknown key(s) epochs"),
-    "unknown task": ({"pairs": {"matching": {"tasks": ["ner", "qa"]}}}, "config key pairs.matching.tasks.1"),
+    "unknown task": ({"pairs": {"matching": {"tasks": ["ner", "qa"]}}},
+                     "config key pairs.matching.tasks: task 'qa' has no entry under `tasks`"),
     "language the task lacks": ({"tasks": {"pi": {"languages": ["en", "ar"]}}}, "config key tasks.pi.languages: ar"),
     "missing dataset": ({"tasks": {"ner": {"dataset": ""}}}, "config key tasks.ner.dataset"),
     "student deeper than teacher": (
