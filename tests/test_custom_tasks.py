@@ -25,7 +25,7 @@ from localhub import LocalHub
 from transmod.demo.language import DEMO_TASKS, UPOS, write_demo_dataset
 from transmod.train.tasks import declare_task
 
-SIZES = {"train": 200, "validation": 60, "test": 60}
+SIZES = {"train": 320, "validation": 80, "test": 80}
 TASKS = {
     "pos": {"dataset": "data/pos", "languages": ["en"], "kind": "token-classification", "text_columns": ["tokens"],
             "label_column": "upos", "metric": "accuracy", "title": "Part-of-speech tagging"},
@@ -41,8 +41,8 @@ CONFIG = {
     "inits": ["default", "skip"],
     "seeds": [1],
     "modules": {"adapter": {"bottleneck": 16}, "lora": {"r": 4, "alpha": 8}},
-    "training": {"teacher": {"learning_rate": 5.0e-3, "batch_size": 16, "epochs": 5, "max_length": 64},
-                 "student": {"learning_rate": 5.0e-3, "batch_size": 16, "epochs": 2, "max_length": 64}},
+    "training": {"teacher": {"learning_rate": 5.0e-3, "batch_size": 16, "epochs": 6, "max_length": 64},
+                 "student": {"learning_rate": 5.0e-3, "batch_size": 16, "epochs": 3, "max_length": 64}},
     "sampling": {"split": "train", "max_tokens": 2000, "batch_size": 32},
     "alignment": {"lora_b": "study", "holdout": 0.2, "methods": ["lsa"]},
 }
