@@ -291,9 +291,13 @@ def spawn(which: str, args: argparse.Namespace, model_dir: Path, data_dir: Path,
     return result
 
 
-def bf16_cpu() -> bool:
-    """A CPU with AMX tiles, where the project trains under bf16 autocast (transmod.train.runtime.Device)."""
-    return not torch.cuda.is_available() and torch.cpu._is_amx_tile_supported() and not os.environ.get("TRANSMOD_FP32")
+def bf16_cpu(model_dir: Path) -> bool:
+    """Whether the project trains this model under bf16 autocast on this CPU (its own policy, `Device.pick`)."""
+    from transmod.train.runtime import Device
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    dev = Device.pick(int(config.get("hidden_size") or config["dim"]))
+    return dev.device.type == "cpu" and dev.dtype is not None
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -355,7 +359,7 @@ def main() -> None:
               f"{sizes['validation']} validation / {sizes['test']} test examples; {args.epochs} epoch(s) x "
               f"{steps // args.epochs} steps of {args.batch_size}, lr {args.lr:g}, max_length {args.max_length}; "
               f"{device}, {args.threads} threads; seeds {' '.join(map(str, args.seeds))}")
-        whichs = ["project", "trainer", *(["trainer_bf16"] if bf16_cpu() else [])]
+        whichs = ["project", "trainer", *(["trainer_bf16"] if bf16_cpu(model_dir) else [])]
         runs: dict[str, list[dict]] = {which: [] for which in whichs}
         for i, seed in enumerate(args.seeds):
             order = whichs[i % len(whichs):] + whichs[:i % len(whichs)]  # each trainer first in turn

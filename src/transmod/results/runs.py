@@ -29,6 +29,8 @@ ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
 ZERO_SHOT_ROW = " (zero-shot)"
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
 SETTING_KEYS = ("teacher", "student", "training", "module")  # what makes two runs of one setting comparable
+
+
 class Plan(dict):
     """A dict (of the runs and files the tables read) whose repr is a digest.
 
@@ -47,8 +49,6 @@ class Plan(dict):
 
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 
 
 def normalise(info: Mapping[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,7 @@ def check_dataset(source: str, task: Task | str, languages: Sequence[str]) -> tu
 
     spec = get_task(task)
     names: tuple[str, ...] | None = None
+    shown = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a check before the jobs: no bars in the workflow's own output
     try:
         for lang in languages:
@@ -96,7 +97,8 @@ def check_dataset(source: str, task: Task | str, languages: Sequence[str]) -> tu
                 names = found
                 check_label_ids(dataset[spec.label_column], spec, len(names), where)
     finally:
-        datasets.enable_progress_bars()
+        if shown:
+            datasets.enable_progress_bars()
     return names or ()
 
 
