@@ -51,6 +51,7 @@ def make_tokenizer():
 
 def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int = 2):
     from transformers import (
+        AlbertConfig,
         BertConfig,
         DebertaV2Config,
         DistilBertConfig,
@@ -59,6 +60,9 @@ def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int =
     )
 
     vocab = 5 + len(WORDS)
+    if model_type == "albert":  # factorised embeddings (narrower than the hidden size), one layer at every depth
+        return AlbertConfig(vocab_size=vocab, embedding_size=hidden // 2, hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=40, max_position_embeddings=64)
     if model_type == "bert":
         return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                           intermediate_size=40, max_position_embeddings=64)
@@ -129,8 +133,27 @@ def text_file(tmp_path_factory):
     return path
 
 
-def _hidden_axes(name: str) -> tuple[int, ...]:
+def _albert_hidden_axes(name: str) -> tuple[int, ...]:
+    """ALBERT's: its embeddings live in their own narrower space, which a projection maps into the hidden one."""
+    if name.startswith("embeddings."):
+        return ()
+    if "embedding_hidden_mapping_in" in name or "attention.dense" in name or "ffn_output" in name:
+        return (0,)
+    if name.endswith(("ffn.weight", "query.weight", "key.weight", "value.weight")):
+        return (1,)
+    if name.endswith(("ffn.bias", "query.bias", "key.bias", "value.bias")):
+        return ()
+    if "LayerNorm" in name or "layer_norm" in name:
+        return (0,)
+    if name.startswith("pooler."):
+        return (0, 1) if name.endswith("weight") else (0,)
+    raise AssertionError(f"unhandled parameter {name}")
+
+
+def _hidden_axes(name: str, model_type: str) -> tuple[int, ...]:
     """Axes of an encoder's parameter that run along the residual stream (hidden size)."""
+    if model_type == "albert":
+        return _albert_hidden_axes(name)
     if ("embeddings" in name and name.endswith("_embeddings.weight")) or name.endswith("rel_embeddings.weight"):
         return (1,)
     if "LayerNorm" in name or "layer_norm" in name:
@@ -149,7 +172,7 @@ def permute_hidden(model, perm: torch.Tensor):
     """The same network with its hidden dimensions permuted: an exact symmetry (h_student = h_teacher[perm])."""
     with torch.no_grad():
         for name, param in model.named_parameters():
-            for axis in _hidden_axes(name):
+            for axis in _hidden_axes(name, model.config.model_type):
                 param.copy_(param.index_select(axis, perm))
     return model
 

@@ -1,6 +1,7 @@
 """Alignments between a teacher's and a student's hidden spaces, folded into a module's own weights.
 
-Convention, per student layer `l` and space (`h`: what the module reads; `q`/`v`: LoRA B's outputs):
+Convention, per student module layer `l` (a depth; ALBERT's one shared layer, fitted on all its depths pooled)
+and space (`h`: what the module reads; `q`/`v`: LoRA B's outputs):
 - the *in* map `M_in` (d_t x d_s) and offset `c` (d_t) take a student state into the teacher's
   space, `h_t ~ M_in h_s + c`. A weight that reads the teacher space (adapter down, LoRA A; b x d_t)
   becomes `W M_in` (b x d_s); the adapter's down bias becomes `b + W c`, which is exact. LoRA A has
@@ -47,13 +48,18 @@ from transmod.align.heads import (
     head_scores,
     select_heads,
 )
-from transmod.align.layermap import layer_map
+from transmod.align.layermap import layer_map, module_depths, pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
-from transmod.modules.architectures import HEAD_SPACES, ModelShape, space_width
+from transmod.modules.architectures import (
+    HEAD_SPACES,
+    ModelShape,
+    module_layers,
+    space_width,
+)
 from transmod.modules.kinds import get_kind
 
 METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # fitted on samples (select: on nothing)
@@ -140,8 +146,8 @@ class Alignment:
         return None
 
     def groups(self) -> list[list[int]]:
-        """The teacher layer group of each student layer, as the alignment was fitted (any layer map)."""
-        return [self.get(l, self.layers[0].space).teacher_layers for l in range(int(self.student["num_layers"]))]
+        """The teacher depths of each student module layer, as the alignment was fitted (any layer map)."""
+        return [self.get(l, self.layers[0].space).teacher_layers for l in range(module_layers(self.student))]
 
     def check_models(self, teacher: ModelShape, student: ModelShape, mapping: str, source: str) -> None:
         """Refuse an alignment computed for other model shapes or another layer mapping."""
@@ -242,7 +248,8 @@ def select_alignment(teacher: dict, student: dict, mapping: str, spaces: Sequenc
     """Data-free baseline: student dim i takes teacher dim floor(i * d_t / d_s) (every k-th, evenly spaced);
     a decoder's heads: evenly spaced whole heads (`transmod.align.heads.select_heads`)."""
     _check_spaces(teacher, student, spaces)
-    groups = layer_map(mapping, int(teacher["num_layers"]), int(student["num_layers"]))
+    groups = pooled_groups(layer_map(mapping, int(teacher["num_layers"]), int(student["num_layers"])),
+                           module_depths(student))
     layers = []
     for s in spaces:
         d_t, d_s = space_width(teacher, s), space_width(student, s)
@@ -317,13 +324,13 @@ def fit_alignment(
     moments = method in DENSE_METHODS  # covariances; lsa and lsa-signed read r alone
     groups = layer_groups(mapping, teacher, student, holdout)
     for layers in layer_chunks(teacher, student, moments):  # bounded memory: a pass per chunk of layers
-        _, acc, _ = accumulate(teacher, student, groups, MomentAccumulator if moments else PearsonAccumulator,
-                               holdout, batch_size, workers, pearson_only=("a",), layers=layers)
+        read, acc, _ = accumulate(teacher, student, groups, MomentAccumulator if moments else PearsonAccumulator,
+                                  holdout, batch_size, workers, pearson_only=("a",), layers=layers)
         for (l, s), a in acc.items():
             if s == "a":  # whole heads whatever the method (transmod.align.heads)
-                out.layers += _head_maps(l, groups[l], out.teacher, out.student, a.result()[0])
+                out.layers += _head_maps(l, read[l], out.teacher, out.student, a.result()[0])
             else:
-                out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, groups[l], s)))
+                out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, read[l], s)))
     return out
 
 

@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from transmod.align.layermap import module_depths, pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import (
     Batch,
@@ -178,26 +179,29 @@ def accumulate(
     accumulator: Callable[[int, int], A] = PearsonAccumulator, holdout: float = 0.0, batch_size: int = 2048,
     workers: int | None = None, pearson_only: Sequence[str] = (), layers: Sequence[int] | None = None,
 ) -> tuple[list[list[int]], dict[tuple[int, str], A], int]:
-    """One streaming pass over the shared rows before the held-out tail: each student layer (and space)
-    against its mapped teacher layer, or under AVG the mean state of its teacher group; also returns how
-    many rows the two files share. `mapping`: a name, or the teacher groups a name gave. `workers`:
+    """One streaming pass over the shared rows before the held-out tail: each student module layer (and space)
+    against its mapped teacher layer, or under AVG the mean state of its teacher group; a layer that serves the
+    whole depth (ALBERT) pools every depth's pair (`transmod.align.layermap.module_depths`). Returns the teacher
+    depths each student module layer read, the accumulators and how many rows the two files share. `mapping`: a name, or the teacher groups a name gave. `workers`:
     threads that update layer pairs side by side (default: every core this process may use).
     `pearson_only`: spaces that need r alone (whole heads), whatever `accumulator` keeps for the others.
     `layers`: the student layers of this pass (default: all; see `layer_chunks`)."""
     spaces = check_pair(teacher, student)
     groups = layer_groups(mapping, teacher, student, holdout) if isinstance(mapping, str) else mapping
-    layers = range(len(groups)) if layers is None else layers
+    depths = module_depths(student.describe())
+    layers = range(len(depths)) if layers is None else layers
     acc = {(l, s): (PearsonAccumulator if s in pearson_only else accumulator)(student.width(s), teacher.width(s))
            for l in layers for s in spaces}
-    t_cols = sorted({f"{s}{t}" for s in spaces for l in layers for t in groups[l]})
-    s_cols = [f"{s}{l}" for s in spaces for l in layers]
+    t_cols = sorted({f"{s}{t}" for s in spaces for l in layers for a in depths[l] for t in groups[a]})
+    s_cols = [f"{s}{a}" for s in spaces for l in layers for a in depths[l]]
     mask_t, mask_s, n = shared_rows(teacher, student)
     pairs = paired_batches(teacher, student, t_cols, s_cols, batch_size, 0, split_point(n, holdout), (mask_t, mask_s))
 
     def update(key: tuple[int, str], t_batch: Batch, s_batch: Batch) -> None:
         l, s = key
-        group = [t_batch[f"{s}{t}"] for t in groups[l]]
-        acc[key].update(s_batch[f"{s}{l}"], group[0] if len(group) == 1 else np.mean(group, axis=0, dtype=np.float32))
+        for a in depths[l]:  # one depth, or every depth that a shared layer's module acts at
+            group = [t_batch[f"{s}{t}"] for t in groups[a]]
+            acc[key].update(s_batch[f"{s}{a}"], group[0] if len(group) == 1 else np.mean(group, axis=0, dtype=np.float32))
 
     # One BLAS thread per worker: whole updates run side by side, their numpy steps included.
     fit = split_point(n, holdout)
@@ -208,7 +212,7 @@ def accumulate(
             for done in [pool.submit(update, key, t_batch, s_batch) for key in acc]:
                 done.result()
             progress.update(len(next(iter(s_batch.values()))))
-    return groups, acc, n
+    return pooled_groups(groups, depths), acc, n
 
 
 STATISTICS_BUDGET = 4 << 30  # bytes of running sums one pass may hold; wider models take several passes
@@ -223,7 +227,8 @@ def layer_chunks(teacher: SampleFile, student: SampleFile, moments: bool, budget
         ds, dt = student.width(s), teacher.width(s)
         per_layer += 8 * (ds * dt + 2 * (ds + dt)) * (2 if moments else 1) + (8 * (ds * ds + dt * dt) if moments else 0)
     step = max(1, (budget or STATISTICS_BUDGET) // max(per_layer, 1))
-    return [list(range(i, min(i + step, student.num_layers))) for i in range(0, student.num_layers, step)]
+    count = len(module_depths(student.describe()))
+    return [list(range(i, min(i + step, count))) for i in range(0, count, step)]
 
 
 def correlate_samples(

@@ -98,6 +98,11 @@ def embedding_alignment(teacher: ModelShape, student: ModelShape, mapping: str, 
     """The `embed` alignment: residual maps from the shared vocabulary's embeddings, `select` for the rest."""
     ids_t, ids_s = shared_vocabulary(teacher.name, student.name)
     e_t, e_s = input_embeddings(teacher.name), input_embeddings(student.name)
+    for shape, e in ((teacher, e_t), (student, e_s)):
+        if e.shape[1] != shape.hidden_size:  # ALBERT's factorised embeddings are projected up to the hidden size
+            raise TransmodError(f"{shape.name}: its input embeddings are {e.shape[1]} wide, not its hidden size "
+                                f"{shape.hidden_size}, so they are no states of the residual stream for --align embed "
+                                "to pair; give --samples to align on sampled text")
     keep = (ids_t < len(e_t)) & (ids_s < len(e_s))  # tokenizers may hold more tokens than the embedding rows
     acc = PearsonAccumulator(e_s.shape[1], e_t.shape[1])
     acc.update(e_s[ids_s[keep]], e_t[ids_t[keep]])

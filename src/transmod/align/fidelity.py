@@ -1,7 +1,7 @@
 """Transfer fidelity: how closely a transferred module reproduces the teacher module's effect, without training.
 
 On held-out sampled tokens (the last `holdout` fraction of the tokens both sample files share), per
-student layer `l` and site:
+student module layer `l` and site (ALBERT's one shared layer: over all its depths together):
 - the teacher's effect `D_t` is the teacher module applied to the teacher's own states (adapter:
   `up(act(down(h))) * scaling`; LoRA: `B A h * alpha / r`), averaged over the layer group that `l` stands
   for (one layer for SKIP);
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from transmod.align.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
+from transmod.align.layermap import module_depths, pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
@@ -134,7 +135,9 @@ def transfer_fidelity(
         raise TransmodError(f"{teacher_module.path} is a {teacher_module.kind} but {student_module.path} is a {student_module.kind}")
     _check_width(teacher_module, teacher, "teacher")
     _check_width(student_module, student, "student")
-    groups = layer_groups(mapping, teacher, student, holdout)
+    groups = layer_groups(mapping, teacher, student, holdout)  # per student depth
+    depths = module_depths(student.describe())  # per student module layer: the depths it acts at
+    t_shape = sample_shape(teacher)
     mask_t, mask_s, n = shared_rows(teacher, student)
     split = split_point(n, holdout)
     if split >= n:
@@ -150,8 +153,9 @@ def transfer_fidelity(
     effect_space = {site: _effect_space(site, spaces) for site in teacher_module.spec.sites}
     reads = {site: teacher_module.spec.input_space(site) for site in teacher_module.spec.sites}
     present = {(t, s) for t, s, _ in teacher_module.weights}
-    cells = [(l, site) for l in range(len(groups)) for site in _sites(teacher_module)
-             if any((t, site) in present for t in groups[l])]
+    read = pooled_groups(groups, depths)
+    cells = [(l, site) for l in range(len(depths)) for site in _sites(teacher_module)
+             if any((t_shape.module_layer(t), site) in present for t in read[l])]
     if not cells:
         raise TransmodError(f"{teacher_module.path}: no module weights in the teacher layers that {mapping} maps to the student")
     maps: dict[tuple[int, str], LayerMap] = {}
@@ -162,17 +166,17 @@ def transfer_fidelity(
         maps[(l, site)] = lm
     sums = {cell: np.zeros(4) for cell in cells}  # squared error, squared reference, summed cosine, cosine count
     cka = {(l, site): LinearCKA(student.width(effect_space[site]), teacher.width(effect_space[site])) for l, site in cells}
-    t_cols = sorted({f"{reads[site]}{t}" for l, site in cells for t in groups[l]})
-    s_cols = sorted({f"{reads[site]}{l}" for l, site in cells})
+    t_cols = sorted({f"{reads[site]}{t}" for l, site in cells for t in read[l]})
+    s_cols = sorted({f"{reads[site]}{a}" for l, site in cells for a in depths[l]})
     progress = Progress(f"fidelity of {Path(student_module.path).name} on held-out tokens", "tokens", n - split)
     for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
         progress.update(len(next(iter(s_batch.values()))))
-        for l, site in cells:
-            effects = [e for t in groups[l]
-                       if (e := module_effect(teacher_module, t, site, t_batch[f"{reads[site]}{t}"])) is not None]
+        for (l, site), a in ((cell, a) for cell in cells for a in depths[cell[0]]):
+            effects = [e for t in groups[a] if (e := module_effect(teacher_module, t_shape.module_layer(t), site,
+                                                                   t_batch[f"{reads[site]}{t}"])) is not None]
             own = np.mean(effects, axis=0)  # the teacher's effect in the teacher's space
             ref = maps[(l, site)].write(own.T).T
-            got = module_effect(student_module, l, site, s_batch[f"{reads[site]}{l}"])
+            got = module_effect(student_module, l, site, s_batch[f"{reads[site]}{a}"])
             got = np.zeros_like(ref) if got is None else got
             norms = np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1)
             ok = norms > 0
@@ -186,7 +190,7 @@ def transfer_fidelity(
         return {"rel_error": math.sqrt(s[0] / s[1]) if s[1] > 0 else None,
                 "cosine": s[2] / s[3] if s[3] > 0 else None}
 
-    layers = [dict(student_layer=l, teacher_layers=groups[l], site=site, space=effect_space[site], **summary(sums[(l, site)]),
+    layers = [dict(student_layer=l, teacher_layers=read[l], site=site, space=effect_space[site], **summary(sums[(l, site)]),
                    cka=cka[(l, site)].result()) for l, site in cells]
     ckas = [d["cka"] for d in layers if d["cka"] is not None]
     provenance = student_module.config.get("transmod") or {}

@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import json
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,15 +38,21 @@ def fingerprint(value: object) -> str:
 def capture(model: torch.nn.Module, arch: Architecture, spaces: Mapping[str, Sequence[str]]):
     """Register read-only hooks; each forward fills the yielded dict with `{peft}:{space}{layer}` -> tensor.
 
-    `spaces` maps a hook type (adapter, lora) to the spaces to record for it.
+    `spaces` maps a hook type (adapter, lora) to the spaces to record for it. A layer that serves the whole
+    depth (`Architecture.shared`) runs once per depth in a forward pass: its `n`-th call stores depth `n`.
     """
     layers = model.get_submodule(arch.layers_path)
     store: dict[str, torch.Tensor] = {}
-    handles = []
+    calls: Counter[str] = Counter()  # calls of each shared hook in the current forward pass
+    handles = [model.register_forward_pre_hook(lambda *_: calls.clear())] if arch.shared else []
 
     def keep(name: str, from_input: bool):
         def hook(module, args, output=None):
-            store[name] = (args[0] if from_input else output).detach()
+            key = name
+            if arch.shared:  # named for layer 0, the only one: the call count is the depth
+                key = f"{name.removesuffix('0')}{calls[name]}"
+                calls[name] += 1
+            store[key] = (args[0] if from_input else output).detach()
         return hook
 
     for l, layer in enumerate(layers):

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map
+from transmod.align.layermap import (
+    SAMPLED_MAPPINGS,
+    layer_map,
+    module_depths,
+    pooled_groups,
+)
 from transmod.atomic import check_output
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape
@@ -38,15 +43,21 @@ def transfer_weights(
 ) -> dict[tuple[int, str, str], np.ndarray]:
     """Map layers (SKIP copies, AVG averages a group), then fold the alignment into every hidden-size axis.
 
+    A layer that serves the whole depth (ALBERT) holds one module: as a teacher, its module is every depth's;
+    as a student, its module takes the mean of the teacher modules at the depths it maps to.
+
     With no alignment the widths must agree and the map is the identity. The study's permutation
     (`lsa`) is an alignment whose maps are selections: folding it permutes and prunes, bit for bit.
     """
     if lora_b not in LORA_B_ALIGNMENTS:
         raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
     if mapping in SAMPLED_MAPPINGS and alignment is not None:  # chosen on samples: the alignment records it
-        groups = alignment.groups()
+        depths = alignment.groups()
     else:
-        groups = layer_map(mapping, teacher.num_layers, student.num_layers)
+        depths = pooled_groups(layer_map(mapping, teacher.num_layers, student.num_layers),
+                               module_depths(student.describe()))
+    # Teacher depths -> the teacher layers whose modules act there (ALBERT: its one layer at every depth).
+    groups = [sorted({teacher.module_layer(t) for t in group}) for group in depths]
     if alignment is None and _sizes(teacher) != _sizes(student):
         raise TransmodError(
             f"{teacher.name} ({_sizes(teacher)}) and {student.name} ({_sizes(student)}) differ in "
@@ -127,7 +138,7 @@ def student_config(module: Module, teacher: ModelShape, student: ModelShape, kep
     config = copy.deepcopy(module.config)
     cfg = config["config"]
     module.spec.for_student(cfg, teacher.hidden_size, student.hidden_size)
-    cfg["leave_out"] = sorted(set(range(student.num_layers)) - kept_layers)
+    cfg["leave_out"] = sorted(set(range(student.module_layers)) - kept_layers)
     config.update(
         hidden_size=student.hidden_size, model_type=student.model_type, model_class=student.model_class,
         model_name=student.name, transmod=provenance,

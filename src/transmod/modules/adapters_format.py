@@ -69,11 +69,11 @@ def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Modul
         weights[(int(match.group(1)), site_of[match.group(2)], match.group(3))] = tensor
     if not weights:
         raise TransmodError(f"{path}: the weights file holds no module weights")
-    missing = sorted(l for l in {l for l, _, _ in weights} if l >= teacher.num_layers)
+    missing = sorted(l for l in {l for l, _, _ in weights} if l >= teacher.module_layers)
     if missing:
         raise TransmodError(
             f"{path}: the module has layers {missing} but the teacher {teacher.name} has only "
-            f"{teacher.num_layers} layers; give the teacher the module was trained on"
+            f"{teacher.module_layers} layers; give the teacher the module was trained on"
         )
     module = Module(path, config, weights)
     width = {t.shape[kind.hidden_axes[p][0]] for (_, _, p), t in weights.items() if p in kind.hidden_axes}

@@ -28,6 +28,7 @@ class Architecture:
     query: str  # sub-module of a layer: self-attention query projection (LoRA site, input hook)
     value: str  # sub-module of a layer: self-attention value projection (LoRA site)
     decoder: bool = False  # a decoder LLM: LoRA sites are DECODER_SITES
+    shared: bool = False  # one layer's weights serve the whole depth (ALBERT): its one module too, see `ModelShape`
 
     @property
     def has_adapters(self) -> bool:
@@ -88,6 +89,11 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     # Decoders: `adapters` 1.3 adds the output adapter after the MLP of Llama and Mistral only, where it reads
     # the layer's output (the un-normed residual stream, MLP output + residual; "" hooks the layer itself) and
     # adds its change to it. The other families carry peft LoRAs only.
+    # ALBERT runs its one layer (one layer group of one layer; `model_shape` refuses others) at every depth, and
+    # `adapters` gives it one module, read at each application: depth `l` of a sample file is application `l`.
+    Architecture(model_types=("albert",), layers_path="encoder.albert_layer_groups.0.albert_layers",
+                 layers_attr="num_hidden_layers", hidden_attr="hidden_size", adapter_site="output_adapters.adapters",
+                 adapter_input="full_layer_layer_norm", query="attention.query", value="attention.value", shared=True),
     *(Architecture(model_types=(model_type,), layers_path="layers", layers_attr="num_hidden_layers",
                    hidden_attr="hidden_size", adapter_site="output_adapters.adapters" if bottleneck else "",
                    adapter_input="", query="self_attn.q_proj", value="self_attn.v_proj", decoder=True)
@@ -99,26 +105,24 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES for t in
 ADAPTER_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES if a.has_adapters for t in a.model_types)
 
 
-# Families the `adapters` library supports that have no layers to map a module between.
-WHY_UNSUPPORTED = {
-    "albert": "ALBERT shares one layer's weights across its depth, so it carries one module for all its layers",
-}
-
-
 def architecture(model_type: str, source: str = "the model") -> Architecture:
     for arch in ARCHITECTURES:
         if model_type in arch.model_types:
             return arch
-    why = f" ({WHY_UNSUPPORTED[model_type]})" if model_type in WHY_UNSUPPORTED else ""
     raise TransmodError(
-        f"{source}: unsupported architecture {model_type!r}{why}; supported model types are "
+        f"{source}: unsupported architecture {model_type!r}; supported model types are "
         f"{', '.join(SUPPORTED_MODEL_TYPES)}"
     )
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What transfer needs to know about a model: read from its config alone, no weights."""
+    """What transfer needs to know about a model: read from its config alone, no weights.
+
+    `num_layers` is the depth: the states sampled, and what layer maps pair. A model whose one layer serves
+    the whole depth (`Architecture.shared`, ALBERT) holds one module, layer 0, read at every depth
+    (`module_layers`, `module_layer`).
+    """
 
     name: str
     model_type: str
@@ -133,6 +137,15 @@ class ModelShape:
     @property
     def arch(self) -> Architecture:
         return architecture(self.model_type, self.name)
+
+    @property
+    def module_layers(self) -> int:
+        """How many layers hold modules: the depth, or 1 where one layer serves it all."""
+        return module_layers(self.describe())
+
+    def module_layer(self, depth: int) -> int:
+        """The layer whose module acts at `depth`."""
+        return 0 if self.arch.shared else depth
 
     def width(self, space: str) -> int:
         """How many dimensions a space has (`DECODER_SITES`' spaces; every encoder space is the hidden size)."""
@@ -154,6 +167,11 @@ class ModelShape:
 DECODER_SIZES = ("num_heads", "num_kv_heads", "head_dim", "intermediate_size")  # recorded beside the hidden size
 
 
+def module_layers(shape: dict) -> int:
+    """How many layers of a model described by `ModelShape.describe` hold modules (1 where one serves the depth)."""
+    return 1 if architecture(shape["model_type"], shape.get("model", "the model")).shared else int(shape["num_layers"])
+
+
 def space_width(shape: dict, space: str) -> int:
     """The width of a space of a model described by `ModelShape.describe` (or a sample file's metadata)."""
     if space in ("a", "kv", "m"):
@@ -163,7 +181,7 @@ def space_width(shape: dict, space: str) -> int:
 
 
 BASE_CLASSES = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
-                "distilbert": "DistilBertModel", "electra": "ElectraModel", "deberta-v2": "DebertaV2Model",
+                "distilbert": "DistilBertModel", "albert": "AlbertModel", "electra": "ElectraModel", "deberta-v2": "DebertaV2Model",
                 "llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model", "qwen3": "Qwen3Model",
                 "gemma2": "Gemma2Model", "gemma3_text": "Gemma3TextModel"}
 
@@ -173,6 +191,10 @@ def model_shape(config: Any, name: str) -> ModelShape:
     values = config if isinstance(config, dict) else config.to_dict()
     arch = architecture(values.get("model_type", "?"), name)
     hidden = int(values[arch.hidden_attr])
+    if arch.shared and (int(values.get("num_hidden_groups", 1)), int(values.get("inner_group_num", 1))) != (1, 1):
+        raise TransmodError(f"{name}: num_hidden_groups {values.get('num_hidden_groups')} and inner_group_num "
+                            f"{values.get('inner_group_num')}: transmod moves ALBERT modules with one layer group of one "
+                            "layer (as every released ALBERT has); set both to 1")
     extra = {}
     if arch.decoder:
         heads = int(values["num_attention_heads"])

@@ -137,11 +137,11 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
         raise TransmodError(f"{path}: the weights file holds no LoRA weights for {', '.join(sorted(sites))}")
     if len(prefixes) > 1 or prefixes - {None, BASE_PREFIX[teacher.model_type]}:
         raise TransmodError(f"{path}: LoRA keys under {sorted(map(str, prefixes))}, not the {teacher.model_type} model; give the teacher it was trained on")
-    too_deep = sorted({l for l, _, _ in weights if l >= teacher.num_layers})
+    too_deep = sorted({l for l, _, _ in weights if l >= teacher.module_layers})
     if too_deep:
         raise TransmodError(
             f"{path}: the module has layers {too_deep} but the teacher {teacher.name} has only "
-            f"{teacher.num_layers} layers; give the teacher the module was trained on"
+            f"{teacher.module_layers} layers; give the teacher the module was trained on"
         )
     _check_widths(weights, path, teacher)
     _check_targets(config, path, {_leaf(m.group(3)) for m in map(pattern.match, state) if m},
@@ -185,7 +185,7 @@ def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> di
                   "use_rslora": False, "use_dora": False, "init_lora_weights": True, "modules_to_save": None,
                   "rank_pattern": {}, "alpha_pattern": {}, "task_type": None}
     leaves = {site: _leaf(p) for site, p in arch.lora_paths.items()}
-    all_layers = layers == set(range(student.num_layers))
+    all_layers = layers == set(range(student.module_layers))
     config.update(
         base_model_name_or_path=student.name, target_modules=[leaves[s] for s in sites], inference_mode=True,
         layers_to_transform=None if all_layers else sorted(layers),
