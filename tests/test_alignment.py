@@ -18,6 +18,7 @@ from conftest import (
 from safetensors.torch import load_file
 
 from transmod.align.alignment import METHODS, Alignment, fit_alignment, select_alignment
+from transmod.align.correlation import correlate_samples
 from transmod.align.samplefile import SampleFile
 from transmod.align.sampling import sample_hidden_states
 from transmod.align.transfer import transfer_module
@@ -72,7 +73,7 @@ def flip_all_hidden(model):
         for name, param in model.named_parameters():
             if ("LayerNorm" in name or "layer_norm" in name) and name.endswith("weight"):
                 continue
-            for _ in _hidden_axes(name):
+            for _ in _hidden_axes(name, model.config.model_type):
                 param.neg_()
     return model
 
@@ -268,6 +269,58 @@ def _chunk_tokenizer(size: int):
         ("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]")
+
+
+def _metaspace_tokenizer():
+    """SentencePiece-style whole-word pieces (`▁word`, as XLM-R, ALBERT and DeBERTa-v3 cut): each piece's span
+    holds the space before its word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for s in SENTENCES for w in s.split()})
+    vocab = {p: i for i, p in enumerate(["<pad>", "<unk>", "[CLS]", "[SEP]", *(f"▁{w}" for w in words)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", cls_token="[CLS]",
+                                   sep_token="[SEP]")
+
+
+def test_sentencepiece_and_wordpiece_tokens_of_one_word_pair_up(tmp_path):
+    """`▁cat` spans " cat", WordPiece's `cat` spans "cat": trimmed, every word pairs across the two families."""
+    from transformers import AutoModel
+
+    from transmod.align.pairing import paired_share, shared_rows
+    from transmod.align.sampling import trim_spans
+
+    meta = _metaspace_tokenizer()("the cat sat", return_offsets_mapping=True)["offset_mapping"][1:-1]
+    assert meta == [(0, 3), (3, 7), (7, 11)]  # the tokenizers library's Metaspace counts the space in
+    start, end = trim_spans(["the cat sat"] * 3, *np.array(meta).T)
+    assert list(zip(start.tolist(), end.tolist())) == [(0, 3), (4, 7), (8, 11)]
+    assert [a.tolist() for a in trim_spans([" x ", "  "], [0, 0], [3, 2])] == [[1, 2], [2, 2]]  # a lone `▁`: empty
+    files = {}
+    for who, tokenizer, arch in (("t", make_tokenizer(), "bert"), ("s", _metaspace_tokenizer(), "albert")):
+        config = make_config(arch, 2, hidden=16 if who == "s" else 24)
+        config.vocab_size = len(tokenizer)
+        torch.manual_seed(0)
+        files[who] = tmp_path / f"{who}.parquet"
+        sample_hidden_states(AutoModel.from_config(config).eval(), tokenizer, [(s,) for s in SENTENCES],
+                             {"adapter": files[who]}, model_name=who)
+    teacher, student = SampleFile.open(files["t"]), SampleFile.open(files["s"])
+    assert np.array_equal(teacher.keys(), student.keys())  # untrimmed, only each sentence's first word would pair
+    assert paired_share(teacher, student, shared_rows(teacher, student)[2]) == 1.0
+
+
+def test_samples_keyed_by_an_older_transmod_are_refused(tmp_path):
+    import pyarrow.parquet as pq
+
+    teacher, student = _samples((make_model("bert", 2), make_model("bert", 2, seed=1)), tmp_path, "adapter")
+    table = pq.read_table(teacher.path)
+    meta = json.loads(pq.read_metadata(teacher.path).metadata[b"transmod"])
+    del meta["spans"]
+    pq.write_table(table.replace_schema_metadata({b"transmod": json.dumps(meta).encode()}), tmp_path / "old.parquet")
+    with pytest.raises(TransmodError, match="old.parquet was sampled by an older transmod.*re-sample it"):
+        correlate_samples(SampleFile.open(tmp_path / "old.parquet"), student, "skip")
 
 
 def test_a_cross_family_pair_transfers_and_reports_its_paired_token_share(tmp_path):

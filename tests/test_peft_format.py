@@ -95,10 +95,11 @@ def test_skip_to_a_shallower_student_loads_in_peft_and_adds_the_teacher_deltas(t
         assert sorted(json.loads((tmp_path / "out" / "adapter_config.json").read_text())["target_modules"]) == ["q_lin", "v_lin"]
 
 
-def test_adapters_lora_written_for_peft_and_an_aligned_peft_transfer(tmp_path):
+@pytest.mark.parametrize("arch", ["bert", "albert"])  # ALBERT: peft's one LoRA of the shared layer
+def test_adapters_lora_written_for_peft_and_an_aligned_peft_transfer(tmp_path, arch):
     from conftest import add_module, permute_hidden
 
-    base = make_model("bert", 2)
+    base = make_model(arch, 2)
     teacher = add_module(copy.deepcopy(base), "lora")  # adapters LoRA r=4, alpha=4
     teacher.save_adapter(str(tmp_path / "ad"), "task", use_safetensors=True)
     shape = model_shape(base.config, "m")

@@ -56,12 +56,13 @@ def make_tokenizer():
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-ARCHS = ("bert", "distilbert", "xlm-roberta", "electra", "deberta-v2")  # every encoder family supported
+ARCHS = ("bert", "distilbert", "xlm-roberta", "electra", "deberta-v2", "albert")  # every encoder family supported
 
 
 def tiny_config(arch: str):
     """Tiny random models; a wider init than 0.02 so the frozen features carry enough signal to learn from."""
     from transformers import (
+        AlbertConfig,
         BertConfig,
         DebertaV2Config,
         DistilBertConfig,
@@ -69,6 +70,9 @@ def tiny_config(arch: str):
         XLMRobertaConfig,
     )
 
+    if arch == "albert":
+        return AlbertConfig(vocab_size=200, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, pad_token_id=0, initializer_range=0.2)
     if arch == "electra":
         return ElectraConfig(vocab_size=200, embedding_size=32, hidden_size=32, num_hidden_layers=2,
                              num_attention_heads=2, intermediate_size=64, pad_token_id=0, initializer_range=0.2)
@@ -310,7 +314,7 @@ FAST = dict(learning_rate=3e-3, batch_size=8, epochs=4, max_length=32, adapter_b
 
 @pytest.mark.parametrize("arch,peft,task", [("bert", "adapter", "ner"), ("distilbert", "lora", "pi"),
                                             ("xlm-roberta", "lora", "ner"), ("electra", "adapter", "ner"),
-                                            ("deberta-v2", "lora", "ner")])
+                                            ("deberta-v2", "lora", "ner"), ("albert", "adapter", "ner")])
 def test_training_beats_chance(models, tmp_path, arch, peft, task):
     data = pi_data if task == "pi" else ner_data
     cfg = TrainConfig(seed=0, **{**FAST, "epochs": 8, "learning_rate": 3e-2})

@@ -283,7 +283,9 @@ def _transfer(args: argparse.Namespace) -> None:
         alignment = _aligned(args, teacher, student, kind, method)
     transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=fmt,
                     overwrite=args.overwrite, inputs=inputs)
-    print(f"wrote the transferred module to {args.out}")
+    fitted = f" ({alignment.method} alignment on {alignment.num_tokens} tokens, {_paired(alignment.paired_share)})" \
+        if alignment is not None and alignment.num_tokens else ""
+    print(f"wrote the transferred module to {args.out}{fitted}")
 
 
 def _aligned(args: argparse.Namespace, teacher, student, kind, method: str):

@@ -30,6 +30,10 @@ def check_pair(teacher: SampleFile, student: SampleFile) -> list[str]:
             f"{teacher.path} and {student.path} were sampled from different data (fingerprints "
             f"{teacher.meta['data']} and {student.meta['data']}); sample both models on the same --data"
         )
+    if teacher.meta.get("spans") != student.meta.get("spans"):  # older files keep a SentencePiece token's space
+        older = teacher if student.meta.get("spans") else student
+        raise TransmodError(f"{older.path} was sampled by an older transmod, which keyed tokens by other text spans; "
+                            "re-sample it with `transmod sample`")
     if teacher.meta["hook"] != student.meta["hook"]:
         raise TransmodError(
             f"{teacher.path} samples {teacher.meta['hook']} inputs but {student.path} samples "

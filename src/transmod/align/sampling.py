@@ -28,6 +28,21 @@ from transmod.modules.kinds import get_kind
 from transmod.progress import Progress
 from transmod.train.tokencache import tokenizer_definition
 
+SPANS = "trimmed"  # how token spans are keyed (`trim_spans`), recorded so that files keyed otherwise never pair
+
+
+def trim_spans(texts: Sequence[str], start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token spans (in `texts`, one per token) without the whitespace a tokenizer counts in: SentencePiece's
+    `▁word` (XLM-R, ALBERT, DeBERTa-v3) spans the space before the word, WordPiece's and BPE's do not, and only
+    trimmed spans of one word agree across tokenizer families."""
+    start, end = np.array(start, dtype=np.int32), np.array(end, dtype=np.int32)
+    for i, text in enumerate(texts):
+        while start[i] < end[i] and text[start[i]].isspace():
+            start[i] += 1
+        while end[i] > start[i] and text[end[i] - 1].isspace():
+            end[i] -= 1
+    return start, end
+
 
 def fingerprint(value: object) -> str:
     """A short digest of JSON-able content: equal for the same examples or tokenizer, on any machine."""
@@ -125,11 +140,14 @@ def sample_hidden_states(
             if len(rows) == 0:
                 continue
             seq = torch.tensor([[s if s is not None else -1 for s in enc.sequence_ids(i)] for i in range(len(batch))])
+            segment = seq[rows, pos].numpy()
+            start, end = trim_spans([batch[r][s] for r, s in zip(rows.tolist(), segment.tolist())],
+                                    offsets[rows, pos, 0].numpy(), offsets[rows, pos, 1].numpy())
             keys = {
                 "sent": pa.array(index[rows.numpy()].astype(np.int32)),
-                "seq": pa.array(seq[rows, pos].numpy().astype(np.int8)),
-                "start": pa.array(offsets[rows, pos, 0].numpy().astype(np.int32)),
-                "end": pa.array(offsets[rows, pos, 1].numpy().astype(np.int32)),
+                "seq": pa.array(segment.astype(np.int8)),
+                "start": pa.array(start),
+                "end": pa.array(end),
                 "token": pa.array(tokenizer.convert_ids_to_tokens(enc["input_ids"][rows, pos].tolist())),
             }
             for peft, writer in writers.items():
@@ -144,7 +162,7 @@ def sample_hidden_states(
                 **shape.describe(), "hook": peft, "spaces": list(spaces[peft]), "layers": list(range(shape.num_layers)),
                 "num_tokens": written, MARK: "samples",
                 "data": fingerprint(list(examples)), "tokenizer": fingerprint(tokenizer_definition(tokenizer)),
-                "max_length": max_length,
+                "max_length": max_length, "spans": SPANS,
             }
             writer.finish(meta)
     return written
