@@ -53,6 +53,7 @@ def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int =
     from transformers import (
         AlbertConfig,
         BertConfig,
+        BertGenerationConfig,
         DebertaV2Config,
         DistilBertConfig,
         ElectraConfig,
@@ -63,6 +64,9 @@ def make_config(model_type: str, layers: int, hidden: int = HIDDEN, heads: int =
     if model_type == "albert":  # factorised embeddings (narrower than the hidden size), one layer at every depth
         return AlbertConfig(vocab_size=vocab, embedding_size=hidden // 2, hidden_size=hidden, num_hidden_layers=layers,
                             num_attention_heads=heads, intermediate_size=40, max_position_embeddings=64)
+    if model_type == "bert-generation":
+        return BertGenerationConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                    intermediate_size=40, max_position_embeddings=64)
     if model_type == "bert":
         return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                           intermediate_size=40, max_position_embeddings=64)

@@ -1,9 +1,9 @@
 """Your own study through config.yaml alone: two declared tasks run through the workflow end to end.
 
 The workflow is copied as a user clones it, with a config.yaml of their own: the demo's BERT teacher and
-DistilBERT student (built by the `demo` fixture) on a part-of-speech task (17 UPOS tags, label names read
-from the data's ClassLabel) in a local folder, and a single-sentence topic task (macro-F1) that comes
-through a local stand-in for the hub (`LocalHub`, as in test_assets.py). The tables name both from their
+DistilBERT student (built by the `demo` fixture), and an ALBERT pair of other widths and depths, on a
+part-of-speech task (17 UPOS tags, label names read from the data's ClassLabel) in a local folder, and a
+single-sentence topic task (macro-F1) that comes through a local stand-in for the hub (`LocalHub`, as in test_assets.py). The tables name both from their
 declarations, and `transmod tables` regenerates them from the plan alone.
 """
 
@@ -22,7 +22,9 @@ import yaml
 from conftest import REPO, run_snakemake
 from localhub import LocalHub
 
-from transmod.demo.language import DEMO_TASKS, UPOS, write_demo_dataset
+from transmod.demo.language import DEMO_TASKS, UPOS, folder_texts, write_demo_dataset
+from transmod.demo.models import pretrain_mlm
+from transmod.demo.tokenizer import MAX_LENGTH
 from transmod.train.tasks import declare_task
 
 SIZES = {"train": 320, "validation": 80, "test": 80}
@@ -35,7 +37,10 @@ TASKS = {
 }
 CONFIG = {
     "pairs": {"mine": {"teacher": "models/teacher", "student": "models/student", "aligned": False,
-                       "tasks": ["pos", "topic"]}},
+                       "tasks": ["pos", "topic"]},
+              # ALBERT runs one layer at every depth: a 4-deep, 64-wide teacher and a 2-deep, 48-wide student
+              "shared": {"teacher": "models/albert-teacher", "student": "models/albert-student", "aligned": True,
+                         "tasks": ["pos"]}},
     "tasks": TASKS,
     "peft": ["lora"],
     "inits": ["default", "skip"],
@@ -48,6 +53,22 @@ CONFIG = {
 }
 
 
+def _albert_pair(demo: Path, out: Path) -> None:
+    """Two ALBERT models on the demo's tokenizer, each with the demo's short MLM pre-training."""
+    import torch
+    from transformers import AlbertConfig, AlbertModel, PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(demo / "tokenizer")
+    texts = folder_texts({"ner": demo / "data" / "ner"}, {"ner": ["en"]})
+    for role, (layers, hidden, heads, seed) in {"teacher": (4, 64, 4, 3), "student": (2, 48, 3, 4)}.items():
+        torch.manual_seed(seed)
+        model = AlbertModel(AlbertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, embedding_size=32,
+                                         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                         intermediate_size=2 * hidden, max_position_embeddings=MAX_LENGTH))
+        pretrain_mlm(model, tokenizer, texts, 150, seed).save_pretrained(out / f"albert-{role}")
+        tokenizer.save_pretrained(out / f"albert-{role}")
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, demo):
     work = tmp_path_factory.mktemp("own-study")
@@ -57,6 +78,7 @@ def study(tmp_path_factory, demo):
     (work / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
     for role, name in (("teacher", "teacher-bert"), ("student", "student-distilbert")):
         shutil.copytree(demo / "resources" / "demo" / "models" / name, work / "models" / role)
+    _albert_pair(demo / "resources" / "demo", work / "models")
     pos, topic = (declare_task(name, spec) for name, spec in TASKS.items())
     write_demo_dataset(pos, work / "data" / "pos", ["en"], SIZES)
     hub_root = tmp_path_factory.mktemp("hub")
@@ -95,6 +117,14 @@ def test_declared_tasks_run_end_to_end_with_their_tables(study):
         for init in ("default", "skip"):
             assert (runs / task / "en" / "lora" / f"student-{init}" / "seed1" / "metrics.json").is_file()
     teacher_run = next((work / "results" / "teachers").glob("*/pos/en/lora/seed1"))  # keyed by the model
+    shared = work / "results" / "runs" / "shared" / "pos" / "en" / "lora"
+    albert = json.loads((shared / "teacher" / "seed1" / "metrics.json").read_text())
+    assert albert["score"] > 1 / len(UPOS) + 0.2, albert["score"]
+    assert "### shared: models/albert-teacher → models/albert-student" in (tables / "pos.md").read_text()
+    moved = json.loads((work / "results" / "transferred" / "shared" / "pos" / "en" / "lora" / "skip" / "seed1" /
+                        "adapter_config.json").read_text())
+    assert moved["config"]["leave_out"] == [] and moved["hidden_size"] == 48  # ALBERT's one module, 64 -> 48 wide
+    assert "| shared | lora | skip | lsa |" in (tables / "fidelity.md").read_text()
     predictions = json.loads((teacher_run / "test_predictions.json").read_text())
     assert predictions["labels"] == list(UPOS)  # not declared: the data's ClassLabel names
     assert DEMO_TASKS["pos"].labels == UPOS

@@ -434,6 +434,15 @@ def test_patience_stops_a_run_that_stopped_improving_and_resumes_alike(models, t
         TrainConfig.from_dict({"patience": -1})
 
 
+def test_a_family_without_task_heads_is_refused_for_training(tmp_path):
+    from conftest import make_config, make_model
+
+    make_model("bert-generation", 2).save_pretrained(tmp_path / "m")
+    make_config("bert-generation", 2).save_pretrained(tmp_path / "m")
+    with pytest.raises(TransmodError, match="no token-classification model for bert-generation.*`transmod transfer`"):
+        build_model(tmp_path / "m", "ner", 9, "adapter", TrainConfig(seed=1))
+
+
 def test_train_refuses_bad_input(models, tmp_path):
     cfg = TrainConfig(**FAST)
     with pytest.raises(TransmodError, match="empty"):

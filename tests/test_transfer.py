@@ -23,15 +23,16 @@ from transmod.align.correlation import correlate_samples
 from transmod.align.samplefile import SampleFile
 from transmod.align.sampling import sample_hidden_states
 from transmod.align.transfer import transfer_module
-from transmod.modules.architectures import model_shape
+from transmod.errors import TransmodError
+from transmod.modules.architectures import load_model_shape, model_shape
 from transmod.modules.io import read_module
 
-ARCHS = ["bert", "distilbert", "xlm-roberta", "electra", "deberta-v2", "albert"]
+ARCHS = ["bert", "distilbert", "xlm-roberta", "electra", "deberta-v2", "albert", "bert-generation"]
 
 
 def _inputs(model):
     enc = make_tokenizer()(SENTENCES[:6], SENTENCES[6:12], padding=True, return_tensors="pt")
-    if model.config.model_type == "distilbert":
+    if model.config.model_type in ("distilbert", "bert-generation"):
         enc.pop("token_type_ids")
     return enc
 
@@ -190,3 +191,13 @@ print("loaded", out.shape)
     assert done.returncode == 0, done.stderr
     assert "loaded" in done.stdout
     assert "missing" not in done.stderr.lower() and "unexpected" not in done.stderr.lower()
+
+
+@pytest.mark.parametrize("config, why", [("DebertaConfig", "DeBERTa v1 fuses query, key and value into one in_proj"),
+                                         ("XmodConfig", "X-MOD routes every token through a language's own")])
+def test_adapters_families_transmod_refuses_say_why(tmp_path, config, why):
+    import transformers
+
+    getattr(transformers, config)(hidden_size=24, num_hidden_layers=2, num_attention_heads=2).save_pretrained(tmp_path)
+    with pytest.raises(TransmodError, match=f"unsupported architecture '.*' \\({why}.*; supported model types are bert, "):
+        load_model_shape(str(tmp_path))

@@ -182,10 +182,11 @@ def accumulate(
     """One streaming pass over the shared rows before the held-out tail: each student module layer (and space)
     against its mapped teacher layer, or under AVG the mean state of its teacher group; a layer that serves the
     whole depth (ALBERT) pools every depth's pair (`transmod.align.layermap.module_depths`). Returns the teacher
-    depths each student module layer read, the accumulators and how many rows the two files share. `mapping`: a name, or the teacher groups a name gave. `workers`:
+    depths each student module layer read, the accumulators and how many rows the two files share.
+    `mapping`: a name, or the teacher groups (per student depth) a name gave. `workers`:
     threads that update layer pairs side by side (default: every core this process may use).
     `pearson_only`: spaces that need r alone (whole heads), whatever `accumulator` keeps for the others.
-    `layers`: the student layers of this pass (default: all; see `layer_chunks`)."""
+    `layers`: the student module layers of this pass (default: all; see `layer_chunks`)."""
     spaces = check_pair(teacher, student)
     groups = layer_groups(mapping, teacher, student, holdout) if isinstance(mapping, str) else mapping
     depths = module_depths(student.describe())

@@ -72,6 +72,7 @@ _BERT_LIKE = dict(
 
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(model_types=("bert",), **_BERT_LIKE),
+    Architecture(model_types=("bert-generation",), **_BERT_LIKE),  # an encoder without heads: transfer, not training
     Architecture(model_types=("xlm-roberta", "roberta"), **_BERT_LIKE),
     Architecture(model_types=("electra",), **_BERT_LIKE),
     Architecture(model_types=("deberta-v2",), **{**_BERT_LIKE, "query": "attention.self.query_proj",
@@ -105,12 +106,22 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES for t in
 ADAPTER_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ARCHITECTURES if a.has_adapters for t in a.model_types)
 
 
+# Encoder families the `adapters` library supports that transmod refuses, and why.
+WHY_UNSUPPORTED = {
+    "deberta": "DeBERTa v1 fuses query, key and value into one in_proj, interleaved per head, and adapters merges "
+               "its LoRA into that projection; DeBERTa-v2/v3 (deberta-v2) is supported",
+    "xmod": "X-MOD routes every token through a language's own built-in adapter, so a layer's input depends on the "
+            "language, which transmod does not sample by",
+}
+
+
 def architecture(model_type: str, source: str = "the model") -> Architecture:
     for arch in ARCHITECTURES:
         if model_type in arch.model_types:
             return arch
+    why = f" ({WHY_UNSUPPORTED[model_type]})" if model_type in WHY_UNSUPPORTED else ""
     raise TransmodError(
-        f"{source}: unsupported architecture {model_type!r}; supported model types are "
+        f"{source}: unsupported architecture {model_type!r}{why}; supported model types are "
         f"{', '.join(SUPPORTED_MODEL_TYPES)}"
     )
 
@@ -180,10 +191,11 @@ def space_width(shape: dict, space: str) -> int:
     return int(shape["hidden_size"])
 
 
-BASE_CLASSES = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel",
-                "distilbert": "DistilBertModel", "albert": "AlbertModel", "electra": "ElectraModel", "deberta-v2": "DebertaV2Model",
-                "llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model", "qwen3": "Qwen3Model",
-                "gemma2": "Gemma2Model", "gemma3_text": "Gemma3TextModel"}
+BASE_CLASSES = {"bert": "BertModel", "bert-generation": "BertGenerationEncoder", "xlm-roberta": "XLMRobertaModel",
+                "roberta": "RobertaModel", "distilbert": "DistilBertModel", "albert": "AlbertModel",
+                "electra": "ElectraModel", "deberta-v2": "DebertaV2Model", "llama": "LlamaModel",
+                "mistral": "MistralModel", "qwen2": "Qwen2Model", "qwen3": "Qwen3Model", "gemma2": "Gemma2Model",
+                "gemma3_text": "Gemma3TextModel"}
 
 
 def model_shape(config: Any, name: str) -> ModelShape:

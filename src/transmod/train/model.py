@@ -114,6 +114,10 @@ def build_model(
             source, trust_remote_code=False, num_labels=num_labels, local_files_only=local_files_only(source),
             id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
         )
+        if type(config) not in model_cls._model_mapping:  # e.g. bert-generation: an encoder without task heads
+            raise TransmodError(
+                f"{source}: transformers has no {get_task(task).kind} model for {config.model_type}, so transmod "
+                f"cannot train on it; train its module elsewhere and move it with `transmod transfer`")
         with quiet_transformers():
             # Mismatched sizes are allowed for a saved head of another label set; `_check_mismatched` refuses the rest.
             model, info = model_cls.from_pretrained(
