@@ -284,7 +284,7 @@ def _transfer(args: argparse.Namespace) -> None:
     transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=fmt,
                     overwrite=args.overwrite, inputs=inputs)
     fitted = f" ({alignment.method} alignment on {alignment.num_tokens} tokens, {_paired(alignment.paired_share)})" \
-        if alignment is not None and alignment.num_tokens else ""
+        if alignment is not None and alignment.paired_share is not None else ""  # fitted on samples
     print(f"wrote the transferred module to {args.out}{fitted}")
 
 

@@ -48,7 +48,7 @@ from transmod.align.heads import (
     head_scores,
     select_heads,
 )
-from transmod.align.layermap import layer_map, module_depths, pooled_groups
+from transmod.align.layermap import layer_map, pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
@@ -57,6 +57,7 @@ from transmod.errors import TransmodError
 from transmod.modules.architectures import (
     HEAD_SPACES,
     ModelShape,
+    module_depths,
     module_layers,
     space_width,
 )

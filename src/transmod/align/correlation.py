@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from transmod.align.layermap import module_depths, pooled_groups
+from transmod.align.layermap import pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import (
     Batch,
@@ -34,6 +34,7 @@ from transmod.align.pairing import (
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
+from transmod.modules.architectures import module_depths, module_layers
 from transmod.progress import Progress
 
 
@@ -181,7 +182,7 @@ def accumulate(
 ) -> tuple[list[list[int]], dict[tuple[int, str], A], int]:
     """One streaming pass over the shared rows before the held-out tail: each student module layer (and space)
     against its mapped teacher layer, or under AVG the mean state of its teacher group; a layer that serves the
-    whole depth (ALBERT) pools every depth's pair (`transmod.align.layermap.module_depths`). Returns the teacher
+    whole depth (ALBERT) pools every depth's pair (`transmod.modules.architectures.module_depths`). Returns the teacher
     depths each student module layer read, the accumulators and how many rows the two files share.
     `mapping`: a name, or the teacher groups (per student depth) a name gave. `workers`:
     threads that update layer pairs side by side (default: every core this process may use).
@@ -228,7 +229,7 @@ def layer_chunks(teacher: SampleFile, student: SampleFile, moments: bool, budget
         ds, dt = student.width(s), teacher.width(s)
         per_layer += 8 * (ds * dt + 2 * (ds + dt)) * (2 if moments else 1) + (8 * (ds * ds + dt * dt) if moments else 0)
     step = max(1, (budget or STATISTICS_BUDGET) // max(per_layer, 1))
-    count = len(module_depths(student.describe()))
+    count = module_layers(student.describe())
     return [list(range(i, min(i + step, count))) for i in range(0, count, step)]
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from transmod.align.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
-from transmod.align.layermap import module_depths, pooled_groups
+from transmod.align.layermap import pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
@@ -46,6 +46,7 @@ from transmod.modules.architectures import (
     DECODER_SITES,
     DECODER_SIZES,
     ModelShape,
+    module_depths,
 )
 from transmod.modules.module import Module
 from transmod.progress import Progress

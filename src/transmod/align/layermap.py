@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from transmod.errors import TransmodError
-from transmod.modules.architectures import architecture
 
 MAPPINGS = ("skip", "avg")  # from the depths alone (the workflow's grid runs these)
 SAMPLED_MAPPINGS = ("cka",)  # from the two models' sampled states (transmod.align.layersim)
@@ -66,14 +65,6 @@ def monotone_map(similarity: np.ndarray) -> list[list[int]]:
     for l in range(ls - 1, 0, -1):
         path.append(int(back[l, path[-1]]))
     return [[t] for t in reversed(path)]
-
-
-def module_depths(shape: dict) -> list[list[int]]:
-    """The depths at which each module layer of a model (`ModelShape.describe`) acts: its own, or every depth
-    for a layer that serves them all (ALBERT), whose one module is then fitted on all their states, pooled."""
-    depth = int(shape["num_layers"])
-    return [list(range(depth))] if architecture(shape["model_type"], shape.get("model", "the model")).shared \
-        else [[l] for l in range(depth)]
 
 
 def pooled_groups(groups: list[list[int]], depths: list[list[int]]) -> list[list[int]]:

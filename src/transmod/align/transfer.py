@@ -14,15 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transmod.align.layermap import (
-    SAMPLED_MAPPINGS,
-    layer_map,
-    module_depths,
-    pooled_groups,
-)
+from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map, pooled_groups
 from transmod.atomic import check_output
 from transmod.errors import TransmodError
-from transmod.modules.architectures import ModelShape
+from transmod.modules.architectures import ModelShape, module_depths
 from transmod.modules.io import check_format, check_writable, read_module, write_module
 from transmod.modules.kind import ModuleKind
 from transmod.modules.module import MODULE_KIND, Module

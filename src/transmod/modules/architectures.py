@@ -87,14 +87,14 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         query="attention.q_lin",
         value="attention.v_lin",
     ),
-    # Decoders: `adapters` 1.3 adds the output adapter after the MLP of Llama and Mistral only, where it reads
-    # the layer's output (the un-normed residual stream, MLP output + residual; "" hooks the layer itself) and
-    # adds its change to it. The other families carry peft LoRAs only.
     # ALBERT runs its one layer (one layer group of one layer; `model_shape` refuses others) at every depth, and
     # `adapters` gives it one module, read at each application: depth `l` of a sample file is application `l`.
     Architecture(model_types=("albert",), layers_path="encoder.albert_layer_groups.0.albert_layers",
                  layers_attr="num_hidden_layers", hidden_attr="hidden_size", adapter_site="output_adapters.adapters",
                  adapter_input="full_layer_layer_norm", query="attention.query", value="attention.value", shared=True),
+    # Decoders: `adapters` 1.3 adds the output adapter after the MLP of Llama and Mistral only, where it reads
+    # the layer's output (the un-normed residual stream, MLP output + residual; "" hooks the layer itself) and
+    # adds its change to it. The other families carry peft LoRAs only.
     *(Architecture(model_types=(model_type,), layers_path="layers", layers_attr="num_hidden_layers",
                    hidden_attr="hidden_size", adapter_site="output_adapters.adapters" if bottleneck else "",
                    adapter_input="", query="self_attn.q_proj", value="self_attn.v_proj", decoder=True)
@@ -178,9 +178,17 @@ class ModelShape:
 DECODER_SIZES = ("num_heads", "num_kv_heads", "head_dim", "intermediate_size")  # recorded beside the hidden size
 
 
+def module_depths(shape: dict) -> list[list[int]]:
+    """The depths at which each module layer of a model (`ModelShape.describe`) acts: its own, or every depth
+    for a layer that serves them all (ALBERT), whose one module is then fitted on all their states, pooled."""
+    depth = int(shape["num_layers"])
+    return [list(range(depth))] if architecture(shape["model_type"], shape.get("model", "the model")).shared \
+        else [[l] for l in range(depth)]
+
+
 def module_layers(shape: dict) -> int:
     """How many layers of a model described by `ModelShape.describe` hold modules (1 where one serves the depth)."""
-    return 1 if architecture(shape["model_type"], shape.get("model", "the model")).shared else int(shape["num_layers"])
+    return len(module_depths(shape))
 
 
 def space_width(shape: dict, space: str) -> int:
@@ -203,10 +211,10 @@ def model_shape(config: Any, name: str) -> ModelShape:
     values = config if isinstance(config, dict) else config.to_dict()
     arch = architecture(values.get("model_type", "?"), name)
     hidden = int(values[arch.hidden_attr])
-    if arch.shared and (int(values.get("num_hidden_groups", 1)), int(values.get("inner_group_num", 1))) != (1, 1):
-        raise TransmodError(f"{name}: num_hidden_groups {values.get('num_hidden_groups')} and inner_group_num "
-                            f"{values.get('inner_group_num')}: transmod moves ALBERT modules with one layer group of one "
-                            "layer (as every released ALBERT has); set both to 1")
+    groups, inner = (int(values.get(key, 1)) for key in ("num_hidden_groups", "inner_group_num"))
+    if arch.shared and (groups, inner) != (1, 1):
+        raise TransmodError(f"{name}: num_hidden_groups {groups} and inner_group_num {inner}: transmod moves ALBERT "
+                            "modules with one layer group of one layer (as every released ALBERT has); set both to 1")
     extra = {}
     if arch.decoder:
         heads = int(values["num_attention_heads"])

@@ -27,8 +27,9 @@ PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_BIN = "adapter_model.bin"
 PROVENANCE = "transmod.json"  # peft refuses unknown config keys quietly; provenance lives beside it
 DECODER_TYPES = tuple(t for a in ARCHITECTURES if a.decoder for t in a.model_types)
-BASE_PREFIX = {"bert": "bert", "bert-generation": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "distilbert": "distilbert",
-               "electra": "electra", "deberta-v2": "deberta", "albert": "albert", **{t: "model" for t in DECODER_TYPES}}
+BASE_PREFIX = {"bert": "bert", "bert-generation": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
+               "distilbert": "distilbert", "electra": "electra", "deberta-v2": "deberta", "albert": "albert",
+               **{t: "model" for t in DECODER_TYPES}}
 HEAD = "peft_head"  # marks, in Module.peft_config, a LoRA saved from a head model (keys carry the base prefix)
 
 
