@@ -67,6 +67,7 @@ def test_the_shared_module_is_fitted_on_every_depth_pooled(tmp_path, mapping, pa
     corr = correlate_samples(teacher, student, mapping)
     read = sorted(t for group in pairs.values() for t in group)
     assert [(lc.student_layer, lc.teacher_layers) for lc in corr.layers] == [(0, read)]
+    assert corr.num_tokens == student.num_rows  # tokens, not the (token, depth) pairs pooled
     t, s = _columns(teacher, [f"h{l}" for l in range(4)]), _columns(student, ["h0", "h1"])
     x = np.concatenate([s[f"h{a}"] for a in pairs])
     y = np.concatenate([np.mean([t[f"h{l}"] for l in group], axis=0) for group in pairs.values()])

@@ -240,7 +240,8 @@ def correlate_samples(
     """Correlate each student layer with its mapped teacher layer(s) (AVG: the group's mean state), on the
     shared tokens before the `holdout` tail: the same tokens every fitted alignment method reads."""
     groups, acc, shared = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
-    result = Correlation(mapping, teacher.describe(), student.describe(), 0,
+    # Tokens, not pairs: a shared layer's accumulator counts each token once per depth it pools.
+    result = Correlation(mapping, teacher.describe(), student.describe(), split_point(shared, holdout),
                          paired_share=paired_share(teacher, student, shared))
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()
@@ -252,5 +253,4 @@ def correlate_samples(
                     stacklevel=2,
                 )
         result.layers.append(LayerCorrelation(l, groups[l], s, r))
-        result.num_tokens = a.n
     return result
