@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -306,6 +307,20 @@ def test_incompatible_pair_is_independent(assets):
     student = _load(assets["models/student-xlmr"]).embeddings.word_embeddings.weight
     assert teacher.shape[1] == 64 and student.shape[1] == 48
     assert not torch.allclose(teacher[:, :48], student, atol=1e-3)
+
+
+def test_model_files_follow_the_umask(assets, tmp_path):
+    """safetensors writes its weights 0600: a group that shares the demo's folders must read them too."""
+    old = os.umask(0o022)
+    try:
+        built = build_demo_models(assets["tokenizer"], tmp_path)
+    finally:
+        os.umask(old)
+    for folder in built.values():
+        assert folder.stat().st_mode & 0o777 == 0o755
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+        assert "model.safetensors" in modes and set(modes.values()) == {0o644}, modes
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(DEMO_MODELS)  # no temporaries left
 
 
 def test_models_are_reproducible_from_the_seed(assets, tmp_path):

@@ -6,11 +6,11 @@ narrow, trained independently (the incompatible pair). All share the demo tokeni
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from transmod.atomic import atomic_path
 from transmod.demo.tokenizer import MAX_LENGTH
 from transmod.errors import TransmodError
 
@@ -55,11 +55,13 @@ def _bert_to_distilbert(teacher: Any, student: Any, layers: Sequence[int]) -> No
 
 
 def _save_model(model: Any, tokenizer_dir: Path, out_dir: Path, with_token_types: bool) -> Path:
+    """The model folder, whole or not at all, with the user's umask (safetensors writes its weights 0600)."""
     from transformers import PreTrainedTokenizerFast
 
-    model.save_pretrained(out_dir, safe_serialization=True)
     names = ["input_ids", "token_type_ids", "attention_mask"] if with_token_types else ["input_ids", "attention_mask"]
-    PreTrainedTokenizerFast.from_pretrained(tokenizer_dir, model_input_names=names).save_pretrained(out_dir)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        PreTrainedTokenizerFast.from_pretrained(tokenizer_dir, model_input_names=names).save_pretrained(tmp)
     return out_dir
 
 
@@ -139,10 +141,5 @@ def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int
         for name in ("teacher-bert", "teacher-xlmr", "student-xlmr"):
             pretrain_mlm(models[name], tok, texts, pretrain_steps, seeds[name])
     _bert_to_distilbert(models["teacher-bert"], models["student-distilbert"], STUDENT_LAYERS)
-    paths = {}
-    for name, model in models.items():
-        target = out_root / name
-        if target.exists():
-            shutil.rmtree(target)
-        paths[name] = _save_model(model, tokenizer_dir, target, with_token_types=name == "teacher-bert")
-    return paths
+    return {name: _save_model(model, tokenizer_dir, out_root / name, with_token_types=name == "teacher-bert")
+            for name, model in models.items()}
