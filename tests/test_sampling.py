@@ -96,3 +96,16 @@ def test_empty_and_foreign_files_are_refused(tmp_path):
         SampleFile.open(tmp_path / "foreign.parquet")
     with pytest.raises(TransmodError, match="no such sample file"):
         SampleFile.open(tmp_path / "missing.parquet")
+
+
+def test_max_length_bounds_the_stored_tokens_of_each_pair(tmp_path, tokenizer):
+    """Pairs take three special tokens; --max-length 5 keeps two text tokens of each pair, and 3 is refused."""
+    model = make_model("bert", 1)
+    examples = [(SENTENCES[i], SENTENCES[i + 1]) for i in range(0, 12, 2)]
+    n = sample_hidden_states(model, tokenizer, examples, {"adapter": tmp_path / "s.parquet"}, model_name="tiny",
+                             max_length=5)
+    sents = pq.read_table(tmp_path / "s.parquet", columns=["sent"]).column("sent").to_pylist()
+    assert n == 2 * len(examples) and sorted(sents) == sorted(list(range(len(examples))) * 2)
+    with pytest.raises(TransmodError, match="3 special tokens.*each pair; give --max-length 4 or more"):
+        sample_hidden_states(model, tokenizer, examples, {"adapter": tmp_path / "t.parquet"}, model_name="tiny",
+                             max_length=3)

@@ -493,6 +493,8 @@ def test_resume_after_sigkill(models, tmp_path):
 
 @pytest.mark.parametrize("amx, width, fp32, expected", [
     (True, 768, "", "bf16 autocast (AMX)"), (True, 64, "", "fp32"), (True, 768, "1", "fp32"), (False, 768, "", "fp32"),
+    (True, 768, "false", "bf16 autocast (AMX)"), (True, 768, "OFF", "bf16 autocast (AMX)"),
+    (True, 768, "no", "bf16 autocast (AMX)"), (True, 768, "Yes", "fp32"), (True, 768, "on", "fp32"),
 ])
 def test_cpu_precision_is_bf16_only_where_amx_tiles_pay(monkeypatch, amx, width, fp32, expected):
     from transmod.train.runtime import Device
@@ -501,3 +503,30 @@ def test_cpu_precision_is_bf16_only_where_amx_tiles_pay(monkeypatch, amx, width,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("TRANSMOD_FP32", fp32)
     assert Device.pick(width).precision == expected
+
+
+def test_a_bad_fp32_switch_is_refused_naming_the_variable(monkeypatch):
+    from transmod.train.runtime import Device
+
+    monkeypatch.setenv("TRANSMOD_FP32", "sometimes")
+    with pytest.raises(TransmodError, match=r"\$TRANSMOD_FP32='sometimes' is not a switch"):
+        Device.pick(768)
+
+
+# ------------------------------------------------------------------------------------------ numbers that diverge
+
+
+def test_an_infinite_learning_rate_is_refused_before_training(models, tmp_path):
+    cfg = TrainConfig(**{**FAST, "learning_rate": float("inf")})
+    with pytest.raises(TransmodError, match="option learning_rate must be a finite number above 0, got inf"):
+        train(models["bert"], "pi", "adapter", pi_data(16, 0), pi_data(4, 1), pi_data(4, 2), cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_loss_becomes_nan_stops_naming_run_and_step_and_writes_nothing(models, tmp_path):
+    """A finite but absurd learning rate: the first step throws the weights to ~1e30, the second step's loss is NaN."""
+    cfg = TrainConfig(**{**FAST, "learning_rate": 1e30, "epochs": 1})
+    out = tmp_path / "run"
+    with pytest.raises(TransmodError, match=rf"^{out}: the training loss became nan at step 2 \(epoch 1\).*learning_rate"):
+        train(models["bert"], "pi", "adapter", pi_data(32, 0), pi_data(4, 1), pi_data(4, 2), cfg, out, threads=1)
+    assert not out.exists()  # no module, head, history or predictions, and no checkpoint of a diverged run

@@ -23,7 +23,8 @@ w, p = snakemake.wildcards, snakemake.params
 require_fetched(model=p.model, dataset=p.dataset)  # assets.fetch: the copies must be here
 task = Task.from_dict(p.task)
 rows = load_split(p.dataset, task, w.lang, p.split)
-examples = examples_from_columns(rows.to_dict(), task.text_columns)
+examples = examples_from_columns(rows.to_dict(), task.text_columns,
+                                f"dataset {p.dataset} (task {task.name}, language {w.lang}, split {p.split})")
 with atomic_path(snakemake.output[0]) as out:
     n = sample_model(p.model, examples, {w.peft: out}, max_tokens=p.max_tokens, batch_size=p.batch_size,
                      lora_outputs=p.lora_outputs)

@@ -22,7 +22,7 @@ module = p.module
 cfg = TrainConfig.from_dict(
     {
         **p.hyper,
-        "seed": int(w.seed),
+        "seed": w.seed,  # a whole number, which from_dict checks
         # read here, not passed as a param: the checkpoint interval must not invalidate finished runs
         "checkpoint_every": snakemake.config["checkpoints"]["every"],
         **({"adapter_bottleneck": module["bottleneck"]} if w.peft == "adapter" else {}),

@@ -80,6 +80,17 @@ def capture(model: torch.nn.Module, arch: Architecture, spaces: Mapping[str, Seq
             handle.remove()
 
 
+def _check_max_length(tokenizer, examples: Sequence[Example], max_length: int, model_name: str) -> None:
+    """Refuse a `max_length` that leaves no text token beside the special ones: a fast tokenizer then keeps
+    every token (it warns, and does not truncate), or keeps nothing but special tokens."""
+    pair = any(len(ex) > 1 for ex in examples)
+    specials = tokenizer.num_special_tokens_to_add(pair=pair)
+    if max_length <= specials:
+        raise TransmodError(f"--max-length {max_length} leaves no room for text beside the {specials} special tokens "
+                            f"that {model_name}'s tokenizer adds to each {'pair' if pair else 'text'}; give "
+                            f"--max-length {specials + 1} or more")
+
+
 def sample_hidden_states(
     model: torch.nn.Module,
     tokenizer,
@@ -106,6 +117,7 @@ def sample_hidden_states(
     for option, value in (("--max-tokens", max_tokens), ("--batch-size", batch_size), ("--max-length", max_length)):
         if value is not None and value < 1:
             raise TransmodError(f"{option} must be positive, got {value}")
+    _check_max_length(tokenizer, examples, max_length, model_name)
     shape = model_shape(model.config, model_name)
     spaces = {peft: get_kind(peft).spaces(lora_outputs, shape.arch) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}

@@ -376,5 +376,6 @@ def folder_texts(folders: Mapping[str, str | Path], langs: Mapping[str, Sequence
     for task, folder in folders.items():
         for lang in langs[task]:
             rows = load_split(str(folder), demo_task(task), lang, "train").to_dict()
-            texts += [text for example in examples_from_columns(rows, demo_task(task).text_columns) for text in example]
+            examples = examples_from_columns(rows, demo_task(task).text_columns, f"{folder} ({task}, {lang}, train)")
+            texts += [text for example in examples for text in example]
     return texts

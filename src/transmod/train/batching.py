@@ -31,6 +31,16 @@ def _column(dataset: Any, name: str, source: str) -> list:
     return list(dataset[name])
 
 
+def check_texts(values: Sequence, column: str, source: str) -> None:
+    """Every cell of a text column is text: a string, or a word list of strings (token tasks). A null or a
+    number is refused naming its row: it would be read as the text 'None' or fail inside the tokenizer."""
+    for row, value in enumerate(values):
+        if not (isinstance(value, str) or isinstance(value, list) and all(isinstance(word, str) for word in value)):
+            shown = "null" if value is None else repr(value)[:40]
+            raise TransmodError(f"{source}: column {column!r}, row {row} (counting from 0) is {shown}, not text; "
+                                "fill in or drop that row")
+
+
 def encode(
     dataset: Any,
     tokenizer: Any,
@@ -50,6 +60,8 @@ def encode(
         raise TransmodError(f"max_length must be at least 8, got {max_length}")
     num_labels = num_labels or len(spec.label_names(getattr(dataset, "features", None), source))
     texts = [_column(dataset, c, source) for c in spec.text_columns]
+    for column, values in zip(spec.text_columns, texts):
+        check_texts(values, column, source)
     labels = _column(dataset, spec.label_column, source)
     if not labels:
         return []

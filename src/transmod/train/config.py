@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -39,21 +41,7 @@ class TrainConfig:
             raise TransmodError(
                 f"{source}: unknown training option(s) {', '.join(unknown)}; known options are {', '.join(known)}"
             )
-        kwargs: dict[str, Any] = {}
-        for name, value in values.items():
-            if known[name].type in ("bool", bool):
-                if not isinstance(value, bool):
-                    raise TransmodError(f"{source}: option {name}={value!r} must be true or false")
-                kwargs[name] = value
-                continue
-            want = float if known[name].type in ("float", float) else int
-            try:
-                if want is int and isinstance(value, float) and not value.is_integer():
-                    raise ValueError
-                kwargs[name] = want(float(value)) if want is int else want(value)
-            except (TypeError, ValueError):
-                raise TransmodError(f"{source}: option {name}={value!r} must be {want.__name__}") from None
-        cfg = cls(**kwargs)
+        cfg = cls(**{name: _convert(value, _kind(known[name].type)) for name, value in values.items()})
         cfg.validate(source)
         return cfg
 
@@ -63,16 +51,60 @@ class TrainConfig:
         return {k: v for k, v in asdict(self).items() if k != "checkpoint_every"}
 
     def validate(self, source: str = "the training config") -> None:
-        positive = ("learning_rate", "batch_size", "epochs", "max_length", "adapter_bottleneck", "lora_r",
-                    "lora_alpha", "eval_batch_size", "mega_batches")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise TransmodError(f"{source}: option {name} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "checkpoint_every", "max_grad_norm", "patience"):
-            if getattr(self, name) < 0:
-                raise TransmodError(f"{source}: option {name} must not be negative, got {getattr(self, name)}")
-        for name in ("warmup_ratio", "lora_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise TransmodError(f"{source}: option {name} must be in [0, 1), got {getattr(self, name)}")
-        if self.max_length < 8:
-            raise TransmodError(f"{source}: option max_length must be at least 8, got {self.max_length}")
+        """Every option of its type, finite and in its range: the library does not trust its caller to have checked."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), _kind(f.type)
+            if type(value) is not kind and not (kind is float and type(value) is int):
+                raise TransmodError(f"{source}: option {f.name}={value!r} must be {_WORDS[kind]}")
+            if kind is not bool and not (math.isfinite(value) and _RANGES[f.name][1](value)):
+                raise TransmodError(f"{source}: option {f.name} must be {_WORDS[kind]} {_RANGES[f.name][0]}, "
+                                    f"got {value!r}")
+
+
+_WORDS = {bool: "true or false", int: "a whole number", float: "a finite number"}
+# every number option: its range in words, and the test of it
+_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "learning_rate": ("above 0", lambda v: v > 0),
+    "batch_size": ("at least 1", lambda v: v >= 1),
+    "epochs": ("at least 1", lambda v: v >= 1),
+    "max_length": ("at least 8", lambda v: v >= 8),
+    "seed": ("in [0, 2**32)", lambda v: 0 <= v < 2**32),  # the batch order reads it modulo 2**32
+    "weight_decay": ("at least 0", lambda v: v >= 0),
+    "warmup_ratio": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "adapter_bottleneck": ("at least 1", lambda v: v >= 1),
+    "lora_r": ("at least 1", lambda v: v >= 1),
+    "lora_alpha": ("at least 1", lambda v: v >= 1),
+    "lora_dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "checkpoint_every": ("at least 0", lambda v: v >= 0),
+    "eval_batch_size": ("at least 1", lambda v: v >= 1),
+    "max_grad_norm": ("at least 0", lambda v: v >= 0),
+    "mega_batches": ("at least 1", lambda v: v >= 1),
+    "patience": ("at least 0", lambda v: v >= 0),
+}
+
+
+def _kind(annotation: Any) -> type:
+    """A field's type (annotations are strings under `from __future__ import annotations`)."""
+    return {"bool": bool, "int": int, "float": float}[annotation] if isinstance(annotation, str) else annotation
+
+
+def _convert(value: Any, kind: type) -> Any:
+    """A config value as the option's type where it spells one: numbers may come as strings ('1e-5', '2'),
+    a whole float is an int (2.0); anything else stays as given, for `validate` to refuse naming the option."""
+    if isinstance(value, str) and kind is not bool:
+        value = _number(value)
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind is int and type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def _number(text: str) -> int | float | str:
+    """The int ('12', every digit kept) or float ('1e-5') a string spells; the string where it spells neither."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from transmod import environment
 from transmod.errors import TransmodError
 from transmod.train.batching import (
     Example,
@@ -24,7 +25,6 @@ from transmod.train.batching import (
 from transmod.train.config import TrainConfig
 from transmod.train.tasks import Task, get_task
 
-THREADS_ENV = "TRANSMOD_THREADS"
 LOG_EVERY_S = 60.0
 
 
@@ -36,11 +36,8 @@ def set_seeds(seed: int) -> None:
 
 def configure_threads(threads: int | None = None) -> None:
     """Use `threads` CPU threads (or $TRANSMOD_THREADS); cluster jobs get exactly what they asked for."""
-    if threads is None and os.environ.get(THREADS_ENV):
-        try:
-            threads = int(os.environ[THREADS_ENV])
-        except ValueError:
-            raise TransmodError(f"${THREADS_ENV}={os.environ[THREADS_ENV]!r} must be an integer") from None
+    if threads is None:
+        threads = environment.count(environment.THREADS)
     if threads is not None:
         if threads < 1:
             raise TransmodError(f"threads must be positive, got {threads}")
@@ -56,7 +53,7 @@ class Device:
     """Where to run and how: mixed precision wherever the hardware multiplies in it natively: CUDA (bf16,
     else fp16 with loss scaling; TF32) and CPUs with AMX tiles (bf16: a 768-wide matmul ~5x an fp32 one)
     for models at least `CPU_BF16_MIN_WIDTH` wide (narrower ones gain little and learn worse); fp32
-    elsewhere, and everywhere with TRANSMOD_FP32=1 (to reproduce a run across hardware)."""
+    elsewhere, and everywhere with TRANSMOD_FP32 on (to reproduce a run across hardware)."""
 
     device: torch.device
     dtype: torch.dtype | None
@@ -64,7 +61,7 @@ class Device:
     @classmethod
     def pick(cls, width: int = 0) -> "Device":
         """`width`: the model's hidden size."""
-        fp32 = os.environ.get("TRANSMOD_FP32", "") not in ("", "0")
+        fp32 = environment.switch(environment.FP32)
         if not torch.cuda.is_available():
             amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
             bf16 = amx and width >= CPU_BF16_MIN_WIDTH and not fp32

@@ -118,7 +118,7 @@ def train(
     state_dir = Path(state_dir) if state_dir is not None else out_dir / STATE_DIR
     (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)  # a stale file must not pass for this run's result
     set_seeds(cfg.seed)
-    run = _prepare(model_path, task, peft, (train_ds, val_ds, test_ds), cfg, init_module, labels, cache_dir)
+    run = _prepare(model_path, task, peft, (train_ds, val_ds, test_ds), cfg, init_module, labels, cache_dir, out_dir)
     progress, best_state = Progress(), None
     ckpt = latest_checkpoint(state_dir) if state_dir.is_dir() else None
     if ckpt is not None:
@@ -172,11 +172,13 @@ class _Run:
     total_steps: int
     warmup: int
     fingerprint: dict  # what a checkpoint must match to be resumed
+    out_dir: Path  # where the run writes: how its messages name it
 
 
 def _prepare(
     model_path: str | os.PathLike, task: Task, peft: str, datasets: tuple, cfg: TrainConfig,
     init_module: str | os.PathLike | None, labels: Sequence[str] | None, cache_dir: str | os.PathLike | None,
+    out_dir: Path,
 ) -> _Run:
     """Tokenise the splits (through the cache), build the model and its optimizer."""
     features = getattr(datasets[0], "features", None)
@@ -205,7 +207,7 @@ def _prepare(
     run = _Run(task, model, named, input_keys(model), make_optimizer(named, cfg),
                torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, labels, pad_id, splits,
                [length(ex) for ex in splits["train"]], gold,
-               task.metric, total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint)
+               task.metric, total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint, out_dir)
     log.info("training %s + %s on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
              "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, peft, task.name,
              f"{sum(p.numel() for _, p in named):,}", len(splits["train"]), len(splits["validation"]),
@@ -245,7 +247,7 @@ def _train_epoch(
             scaler.update()
         else:
             optimizer.step()
-        progress.loss_sum += float(loss.detach())
+        progress.loss_sum += _finite_loss(loss, run.out_dir, cfg, progress)
         progress.loss_count += 1
         progress.global_step += 1
         clock.tokens += int(batch["attention_mask"].sum())
@@ -258,6 +260,16 @@ def _train_epoch(
             save_checkpoint(state_dir, run.named, optimizer, scaler, progress, best_state, run.fingerprint)
         if step_callback is not None:
             step_callback(progress.global_step)
+
+
+def _finite_loss(loss: torch.Tensor, out_dir: Path, cfg: TrainConfig, progress: Progress) -> float:
+    """The step's loss; a NaN or infinite one stops the run, which then writes nothing: its weights are lost."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TransmodError(f"{out_dir}: the training loss became {value} at step {progress.global_step + 1} (epoch "
+                            f"{progress.epoch + 1}): the run diverged and wrote no module; lower learning_rate (now "
+                            f"{cfg.learning_rate:g}) or check the data")
+    return value
 
 
 def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, clock: Clock,
