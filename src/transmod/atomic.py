@@ -2,27 +2,42 @@
 
 Every output appears by renaming a temporary sibling into place, so a failed or killed job never
 leaves a file that looks finished. Outputs that a user names (`--out`) are also marked with their
-kind (`MARK` in a file's own metadata, or a `MARK_FILE` inside a folder), so that transmod can tell
-its own earlier output, which `--overwrite` may replace, from anything else, which it never touches.
+kind (`MARK` in a file's own metadata, or a `MARK_FILE` inside a folder that also lists the files
+transmod wrote there), so that transmod can tell its own earlier output, which `--overwrite` may
+replace, from anything else, which it never touches. Creating a new output is one atomic step (a
+hard link or a rename that fails if the name exists), so of two concurrent writers exactly one wins.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import socket
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from transmod.errors import TransmodError
 
 MARK = "transmod_output"  # metadata key naming the kind of a transmod output (samples, correlation, ...)
-MARK_FILE = ".transmod-output"  # inside an output folder: its kind
+MARK_FILE = "transmod.json"  # inside an output folder: {MARK: kind, "files": [what transmod wrote], provenance...}
+_OLD_MARK_FILE = ".transmod-output"  # the plain-text mark of transmod 0.x folders: read, never written
 _HOST = socket.gethostname().replace(".", "-")
+MAX_NAME = 64  # longest name (pair, task, language, model folder) that becomes one path component
+
+
+def plain_name(name: object, where: str) -> str:
+    """`name` if it is one plain path component that every derived file name can hold; else one line naming `where`."""
+    text = name if isinstance(name, str) else ""
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text or text != text.strip()
+            or len(text) > MAX_NAME):
+        raise TransmodError(f"{where}: {name!r} is not a plain name of 1 to {MAX_NAME} characters without '/' or "
+                            "'\\' (it becomes part of file paths); rename it")
+    return text
 
 
 def umask() -> int:
@@ -53,9 +68,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _replace(tmp: Path, target: Path) -> None:
+    """Move `tmp` onto `target`, replacing what is there (a folder is moved aside first: rename cannot replace
+    a non-empty one)."""
+    if target.is_dir() and not target.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
+        os.replace(target, old / "old")
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old / "old", target)  # the previous output stays where it was
+            raise
+        _remove(old)
+    else:
+        os.replace(tmp, target)
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `target`; move it onto `target` only if the block succeeds.
+def atomic_path(target: str | os.PathLike, is_dir: bool = False,
+                commit: Callable[[Path, Path], None] = _replace) -> Iterator[Path]:
+    """Yield a temporary sibling of `target`; `commit` moves it onto `target` only if the block succeeds.
 
     For paths that transmod owns (the workflow's results/); user-named outputs go through `new_output`.
     """
@@ -72,24 +104,32 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
     try:
         yield tmp
         _share(tmp, umask())
-        if target.is_dir() and not target.is_symlink():
-            # A folder cannot be renamed over a non-empty one: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent))
-            os.replace(target, old / "old")
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old / "old", target)  # the previous output stays where it was
-                raise
-            _remove(old)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
+        commit(tmp, target)
+    except BaseException as exc:
+        full = _out_of_space(exc, target.parent)
         _remove(tmp)
         for folder in created:  # innermost first; only folders this call made, and only while empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from None
         raise
+    _remove(tmp)  # a hard-linked file's temporary name (gone already after a rename)
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether a writer failed for a full disk but said so without an OSError: safetensors raises its own error
+    ("os error 28"), torch.save a RuntimeError ("iostream error") that names no cause at all."""
+    if isinstance(exc, (OSError, TransmodError)) or not isinstance(exc, Exception):
+        return False
+    if "(os error 28)" in str(exc):
+        return True
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    free = stat.f_bfree if os.geteuid() == 0 else stat.f_bavail  # root may write into the reserved blocks
+    return free * stat.f_frsize < 1 << 20  # the failed write's partial temporary has not been removed yet
 
 
 def _share(path: Path, mask: int) -> None:
@@ -107,6 +147,18 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _folder_mark(path: Path) -> dict | None:
+    """The mark of an output folder: {MARK: kind, "files": [...]} (no "files" for a 0.x folder), or None."""
+    marker = path / MARK_FILE
+    if marker.is_file() and not marker.is_symlink():
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) and isinstance(data.get(MARK), str) else None
+    old = path / _OLD_MARK_FILE
+    if old.is_file() and not old.is_symlink():
+        return {MARK: old.read_text(encoding="utf-8").strip()}
+    return None
+
+
 def output_kind(path: str | os.PathLike) -> str | None:
     """The kind of transmod output at `path` (its mark), or None for anything transmod did not write."""
     path = Path(path)
@@ -114,8 +166,7 @@ def output_kind(path: str | os.PathLike) -> str | None:
         if path.is_symlink():
             return None
         if path.is_dir():
-            marker = path / MARK_FILE
-            return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+            return (_folder_mark(path) or {}).get(MARK)
         with open(path, "rb") as handle:
             head = handle.read(8)
         if head[:4] == b"PAR1":
@@ -138,14 +189,33 @@ def output_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _files(folder: Path) -> list[str]:
+    """Every entry under `folder` that is not a folder, as relative POSIX paths, sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink() or not p.is_dir())
+
+
+def _foreign(folder: Path, written: Iterable[str]) -> str | None:
+    """The first file in an earlier output folder that transmod did not write there (its mark lists what it
+    wrote; a 0.x folder's mark does not, so only the names of the new output count as its own)."""
+    mark = _folder_mark(folder) or {}
+    own = set(mark.get("files") or written) | {MARK_FILE, _OLD_MARK_FILE}
+    return next((name for name in _files(folder) if name not in own), None)
+
+
 def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def _refuse_foreign(option: str, target: str | os.PathLike, name: str) -> None:
+    raise TransmodError(f"{option} {target}: {name} there was not written by transmod, and --overwrite replaces only "
+                        "what transmod wrote; move it away or choose a new path")
 
 
 def check_output(target: str | os.PathLike, kind: str, inputs: Iterable[str | os.PathLike | None] = (),
                  overwrite: bool = False, option: str = "--out") -> Path:
     """Refuse an output path that would lose data: one that is, holds or lies inside an input, or an existing
-    path that is not an earlier transmod output of this kind (replaced only with `overwrite`)."""
+    path that is not an earlier transmod output of this kind (replaced only with `overwrite`, and only while it
+    holds nothing but what transmod wrote)."""
     path = Path(target).expanduser()
     resolved = _resolved(path)
     for source in inputs:
@@ -164,18 +234,60 @@ def check_output(target: str | os.PathLike, kind: str, inputs: Iterable[str | os
         if not overwrite:
             raise TransmodError(f"{option} {target}: a transmod {kind} output is already there; "
                                 "pass --overwrite to replace it")
+        if path.is_dir() and "files" in (_folder_mark(path) or {}) and (name := _foreign(path, ())):
+            _refuse_foreign(option, target, name)  # a 0.x folder lists nothing: checked against the new files
     return path
+
+
+def _committer(target: str | os.PathLike, kind: str, overwrite: bool, option: str) -> Callable[[Path, Path], None]:
+    """How `new_output` moves its finished temporary into place: a new name is created exclusively (a hard link
+    or a rename that fails if another writer got there first); an earlier output of this kind is replaced only
+    with `overwrite`, after checking again, on the folder moved aside, that it holds nothing of the user's."""
+
+    def commit(tmp: Path, path: Path) -> None:
+        if path.is_symlink() or path.exists():
+            if not overwrite or output_kind(path) != kind:
+                raise TransmodError(f"{option} {target}: another process wrote it while this one ran; nothing was "
+                                    "replaced")
+            if not path.is_dir():
+                os.replace(tmp, path)
+                return
+            aside = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
+            os.replace(path, aside / "old")  # now no one can add to it behind our back
+            if name := _foreign(aside / "old", _files(tmp)):
+                os.replace(aside / "old", path)
+                aside.rmdir()
+                _refuse_foreign(option, target, name)
+            os.replace(tmp, path)
+            _remove(aside)
+            return
+        try:
+            if tmp.is_dir():
+                os.rename(tmp, path)  # fails on a folder another writer filled first
+            else:
+                os.link(tmp, path)  # fails if the name exists, unlike a rename
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise TransmodError(f"{option} {target}: another process wrote it while this one ran; nothing was "
+                                    "replaced") from None
+            raise
+
+    return commit
 
 
 @contextlib.contextmanager
 def new_output(target: str | os.PathLike, kind: str, *, inputs: Iterable[str | os.PathLike | None] = (),
                overwrite: bool = False, is_dir: bool = False, option: str = "--out") -> Iterator[Path]:
-    """`atomic_path` for a user-named output, after `check_output`. A folder gets its mark here; a file's
-    writer must put `MARK: kind` in the file's metadata (checked before it is moved into place)."""
+    """`atomic_path` for a user-named output, after `check_output`. A folder gets its mark here, listing the
+    files written (a writer may put provenance in `MARK_FILE` first: it is kept); a file's writer must put
+    `MARK: kind` in the file's metadata (checked before it is moved into place)."""
     path = check_output(target, kind, inputs, overwrite, option)  # an existing path holds this kind: same form
-    with atomic_path(path, is_dir=is_dir) as tmp:
+    with atomic_path(path, is_dir=is_dir, commit=_committer(target, kind, overwrite, option)) as tmp:
         yield tmp
         if is_dir:
-            (tmp / MARK_FILE).write_text(kind + "\n", encoding="utf-8")
+            marker = tmp / MARK_FILE
+            mark = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+            marker.write_text(json.dumps({**mark, MARK: kind, "files": [f for f in _files(tmp) if f != MARK_FILE]},
+                                         indent=2, sort_keys=True) + "\n", encoding="utf-8")
         elif output_kind(tmp) != kind:
             raise AssertionError(f"the {kind} writer did not mark {tmp}")
