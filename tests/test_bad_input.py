@@ -126,6 +126,26 @@ def _json_edit(relative: str, change):
     return edit
 
 
+def _poison(relative: str, value: float = float("nan")):
+    """Set one number of a safetensors file's first tensor to `value` (NaN, inf), the file otherwise intact."""
+    def edit(path: Path) -> None:
+        from safetensors.numpy import load_file, save_file
+
+        tensors = load_file(str(path / relative))
+        first = sorted(tensors)[0]
+        tensors[first] = tensors[first].copy()
+        tensors[first].flat[0] = value
+        save_file(tensors, str(path / relative))
+    return edit
+
+
+def _module_config(source: str, name: str, **changes):
+    """A module folder whose adapter_config.json has `changes` (in its `config` section for an adapters module)."""
+    def change(config: dict) -> None:
+        (config if "peft_type" in config else config["config"]).update(changes)
+    return lambda s: transfer(s, _broken(s, name, source, _json_edit("adapter_config.json", change)))
+
+
 def _parquet_meta(change):
     """Rewrite a sample parquet with its `transmod` metadata changed (`change(meta) -> bytes`) or rows cut."""
     def edit(path: Path) -> None:
@@ -291,6 +311,51 @@ CASES = {
                                     "--student"),
     "module for another architecture": (lambda s: transfer(s, "adapter", "wide", "narrow", "--align", "select"), None,
                                         "saved for a bert model"),
+    # ---- modules: config vs weights, non-finite numbers
+    "adapters LoRA r 8, rank-4 weights": (_module_config("lora", "lora-r8", r=8), None,
+                                          "config.r is 8, but the weights in"),
+    "adapters LoRA r 1000000000": (_module_config("lora", "lora-r-huge", r=1_000_000_000), None,
+                                   "config.r is 1000000000, but the weights in"),
+    "reduction_factor 8, bottleneck-6 adapter": (_module_config("adapter", "rf-8", reduction_factor=8), None,
+                                                 "config.reduction_factor is 8, which gives a bottleneck of 3"),
+    "reduction_factor 1e9": (_module_config("adapter", "rf-huge", reduction_factor=1e9), None,
+                             "which gives a bottleneck of 0 at hidden size 24, but the weights in"),
+    "reduction_factor -4": (_module_config("adapter", "rf-negative", reduction_factor=-4), None,
+                            "config.reduction_factor is -4, but it must be a finite number above 0"),
+    "reduction_factor 0": (_module_config("adapter", "rf-zero", reduction_factor=0), None,
+                           "config.reduction_factor is 0, but it must be"),
+    "reduction_factor a string": (_module_config("adapter", "rf-string", reduction_factor="four"), None,
+                                  "config.reduction_factor is 'four', but it must be"),
+    "reduction_factor NaN": (_module_config("adapter", "rf-nan", reduction_factor=float("nan")), None,
+                             "config.reduction_factor is nan, but it must be"),
+    "adapter dropout 1.5": (_module_config("adapter", "dropout", dropout=1.5), None,
+                            "config.dropout is 1.5, but it must be a number from 0 to 1"),
+    "adapters LoRA alpha NaN": (_module_config("lora", "alpha-nan", alpha=float("nan")), None,
+                                "config.alpha is nan, but it must be a finite number above 0"),
+    "adapters LoRA alpha inf": (_module_config("lora", "alpha-inf", alpha=float("inf")), None, "config.alpha is inf"),
+    "adapters LoRA alpha -1": (_module_config("lora", "alpha-negative", alpha=-1), None, "config.alpha is -1"),
+    "peft lora_alpha NaN": (_module_config("peft", "peft-alpha-nan", lora_alpha=float("nan")), None,
+                            "lora_alpha is nan, but it must be a finite number above 0"),
+    "peft lora_alpha -2": (_module_config("peft", "peft-alpha-negative", lora_alpha=-2), None, "lora_alpha is -2"),
+    "peft r a string": (_module_config("peft", "peft-r-string", r="4"), None,
+                        "r is '4', but it must be a whole number of at least 1"),
+    "NaN in adapter weights": (lambda s: transfer(s, _broken(s, "adapter-nan", "adapter", _poison("adapter.safetensors"))),
+                               None, "adapter_down.0.bias' holds 1 NaN or inf values"),
+    "inf in adapters LoRA weights": (lambda s: transfer(s, _broken(
+        s, "lora-inf", "lora", _poison("adapter.safetensors", float("inf")))), None, "lora_A' holds 1 NaN or inf values"),
+    "NaN in peft LoRA weights": (lambda s: transfer(s, _broken(
+        s, "peft-nan", "peft", _poison("adapter_model.safetensors"))), None, "lora_A.weight' holds 1 NaN or inf values"),
+    "transfer --ridge nan": (lambda s: transfer(s, "adapter", "teacher", "student", "--align", "linear", "--samples",
+                                                I(s, "text.txt"), "--ridge", "nan"), None, "argument --ridge: must be a finite"),
+    "transfer --ridge inf": (lambda s: transfer(s, "adapter", "teacher", "student", "--align", "linear", "--samples",
+                                                I(s, "text.txt"), "--ridge", "inf"), None, "argument --ridge: must be a finite"),
+    "fit-alignment --ridge -1": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"), "--method",
+                                                "linear", "--ridge", "-1"), None, "argument --ridge: must be a finite"),
+    "transfer --align select --samples": (lambda s: transfer(s, "adapter", "teacher", "student", "--align", "select",
+                                                             "--samples", I(s, "text.txt")), None,
+                                          "would be ignored"),
+    "transfer --align lsa, same width, no samples": (lambda s: transfer(s, "adapter", "teacher", "student", "--align", "lsa"),
+                                                     None, "--align lsa fits the alignment on sampled hidden states"),
 }
 
 

@@ -90,6 +90,17 @@ def positive(value: str) -> int:
     return number
 
 
+def ridge(value: str) -> float:
+    """argparse type: a finite shrinkage of at least 0 (NaN or inf would make every fitted map NaN)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {value}")
+    return number
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (the full usage is one `--help` away)."""
 
@@ -143,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--student-model", required=True, help="hub id or local folder of the target model")
     p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--samples", help="text or parquet data to sample, correlate and assign on the way")
+    source.add_argument("--samples", help="text or parquet data: both models are sampled on it and the alignment "
+                        "fitted on the way (lsa, or the --align method), for a same-width pair too (without "
+                        "--samples or --alignment that pair moves unaligned)")
     source.add_argument("--alignment", "--assignment", dest="alignment",
                         help="alignment file from `transmod assign` or `transmod fit-alignment` (an older assignment "
                         ".json too)")
@@ -153,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(METHODS + WEIGHT_METHODS)} (default "
                    "lsa, the study's); select and embed (input embeddings of the shared vocabulary) need no data, "
                    "lsa-signed/linear/procrustes need --samples or --alignment")
-    p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
+    p.add_argument("--ridge", type=ridge, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
     p.add_argument("--format", default=None, choices=FORMATS,
                    help="output layout (peft: LoRA only; default: peft for a decoder LLM's LoRA, adapters otherwise)")
     p.add_argument("--out", required=True, help="output module folder")
@@ -162,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     sample_pair(p)
     p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(METHODS))
     p.add_argument("--out", required=True, help="output alignment file (safetensors)")
-    p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
+    p.add_argument("--ridge", type=ridge, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
 
     p = command("fidelity", "Training-free measure: the transferred module's effect against the teacher module's.")
     p.add_argument("--module", required=True, help="the teacher's module folder (adapters or peft)")
@@ -171,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--student", required=True, help="student sample parquet")
     p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
     p.add_argument("--holdout", type=float, default=0.2, help="measure on the last fraction of the shared tokens")
-    p.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of the reference map")
+    p.add_argument("--ridge", type=ridge, default=DEFAULT_RIDGE, help="ridge of the reference map")
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
     p.add_argument("--out", required=True, help="output .json")
 
@@ -252,6 +265,12 @@ def _transfer(args: argparse.Namespace) -> None:
 
     inputs = [args.module, args.teacher_model, args.student_model, args.samples, args.alignment]
     check_output(args.out, MODULE_KIND, inputs, args.overwrite)
+    method = check_method(args.align) if args.align else ("lsa" if args.samples else None)  # --samples are always used
+    if args.samples and method in DATA_FREE:
+        raise TransmodError(f"--align {method} reads no samples, so --samples {args.samples} would be ignored: drop "
+                            "--samples, or name a method fitted on them")
+    if method not in (None, *DATA_FREE) and not (args.samples or args.alignment):
+        raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
     args.examples = read_texts(args.samples) if args.samples else None  # bad text fails now, not after loading
     teacher, student = load_model_shape(args.teacher_model), load_model_shape(args.student_model)
     if student.num_layers > teacher.num_layers:
@@ -260,27 +279,14 @@ def _transfer(args: argparse.Namespace) -> None:
             f"{teacher.name} ({teacher.num_layers} layers); swap them"
         )
     check_family(teacher, student)
-    method = check_method(args.align) if args.align else None
     alignment = Alignment.load(args.alignment) if args.alignment else None
     kind = read_module(args.module, teacher).spec  # a bad module or format is refused before any sampling
     fmt = args.format or default_format(kind, student)
     check_student_format(student, fmt, kind, args.module)
-    needs = teacher.widths() != student.widths() or args.mapping in SAMPLED_MAPPINGS  # an alignment is required
-    if method is None and not (args.samples or args.alignment) and needs and teacher.arch.decoder \
-            and args.mapping not in SAMPLED_MAPPINGS:
-        print("transmod transfer: no --samples or --alignment: aligning the residual stream data-free from the input "
-              "embeddings of the shared vocabulary (--align embed)", file=sys.stderr)
-        method = "embed"
-    if alignment is not None:
-        if method and method != alignment.method:
-            raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
-    elif method in (None, "lsa"):  # the study's path: only pairs of different widths (or a sampled map) need one
-        if args.samples and needs:
-            alignment = _from_samples(args, kind.name, "lsa")
-    elif method not in DATA_FREE and not args.samples:
-        raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
-    else:
+    if alignment is None:
         alignment = _aligned(args, teacher, student, kind, method)
+    elif method and method != alignment.method:
+        raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
     transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=fmt,
                     overwrite=args.overwrite, inputs=inputs)
     fitted = f" ({alignment.method} alignment on {alignment.num_tokens} tokens, {_paired(alignment.paired_share)})" \
@@ -288,11 +294,19 @@ def _transfer(args: argparse.Namespace) -> None:
     print(f"wrote the transferred module to {args.out}{fitted}")
 
 
-def _aligned(args: argparse.Namespace, teacher, student, kind, method: str):
-    """The alignment of a named method: data-free (select, embed) or fitted on samples taken on the way."""
+def _aligned(args: argparse.Namespace, teacher, student, kind, method: str | None):
+    """The alignment the options ask for, without --alignment: fitted on --samples (lsa unless --align names another
+    method, for a same-width pair too), or data-free (select, embed). With neither, none: a same-width pair moves
+    unaligned, and a decoder LLM's narrower student is aligned from the input embeddings (embed)."""
     from transmod.align.alignment import select_alignment
     from transmod.align.embeddings import embedding_alignment
 
+    if method is None:
+        if not teacher.arch.decoder or teacher.widths() == student.widths() or args.mapping in SAMPLED_MAPPINGS:
+            return None  # the identity; a pair that needs an alignment is refused by the transfer, saying so
+        print("transmod transfer: no --samples or --alignment: aligning the residual stream data-free from the input "
+              "embeddings of the shared vocabulary (--align embed)", file=sys.stderr)
+        method = "embed"
     spaces = kind.spaces(args.lora_b == "output", teacher.arch)
     if method == "select":
         return select_alignment(teacher.describe(), student.describe(), args.mapping, spaces)

@@ -301,8 +301,8 @@ def fit_alignment(
     check_method(method)
     spaces = check_pair(teacher, student)
     _check_spaces(teacher.describe(), student.describe(), spaces)
-    if ridge < 0:
-        raise TransmodError(f"--ridge must not be negative, got {ridge}")
+    if not 0 <= ridge < np.inf:  # NaN or inf would make every map NaN
+        raise TransmodError(f"--ridge must be a finite number of at least 0, got {ridge}")
     if method == "select":
         return select_alignment(describe(teacher), describe(student), mapping, spaces)
     if method == "embed":

@@ -15,7 +15,7 @@ import numpy as np
 
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ADAPTER_MODEL_TYPES, Architecture
-from transmod.modules.kind import Hook, ModuleKind, Weights
+from transmod.modules.kind import Hook, ModuleKind, Weights, config_number
 
 
 def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:
@@ -32,6 +32,8 @@ class BottleneckAdapter(ModuleKind):
     description = "bottleneck output adapters (Pfeiffer / SeqBnConfig)"
     hidden_axes = {"adapter_down.0.weight": (1, "in"), "adapter_up.weight": (0, "out"), "adapter_up.bias": (0, "out")}
     plain = frozenset({"adapter_down.0.bias"})
+    inner_axes = {"adapter_down.0.weight": 0, "adapter_down.0.bias": 0, "adapter_up.weight": 1}
+    inner_label = "bottleneck"
     sites = ("adapter",)
     read_bias = "adapter_down.0.bias"
 
@@ -63,6 +65,15 @@ class BottleneckAdapter(ModuleKind):
             if section.get(key, True) is not True:
                 bad.append(f"{key}={section[key]!r} (the adapter then reads another hidden state)")
         self.unsupported(bad, source)
+        config_number(section, "reduction_factor", source, "positive", prefix="config.")
+        config_number(section, "dropout", source, "fraction", prefix="config.", default=0.0)
+        if not isinstance(section.get("scaling", 1.0), str):  # "learned"/"channel" scalings are weights
+            config_number(section, "scaling", source, "finite", prefix="config.", default=1.0)
+
+    def inner_size(self, section: dict[str, Any], hidden_size: int) -> tuple[int, str]:
+        factor = section["reduction_factor"]
+        want = int(hidden_size // factor)  # as `adapters` sizes the bottleneck
+        return want, f"config.reduction_factor is {factor!r}, which gives a bottleneck of {want} at hidden size {hidden_size}"
 
     def hooks(self, layer: Any, arch: Architecture, l: int, spaces: tuple[str, ...], keep: Hook) -> list:
         self.check_arch(arch, arch.model_types[0])

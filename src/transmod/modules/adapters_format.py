@@ -16,7 +16,7 @@ import numpy as np
 from transmod.atomic import new_output
 from transmod.errors import TransmodError, load_safetensors, load_torch_bin
 from transmod.modules.architectures import ModelShape, architecture
-from transmod.modules.kind import ModuleKind
+from transmod.modules.kind import ModuleKind, check_tensor
 from transmod.modules.kinds import KINDS, kind_of
 from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 
@@ -43,9 +43,11 @@ def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Modul
     kind = _kind(config, path)
     fix = "save the module again with adapters' save_adapter"
     if (path / SAFE_WEIGHTS_NAME).is_file():
-        state = load_safetensors(path / SAFE_WEIGHTS_NAME, fix)
+        weights_file = path / SAFE_WEIGHTS_NAME
+        state = load_safetensors(weights_file, fix)
     elif (path / BIN_WEIGHTS_NAME).is_file():
-        state = load_torch_bin(path / BIN_WEIGHTS_NAME, fix)
+        weights_file = path / BIN_WEIGHTS_NAME
+        state = load_torch_bin(weights_file, fix)
     else:
         raise TransmodError(f"{path}: no weights ({SAFE_WEIGHTS_NAME} or {BIN_WEIGHTS_NAME}); save the module with its weights")
     arch = teacher.arch
@@ -66,6 +68,7 @@ def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Modul
         match = pattern.search(key)
         if match is None or (match.group(3) not in kind.hidden_axes and match.group(3) not in kind.plain):
             raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} module; transmod cannot map it")
+        check_tensor(tensor, kind.ndim(match.group(3)), weights_file, key)
         weights[(int(match.group(1)), site_of[match.group(2)], match.group(3))] = tensor
     if not weights:
         raise TransmodError(f"{path}: the weights file holds no module weights")
@@ -82,6 +85,7 @@ def read_adapters_module(path: Path, config: dict, teacher: ModelShape) -> Modul
             f"{path}: module weights are {sorted(width)} wide but the teacher {teacher.name} has hidden size "
             f"{teacher.hidden_size}; give the teacher the module was trained on"
         )
+    kind.check_weights(config["config"], weights, teacher.hidden_size, config_file, weights_file)
     return module
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from transmod.errors import TransmodError
 from transmod.modules.architectures import DECODER_SITES, Architecture
-from transmod.modules.kind import Hook, ModuleKind, Weights
+from transmod.modules.kind import Hook, ModuleKind, Weights, config_number
 
 SPACE_OF_SITE = {"query": "q", "value": "v"}  # the space a LoRA B writes, when aligned on its own outputs
 DECODER_SPACES = ("h", "f", "a", "m")  # sampled on a decoder, each at the input of the projection that reads it
@@ -21,6 +21,8 @@ class LoRA(ModuleKind):
     label = "LoRA"
     description = "LoRA on self-attention query/value (encoders) or q/k/v/o/gate/up/down projections (decoder LLMs)"
     hidden_axes = {"lora_A": (1, "in"), "lora_B": (0, "out")}
+    inner_axes = {"lora_A": 0, "lora_B": 1}
+    inner_label = "rank"
     sites = ("query", "value", *DECODER_SITES)
     peft_type = "LORA"
 
@@ -35,6 +37,12 @@ class LoRA(ModuleKind):
         if not section.get("selfattn_lora", True) or not set(section.get("attn_matrices", [])) <= {"q", "v"}:
             bad.append("attn_matrices other than q, v")
         self.unsupported(bad, source)
+        config_number(section, "r", source, "count", prefix="config.")
+        config_number(section, "alpha", source, "positive", prefix="config.")
+        config_number(section, "dropout", source, "fraction", prefix="config.", default=0.0)
+
+    def inner_size(self, section: dict[str, Any], hidden_size: int) -> tuple[int, str]:
+        return int(section["r"]), f"config.r is {section['r']!r}"
 
     def spaces(self, outputs: bool, arch: Architecture | None = None) -> tuple[str, ...]:
         if arch is not None and arch.decoder:

@@ -20,6 +20,7 @@ import numpy as np
 from transmod.atomic import new_output
 from transmod.errors import TransmodError, load_safetensors, load_torch_bin, read_json
 from transmod.modules.architectures import ARCHITECTURES, ModelShape
+from transmod.modules.kind import check_tensor, config_number
 from transmod.modules.lora import LoRA
 from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 
@@ -37,7 +38,8 @@ def _leaf(path: str) -> str:
     return path.rsplit(".", 1)[-1]
 
 
-def _check_peft_config(config: dict, path: Path) -> None:
+def _check_peft_config(config: dict, path: Path) -> tuple[int, float, float]:
+    """Refuse what transmod does not move; the LoRA's r, lora_alpha and lora_dropout, each checked for its range."""
     if config.get("peft_type") != "LORA":
         raise TransmodError(f"{path}/{CONFIG_NAME}: peft_type {config.get('peft_type')!r} is not LORA; transmod moves peft LoRAs only")
     bad = [k for k in ("use_dora", "fan_in_fan_out", "lora_bias", "rank_pattern", "alpha_pattern", "layer_replication",
@@ -46,6 +48,8 @@ def _check_peft_config(config: dict, path: Path) -> None:
         bad.append(f"bias={config['bias']}")
     if bad:
         raise TransmodError(f"{path}/{CONFIG_NAME}: unsupported peft LoRA options {', '.join(bad)}; transmod supports plain LoRA")
+    return tuple(config_number(config, key, path / CONFIG_NAME, valid, default=default) for key, valid, default
+                 in (("r", "count", None), ("lora_alpha", "positive", None), ("lora_dropout", "fraction", 0.0)))
 
 
 def _check_decoder_targets(config: dict, path: Path, teacher: ModelShape) -> None:
@@ -99,17 +103,21 @@ def _adapters_lora_config(r: int, alpha: float, sites: list[str], dropout: float
     }
 
 
+def _peft_state(path: Path) -> tuple[dict[str, np.ndarray], Path]:
+    """The tensors of a peft LoRA's weights file (safetensors, or a legacy .bin of plain tensors), and that file."""
+    fix = "save the LoRA again with peft's save_pretrained"
+    if (path / PEFT_WEIGHTS).is_file():
+        return load_safetensors(path / PEFT_WEIGHTS, fix), path / PEFT_WEIGHTS
+    if (path / PEFT_BIN).is_file():
+        return load_torch_bin(path / PEFT_BIN, fix), path / PEFT_BIN
+    raise TransmodError(f"{path}: no weights ({PEFT_WEIGHTS} or {PEFT_BIN}); save the LoRA with peft's save_pretrained")
+
+
 def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Module:
     """Read a LoRA saved by `peft` into transmod's representation (the head's weights are left behind)."""
     path = Path(path)
-    _check_peft_config(config, path)
-    fix = "save the LoRA again with peft's save_pretrained"
-    if (path / PEFT_WEIGHTS).is_file():
-        state = load_safetensors(path / PEFT_WEIGHTS, fix)
-    elif (path / PEFT_BIN).is_file():
-        state = load_torch_bin(path / PEFT_BIN, fix)
-    else:
-        raise TransmodError(f"{path}: no weights ({PEFT_WEIGHTS} or {PEFT_BIN}); save the LoRA with peft's save_pretrained")
+    r, alpha, dropout = _check_peft_config(config, path)
+    state, weights_file = _peft_state(path)
     arch = teacher.arch
     if arch.decoder:
         _check_decoder_targets(config, path, teacher)
@@ -131,6 +139,7 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
             raise TransmodError(f"{path}: unexpected weight {key!r} for a {teacher.model_type} peft LoRA; transmod moves "
                                 f"LoRAs on {', '.join(sites)} only")
         prefixes.add(match.group(1))
+        check_tensor(tensor, 2, weights_file, key)
         weights[(int(match.group(2)), sites[_leaf(match.group(3))], match.group(4))] = tensor
     if skipped:
         warnings.warn(f"{path}: {len(skipped)} head weight(s) not transferred (the student's head is trained fresh)", stacklevel=2)
@@ -147,10 +156,6 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
     _check_widths(weights, path, teacher)
     _check_targets(config, path, {_leaf(m.group(3)) for m in map(pattern.match, state) if m},
                    {key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0] for key in state if pattern.match(key)})
-    try:
-        r, alpha = int(config["r"]), float(config["lora_alpha"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TransmodError(f"{path}/{CONFIG_NAME}: `r` and `lora_alpha` must be numbers ({exc}); save the LoRA again") from None
     ranks = {t.shape[0 if p == "lora_A" else 1] for (_, _, p), t in weights.items()}
     if ranks != {r}:
         raise TransmodError(f"{path}: the LoRA weights have rank {sorted(ranks)} but {CONFIG_NAME} says r = {r}; "
@@ -159,7 +164,7 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
         alpha *= float(np.sqrt(r))  # rsLoRA scales by alpha / sqrt(r) = (alpha sqrt(r)) / r
     present = sorted({s for _, s, _ in weights}, key=LoRA.sites.index)
     internal = {
-        "config": _adapters_lora_config(r, alpha, present, float(config.get("lora_dropout") or 0.0)),
+        "config": _adapters_lora_config(r, alpha, present, float(dropout)),
         "hidden_size": teacher.hidden_size, "model_class": teacher.model_class, "model_name": teacher.name,
         "model_type": teacher.model_type, "name": "default", "version": "adapters.1.3.0",
     }
