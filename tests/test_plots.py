@@ -12,7 +12,6 @@ from test_tables import find, make_plan, write_metrics
 from transmod.align.alignment import Alignment, assign, assign_correlation
 from transmod.align.correlation import Correlation, LayerCorrelation
 from transmod.results.plots import (
-    KINDS,
     alignment_figure,
     figure_paths,
     heatmap_figure,
@@ -20,7 +19,9 @@ from transmod.results.plots import (
     score_figure,
     write_all,
 )
+from transmod.results.cells import task_stats
 from transmod.results.runs import gather
+from transmod.train.tasks import Task, declare_task
 
 
 def make_correlation(mapping: str, rng, student=(3, 6), teacher=(6, 8)) -> Correlation:
@@ -67,8 +68,8 @@ def test_every_figure_is_a_png_and_a_pdf(tmp_path):
                                                  (("matching", "pi", "en", "lora"), "avg")})
     written = write_all(gather(plan), records, tmp_path / "plots")
     expected = [p for pair, tasks in {"matching": ["ner", "pi"], "incompatible": ["ner"]}.items() for task in tasks
-                for peft in ("adapter", "lora") for paths in figure_paths(tmp_path / "plots", pair, task, peft).values()
-                for p in paths]
+                for peft in ("adapter", "lora") for kind, paths in figure_paths(tmp_path / "plots", pair, task, peft).items()
+                for p in paths if kind == "scores" or (pair, task, peft) != ("matching", "pi", "lora")]
     assert sorted(map(str, written)) == sorted(map(str, expected))
     for path in expected:
         if path.suffix == ".png":
@@ -132,11 +133,27 @@ def test_heatmap_reordered_by_the_assignment_puts_the_matched_r_on_the_diagonal(
     assert "student layer 2 vs teacher layer(s) 4" in fig._suptitle.get_text()
 
 
-def test_missing_alignment_files_give_placeholders_not_a_crash(tmp_path):
+def test_a_figure_without_data_is_not_written(tmp_path):
+    """No alignment file: no alignment or heatmap figure (no placeholder); no finished run: no score figure."""
     plan = make_plan(tmp_path, seeds=(1,), grid={"incompatible": ["ner"]}, pefts=("lora",), langs=["en"])
     write_metrics(plan)
     records = align_files(plan, tmp_path, skip={(("incompatible", "ner", "en", "lora"), m) for m in ("skip", "avg")})
     written = write_all(gather(plan), records, tmp_path / "plots")
-    assert len(written) == 2 * len(KINDS)
-    with Image.open(tmp_path / "plots/incompatible/ner/correlation.lora.png") as image:
-        assert image.size[0] > 100
+    assert written == figure_paths(tmp_path / "plots", "incompatible", "ner", "lora")["scores"]
+    assert write_all(gather(make_plan(tmp_path / "none", seeds=(1,), grid={"incompatible": ["ner"]})), [],
+                     tmp_path / "none-plots") == []
+    assert not (tmp_path / "none-plots").exists()
+
+
+def test_names_with_dollars_and_negative_scores_are_drawn_as_they_are(tmp_path):
+    """A `$` in a task's label is text, not mathtext (which failed on an odd one); a Matthews correlation below
+    zero is a bar below zero, not cut off at the axis."""
+    plan = make_plan(tmp_path, seeds=(1,), grid={"matching": ["pi"]}, pefts=("adapter",), langs=["en"])
+    write_metrics(plan, score=lambda info: -0.4 if info["role"] == "teacher" else 0.3, metric="matthews")
+    task = Task.from_dict({**declare_task("pi").to_dict(), "metric": "matthews", "label": "P$^$I", "title": "a $}$"})
+    runs = gather(plan, tasks={"pi": task})
+    written = write_all(runs, [], tmp_path / "plots")
+    assert [p.name for p in written] == ["scores.adapter.png", "scores.adapter.pdf"]
+    fig = score_figure(*(x.droplevel([0, 1]) for x in (task_stats(runs, "pi").mean, task_stats(runs, "pi").sd)),
+                       "P$^$I", "score")
+    assert fig.axes[0].get_ylim()[0] <= -40 and min(bar.get_height() for bar in fig.axes[0].patches) == -40

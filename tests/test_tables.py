@@ -61,14 +61,15 @@ def score_of(info) -> float:
     return base + 0.01 * LANGS.index(info["lang"]) + 0.02 * info["seed"] + (0.05 if info["task"] == "pi" else 0)
 
 
-def write_metrics(plan, skip=(), score=score_of, **override) -> None:
+def write_metrics(plan, skip=(), score=score_of, metric=None, **override) -> None:
+    """A metrics file per run of the plan, as evaluate writes it (`metric`: the built-in task's by default)."""
     for path, info in plan.items():
         if path in skip:
             continue
         info = {**info, **override}
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        metric = "f1" if info["task"] == "ner" else "accuracy"
-        Path(path).write_text(json.dumps({"task": info["task"], "metric": metric, "score": score(info), "run": info}))
+        scored = metric or ("f1" if info["task"] == "ner" else "accuracy")
+        Path(path).write_text(json.dumps({"task": info["task"], "metric": scored, "score": score(info), "run": info}))
 
 
 def find(plan, **keys) -> str:

@@ -1,7 +1,10 @@
 # Input functions and params of the result rules (results.smk): the run plan, the outputs and their
 # report entries. Kept beside common.smk so that rule files hold rules only (snakemake --lint).
 
+import logging
 from types import SimpleNamespace
+
+from snakemake.logging import logger as snakemake_logger
 
 from transmod.results.plots import FORMATS, KINDS
 from transmod.results.runs import Plan
@@ -47,7 +50,12 @@ def heatmap_inputs():
 
 
 def in_report(path, caption, category, subcategory, content, module):
-    """An output shown in `snakemake --report`, with its caption from workflow/report/."""
+    """An output shown in `snakemake --report`, with its caption from workflow/report/, if it exists now: a
+    report made before `transmod tables` (or aggregate_tables) shows the workflow without them, and one made
+    after shows the tables and the figures that have data. Make the report after the run, not with
+    --report-after-run (whose flags were fixed before the run wrote the tables)."""
+    if not Path(path).is_file():
+        return path
     return report(
         path,
         caption=f"../report/{caption}.rst",
@@ -55,6 +63,29 @@ def in_report(path, caption, category, subcategory, content, module):
         subcategory=subcategory,
         labels={"content": content, "module": module},
     )
+
+
+class OneMissingMetadataLine(logging.Filter):
+    """`snakemake --report` warns once for every output without Snakemake's metadata: every job not run yet,
+    and every table and figure that `transmod tables` wrote (thousands of lines for the study's grid). It
+    says so once; the report still shows every flagged file that exists."""
+
+    said = False
+
+    def filter(self, record):
+        if not str(record.msg).startswith("Missing metadata for file"):
+            return True
+        if self.said:
+            return False
+        self.said = True
+        record.msg, record.args = (
+            "Some outputs have no Snakemake metadata (jobs not run yet, or tables and figures that "
+            "`transmod tables` wrote): the report shows them without job details"
+        ), ()
+        return True
+
+
+snakemake_logger.addFilter(OneMissingMetadataLine())
 
 
 def results_outputs():

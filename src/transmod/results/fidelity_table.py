@@ -9,14 +9,20 @@ exists (`zs-<init>`), its mean test score beside them. Markdown, CSV and a bar p
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
 from transmod.inits import ZERO_SHOT
+from transmod.results.render import md_literal
+from transmod.results.runs import read_metrics
+from transmod.results.tables import exclusive
 
 CAPTION = (
     "Transfer fidelity on held-out sampled tokens that no fit read (every method, the study's `lsa` included, "
@@ -33,6 +39,20 @@ CAPTION = (
 
 
 MEASURES = ["rel_error", "cosine", "cka"]
+RANGES = {"rel_error": (0.0, math.inf), "cosine": (-1.0, 1.0), "cka": (0.0, 1.0)}
+SLACK = 1e-9  # rounding of a cosine or CKA of 1
+
+
+def _measure(path: str | Path, name: str, value: Any) -> float | None:
+    """One measure of a fidelity file: None (undefined, e.g. CKA of a constant effect) or a number in its range."""
+    low, high = RANGES[name]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low - SLACK <= value <= high + SLACK \
+            or not math.isfinite(value):
+        raise TransmodError(f"{path}: {name} {json.dumps(value)} is not a number from {low:g} to {high:g}; "
+                            "re-run the fidelity rule that writes it")
+    return float(value)
 
 
 def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path] = ()) -> pd.DataFrame:
@@ -45,7 +65,7 @@ def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path
             for init, result in data["inits"].items():
                 rows.append({"setting": run["pair"], "module": run["peft"], "task": run["task"], "lang": run["lang"],
                              "init": init, "mapping": result["mapping"], "method": result["method"] or "identity",
-                             **{m: result["overall"].get(m) for m in MEASURES}})
+                             **{m: _measure(path, m, result["overall"].get(m)) for m in MEASURES}})
         except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TransmodError(f"{path}: not a fidelity file of the workflow ({exc}); re-run the fidelity rule") from None
     if not rows:
@@ -55,12 +75,9 @@ def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path
     out = table.groupby(keys, sort=True)[MEASURES].mean().reset_index()
     scores = []
     for path in zero_shot:
-        try:
-            run = json.loads(Path(path).read_text())
-            scores.append({"setting": run["run"]["pair"], "module": run["run"]["peft"],
-                           "init": run["run"]["init"].removeprefix(ZERO_SHOT), "zero_shot": 100 * run["score"]})
-        except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TransmodError(f"{path}: not a metrics file of the workflow ({exc}); re-run evaluate") from None
+        run = read_metrics(path)
+        scores.append({"setting": run["run"]["pair"], "module": run["run"]["peft"],
+                       "init": str(run["run"]["init"]).removeprefix(ZERO_SHOT), "zero_shot": 100 * run["score"]})
     if scores:
         by_init = pd.DataFrame(scores).groupby(["setting", "module", "init"])["zero_shot"].mean()
         inits = table.drop_duplicates(keys).set_index(keys)["init"]
@@ -71,24 +88,32 @@ def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path
 
 
 def write_fidelity(table: pd.DataFrame, stem: str | Path, plot: str | Path) -> None:
-    """stem.md, stem.csv and a PNG bar plot of the relative error per method."""
+    """stem.md, stem.csv and a PNG bar plot of the relative error per method (while no other job writes the
+    results' tables and plots: aggregate_tables replaces those folders whole)."""
+    def num(value: float, digits: int) -> str:
+        return "" if pd.isna(value) else f"{value:.{digits}f}"
+
+    names = ("setting", "module", "mapping", "method")
+    lines = ["### Transfer fidelity per alignment method", "",
+             "| setting | module | mapping | method | rel. error | cosine | CKA | zero-shot |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(md_literal(getattr(r, n)) for n in names) + f" | {num(r.rel_error, 3)} | "
+              f"{num(r.cosine, 3)} | {num(r.cka, 3)} | {num(r.zero_shot, 1)} |" for r in table.itertuples()]
+    with exclusive(os.path.commonpath([os.path.abspath(Path(stem).parent), os.path.abspath(Path(plot).parent)])):
+        with atomic_path(f"{stem}.md") as tmp:
+            tmp.write_text("\n".join(lines + ["", CAPTION, ""]))
+        with atomic_path(f"{stem}.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+        _write_plot(table, plot)
+
+
+def _write_plot(table: pd.DataFrame, plot: str | Path) -> None:
+    """Relative error and CKA per mapping and method; an undefined measure has no bar (never a zero)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def num(value: float, digits: int) -> str:
-        return "" if pd.isna(value) else f"{value:.{digits}f}"
-
-    lines = ["### Transfer fidelity per alignment method", "",
-             "| setting | module | mapping | method | rel. error | cosine | CKA | zero-shot |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.setting} | {r.module} | {r.mapping} | {r.method} | {num(r.rel_error, 3)} | {num(r.cosine, 3)} | "
-              f"{num(r.cka, 3)} | {num(r.zero_shot, 1)} |" for r in table.itertuples()]
-    with atomic_path(f"{stem}.md") as tmp:
-        tmp.write_text("\n".join(lines + ["", CAPTION, ""]))
-    with atomic_path(f"{stem}.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
     groups = list(table.groupby(["setting", "module"]))
     fig, axes = plt.subplots(2, len(groups), figsize=(4.5 * len(groups), 6.0), squeeze=False)
     for col, ((setting, module), sub) in enumerate(groups):
@@ -96,7 +121,9 @@ def write_fidelity(table: pd.DataFrame, stem: str | Path, plot: str | Path) -> N
         colors = ["#4c72b0" if m == "skip" else "#dd8452" for m in sub.mapping]
         for ax, measure, label in ((axes[0][col], "rel_error", "relative error (lower is better)"),
                                    (axes[1][col], "cka", "CKA, map-free (higher is better)")):
-            ax.bar(range(len(sub)), sub[measure].fillna(0), color=colors)
+            shown = sub[measure].notna().to_numpy()
+            ax.bar([i for i, s in enumerate(shown) if s], sub[measure][shown],
+                   color=[c for c, s in zip(colors, shown) if s])
             ax.set_xticks(range(len(sub)), labels, rotation=60, fontsize=7)
             ax.set_title(f"{setting}, {module}", fontsize=9)
             ax.set_ylabel(label, fontsize=8)

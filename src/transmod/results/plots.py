@@ -8,7 +8,9 @@
   dimensions reordered by the assignment (the matched r then lie on the diagonal).
 
 Figures are built on `matplotlib.figure.Figure` (no pyplot state, no display needed) and written
-atomically; PDFs carry no creation date, so an unchanged input gives an unchanged file.
+atomically; PDFs carry no creation date, so an unchanged input gives an unchanged file. A figure without
+data (no finished run, no alignment file yet) is not written at all. Names from the config show as
+written: `$` starts no mathtext.
 """
 
 from __future__ import annotations
@@ -47,16 +49,6 @@ def save(fig, stem: str | Path) -> list[Path]:
     return written
 
 
-def placeholder(stem: str | Path, title: str, message: str) -> list[Path]:
-    """A figure that says what is not there yet (so a partial run still has every declared output)."""
-    fig = _figure(6.0, 2.2)
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=10)
-    ax.text(0.5, 0.45, message, ha="center", va="center", wrap=True, fontsize=9, color="#a33")
-    return save(fig, stem)
-
-
 def score_bars(
     mean: pd.DataFrame,
     sd: pd.DataFrame | None,
@@ -90,7 +82,9 @@ def score_figure(
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(models))
     x = np.arange(len(columns), dtype=float)
-    top = np.nanmax(mean.to_numpy(float)) if np.isfinite(mean.to_numpy(float)).any() else 1.0
+    shown_values = mean.to_numpy(float)[np.isfinite(mean.to_numpy(float))]
+    top = shown_values.max() if shown_values.size else 1.0
+    bottom = min(0.0, shown_values.min()) if shown_values.size else 0.0  # a Matthews correlation may be negative
     for i, model in enumerate(models):
         values = mean.loc[model].to_numpy(float)
         errors = sd.loc[model].reindex(columns).to_numpy(float) if sd is not None and model in sd.index else None
@@ -119,7 +113,7 @@ def score_figure(
         ax.axvline(columns.index("AVG") - 0.5, color="#999", linewidth=0.6, linestyle=":")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.set_ylim(0, top * 1.12 if top > 0 else 1)
+    ax.set_ylim(bottom * 1.12, top * 1.12 if top > 0 else 1)
     ax.grid(axis="y", linewidth=0.4, alpha=0.5)
     ax.set_axisbelow(True)
     ax.legend(fontsize=8, ncols=min(4, len(models)), loc="lower center", bbox_to_anchor=(0.5, 1.08), frameon=False)
@@ -220,47 +214,58 @@ def _rows(frame, pair: str, peft: str):
 
 def figure_paths(outdir: str | Path, pair: str, task: str, peft: str) -> dict[str, list[Path]]:
     """Where write_all puts the figures of one setting, task and module: {kind: [png, pdf]}."""
-    base = Path(outdir) / pair / task
-    return {kind: [base / f"{kind}.{peft}{ext}" for ext in FORMATS] for kind in KINDS}
+    from transmod.results.runs import inside
+
+    return {kind: [inside(outdir, pair, task, f"{kind}.{peft}{ext}") for ext in FORMATS] for kind in KINDS}
 
 
 def write_all(runs, align: Iterable[Mapping[str, str]], outdir: str | Path) -> list[Path]:
-    """Every figure of every (setting, task, module) in the runs' plan, under outdir/<pair>/<task>/.
+    """Every figure with data of every (setting, task, module) in the runs' plan, under outdir/<pair>/<task>/.
 
     `align` lists the alignment files of the plan, each a mapping with keys pair, task, lang, peft,
     mapping, assignment and correlation (paths; a missing file is left out of the figure).
     """
-    from transmod.align.alignment import Alignment
-    from transmod.align.correlation import Correlation
-    from transmod.results.cells import metric_label, task_stats, unique
+    import matplotlib
+
+    from transmod.results.cells import task_stats, unique
 
     align = list(align)
     plan = runs.plan
     written: list[Path] = []
-    for task in unique(plan.task):
-        st = task_stats(runs, task)
-        for pair in unique(plan[plan.task == task].pair):
-            for peft in unique(plan[(plan.task == task) & (plan.pair == pair)].peft):
-                stems = {kind: paths[0].with_suffix("") for kind, paths in figure_paths(outdir, pair, task, peft).items()}
-                name = f"{pair} · {runs.task(task).short} · {peft}"
-                mean, sd, p, partial = (_rows(x, pair, peft) for x in (st.mean, st.sd, st.p, st.partial))
-                written += score_bars(mean, sd, stems["scores"], f"{name}: per language (mean ± SD over seeds)",
-                                      metric_label(runs.task(task), st.metric).split(": ", 1)[1], p.to_dict(), partial)
-                mine = [a for a in align if (a["pair"], a["task"], a["peft"]) == (pair, task, peft)]
-                curves: dict[str, list] = {}
-                for a in mine:
-                    if Path(a["assignment"]).is_file():
-                        curves.setdefault(a["mapping"], []).append(layer_quality(Alignment.load(a["assignment"])))
-                if curves:
-                    written += alignment_quality(curves, stems["alignment"], f"{name}: alignment quality per layer")
-                else:
-                    written += placeholder(stems["alignment"], f"{name}: alignment quality per layer",
-                                           "no assignment file (results/align/…/*.lsa.alignment.safetensors) yet")
-                source = next((a for a in mine if a["mapping"] == "skip" and Path(a["correlation"]).is_file()), None)
-                if source is None:
-                    written += placeholder(stems["correlation"], f"{name}: correlation heatmap",
-                                           "no correlation file (results/align/…/skip.correlation.safetensors) yet")
-                else:
-                    corr = Correlation.load(source["correlation"])
-                    written += correlation_heatmap(corr, stems["correlation"], f"{name} · {source['lang']} · SKIP")
+    with matplotlib.rc_context({"text.parse_math": False}):  # names from the config are plain text
+        for task in unique(plan.task):
+            st = task_stats(runs, task)
+            for pair in unique(plan[plan.task == task].pair):
+                for peft in unique(plan[(plan.task == task) & (plan.pair == pair)].peft):
+                    mine = [a for a in align if (a["pair"], a["task"], a["peft"]) == (pair, task, peft)]
+                    written += _setting_figures(runs, st, mine, figure_paths(outdir, pair, task, peft), (pair, task, peft))
+    return written
+
+
+def _setting_figures(runs, st, align: list[Mapping[str, str]], paths: Mapping[str, list[Path]],
+                     key: tuple[str, str, str]) -> list[Path]:
+    """The figures of one setting, task and module that have data: scores where a run finished, alignment
+    quality where an assignment file exists, the heatmap where a SKIP correlation file does."""
+    from transmod.align.alignment import Alignment
+    from transmod.align.correlation import Correlation
+    from transmod.results.cells import metric_label
+
+    pair, task, peft = key
+    stems = {kind: files[0].with_suffix("") for kind, files in paths.items()}
+    name = f"{pair} · {runs.task(task).short} · {peft}"
+    mean, sd, p, partial = (_rows(x, pair, peft) for x in (st.mean, st.sd, st.p, st.partial))
+    written: list[Path] = []
+    if np.isfinite(mean.to_numpy(float)).any():
+        written += score_bars(mean, sd, stems["scores"], f"{name}: per language (mean ± SD over seeds)",
+                              metric_label(runs.task(task), st.metric).split(": ", 1)[1], p.to_dict(), partial)
+    curves: dict[str, list] = {}
+    for a in align:
+        if Path(a["assignment"]).is_file():
+            curves.setdefault(a["mapping"], []).append(layer_quality(Alignment.load(a["assignment"])))
+    if curves:
+        written += alignment_quality(curves, stems["alignment"], f"{name}: alignment quality per layer")
+    source = next((a for a in align if a["mapping"] == "skip" and Path(a["correlation"]).is_file()), None)
+    if source is not None:
+        corr = Correlation.load(source["correlation"])
+        written += correlation_heatmap(corr, stems["correlation"], f"{name} · {source['lang']} · SKIP")
     return written

@@ -20,7 +20,7 @@ from transmod.results.cells import (
     summary_table,
     unique,
 )
-from transmod.results.runs import Runs
+from transmod.results.runs import Runs, inside
 from transmod.results.stats import MARKER_NOTE, stars
 
 MAX_LISTED = 20
@@ -79,26 +79,37 @@ def _settings_in(table: Table) -> list[str]:
     return unique(table.index.get_level_values(0))
 
 
+MD_SPECIAL = frozenset("\\`*_[]<>#|&~$")  # Markdown syntax: emphasis, links, raw HTML, headings, table cells, math
+
+
+def md_literal(text: str) -> str:
+    """Text from the config or the plan (task titles and labels, settings, names) as literal Markdown on one
+    line: no raw HTML, no heading or table row of its own, no extra cell."""
+    return "".join("\\" + ch if ch in MD_SPECIAL else ch for ch in " ".join(str(text).split()))
+
+
 def to_markdown(table: Table) -> str:
-    lines = [f"## {table.title}", ""]
+    lines = [f"## {md_literal(table.title)}", ""]
     for pair in _settings_in(table):
         sub = table.for_setting(pair)
         names = ["module", "model"] + [c.name for c in sub.columns]
-        lines += [f"### {pair}: {sub.settings[pair]}", "", "| " + " | ".join(names) + " |",
+        lines += [f"### {md_literal(pair)}: {md_literal(sub.settings[pair])}", "", "| " + " | ".join(map(md_literal, names)) + " |",
                   "|" + "---|" * 2 + "---:|" * len(sub.columns)]
         for key in sub.index:
-            lines.append("| " + " | ".join([key[1], key[2]] + [_cell(c, key, "md") for c in sub.columns]) + " |")
+            lines.append("| " + " | ".join([md_literal(key[1]), md_literal(key[2])] + [_cell(c, key, "md") for c in sub.columns])
+                         + " |")
         lines.append("")
-    return "\n".join(lines + [note + "\n" for note in _notes(table)])
+    return "\n".join(lines + [md_literal(note) + "\n" for note in _notes(table)])
+
+
+TEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "%": r"\%", "#": r"\#",
+       "_": r"\_", "^": r"\^{}", "~": r"\textasciitilde{}", "<": r"$<$", ">": r"$>$", "≤": r"$\leq$",
+       "→": r"$\rightarrow$", "±": r"$\pm$", "†": r"$^{\dagger}$", "…": r"\ldots{}"}
 
 
 def _tex(text: str) -> str:
-    out = str(text)
-    for a, b in (("\\", r"\textbackslash{}"), ("^", r"\^{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                 ("#", r"\#"), ("→", r"$\rightarrow$"), ("±", r"$\pm$"), ("†", r"$^{\dagger}$"), ("…", r"\ldots{}"),
-                 ("<=", r"$\leq$"), ("<", r"$<$")):
-        out = out.replace(a, b)
-    return out
+    """Text as literal LaTeX on one line (a blank line would end the caption's paragraph)."""
+    return "".join(TEX.get(ch, ch) for ch in " ".join(str(text).replace("<=", "≤").split()))
 
 
 def to_latex(table: Table) -> str:
@@ -190,9 +201,9 @@ def write_text(target: str | Path, text: str) -> Path:
     return target
 
 
-def write_tables(table: Table, stem: str | Path) -> list[Path]:
-    """stem.md, stem.csv and stem.tex (every setting in one file)."""
-    return [write_text(f"{stem}.md", to_markdown(table)), write_text(f"{stem}.csv", to_csv(table)),
+def write_tables(table: Table, stem: str | Path, csv: str | None = None) -> list[Path]:
+    """stem.md, stem.csv (`csv`, or the table's own) and stem.tex (every setting in one file)."""
+    return [write_text(f"{stem}.md", to_markdown(table)), write_text(f"{stem}.csv", csv or to_csv(table)),
             write_text(f"{stem}.tex", to_latex(table))]
 
 
@@ -212,21 +223,18 @@ def ignored_note(runs: Runs) -> list[str]:
 def write_all(runs: Runs, outdir: str | Path, html_dir: str | Path | None = None) -> list[Path]:
     """summary.{md,csv,tex} and <task>.{md,csv,tex} under outdir; <pair>.summary.html and <pair>.<task>.html
     (one page per setting) under html_dir."""
-    outdir = Path(outdir)
     summary = summary_table(runs)
     summary.notes += ignored_note(runs)
-    written = [write_text(outdir / "summary.md", to_markdown(summary)),
-               write_text(outdir / "summary.csv", summary_csv(runs)),
-               write_text(outdir / "summary.tex", to_latex(summary))]
+    written = write_tables(summary, inside(outdir, "summary"), summary_csv(runs))
     tables = {"summary": summary}
     for task in unique(runs.plan.task):
         tables[task] = per_language_table(runs, task)
         tables[task].notes += ignored_note(runs)
-        written += write_tables(tables[task], outdir / task)
+        written += write_tables(tables[task], inside(outdir, task))
     if html_dir is not None:
         for name, table in tables.items():
             for pair in _settings_in(table):
-                written.append(write_text(Path(html_dir) / f"{pair}.{name}.html", to_html(table, pair)))
+                written.append(write_text(inside(html_dir, f"{pair}.{name}.html"), to_html(table, pair)))
     return written
 
 

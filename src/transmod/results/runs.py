@@ -5,6 +5,7 @@ it (`run` in the metrics JSON). `gather` reads the files of the plan that exist,
 different config wrote (naming the file and the differing key), lists the requested runs that have
 no file yet (they become empty cells with a footnote, never zeros) and, when given the runs folder,
 refuses metrics files there that come from another config than the one the tables are built for.
+A score outside its metric's range, and a run name that is not a plain file name, are refused too.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import pandas as pd
 
 from transmod.errors import TransmodError
 from transmod.inits import ZERO_SHOT, is_zero_shot
-from transmod.train.tasks import TASKS, Task
+from transmod.train.tasks import METRICS, TASKS, Task
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
         ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
         ("student", "zs-default"): "Student (zero-shot)"}
 ZERO_SHOT_ROW = " (zero-shot)"
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
+NAME_KEYS = ("pair", "task", "lang", "peft")  # run names that become folders and files (runs/, plots/, tables/)
 SETTING_KEYS = ("teacher", "student", "training", "module")  # what makes two runs of one setting comparable
 
 
@@ -86,20 +88,48 @@ def first_difference(a: Any, b: Any, prefix: str = "run") -> str | None:
     return None if a == b else f"{prefix}: {json.dumps(a, default=str)} vs {json.dumps(b, default=str)}"
 
 
+def _is_plain(name: Any) -> bool:
+    """One plain path component: a name from a plan or metrics file never leads out of a folder."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def check_names(info: Mapping[str, Any], where: str, fix: str, keys: tuple[str, ...] = NAME_KEYS) -> None:
+    """Refuse run info whose names (pair, task, language, module) are not plain file names, in one line."""
+    for key in keys:
+        if not _is_plain(info.get(key)):
+            raise TransmodError(f"{where}.{key}: {info.get(key)!r} is not a plain name (empty, '.', '..', or holds "
+                                f"'/', '\\' or NUL), and it becomes part of file paths; {fix}")
+
+
+def inside(folder: str | Path, *names: str) -> Path:
+    """folder/names...: each a plain name, so that an output path never lies outside the output folder."""
+    for name in names:
+        if not _is_plain(name):
+            raise TransmodError(f"{folder}: refused to write {name!r} there (not a plain file name); fix that name "
+                                "in the config and run `snakemake results/plan.json -c1` to rewrite the plan")
+    return Path(folder).joinpath(*names)
+
+
 def read_metrics(path: str | Path) -> dict[str, Any]:
-    """A metrics file of `transmod evaluate` (score in 0..1, metric, run info); TransmodError otherwise."""
+    """A metrics file of `transmod evaluate` (score within its metric's range, run info); TransmodError otherwise."""
+    fix = "re-run the evaluate job that writes it (delete the file first)"
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         missing = [key for key in RUN_KEYS if key not in data["run"]]
         if missing:
             raise KeyError(f"run.{missing[0]}")
-        score = float(data["score"])
-        if not math.isfinite(score):
-            raise ValueError(f"score is {data['score']}")
+        score, metric = data["score"], data["metric"]
     except FileNotFoundError:
         raise TransmodError(f"{path}: no such metrics file; run the evaluate job that writes it") from None
     except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise TransmodError(f"{path}: not a metrics file of transmod evaluate ({exc!r}); re-run evaluate") from None
+        raise TransmodError(f"{path}: not a metrics file of transmod evaluate ({exc!r}); {fix}") from None
+    if metric not in METRICS:
+        raise TransmodError(f"{path}: unknown metric {metric!r} (transmod scores {', '.join(METRICS)}); {fix}")
+    low, high = METRICS[metric].bounds
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not low <= score <= high:
+        raise TransmodError(f"{path}: score {json.dumps(score)} is not a number from {low:g} to {high:g}, the range "
+                            f"of {METRICS[metric].description}; {fix}")
+    check_names(data["run"], f"{path}: run", fix)
     return data
 
 
@@ -108,7 +138,7 @@ def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
     role, init = run["role"], run["init"]
     return {**{k: run[k] for k in RUN_KEYS}, "init": None if role == "teacher" else init,
             "teacher": run.get("teacher"), "student": run.get("student"),
-            "score": 100 * float(data["score"]), "metric": data.get("metric", ""), "file": str(path),
+            "score": 100 * float(data["score"]), "metric": data["metric"], "file": str(path),
             "row": row_name(role, init)}
 
 
@@ -172,6 +202,22 @@ def run_id(row: Mapping[str, Any]) -> str:
     return f"{row['pair']}/{row['task']}/{row['lang']}/{row['peft']}/{run}/seed{row['seed']}"
 
 
+def _read_requested(path: str, info: Mapping[str, Any], task: Task | None) -> dict[str, Any]:
+    """A requested run's metrics file, refused if another config wrote it or it is scored by another metric."""
+    data = read_metrics(path)
+    diff = first_difference(normalise(data["run"]), info, prefix="run")
+    if diff:
+        raise TransmodError(
+            f"{path}: written by a different config than the current one ({diff}: this file vs the config); "
+            f"tables never mix configs: run the workflow to redo it, or restore the config it was made with"
+        )
+    declared = task or TASKS.get(info["task"])
+    if declared is not None and data["metric"] != declared.metric:
+        raise TransmodError(f"{path}: scored by {data['metric']}, but the config scores task {info['task']} by "
+                            f"{declared.metric}; tables never mix metrics: re-run the evaluate job that writes it")
+    return data
+
+
 def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = None,
            tasks: Mapping[str, Task] | None = None) -> Runs:
     """Read every requested metrics file that exists (see the module doc for what is refused)."""
@@ -179,20 +225,14 @@ def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = 
     current: dict[tuple, tuple[str, dict]] = {}
     for path, info in expected.items():
         info = normalise(info)
+        check_names(info, f"the plan's run {path}", "fix the config and run `snakemake results/plan.json -c1`")
         current.setdefault(_setting_key(info), (path, normalise(_settings(info))))
         if not Path(path).is_file():
             missing.append({**{k: info[k] for k in RUN_KEYS}, "init": None if info["role"] == "teacher" else info["init"],
                             "teacher": info.get("teacher"), "student": info.get("student"), "score": math.nan,
                             "metric": "", "file": str(path), "row": row_name(info["role"], info["init"])})
             continue
-        data = read_metrics(path)
-        diff = first_difference(normalise(data["run"]), info, prefix="run")
-        if diff:
-            raise TransmodError(
-                f"{path}: written by a different config than the current one ({diff}: this file vs the config); "
-                f"tables never mix configs: run the workflow to redo it, or restore the config it was made with"
-            )
-        finished.append(_record(path, data))
+        finished.append(_record(path, _read_requested(path, info, (tasks or {}).get(info["task"]))))
     ignored = []
     if scan is not None and Path(scan).is_dir():
         requested = {Path(p).resolve() for p in expected}

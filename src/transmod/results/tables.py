@@ -5,58 +5,100 @@ run info the workflow records in it, the alignment files the figures read (paths
 the tasks' declarations (the tables' names, metrics and captions).
 From that plan and whatever runs have finished, `write_results` writes RESULTS_DIR/tables/ and
 RESULTS_DIR/plots/. It trains nothing: a run without a metrics file is an empty cell with a footnote, and
-metrics of another config are refused before anything is written. Every file appears whole.
+metrics of another config are refused before anything is written.
+
+The two folders are one set: both are written as temporary siblings and moved into place together at the
+end, so a reader, a failed run (a full disk) and an interrupted one (Ctrl-C, SIGTERM) see the old set or
+the new one, never a mix. Each folder lists what transmod wrote there (`MANIFEST`, with checksums); a file
+it did not write, or one changed since, is named and refused instead of being dropped with the old set.
+The fidelity table's files (another job's) are carried over into the new set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-from collections.abc import Callable
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from transmod.atomic import MARK, atomic_path
 from transmod.errors import TransmodError
 from transmod.results import plots, render
-from transmod.results.runs import Plan, gather
-from transmod.train.tasks import Task
+from transmod.results.runs import NAME_KEYS, RUN_KEYS, Plan, Runs, check_names, gather, inside
+from transmod.train.tasks import METRICS, TASKS, Task
 
 PLAN_FILE = "plan.json"
 TABLES_DIR, HTML_DIR, PLOTS_DIR, RUNS_DIR = "tables", "tables/html", "plots", "runs"
 ALIGN_FILES = ("assignment", "correlation")  # the path-valued keys of a plan's alignment records
+MANIFEST = ".transmod-files.json"  # in tables/ and plots/: {file: sha256} of what transmod tables wrote there
+CARRIED = ("tables/fidelity.md", "tables/fidelity.csv", "plots/fidelity.png")  # fidelity_table's (align.smk)
+LOCK = ".transmod-tables.lock"  # in RESULTS_DIR: one writer of tables/ and plots/ at a time
+PLAN_FIX = "rewrite it with `snakemake results/plan.json -c1` in the workflow's folder"
 
 
 def write_plan(plan: Plan, results_dir: str | Path, target: str | Path) -> None:
     """The workflow's plan (paths under results_dir) as RESULTS_DIR/plan.json, paths relative to results_dir."""
-    def inside(path: str) -> str:
+    def inside_results(path: str) -> str:
         return Path(path).relative_to(results_dir).as_posix()
 
-    data = {MARK: "plan", "runs": {inside(p): info for p, info in plan["runs"].items()},
-            "align": [{k: inside(v) if k in ALIGN_FILES else v for k, v in a.items()} for a in plan["align"]],
+    data = {MARK: "plan", "runs": {inside_results(p): info for p, info in plan["runs"].items()},
+            "align": [{k: inside_results(v) if k in ALIGN_FILES else v for k, v in a.items()} for a in plan["align"]],
             "tasks": plan.get("tasks", {})}
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
 
 
 def load_plan(results_dir: str | Path) -> Plan:
-    """RESULTS_DIR/plan.json, with paths under results_dir again."""
+    """RESULTS_DIR/plan.json, with paths under results_dir again; every name and path in it checked."""
     results_dir = Path(results_dir)
     path = results_dir / PLAN_FILE
     if not path.is_file():
         raise TransmodError(f"{path}: no plan of the workflow's runs here; give the results folder of a workflow "
-                            "run (any `snakemake` run writes the plan first)")
+                            "run, or write its plan with `snakemake results/plan.json -c1` in the workflow's folder "
+                            "(a dry run, `snakemake -n`, writes none)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get(MARK) != "plan":
             raise ValueError("no transmod plan mark")
-        runs = {str(results_dir / p): info for p, info in data["runs"].items()}
-        align = [{k: str(results_dir / v) if k in ALIGN_FILES else v for k, v in a.items()} for a in data["align"]]
-        tasks = data.get("tasks", {})  # plans of older versions: the built-in tasks only
-        for task in tasks.values():
-            Task.from_dict(task)
+        runs, align, tasks = dict(data["runs"]), list(data["align"]), dict(data.get("tasks", {}))  # older: no tasks
+        declared = {name: Task.from_dict(task) for name, task in tasks.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise TransmodError(f"{path}: not a plan that transmod's workflow wrote ({exc}); run the workflow again "
                             "to rewrite it") from None
-    return Plan(runs=runs, align=align, tasks=tasks)
+    _check_runs(path, runs, declared)
+    for i, record in enumerate(align):
+        check_names(record, f"{path}: align[{i}]", PLAN_FIX, NAME_KEYS + ("mapping",))
+        for key in ALIGN_FILES:
+            _check_relative(path, f"align[{i}].{key}", record.get(key))
+    return Plan(runs={str(results_dir / p): info for p, info in runs.items()},
+                align=[{k: str(results_dir / v) if k in ALIGN_FILES else v for k, v in a.items()} for a in align],
+                tasks=tasks)
+
+
+def _check_runs(path: Path, runs: Mapping[str, Any], declared: Mapping[str, Task]) -> None:
+    """Every run of a plan: a metrics path inside the results folder, its run info complete and plainly named,
+    its task declared with a metric the tables know."""
+    for file, info in runs.items():
+        where = f"{path}: runs[{json.dumps(file)}]"
+        _check_relative(path, f"runs[{json.dumps(file)}]", file)
+        if not isinstance(info, dict) or any(key not in info for key in RUN_KEYS):
+            raise TransmodError(f"{where}: not run info with the keys {', '.join(RUN_KEYS)}; {PLAN_FIX}")
+        check_names(info, where, PLAN_FIX)
+        task = declared.get(info["task"]) or TASKS.get(info["task"])
+        if task is None or task.metric not in METRICS:
+            raise TransmodError(f"{where}.task: {info['task']!r} has no declaration with a known metric under "
+                                f"`tasks`; {PLAN_FIX}")
+
+
+def _check_relative(path: Path, key: str, value: Any) -> None:
+    """A path of the plan: relative, and never out of the results folder."""
+    if not isinstance(value, str) or not value or "\0" in value or Path(value).is_absolute() or ".." in Path(value).parts:
+        raise TransmodError(f"{path}: {key}: {value!r} is not a path inside the results folder; {PLAN_FIX}")
 
 
 def write_results(results_dir: str | Path, plan: Plan | None = None, log: Callable[[str], None] = print) -> list[Path]:
@@ -66,13 +108,115 @@ def write_results(results_dir: str | Path, plan: Plan | None = None, log: Callab
     plan = load_plan(results_dir) if plan is None else plan
     tasks = {name: Task.from_dict(task) for name, task in plan.get("tasks", {}).items()}
     runs = gather(plan["runs"], scan=results_dir / RUNS_DIR, tasks=tasks)
-    log(f"{len(runs.finished)} runs with a metrics file, {len(runs.missing)} without one (empty cells)")
-    for path in runs.missing.file:
-        log(f"  no metrics file: {path}")
-    for path in runs.ignored:
-        log(f"  not requested by the config (same settings), not read: {path}")
-    written = render.write_all(runs, results_dir / TABLES_DIR, results_dir / HTML_DIR)
-    written += plots.write_all(runs, plan["align"], results_dir / PLOTS_DIR)
-    for path in written:
-        log(str(path))
-    return written
+    missing = f" ({len(runs.missing)} without a metrics file: empty cells, listed under the tables)" if len(runs.missing) else ""
+    log(f"{len(runs.finished)} of {len(runs.finished) + len(runs.missing)} runs finished{missing}")
+    if runs.ignored:
+        log(f"{len(runs.ignored)} metrics files of the same settings that the config does not request were not "
+            "read (listed under the tables)")
+    with exclusive(results_dir):
+        return _replace_set(results_dir, runs, plan["align"], log)
+
+
+def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]], log: Callable[[str], None]) -> list[Path]:
+    """tables/ and plots/ written as temporary siblings, then moved into place one right after the other."""
+    folders = {name: results_dir / name for name in (TABLES_DIR, PLOTS_DIR)}
+    for folder in folders.values():
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise TransmodError(f"{folder}: not the folder transmod tables writes (a link or a file); move it away")
+    with _HeldSignals(log) as held, atomic_path(folders[TABLES_DIR], is_dir=True) as tables, \
+            atomic_path(folders[PLOTS_DIR], is_dir=True) as figures:
+        staged = {TABLES_DIR: tables, PLOTS_DIR: figures}
+        html = inside(tables, *Path(HTML_DIR).relative_to(TABLES_DIR).parts)
+        written = render.write_all(runs, tables, html) + plots.write_all(runs, align, figures)
+        final = [folders[name] / p.relative_to(tmp) for p in written for name, tmp in staged.items()
+                 if p.is_relative_to(tmp)]
+        twice = next((p for p in final if final.count(p) > 1), None)
+        if twice is not None:
+            raise TransmodError(f"{twice}: two tables would be written there (a task named like a table?); "
+                                "rename the task in the config")
+        for name, tmp in staged.items():
+            _write_manifest(tmp)
+            _keep_others(folders[name], tmp)
+        held.start()  # from here on both folders are replaced, even if a signal comes
+    return final
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    """Every entry under `folder` that is not a folder (links included), as relative POSIX paths, sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink() or not p.is_dir())
+
+
+def _write_manifest(staged: Path) -> None:
+    files = {name: _sha256(staged / name) for name in _files(staged)}
+    (staged / MANIFEST).write_text(json.dumps({MARK: "tables", "files": files}, indent=1, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+
+
+def _keep_others(folder: Path, staged: Path) -> None:
+    """Carry the fidelity table's files from the old `folder` into the new set; refuse any other file there that
+    transmod tables did not write (or that changed since), naming it: the old folder goes as a whole."""
+    if not folder.is_dir():
+        return
+    listed = _manifest(folder)
+    for name in _files(folder):
+        old, new = folder / name, staged / name
+        if name == MANIFEST:
+            continue
+        if f"{folder.name}/{name}" in CARRIED and not new.exists():
+            new.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(old, new, follow_symlinks=False)
+        elif not (new.exists() if listed is None else
+                  name in listed and not old.is_symlink() and _sha256(old) == listed[name]):
+            raise TransmodError(f"{old}: not written by transmod tables, or changed since; move it out of {folder} "
+                                "(transmod tables replaces the folder whole), then run again")
+
+
+def _manifest(folder: Path) -> dict[str, str] | None:
+    """What transmod tables wrote in `folder`; None for a folder of an older transmod, which listed nothing
+    (then the files the new set writes count as its own)."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return dict(data["files"]) if data.get(MARK) == "tables" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+class _HeldSignals:
+    """Once `start` is called, SIGINT and SIGTERM wait until the block ends: the new set, once it starts to
+    replace the old one, replaces it whole (a signal then is logged, and the command ends as done)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log, self.saved, self.caught = log, {}, []
+
+    def __enter__(self) -> _HeldSignals:
+        return self
+
+    def start(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # only the main thread sets handlers
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.saved[number] = signal.signal(number, lambda caught, frame: self.caught.append(caught))
+
+    def __exit__(self, kind: type | None, *rest: Any) -> None:
+        for number, handler in self.saved.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if self.caught and kind is None:
+            self.log(f"{signal.Signals(self.caught[0]).name} came while the new tables and plots replaced the old "
+                     "ones; they did, whole")
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path) -> Iterator[None]:
+    """One writer of tables/ and plots/ at a time (transmod tables, aggregate_tables and fidelity_table write
+    there, and the first two replace both folders), through a lock file in `folder` that stays. A file system
+    without locks (Lustre mounted without flock) leaves it to the user not to run two at once."""
+    import fcntl
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / LOCK, "a") as handle:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

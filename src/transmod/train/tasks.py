@@ -21,10 +21,12 @@ TASK_KINDS: tuple[str, ...] = (TOKEN, SEQUENCE)
 
 @dataclass(frozen=True)
 class Metric:
-    """A test/validation metric: what the tables call it and which task kinds it scores."""
+    """A test/validation metric: what the tables call it, which task kinds it scores, and the range of its
+    values (the tables refuse a score outside it)."""
 
     description: str
     kinds: tuple[str, ...]
+    bounds: tuple[float, float] = (0.0, 1.0)
 
 
 # Keys are what metrics.json and predictions record (`f1` is seqeval's name, kept for the study's files).
@@ -32,7 +34,7 @@ METRICS: dict[str, Metric] = {
     "f1": Metric("entity-level F1 (conlleval)", (TOKEN,)),
     "accuracy": Metric("accuracy", (TOKEN, SEQUENCE)),
     "macro_f1": Metric("macro-F1", (TOKEN, SEQUENCE)),
-    "matthews": Metric("Matthews correlation", (TOKEN, SEQUENCE)),
+    "matthews": Metric("Matthews correlation", (TOKEN, SEQUENCE), (-1.0, 1.0)),
 }
 
 
