@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -137,6 +138,18 @@ def _poison(relative: str, value: float = float("nan")):
         tensors[first].flat[0] = value
         save_file(tensors, str(path / relative))
     return edit
+
+
+def _nan_offset(path: Path) -> None:
+    """An lsa alignment file given a NaN offset for layer 0, its metadata kept."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["h0.offset"] = np.full(24, np.nan, dtype=np.float32)
+    save_file(tensors, str(path), metadata=meta)
 
 
 def _module_config(source: str, name: str, **changes):
@@ -356,6 +369,8 @@ CASES = {
                                           "would be ignored"),
     "transfer --align lsa, same width, no samples": (lambda s: transfer(s, "adapter", "teacher", "student", "--align", "lsa"),
                                                      None, "--align lsa fits the alignment on sampled hidden states"),
+    "NaN in an alignment file": (lambda s: transfer(s, "adapter", "teacher", "student", "--alignment", _broken(
+        s, "nan.alignment.safetensors", "lsa.safetensors", _nan_offset)), None, "h0.offset hold NaN or inf values"),
 }
 
 

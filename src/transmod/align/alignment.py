@@ -67,6 +67,7 @@ METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # fitted on s
 WEIGHT_METHODS = ("embed",)  # computed from the models' own weights (transmod.align.embeddings), never from samples
 DENSE_METHODS = ("linear", "procrustes")
 DEFAULT_RIDGE = 1e-4
+MAP_ARRAYS = ("sigma", "sign", "m_in", "offset", "m_out")  # a LayerMap's arrays, as an alignment file names them
 
 
 def check_method(method: str) -> str:
@@ -169,7 +170,7 @@ class Alignment:
 
         tensors: dict[str, np.ndarray] = {}
         for lm in self.layers:
-            for name in ("sigma", "sign", "m_in", "offset", "m_out"):
+            for name in MAP_ARRAYS:
                 value = getattr(lm, name)
                 if value is not None:
                     tensors[f"{lm.space}{lm.student_layer}.{name}"] = np.ascontiguousarray(value)
@@ -200,13 +201,18 @@ class Alignment:
                 for d in meta["layers"]:
                     prefix = f"{d['space']}{d['student']}."
                     arrays = {n: f.get_tensor(prefix + n) if prefix + n in keys else None
-                              for n in ("sigma", "sign", "m_in", "offset", "m_out")}
+                              for n in MAP_ARRAYS}
                     mean_r = float("nan") if d["mean_r"] is None else d["mean_r"]
                     layers.append(LayerMap(d["student"], d["teacher"], d["space"], mean_r=mean_r, **arrays))
             check_method(meta["method"])
         except Exception as exc:  # a foreign or damaged file: safetensors, JSON and key errors alike
             raise TransmodError(f"{path}: not a transmod alignment file ({exc}); write it with `transmod assign` or "
                                "`transmod fit-alignment`") from None
+        bad = [f"{lm.space}{lm.student_layer}.{n}" for lm in layers for n in MAP_ARRAYS
+               if getattr(lm, n) is not None and not np.isfinite(getattr(lm, n)).all()]
+        if bad:
+            raise TransmodError(f"{path}: {', '.join(bad)} hold NaN or inf values, which would make the moved module "
+                                "NaN; fit the alignment again")
         return cls(meta["method"], meta["mapping"], meta["teacher"], meta["student"], meta["num_tokens"],
                    meta["ridge"], meta["hook"], layers, meta.get("paired_share"))
 
