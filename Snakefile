@@ -18,7 +18,9 @@ from transmod.workflow.joblog import add_to_pythonpath
 from transmod.workflow.profile_check import check_slurm_profile
 
 add_to_pythonpath(SRC)
-as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"])  # a YAML error: file and line
+# A YAML error or YTE templating (`__use_yte__`, which would run Python) in config.yaml: file and line, before
+# `configfile:` reads it. Snakemake reads a --configfile before this line: validate_config refuses it afterwards.
+as_workflow_error(check_config_files, [Path(workflow.basedir) / "config.yaml"])
 
 
 configfile: Path(workflow.basedir) / "config.yaml"

@@ -20,6 +20,18 @@ def looks_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the form of a hub repository id (`name` or `owner/name`), by huggingface_hub's
+    own rule: letters, digits, `-`, `_` and `.`, never `--` or `..`, so that `slug` keeps hub ids apart."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def slug(name: str) -> str:
     """A hub id or model folder as one path component (`xlm-roberta-large`, `resources--demo--models--x`):
     results keyed by model, not by pair, are shared by every pair that uses it."""

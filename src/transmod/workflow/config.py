@@ -5,6 +5,8 @@ Every problem becomes one line that names the key, so `snakemake -n` refuses a b
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import jsonschema
 import yaml
 
 from transmod.errors import TransmodError, read_json
-from transmod.hub import looks_local
+from transmod.hub import is_hub_id, looks_local, slug
 from transmod.inits import ZERO_SHOT
 from transmod.train.tasks import Task, declare_task
 
@@ -26,6 +28,14 @@ KNOWN_SHAPES = {
 }
 # Folders that the workflow's own rules build when the config has their section (workflow/rules/{demo,minilm}.smk).
 BUILT_ASSETS = {"demo": "resources/demo/", "minilm": "resources/minilm/"}
+# The key that makes Snakemake evaluate a config file's `?`-values as Python (YTE templating): a config is data.
+YTE_KEY = "__use_yte__"
+# The longest pair or task name. Each names folders under results/ (and `<pair>.<task>.html` a file), and an
+# output is first written to a temporary sibling with a longer name (transmod.atomic): 64 keeps every derived
+# file name far below the 255 bytes a file system allows.
+NAME_MAX = 64
+# A model's own results folder (results/teachers/<name>, results/samples/<name>: hub.slug of its id or path).
+MODEL_NAME_MAX = 200
 
 
 def _key(path: Any) -> str:
@@ -39,15 +49,19 @@ class _StrictLoader(yaml.SafeLoader):
         seen: set = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            where = f"{self.name}, line {key_node.start_mark.line + 1}"
             if key in seen:
-                raise TransmodError(f"{self.name}, line {key_node.start_mark.line + 1}: key {key!r} is given twice in "
-                                    "one mapping (only the last would count); keep one")
+                raise TransmodError(f"{where}: key {key!r} is given twice in one mapping (only the last would count); "
+                                    "keep one")
+            if key == YTE_KEY:
+                raise TransmodError(f"{where}: {YTE_KEY} makes Snakemake run the file's `?` values as Python (YTE "
+                                    "templating); a transmod config is plain data: remove the key")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 def check_config_files(paths: Iterable[str | Path]) -> None:
-    """Each config file parses as YAML without duplicate keys; errors name the file and line."""
+    """Each config file parses as YAML without duplicate keys or YTE templating; errors name the file and line."""
     for path in paths:
         try:
             with open(path, encoding="utf-8") as handle:
@@ -66,6 +80,22 @@ _Validator = jsonschema.validators.extend(
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)),
 )
+
+
+def check_values(value: Any, path: tuple = ()) -> None:
+    """Every mapping key is text and every number finite: YAML reads `yes`, `on` or `1` as keys of other types,
+    which the schema's name patterns pass over, and `.nan` and `.inf` pass every bound (NaN compares false)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TransmodError(f"config key {_key(path)}: the name {key!r} is read as a {type(key).__name__}, "
+                                    "not as text; quote it")
+            check_values(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_values(item, (*path, i))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise TransmodError(f"config key {_key(path)}: {value} is not a finite number; give a finite value")
 
 
 def check_schema(config: dict, schema_file: str | Path, prefix: tuple = ()) -> None:
@@ -102,11 +132,57 @@ def model_dims(model: str) -> tuple[int, int] | None:
     return KNOWN_SHAPES.get(model)
 
 
-def _check_local(key: str, path: str, built: list[str]) -> None:
-    """A local path the config names must exist before any job, unless the workflow's rules build it."""
-    if looks_local(path) and not Path(path).expanduser().exists() and not path.startswith(tuple(built)):
+def check_names(config: dict) -> None:
+    """Pair and task names name folders under results/: the schema's patterns keep each one plain path
+    component, and NAME_MAX keeps every path derived from it valid."""
+    for section in ("pairs", "tasks"):
+        for name in config[section]:
+            if len(name) > NAME_MAX:
+                raise TransmodError(f"config key {section}: the name {name[:24]}... has {len(name)} characters; it "
+                                    f"names folders under results/: use at most {NAME_MAX}")
+
+
+def _built(path: str, built: list[str]) -> bool:
+    """A path under a folder that the workflow's own rules build (and that `..` does not climb out of)."""
+    return path.startswith(tuple(built)) and ".." not in Path(path).parts
+
+
+def _check_local(key: str, path: str, built: list[str], marker: str | None = None) -> None:
+    """A local path the config names must exist before any job (holding `marker`, if given), unless the
+    workflow's rules build it; any other name must be a hub id."""
+    folder = Path(path).expanduser()
+    if _built(path, built) and not folder.exists():
+        return
+    if not looks_local(path):
+        if not is_hub_id(path):
+            raise TransmodError(f"config key {key}: {path!r} is neither a local folder nor a hub id (name or "
+                                "owner/name, of letters, digits, -, _ and .); fix the name")
+    elif not folder.exists():
         raise TransmodError(f"config key {key}: no such local folder {path!r}; give an existing folder or a hub id "
                             "(owner/name)")
+    elif marker and not (folder / marker).is_file():
+        raise TransmodError(f"config key {key}: {path!r} is not a model folder (it holds no {marker}); give a "
+                            "model folder or a hub id (owner/name)")
+
+
+def check_models(config: dict, built: list[str]) -> None:
+    """Each model is a model folder or a hub id, with a results folder of its own: teacher runs and samples
+    are keyed by hub.slug of the name, so two models with one folder name would share them."""
+    folders: dict[str, tuple[str, str]] = {}
+    for pair, spec in config["pairs"].items():
+        for role in ("teacher", "student"):
+            key, name = f"pairs.{pair}.{role}", spec[role]
+            _check_local(key, name, built, marker="config.json")
+            folder = slug(name)
+            if folder in ("", ".", "..") or len(folder.encode()) > MODEL_NAME_MAX:
+                raise TransmodError(f"config key {key}: {name!r} would name its results folder {folder[:24]!r}, not "
+                                    f"one folder name of at most {MODEL_NAME_MAX} bytes; give the model by a shorter "
+                                    "path (a link to it)")
+            first_key, first = folders.setdefault(folder, (key, name))
+            if os.path.normpath(first) != os.path.normpath(name):
+                raise TransmodError(f"config key {key}: {name!r} and {first!r} ({first_key}) are different models "
+                                    f"whose results would share one folder (results/teachers/{folder}); rename or "
+                                    "move one of them")
 
 
 def declared_tasks(config: dict) -> dict[str, Task]:
@@ -139,13 +215,12 @@ def check_tasks(config: dict, built: list[str], read_data: bool) -> None:
 def check_semantics(config: dict, read_data: bool = True) -> None:
     built = [prefix for section, prefix in BUILT_ASSETS.items() if section in config]
     check_tasks(config, built, read_data)
+    check_models(config, built)
     bottleneck = config["modules"]["adapter"]["bottleneck"]
     for pair, spec in config["pairs"].items():
         for task in spec["tasks"]:
             if task not in config["tasks"]:
                 raise TransmodError(f"config key pairs.{pair}.tasks: task {task!r} has no entry under `tasks`; add one")
-        for role in ("teacher", "student"):
-            _check_local(f"pairs.{pair}.{role}", spec[role], built)
         teacher, student = model_dims(spec["teacher"]), model_dims(spec["student"])
         if teacher and student and student[0] > teacher[0]:
             raise TransmodError(
@@ -177,7 +252,9 @@ def validate_config(config: dict, schema_file: str | Path, config_files: Iterabl
                     read_data: bool = True) -> None:
     """All checks; `read_data=False` in a job's own process, where the data was checked at the start."""
     check_config_files(config_files)
+    check_values(config)
     check_schema(config, schema_file)
+    check_names(config)
     check_semantics(config, read_data)
 
 
