@@ -409,11 +409,12 @@ def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(sandbox, tmp
         assert main([str(a) for a in common]) == 0
         assert (tmp_path / "moved" / MARK_FILE).is_file()
         assert main([str(a) for a in common]) == 2 and "--overwrite" in capfd.readouterr().err
-        (tmp_path / "moved" / "stale.txt").write_text("from the first run")
+        first = {p.name: p.stat().st_ino for p in (tmp_path / "moved").iterdir()}
         assert main([str(a) for a in common + ["--overwrite"]]) == 0
     finally:
         os.umask(old)
-    assert not (tmp_path / "moved" / "stale.txt").exists()  # replaced whole, not merged
+    assert {p.name: p.stat().st_ino for p in (tmp_path / "moved").iterdir()}.keys() == first.keys()
+    assert not set(first.items()) & {(p.name, p.stat().st_ino) for p in (tmp_path / "moved").iterdir()}  # all new
     assert (tmp_path / "moved").stat().st_mode & 0o777 == 0o775
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "moved").iterdir()} == {0o664}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left

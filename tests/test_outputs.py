@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import SENTENCES, add_module, make_model, save_model
 
+from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK, MARK_FILE
 from transmod.cli import main
 
@@ -138,8 +139,12 @@ def test_a_stopped_sample_overwrite_leaves_the_old_file_and_nothing_else(inputs,
                            sig, dict(os.environ))
     assert done.returncode == 128 + sig, done.stderr
     _one_line(done.stderr)
-    assert "interrupted; nothing was written" in done.stderr
-    assert out.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+    if "interrupted; nothing was written" in done.stderr:
+        assert out.read_bytes() == old
+    else:  # on a loaded machine the signal may come after the new file is in place: then it says so
+        assert f"interrupted; {out} was written whole before that" in done.stderr, done.stderr
+        assert SampleFile.open(out).num_tokens > 0 and out.read_bytes() != old  # whole: its row count checks out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -170,7 +175,7 @@ def full_disk(tmp_path) -> Path:
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(inputs, tmp_path, full_disk):
-    (full_disk / "mine.txt").write_bytes(b"kept" * 15 * 1024)  # one 4 KiB page left
+    (full_disk / "mine.txt").write_bytes(b"kept" * 16 * 1024)  # the disk is full
     out = full_disk / "o"
     transfer = [TRANSMOD, "transfer", "--module", str(inputs / "wide-lora"), "--teacher-model", str(inputs / "wide"),
                 "--student-model", str(inputs / "narrow"), "--mapping", "skip", "--align", "select"]

@@ -15,9 +15,11 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -27,6 +29,7 @@ MARK = "transmod_output"  # metadata key naming the kind of a transmod output (s
 MARK_FILE = "transmod.json"  # inside an output folder: {MARK: kind, "files": [what transmod wrote], provenance...}
 _OLD_MARK_FILE = ".transmod-output"  # the plain-text mark of transmod 0.x folders: read, never written
 _HOST = socket.gethostname().replace(".", "-")
+WRITTEN: list[Path] = []  # what this process has moved into place, for an honest message when it is stopped
 MAX_NAME = 64  # longest name (pair, task, language, model folder) that becomes one path component
 
 
@@ -104,7 +107,9 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False,
     try:
         yield tmp
         _share(tmp, umask())
-        commit(tmp, target)
+        with _uninterrupted():  # a signal now would leave an old folder moved aside, or a false "nothing written"
+            commit(tmp, target)
+            WRITTEN.append(target)
     except BaseException as exc:
         full = _out_of_space(exc, target.parent)
         _remove(tmp)
@@ -115,6 +120,19 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from None
         raise
     _remove(tmp)  # a hard-linked file's temporary name (gone already after a rename)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered when the block ends), where the main thread can hold them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _out_of_space(exc: BaseException, folder: Path) -> bool:

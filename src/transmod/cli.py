@@ -1,8 +1,9 @@
-"""The `transmod` command: sample, correlate, assign, fit-alignment, transfer, fidelity. Each step reads and writes files."""
+"""The `transmod` command: sample, correlate, assign, fit-alignment, transfer, fidelity, tables. Each step reads and writes files."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import warnings
@@ -13,7 +14,7 @@ from transmod.align.alignment import DEFAULT_RIDGE, METHODS, WEIGHT_METHODS
 from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
 from transmod.align.texts import read_texts
 from transmod.align.transfer import LORA_B_ALIGNMENTS
-from transmod.atomic import check_output, new_output
+from transmod.atomic import WRITTEN, check_output, new_output
 from transmod.errors import TransmodError
 from transmod.modules.io import FORMATS
 from transmod.modules.kinds import MODULE_KINDS
@@ -50,16 +51,16 @@ EXAMPLES = {
   transmod transfer --module peft_lora --teacher-model bert-base-cased --student-model distilbert-base-cased \\
       --mapping skip --format peft --out peft_lora_student
   # decoder LLMs of one family: a peft LoRA on any of q/k/v/o/gate/up/down_proj, sampled, aligned and moved in one shot
-  transmod transfer --module qwen7b_lora --teacher-model Qwen/Qwen2.5-7B --student-model Qwen/Qwen2.5-1.5B \
+  transmod transfer --module qwen7b_lora --teacher-model Qwen/Qwen2.5-7B --student-model Qwen/Qwen2.5-1.5B \\
       --mapping skip --samples text.txt --align procrustes --out qwen1.5b_lora
   # Llama 3.1 8B -> 3.2 3B, depths 32 -> 28: layers picked by their similarity (linear CKA) on the samples
-  transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \
+  transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \\
       --student-model meta-llama/Llama-3.2-3B --mapping cka --samples text.txt --out llama3b_lora
   # a bottleneck adapter (adapters' SeqBnConfig) on Llama or Mistral: written in adapters' format
-  transmod transfer --module llama8b_adapter --teacher-model meta-llama/Llama-3.1-8B \
+  transmod transfer --module llama8b_adapter --teacher-model meta-llama/Llama-3.1-8B \\
       --student-model meta-llama/Llama-3.2-3B --mapping skip --samples text.txt --out llama3b_adapter
   # no text at hand: the residual stream aligned from the input embeddings of the shared vocabulary
-  transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \
+  transmod transfer --module llama8b_lora --teacher-model meta-llama/Llama-3.1-8B \\
       --student-model meta-llama/Llama-3.2-3B --mapping skip --align embed --out llama3b_lora
 load the result with: model.load_adapter(OUT)  (adapters; safetensors and plain-tensor .bin are both written)
 (--format peft, the default for a decoder LLM's LoRA: PeftModel.from_pretrained(student_model, OUT))""",
@@ -378,21 +379,38 @@ def _tables(args: argparse.Namespace) -> None:
           f"{Path(args.results) / 'plots'}")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (a cluster's scancel, a timeout) raised like Ctrl-C, so that every temporary is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log_lines(sys.stderr, fmt="transmod: %(message)s")  # progress of long steps (a bar too on a terminal)
     handlers = {"sample": _sample, "correlate": _correlate, "assign": _assign, "transfer": _transfer,
                 "fit-alignment": _fit_alignment, "fidelity": _fidelity, "tables": _tables}
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.simplefilter("ignore", ResourceWarning)  # an interrupted import's open file is no news to a user
             handlers[args.command](args)
     except (TransmodError, OSError) as exc:  # bad input, or a file system that refused (permissions, full disk)
         print(f"transmod {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"transmod {args.command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        done = f"{WRITTEN[-1]} was written whole before that" if WRITTEN else "nothing was written"
+        print(f"transmod {args.command}: interrupted; {done}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

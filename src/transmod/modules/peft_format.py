@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmod.atomic import new_output
+from transmod.atomic import MARK_FILE, new_output
 from transmod.errors import TransmodError, load_safetensors, load_torch_bin, read_json
 from transmod.modules.architectures import ARCHITECTURES, ModelShape
 from transmod.modules.kind import check_tensor, config_number
@@ -26,7 +26,7 @@ from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_BIN = "adapter_model.bin"
-PROVENANCE = "transmod.json"  # peft refuses unknown config keys quietly; provenance lives beside it
+PROVENANCE = MARK_FILE  # peft refuses unknown config keys quietly: provenance lives in the output's mark
 DECODER_TYPES = tuple(t for a in ARCHITECTURES if a.decoder for t in a.model_types)
 BASE_PREFIX = {"bert": "bert", "bert-generation": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
                "distilbert": "distilbert", "electra": "electra", "deberta-v2": "deberta", "albert": "albert",
