@@ -1,4 +1,4 @@
-"""Every alignment method keeps the invariants of DESIGN.md section 4, on real models with real modules."""
+"""Every alignment method keeps the invariants of docs/method.md section 7, on real models with real modules."""
 
 import copy
 import json

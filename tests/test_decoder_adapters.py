@@ -1,5 +1,5 @@
 """Bottleneck adapters (`adapters`' SeqBnConfig) on Llama and Mistral: the adapter after the MLP reads the layer's
-output (the un-normed residual stream) and adds to it; moved with the invariants of DESIGN.md section 4."""
+output (the un-normed residual stream) and adds to it; moved with the invariants of docs/method.md section 7."""
 
 import copy
 import json

@@ -1,5 +1,5 @@
 """Decoder LLMs: three spaces sampled in one pass, aligned on their own (heads whole, with their key/value
-head), and folded into each LoRA weight's axes; the planted symmetry of DESIGN.md section 4, extended."""
+head), and folded into each LoRA weight's axes; the planted symmetry of docs/method.md section 7, extended."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""The invariants of DESIGN.md section 4 on real transformers models with real adapters modules."""
+"""The invariants of docs/method.md section 7 on real transformers models with real adapters modules."""
 
 import copy
 import json

@@ -1,4 +1,4 @@
-# Test metrics of every run, then the tables, plots and the report's pages (DESIGN.md section 7).
+# Test metrics of every run, then the tables, plots and the report's pages (docs/method.md, section 11).
 #
 # aggregate_tables (part of `all`) waits for every metrics file of the config; `transmod tables results`
 # writes the same files from whatever runs have finished, training nothing (a run without a metrics file

@@ -1,4 +1,4 @@
-"""Which teacher layers feed each student layer (DESIGN.md section 4)."""
+"""Which teacher layers feed each student layer (docs/method.md, section 4)."""
 
 from __future__ import annotations
 

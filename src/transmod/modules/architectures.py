@@ -4,7 +4,7 @@ transformers 4.57 (decoder LLMs) name them.
 One table is the single source of truth for hook points (sampling) and weight names (transfer),
 so supporting a new family is one entry here. A decoder LLM (`decoder=True`) carries LoRAs on any of
 `DECODER_SITES`; each projection reads and writes one of three spaces (residual stream, attention
-heads, MLP neurons), see DESIGN.md section 4. Llama and Mistral also carry `adapters`' bottleneck
+heads, MLP neurons), see docs/method.md, section 3. Llama and Mistral also carry `adapters`' bottleneck
 output adapter, which reads and writes the un-normed residual stream at the layer's output.
 """
 

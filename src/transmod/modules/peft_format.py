@@ -177,7 +177,7 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
 def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> dict:
     """The student's adapter_config.json: the teacher's peft config (or one made from adapters'), renamed.
 
-    `task_type` and `modules_to_save` are cleared: the head is trained fresh (DESIGN.md section 4), and
+    `task_type` and `modules_to_save` are cleared: the head is trained fresh (docs/method.md, section 6), and
     peft would otherwise look for the head's weights when loading; give them again to train the student.
     """
     arch = student.arch

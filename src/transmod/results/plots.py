@@ -3,7 +3,7 @@
 - `score_bars`: per-language test scores of Teacher / Student / TM-Students for one setting, task
   and module type (mean over seeds, SD as error bars, significance markers on AVG);
 - `alignment_quality`: per student layer, the mean matched correlation that `solve_lsa` keeps
-  (DESIGN.md section 4: it falls in deeper layers), SKIP and AVG, mean over languages with a band;
+  (docs/method.md, section 5: it falls in deeper layers), SKIP and AVG, mean over languages with a band;
 - `correlation_heatmap`: Pearson r of one mapped layer pair, as computed and with the teacher
   dimensions reordered by the assignment (the matched r then lie on the diagonal).
 

@@ -12,7 +12,7 @@ from transmod.errors import TransmodError
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one run (DESIGN.md section 5 defaults); all of them go into the metrics file."""
+    """Hyper-parameters of one run (defaults: docs/method.md, section 9); all of them go into the metrics file."""
 
     learning_rate: float = 1e-5
     batch_size: int = 16

@@ -1,4 +1,4 @@
-"""Test-set metrics from a predictions file, so evaluation needs no model (DESIGN.md section 5).
+"""Test-set metrics from a predictions file, so evaluation needs no model (docs/method.md, section 9).
 
 Token tasks are scored per word (the label of its first sub-token): entity-level micro
 precision/recall/F1 (conlleval chunk rules, exactly as seqeval 1.2.2's default mode) when the task's

@@ -1,6 +1,6 @@
 """Train one PEFT module (+ a fresh classification head) on a frozen model; resumable and exact.
 
-`train` is the whole job of `train_teacher` and `train_student` (DESIGN.md sections 3 and 5): it
+`train` is the whole job of `train_teacher` and `train_student` (docs/method.md, sections 2 and 9): it
 builds the model with a fresh or a given (transferred) module, trains it with AdamW and a linear
 schedule, keeps the best state by the validation metric, and writes everything that evaluation
 needs, so the test metric is computed from files without a model.
