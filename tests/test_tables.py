@@ -6,6 +6,7 @@ import io
 import json
 import math
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from transmod.results.render import to_html, to_latex, to_markdown, write_all
 from transmod.results.runs import Plan, gather, normalise
 from transmod.results.stats import holm, sign_flip_test, stars
 from transmod.results.tables import load_plan, write_plan
+from transmod.train.tasks import Task, declare_task
 
 RUNS = ["teacher", "student-default", "student-skip", "student-avg"]
 ROW = {"teacher": "Teacher", "student-default": "Student", "student-skip": "TM-Student SKIP",
@@ -343,3 +345,25 @@ def test_zero_shot_rows_come_last_and_are_compared_with_the_zero_shot_student(tm
     assert zs.REL == pytest.approx(100 * (46 - 31) / 31)
     assert zs.GAP == pytest.approx(100 * (46 - 31) / (got.loc["Teacher", "AVG"] - 31))
     assert zs.p == pytest.approx(2 / 64) and math.isnan(base.p)
+
+
+NASTY = "<b>x</b> | y\n# z $a_b}&%#\\ [l](u)"  # raw HTML, an extra cell, a heading of its own, math, LaTeX specials
+
+
+def test_names_from_the_config_are_literal_text_in_every_format(tmp_path):
+    plan = make_plan(tmp_path, seeds=(1,), grid={"matching": ["pi"]}, pefts=("adapter",), langs=["en"])
+    write_metrics(plan)
+    task = Task.from_dict({**declare_task("pi").to_dict(), "label": NASTY, "title": NASTY})
+    runs = gather(plan, tasks={"pi": task})
+    for table in (summary_table(runs), per_language_table(runs, "pi")):
+        md = to_markdown(table)
+        assert "<b>" not in md and r"\<b\>x\</b\> \| y \# z \$a\_b}\&%\#\\ \[l\](u)" in md
+        assert [line for line in md.splitlines() if line.startswith("#")] == [
+            line for line in md.splitlines() if line.startswith(("## ", "### "))][:2]  # the title and the setting
+        rows = [line for line in md.splitlines() if line.startswith("|")]
+        assert len({len(re.split(r"(?<!\\)\|", row)) for row in rows}) == 1, rows  # as many cells as the header
+        tex = to_latex(table)
+        assert r"$<$b$>$x$<$/b$>$ \textbar{} y \# z \$a\_b\}\&\%\#\textbackslash{} [l](u)" in tex
+        assert "\n\n" not in tex.split(r"\caption{")[1].split(r"\label")[0]  # no paragraph break in a caption
+        page = to_html(table, "matching")
+        assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt; | y\n# z $a_b}&amp;%#\\" in page

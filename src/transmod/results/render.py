@@ -103,7 +103,7 @@ def to_markdown(table: Table) -> str:
 
 
 TEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "%": r"\%", "#": r"\#",
-       "_": r"\_", "^": r"\^{}", "~": r"\textasciitilde{}", "<": r"$<$", ">": r"$>$", "≤": r"$\leq$",
+       "_": r"\_", "^": r"\^{}", "~": r"\textasciitilde{}", "|": r"\textbar{}", "<": r"$<$", ">": r"$>$", "≤": r"$\leq$",
        "→": r"$\rightarrow$", "±": r"$\pm$", "†": r"$^{\dagger}$", "…": r"\ldots{}"}
 
 

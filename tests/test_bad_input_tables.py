@@ -1,0 +1,344 @@
+"""`transmod tables` against bad input and interruptions: names in plan.json that would put files outside the
+results folder, scores outside their metric's range, files of the user's in tables/ or plots/, and a run
+interrupted, killed or out of disk space while it writes.
+
+A refused case exits non-zero with at most two lines on stderr, no traceback, the file and key named, and the
+sandbox (the results folder with its earlier tables and plots, and a user's file beside it) unchanged byte for
+byte. An interrupted or failed run leaves the earlier tables and plots as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_bad_input import TRANSMOD, tree
+from test_tables import make_plan, write_metrics
+
+from transmod.cli import main
+from transmod.results.runs import Plan
+from transmod.results.tables import MANIFEST, write_plan
+
+GRID = {"matching": ["pi"], "incompatible": ["pi"]}
+
+
+def results_of(root: Path) -> Path:
+    return root / "work" / "results"
+
+
+def make_results(root: Path, grid=GRID, langs=("en", "de"), pefts=("adapter",)) -> Path:
+    """A workflow's results folder without training: plan.json, a metrics file per run, and the tables and
+    plots of one `transmod tables` run. Returns the results folder."""
+    results = results_of(root)
+    plan = make_plan(root / "work", grid=grid, langs=list(langs), pefts=pefts)
+    write_metrics(plan)
+    write_plan(Plan(runs=dict(plan), align=[]), results, results / "plan.json")
+    assert main(["tables", str(results)]) == 0
+    (root / "notes.txt").write_text("the user's own notes\n")
+    return results
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    return make_results(tmp_path_factory.mktemp("tables") / "root").parents[1]
+
+
+@pytest.fixture
+def sandbox(pristine, tmp_path) -> Path:
+    root = tmp_path / "root"
+    shutil.copytree(pristine, root, symlinks=True)
+    return root
+
+
+def refused(root: Path, capfd, *expected: str) -> None:
+    """`transmod tables` on the sandbox's results: refused in one line that holds `expected`, nothing changed."""
+    before = tree(root)
+    capfd.readouterr()
+    code = main(["tables", str(results_of(root))])
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None), err
+    assert 1 <= len(lines) <= 2 and "Traceback" not in err, err
+    assert all(text in err for text in expected), err
+    assert tree(root) == before, "the sandbox changed"
+
+
+def edit_plan(root: Path, change) -> None:
+    path = results_of(root) / "plan.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def add_run(**names):
+    """A plan edit: one more requested run (no metrics file yet) with some of its names changed."""
+    def change(data: dict) -> None:
+        info = next(iter(data["runs"].values()))
+        data["runs"]["runs/more/metrics.json"] = {**info, **names}
+    return change
+
+
+def add_alignment(**record):
+    def change(data: dict) -> None:
+        data["align"].append({"pair": "matching", "task": "pi", "lang": "en", "peft": "adapter", "mapping": "skip",
+                              "assignment": "align/a.safetensors", "correlation": "align/c.safetensors", **record})
+    return change
+
+
+PLAN_CASES = {
+    "a pair that climbs out of the folder": (add_run(pair="../../../x"), ".pair: '../../../x' is not a plain name"),
+    "a task with a slash": (add_run(task="pi/x"), ".task: 'pi/x' is not a plain name"),
+    "a language '.'": (add_run(lang="."), ".lang: '.' is not a plain name"),
+    "a module '..'": (add_run(peft=".."), ".peft: '..' is not a plain name"),
+    "an empty pair": (add_run(pair=""), ".pair: '' is not a plain name"),
+    "a task with a NUL": (add_run(task="pi\0"), ".task: 'pi\\x00' is not a plain name"),
+    "a metrics path out of the folder": (lambda d: d["runs"].update({"../../x/metrics.json": next(iter(d["runs"].values()))}),
+                                         "'../../x/metrics.json' is not a path inside the results folder"),
+    "an absolute alignment path": (add_alignment(assignment="/etc/passwd"), "align[0].assignment: '/etc/passwd'"),
+    "an alignment's pair '..'": (add_alignment(pair=".."), "align[0].pair: '..' is not a plain name"),
+    "a run without a seed": (lambda d: next(iter(d["runs"].values())).pop("seed"), "not run info with the keys"),
+    "an undeclared task": (add_run(task="topic"), ".task: 'topic' has no declaration"),
+}
+
+
+@pytest.mark.parametrize("case", list(PLAN_CASES))
+def test_a_bad_name_in_the_plan_is_refused_naming_plan_json_and_the_key(sandbox, capfd, case):
+    change, expected = PLAN_CASES[case]
+    edit_plan(sandbox, change)
+    refused(sandbox, capfd, "plan.json: ", expected, "snakemake results/plan.json -c1")
+    assert not (sandbox / "x").exists()
+
+
+def set_metrics(**values):
+    def change(data: dict) -> None:
+        data.update(values)
+    return change
+
+
+METRICS_CASES = {
+    "accuracy 42": (set_metrics(score=42), "score 42 is not a number from 0 to 1, the range of accuracy"),
+    "NaN": (set_metrics(score=math.nan), "score NaN is not a number"),
+    "infinity": (set_metrics(score=math.inf), "score Infinity is not a number"),
+    "a string": (set_metrics(score="0.5"), 'score "0.5" is not a number'),
+    "true": (set_metrics(score=True), "score true is not a number"),
+    "a negative accuracy": (set_metrics(score=-0.1), "score -0.1 is not a number from 0 to 1"),
+    "a Matthews correlation below -1": (set_metrics(metric="matthews", score=-1.5),
+                                        "score -1.5 is not a number from -1 to 1, the range of Matthews correlation"),
+    "an unknown metric": (set_metrics(metric="bleu"), "unknown metric 'bleu'"),
+    "another metric than the task's": (set_metrics(metric="macro_f1"), "scored by macro_f1, but the config scores "
+                                                                       "task pi by accuracy"),
+    "a run name with a slash": (lambda d: d["run"].update(lang="en/x"), "run.lang: 'en/x' is not a plain name"),
+}
+
+
+@pytest.mark.parametrize("case", list(METRICS_CASES))
+def test_a_bad_metrics_file_is_refused_naming_it(sandbox, capfd, case):
+    change, expected = METRICS_CASES[case]
+    victim = results_of(sandbox) / "runs/matching/pi/de/adapter/student-skip/seed2/metrics.json"
+    data = json.loads(victim.read_text())
+    change(data)
+    victim.write_text(json.dumps(data))
+    refused(sandbox, capfd, f"{victim}: ", expected, "re-run the evaluate job")
+
+
+def test_an_unrequested_metrics_file_with_a_bad_name_is_refused(sandbox, capfd):
+    """Metrics files that the plan does not request are read back too (to refuse another config's)."""
+    seed1 = results_of(sandbox) / "runs/matching/pi/en/adapter/teacher/seed1/metrics.json"
+    stray = seed1.parents[1] / "seed9" / "metrics.json"
+    stray.parent.mkdir()
+    data = json.loads(seed1.read_text())
+    data["run"].update(seed=9, task="../../x")
+    stray.write_text(json.dumps(data))
+    refused(sandbox, capfd, f"{stray}: run.task: '../../x' is not a plain name")
+
+
+def user_file(relative: str, text: str = "mine\n"):
+    def make(results: Path) -> None:
+        (results / relative).parent.mkdir(parents=True, exist_ok=True)
+        (results / relative).write_text(text)
+    return make
+
+
+def edited(relative: str):
+    def make(results: Path) -> None:
+        with open(results / relative, "a") as handle:
+            handle.write("my own note\n")
+    return make
+
+
+def linked_tables(results: Path) -> None:
+    (results.parents[1] / "mydata").mkdir()
+    shutil.rmtree(results / "tables")
+    (results / "tables").symlink_to(results.parents[1] / "mydata")
+
+
+def older_folder_with(relative: str):
+    """A tables folder of an older transmod (no list of what it wrote) holding a file of the user's."""
+    def make(results: Path) -> None:
+        (results / "tables" / MANIFEST).unlink()
+        user_file(relative)(results)
+    return make
+
+
+USER_CASES = {
+    "a file in tables/": (user_file("tables/mine.txt"), "tables/mine.txt: not written by transmod tables"),
+    "a file in a plot folder": (user_file("plots/matching/pi/mine.png"), "plots/matching/pi/mine.png: not written"),
+    "a table the user edited": (edited("tables/summary.md"), "tables/summary.md: not written by transmod tables, "
+                                                              "or changed since"),
+    "a figure the user replaced": (user_file("plots/incompatible/pi/scores.adapter.png", "my figure"),
+                                   "scores.adapter.png: not written by transmod tables, or changed since"),
+    "tables/ a link to the user's folder": (linked_tables, "tables: not the folder transmod tables writes"),
+    "a file in an older transmod's tables/": (older_folder_with("tables/notes.md"), "tables/notes.md: not written"),
+}
+
+
+@pytest.mark.parametrize("case", list(USER_CASES))
+def test_a_file_of_the_users_in_tables_or_plots_is_named_never_dropped(sandbox, capfd, case):
+    make, expected = USER_CASES[case]
+    make(results_of(sandbox))
+    refused(sandbox, capfd, expected)
+
+
+def test_the_fidelity_tables_files_are_kept_and_stale_outputs_go(sandbox, capsys):
+    """fidelity_table writes into tables/ and plots/ too: its files come along into the new set; figures and
+    pages of a setting the plan no longer has were transmod's own, and go with the old set."""
+    results = results_of(sandbox)
+    theirs = {"tables/fidelity.md": b"| fidelity |\n", "tables/fidelity.csv": b"a,b\n", "plots/fidelity.png": b"\x89PNG"}
+    for name, data in theirs.items():
+        (results / name).write_bytes(data)
+    edit_plan(sandbox, lambda d: d.update(runs={k: v for k, v in d["runs"].items() if v["pair"] == "matching"}))
+    assert main(["tables", str(results)]) == 0
+    assert {name: (results / name).read_bytes() for name in theirs} == theirs
+    assert not (results / "plots/incompatible").exists() and not (results / "tables/html/incompatible.pi.html").exists()
+    assert (results / "plots/matching/pi/scores.adapter.pdf").is_file()
+    listed = json.loads((results / "tables" / MANIFEST).read_text())["files"]
+    assert "summary.md" in listed and "fidelity.md" not in listed
+    assert not [p for p in results.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_older_transmods_folder_is_replaced(sandbox):
+    """Tables and plots of a transmod that listed nothing: the files the new set writes were its own."""
+    results = results_of(sandbox)
+    for folder in ("tables", "plots"):
+        (results / folder / MANIFEST).unlink()
+    assert main(["tables", str(results)]) == 0
+    assert (results / "tables" / MANIFEST).is_file() and (results / "plots" / MANIFEST).is_file()
+
+
+def test_without_a_plan_the_error_names_the_command_that_writes_it(tmp_path, capfd):
+    assert main(["tables", str(tmp_path)]) == 2
+    err = capfd.readouterr().err
+    assert "snakemake results/plan.json -c1" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_finished_run_says_so_in_one_line_and_draws_no_empty_figure(sandbox, capfd):
+    results = results_of(sandbox)
+    for metrics in (results / "runs").rglob("metrics.json"):
+        metrics.unlink()
+    assert main(["tables", str(results)]) == 0
+    out = capfd.readouterr().out.splitlines()
+    assert out[0] == "0 of 32 runs finished (32 without a metrics file: empty cells, listed under the tables)", out
+    assert len(out) == 2 and "no metrics file" not in "\n".join(out), out
+    assert [p.name for p in (results / "plots").rglob("*") if p.is_file()] == [MANIFEST]
+    assert "matching/pi/de/adapter/student-skip/seed2" in (results / "tables/pi.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- interruptions
+
+def the_set(results: Path) -> dict:
+    """tables/ and plots/ byte for byte (what a reader of the results sees)."""
+    return {k: v for k, v in tree(results).items() if k.split("/")[0] in ("tables", "plots")}
+
+
+def leftovers(results: Path) -> list[str]:
+    return sorted(p.name for p in results.iterdir() if p.name.endswith(".tmp"))
+
+
+def rescore(results: Path) -> None:
+    """Change every score a little, so that a finished new set would differ from the old one in every file."""
+    for metrics in (results / "runs").rglob("metrics.json"):
+        data = json.loads(metrics.read_text())
+        data["score"] = round(data["score"] * 0.9, 6)
+        metrics.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def larger(tmp_path_factory) -> Path:
+    """A results folder with six score figures: enough writing to interrupt in the middle."""
+    return make_results(tmp_path_factory.mktemp("larger") / "root", grid={"matching": ["ner", "pi"],
+                                                                          "incompatible": ["ner"]},
+                        langs=("en", "de", "fr"), pefts=("adapter", "lora"))
+
+
+def interrupt_midway(results: Path, number: int) -> subprocess.CompletedProcess:
+    """`transmod tables` in a subprocess, sent `number` once it has written a first figure (anywhere)."""
+    started = time.time_ns()
+    proc = subprocess.Popen([TRANSMOD, "tables", str(results)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline, sent = time.monotonic() + 120, False
+    while time.monotonic() < deadline and proc.poll() is None and not sent:
+        if any(p.stat().st_mtime_ns >= started for p in results.rglob("*.pdf")):
+            proc.send_signal(number)
+            sent = True
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=120)
+    assert sent, f"transmod tables finished before it wrote a figure:\n{out}{err}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_keeps_the_previous_tables_and_plots(larger, tmp_path, number):
+    root = tmp_path / "root"
+    shutil.copytree(larger.parents[1], root, symlinks=True)
+    results = results_of(root)
+    before = the_set(results)
+    rescore(results)
+    done = interrupt_midway(results, number)
+    assert the_set(results) == before, "the old set changed"
+    assert done.returncode in (128 + number, -number), done.stderr  # a handled signal, or SIGTERM's default
+    if done.returncode > 0:  # handled: one line, and the temporaries removed on the way out
+        assert "interrupted" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert leftovers(results) == []
+    # The next run cleans what a killed one left, and writes the new set.
+    assert main(["tables", str(results)]) == 0
+    assert leftovers(results) == []
+    assert the_set(results).keys() == before.keys() and the_set(results) != before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (we run as root here and on CI)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill ({mounted.stderr.strip() or 'mount failed'})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_keeps_the_previous_tables_and_plots(small_disk, capfd):
+    results = make_results(small_disk / "root", langs=("en",))
+    before = the_set(results)
+    rescore(results)
+    stat = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 16 * 1024))  # less than a figure
+    capfd.readouterr()
+    assert main(["tables", str(results)]) == 2
+    err = capfd.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1, err
+    assert the_set(results) == before and leftovers(results) == []
+    (small_disk / "filler").unlink()
+    assert main(["tables", str(results)]) == 0 and the_set(results) != before
