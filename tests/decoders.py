@@ -69,11 +69,12 @@ def logits(model, tokenizer=None):
     return out[enc["attention_mask"].bool()]
 
 
-def peft_lora(model, path=None, targets=SITES, r=4, alpha=8, seed=1, layers=None):
+def peft_lora(model, path=None, targets=SITES, r=4, alpha=8, seed=1, layers=None, task_type=None):
     """A peft LoRA on `targets` with random weights (A and B), saved to `path` if given; returns the peft model."""
     import peft
 
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), layers_to_transform=layers)
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), layers_to_transform=layers,
+                             task_type=task_type)
     lora = peft.get_peft_model(copy.deepcopy(model), config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

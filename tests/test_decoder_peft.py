@@ -37,6 +37,20 @@ def test_a_lora_moved_to_the_same_model_is_unchanged_and_loads_in_peft(tmp_path,
     assert (got - logits(base)).abs().max() > 1e-2  # the LoRA does change the function
 
 
+def test_a_causal_lm_lora_stays_a_causal_lm_lora(tmp_path):
+    """peft returns PeftModelForCausalLM for the student too (with a null task type, a plain PeftModel)."""
+    import peft
+
+    base = make_decoder("llama")
+    teacher = peft_lora(base, tmp_path / "teacher", task_type="CAUSAL_LM")
+    shape = model_shape(base.config, "llama")
+    transfer_module(tmp_path / "teacher", shape, shape, "skip", tmp_path / "out", fmt="peft")
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    loaded = load_peft(base, tmp_path / "out")
+    assert type(loaded) is type(teacher) is peft.PeftModelForCausalLM
+    torch.testing.assert_close(logits(loaded), logits(teacher), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["o_proj", "down_proj"], ["gate_proj", "up_proj", "k_proj"]])
 def test_any_subset_of_the_seven_targets_moves(tmp_path, targets):
     base = make_decoder("qwen2")

@@ -26,6 +26,7 @@ from transmod.modules.module import CONFIG_NAME, MODULE_KIND, Module
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_BIN = "adapter_model.bin"
+HEADLESS_TASK_TYPES = ("CAUSAL_LM", "FEATURE_EXTRACTION")  # peft task types whose model adds no trained head
 PROVENANCE = MARK_FILE  # peft refuses unknown config keys quietly: provenance lives in the output's mark
 DECODER_TYPES = tuple(t for a in ARCHITECTURES if a.decoder for t in a.model_types)
 BASE_PREFIX = {"bert": "bert", "bert-generation": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
@@ -177,8 +178,10 @@ def read_peft_module(path: str | Path, config: dict, teacher: ModelShape) -> Mod
 def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> dict:
     """The student's adapter_config.json: the teacher's peft config (or one made from adapters'), renamed.
 
-    `task_type` and `modules_to_save` are cleared: the head is trained fresh (docs/method.md, section 6), and
-    peft would otherwise look for the head's weights when loading; give them again to train the student.
+    A task type that adds a head (SEQ_CLS, TOKEN_CLS, ...) and `modules_to_save` are cleared: the head is trained
+    fresh (docs/method.md, section 6), and peft would otherwise look for the head's weights when loading; give them
+    again to train the student. A task type that adds none (CAUSAL_LM: the LM head is the base model's) is kept, so
+    that `PeftModel.from_pretrained` returns the same class (PeftModelForCausalLM) for the student as for the teacher.
     """
     arch = student.arch
     sites = sorted({s for _, s, _ in module.weights}, key=LoRA.sites.index)
@@ -196,7 +199,8 @@ def peft_config_for(module: Module, student: ModelShape, layers: set[int]) -> di
         base_model_name_or_path=student.name, target_modules=[leaves[s] for s in sites], inference_mode=True,
         layers_to_transform=None if all_layers else sorted(layers),
         layers_pattern=None if all_layers else _leaf(arch.layers_path),
-        auto_mapping=None, modules_to_save=None, task_type=None,  # the head is not transferred: no head to restore
+        auto_mapping=None, modules_to_save=None,  # the head is not transferred: no head to restore
+        task_type=config.get("task_type") if config.get("task_type") in HEADLESS_TASK_TYPES else None,
     )
     return config
 
