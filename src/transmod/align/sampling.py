@@ -6,6 +6,7 @@ The file layout is described in `transmod.align.samplefile`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import inspect
 import json
@@ -91,6 +92,24 @@ def _check_max_length(tokenizer, examples: Sequence[Example], max_length: int, m
                             f"--max-length {specials + 1} or more")
 
 
+def batchable(tokenizer, model_name: str):
+    """The tokenizer, able to pad a batch on the right. Llama-, Mistral- and SmolLM-family tokenizers ship no pad
+    token, and some pad on the left, which would shift a decoder's positions (its position ids count from the first
+    slot). Padding is masked and never sampled, so any token serves: the end-of-text token, as peft's and
+    transformers' examples do. A changed tokenizer is a copy; the caller's is left as it was."""
+    if tokenizer.pad_token_id is not None and tokenizer.padding_side == "right":
+        return tokenizer
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token_id is None:
+        fill = next((t for t in (tokenizer.eos_token, tokenizer.unk_token, tokenizer.bos_token) if t is not None), None)
+        if fill is None:
+            raise TransmodError(f"{model_name}: the tokenizer has no pad, end-of-text, unknown or begin-of-text token "
+                                "to pad a batch with; give it a pad_token in tokenizer_config.json")
+        tokenizer.pad_token = fill
+    return tokenizer
+
+
 def sample_hidden_states(
     model: torch.nn.Module,
     tokenizer,
@@ -114,6 +133,7 @@ def sample_hidden_states(
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TransmodError(f"{model_name}: sampling needs a fast tokenizer (tokenizer.json) for character offsets")
+    tokenizer = batchable(tokenizer, model_name)
     for option, value in (("--max-tokens", max_tokens), ("--batch-size", batch_size), ("--max-length", max_length)):
         if value is not None and value < 1:
             raise TransmodError(f"{option} must be positive, got {value}")
