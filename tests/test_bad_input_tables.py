@@ -26,6 +26,7 @@ from test_tables import make_plan, write_metrics
 from transmod.cli import main
 from transmod.results.runs import Plan
 from transmod.results.tables import MANIFEST, write_plan
+from transmod.train.tasks import declare_task
 
 GRID = {"matching": ["pi"], "incompatible": ["pi"]}
 
@@ -115,6 +116,15 @@ def test_a_bad_name_in_the_plan_is_refused_naming_plan_json_and_the_key(sandbox,
     edit_plan(sandbox, change)
     refused(sandbox, capfd, "plan.json: ", expected, "snakemake results/plan.json -c1")
     assert not (sandbox / "x").exists()
+
+
+def test_a_task_named_like_a_table_is_refused_not_written_twice(sandbox, capfd):
+    def change(data: dict) -> None:
+        data["tasks"] = {"summary": {**declare_task("pi").to_dict(), "name": "summary"}}
+        add_run(task="summary")(data)
+
+    edit_plan(sandbox, change)
+    refused(sandbox, capfd, "tables/summary.md: two tables would be written there", "rename the task")
 
 
 def set_metrics(**values):

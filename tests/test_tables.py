@@ -23,7 +23,7 @@ from transmod.results.cells import (
     summary_table,
 )
 from transmod.results.render import to_html, to_latex, to_markdown, write_all
-from transmod.results.runs import Plan, gather, normalise
+from transmod.results.runs import Plan, gather, inside, normalise
 from transmod.results.stats import holm, sign_flip_test, stars
 from transmod.results.tables import load_plan, write_plan
 from transmod.train.tasks import Task, declare_task
@@ -367,3 +367,11 @@ def test_names_from_the_config_are_literal_text_in_every_format(tmp_path):
         assert "\n\n" not in tex.split(r"\caption{")[1].split(r"\label")[0]  # no paragraph break in a caption
         page = to_html(table, "matching")
         assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt; | y\n# z $a_b}&amp;%#\\" in page
+
+
+def test_an_output_path_stays_inside_its_folder(tmp_path):
+    """The second line of defence behind the plan's name checks: every output path is built by `inside`."""
+    assert inside(tmp_path, "matching", "pi", "scores.adapter.png") == tmp_path / "matching/pi/scores.adapter.png"
+    for names in (("..",), ("a/b",), (".",), ("",), ("a", "../../x"), ("x\0",)):
+        with pytest.raises(TransmodError, match="refused to write"):
+            inside(tmp_path, *names)

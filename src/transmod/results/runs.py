@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from transmod.atomic import plain_name
 from transmod.errors import TransmodError
 from transmod.inits import ZERO_SHOT, is_zero_shot
 from transmod.train.tasks import METRICS, TASKS, Task
@@ -30,6 +32,7 @@ ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
 ZERO_SHOT_ROW = " (zero-shot)"
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
 NAME_KEYS = ("pair", "task", "lang", "peft")  # run names that become folders and files (runs/, plots/, tables/)
+PLAN_FIX = "rewrite the plan with `snakemake results/plan.json -c1` in the workflow's folder"
 SETTING_KEYS = ("teacher", "student", "training", "module")  # what makes two runs of one setting comparable
 
 
@@ -88,26 +91,23 @@ def first_difference(a: Any, b: Any, prefix: str = "run") -> str | None:
     return None if a == b else f"{prefix}: {json.dumps(a, default=str)} vs {json.dumps(b, default=str)}"
 
 
-def _is_plain(name: Any) -> bool:
-    """One plain path component: a name from a plan or metrics file never leads out of a folder."""
-    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
-
-
 def check_names(info: Mapping[str, Any], where: str, fix: str, keys: tuple[str, ...] = NAME_KEYS) -> None:
     """Refuse run info whose names (pair, task, language, module) are not plain file names, in one line."""
     for key in keys:
-        if not _is_plain(info.get(key)):
-            raise TransmodError(f"{where}.{key}: {info.get(key)!r} is not a plain name (empty, '.', '..', or holds "
-                                f"'/', '\\' or NUL), and it becomes part of file paths; {fix}")
+        try:
+            plain_name(info.get(key), f"{where}.{key}")
+        except TransmodError as exc:
+            raise TransmodError(f"{exc}, then {fix}") from None
 
 
 def inside(folder: str | Path, *names: str) -> Path:
-    """folder/names...: each a plain name, so that an output path never lies outside the output folder."""
-    for name in names:
-        if not _is_plain(name):
-            raise TransmodError(f"{folder}: refused to write {name!r} there (not a plain file name); fix that name "
-                                "in the config and run `snakemake results/plan.json -c1` to rewrite the plan")
-    return Path(folder).joinpath(*names)
+    """folder/names...: one path component per name, so that an output never lands outside the output folder."""
+    path = Path(folder).joinpath(*names)
+    relative = Path(os.path.relpath(os.path.normpath(path), os.path.normpath(folder)))
+    if "\0" in str(path) or ".." in relative.parts or len(relative.parts) != len(names):
+        raise TransmodError(f"{folder}: refused to write {'/'.join(names)!r} there (not one file name per part); "
+                            f"rename them in the config, then {PLAN_FIX}")
+    return path
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
@@ -225,7 +225,7 @@ def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = 
     current: dict[tuple, tuple[str, dict]] = {}
     for path, info in expected.items():
         info = normalise(info)
-        check_names(info, f"the plan's run {path}", "fix the config and run `snakemake results/plan.json -c1`")
+        check_names(info, f"the plan's run {path}", PLAN_FIX)
         current.setdefault(_setting_key(info), (path, normalise(_settings(info))))
         if not Path(path).is_file():
             missing.append({**{k: info[k] for k in RUN_KEYS}, "init": None if info["role"] == "teacher" else info["init"],

@@ -29,7 +29,7 @@ from typing import Any
 from transmod.atomic import MARK, atomic_path
 from transmod.errors import TransmodError
 from transmod.results import plots, render
-from transmod.results.runs import NAME_KEYS, RUN_KEYS, Plan, Runs, check_names, gather, inside
+from transmod.results.runs import NAME_KEYS, PLAN_FIX, RUN_KEYS, Plan, Runs, check_names, gather, inside
 from transmod.train.tasks import METRICS, TASKS, Task
 
 PLAN_FILE = "plan.json"
@@ -38,7 +38,6 @@ ALIGN_FILES = ("assignment", "correlation")  # the path-valued keys of a plan's 
 MANIFEST = ".transmod-files.json"  # in tables/ and plots/: {file: sha256} of what transmod tables wrote there
 CARRIED = ("tables/fidelity.md", "tables/fidelity.csv", "plots/fidelity.png")  # fidelity_table's (align.smk)
 LOCK = ".transmod-tables.lock"  # in RESULTS_DIR: one writer of tables/ and plots/ at a time
-PLAN_FIX = "rewrite it with `snakemake results/plan.json -c1` in the workflow's folder"
 
 
 def write_plan(plan: Plan, results_dir: str | Path, target: str | Path) -> None:
