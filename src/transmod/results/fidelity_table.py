@@ -19,7 +19,7 @@ import pandas as pd
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
-from transmod.inits import ZERO_SHOT
+from transmod.align.inits import ZERO_SHOT
 from transmod.results.render import md_literal
 from transmod.results.runs import read_metrics
 from transmod.results.tables import exclusive

@@ -23,7 +23,7 @@ import pandas as pd
 
 from transmod.atomic import plain_name
 from transmod.errors import TransmodError
-from transmod.inits import ZERO_SHOT, is_zero_shot
+from transmod.align.inits import ZERO_SHOT, is_zero_shot
 from transmod.train.tasks import METRICS, TASKS, Task
 
 ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
