@@ -42,14 +42,26 @@ def test_a_planted_residual_permutation_is_recovered_from_the_embeddings_alone(t
 
 
 def test_embed_moves_a_lora_to_a_narrower_student(tmp_path):
-    teacher = save_decoder(make_decoder("qwen3", layers=4), tmp_path / "t")
+    """A student whose embeddings are 48 of the teacher's 64 dimensions, shuffled: embed finds those 48, and the
+    moved LoRA's A reads exactly those columns of the teacher's A (SKIP 4 -> 2: student layer 1 <- teacher layer 2)."""
+    from safetensors.torch import load_file
+
+    teacher_model = make_decoder("qwen3", layers=4)
+    teacher = save_decoder(teacher_model, tmp_path / "t")
     student_model = make_decoder("qwen3", hidden=48, heads=6, intermediate=96, seed=4)
+    kept = torch.randperm(64, generator=torch.Generator().manual_seed(7))[:48]
+    with torch.no_grad():
+        student_model.model.embed_tokens.weight.copy_(teacher_model.model.embed_tokens.weight[:, kept])
     student = save_decoder(student_model, tmp_path / "s")
     peft_lora(make_decoder("qwen3", layers=4), tmp_path / "lora")
     shapes = load_model_shape(teacher), load_model_shape(student)
     alignment = embedding_alignment(*shapes, "skip", DECODER_SPACES)
-    assert len(alignment.get(1, "h").sigma) == 48 and len(alignment.get(1, "a").sigma) == 48
+    assert alignment.get(1, "h").sigma.tolist() == kept.tolist() and len(alignment.get(1, "a").sigma) == 48
     transfer_module(tmp_path / "lora", *shapes, "skip", tmp_path / "out", alignment, fmt="peft")
+    moved, original = load_file(tmp_path / "out" / "adapter_model.safetensors"), load_file(tmp_path / "lora" / "adapter_model.safetensors")
+    for site in ("self_attn.q_proj", "mlp.gate_proj"):  # both read the residual stream
+        key = "base_model.model.model.layers.{}." + site + ".lora_A.weight"
+        assert torch.equal(moved[key.format(1)], original[key.format(2)][:, kept]), site
     assert torch.isfinite(logits(load_peft(student_model, tmp_path / "out"))).all()
 
 

@@ -268,16 +268,8 @@ def test_model_shapes_and_pairs(assets):
 def test_distilbert_student_is_every_second_teacher_layer(assets):
     teacher = _load(assets["models/teacher-bert"])
     student = _load(assets["models/student-distilbert"])
-    t, s = teacher.state_dict(), student.state_dict()
-    names = {"attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
-             "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
-             "sa_layer_norm": "attention.output.LayerNorm", "ffn.lin1": "intermediate.dense",
-             "ffn.lin2": "output.dense", "output_layer_norm": "output.LayerNorm"}
-    for i, j in enumerate(STUDENT_LAYERS):
-        for ours, theirs in names.items():
-            for p in ("weight", "bias"):
-                assert torch.equal(s[f"transformer.layer.{i}.{ours}.{p}"], t[f"encoder.layer.{j}.{theirs}.{p}"])
-    assert torch.equal(s["embeddings.word_embeddings.weight"], t["embeddings.word_embeddings.weight"])
+    # checked by what the layers compute, not by the builder's own name map (a copy of it would agree with a bug)
+    assert torch.equal(student.embeddings.word_embeddings.weight, teacher.embeddings.word_embeddings.weight)
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(5, student.config.vocab_size, (3, 11), generator=gen)
