@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
-import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from transmod.align.alignment import DEFAULT_RIDGE, METHODS, WEIGHT_METHODS
+from transmod.align.api import DEFAULT_MAX_TOKENS, TransferNotice, transfer
 from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
+from transmod.align.methods import DEFAULT_RIDGE, METHODS, WEIGHT_METHODS, check_method, check_ridge
 from transmod.align.texts import read_texts
 from transmod.align.transfer import LORA_B_ALIGNMENTS
 from transmod.atomic import WRITTEN, check_output, new_output
@@ -19,8 +21,6 @@ from transmod.errors import TransmodError
 from transmod.modules.io import FORMATS
 from transmod.modules.kinds import MODULE_KINDS
 from transmod.progress import log_lines
-
-DATA_FREE = ("select", *WEIGHT_METHODS)  # alignments that read no samples
 
 EXAMPLES = {
     "sample": """examples:
@@ -161,13 +161,14 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--alignment", "--assignment", dest="alignment",
                         help="alignment file from `transmod assign` or `transmod fit-alignment` (an older assignment "
                         ".json too)")
-    p.add_argument("--max-tokens", type=positive, default=20000, help="tokens to sample with --samples")
+    p.add_argument("--max-tokens", type=positive, help=f"tokens to sample with --samples (default {DEFAULT_MAX_TOKENS})")
     p.add_argument("--lora-b", default="study", choices=LORA_B_ALIGNMENTS,
                    help="align LoRA B with the input's permutation (study) or with query/value outputs (output)")
     p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(METHODS + WEIGHT_METHODS)} (default "
                    "lsa, the study's); select and embed (input embeddings of the shared vocabulary) need no data, "
                    "lsa-signed/linear/procrustes need --samples or --alignment")
-    p.add_argument("--ridge", type=ridge, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
+    p.add_argument("--ridge", type=ridge, help=f"shrinkage of the linear/procrustes maps fitted on --samples towards "
+                   f"lsa-signed (default {DEFAULT_RIDGE})")
     p.add_argument("--format", default=None, choices=FORMATS,
                    help="output layout (peft: LoRA only; default: peft for a decoder LLM's LoRA, adapters otherwise)")
     p.add_argument("--out", required=True, help="output module folder")
@@ -176,7 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     sample_pair(p)
     p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(METHODS))
     p.add_argument("--out", required=True, help="output alignment file (safetensors)")
-    p.add_argument("--ridge", type=ridge, default=DEFAULT_RIDGE, help="shrinkage of linear/procrustes maps towards lsa-signed")
+    p.add_argument("--ridge", type=ridge, help=f"shrinkage of linear/procrustes maps towards lsa-signed (default "
+                   f"{DEFAULT_RIDGE})")
 
     p = command("fidelity", "Training-free measure: the transferred module's effect against the teacher module's.")
     p.add_argument("--module", required=True, help="the teacher's module folder (adapters or peft)")
@@ -253,95 +255,40 @@ def _assign(args: argparse.Namespace) -> None:
 
 
 def _transfer(args: argparse.Namespace) -> None:
-    from transmod.align.alignment import Alignment, check_method
-    from transmod.align.transfer import (
-        check_family,
-        check_student_format,
-        default_format,
-        transfer_module,
-    )
-    from transmod.modules.architectures import load_model_shape
-    from transmod.modules.io import read_module
-    from transmod.modules.module import MODULE_KIND
-
-    inputs = [args.module, args.teacher_model, args.student_model, args.samples, args.alignment]
-    check_output(args.out, MODULE_KIND, inputs, args.overwrite)
-    method = check_method(args.align) if args.align else ("lsa" if args.samples else None)  # --samples are always used
-    if args.samples and method in DATA_FREE:
-        raise TransmodError(f"--align {method} reads no samples, so --samples {args.samples} would be ignored: drop "
-                            "--samples, or name a method fitted on them")
-    if method not in (None, *DATA_FREE) and not (args.samples or args.alignment):
-        raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
-    args.examples = read_texts(args.samples) if args.samples else None  # bad text fails now, not after loading
-    teacher, student = load_model_shape(args.teacher_model), load_model_shape(args.student_model)
-    if student.num_layers > teacher.num_layers:
-        raise TransmodError(
-            f"--student-model {student.name} ({student.num_layers} layers) is deeper than --teacher-model "
-            f"{teacher.name} ({teacher.num_layers} layers); swap them"
-        )
-    check_family(teacher, student)
-    alignment = Alignment.load(args.alignment) if args.alignment else None
-    kind = read_module(args.module, teacher).spec  # a bad module or format is refused before any sampling
-    fmt = args.format or default_format(kind, student)
-    check_student_format(student, fmt, kind, args.module)
-    if alignment is None:
-        alignment = _aligned(args, teacher, student, kind, method)
-    elif method and method != alignment.method:
-        raise TransmodError(f"--alignment {args.alignment} holds a {alignment.method} alignment, not --align {method}; drop --align or refit")
-    transfer_module(args.module, teacher, student, args.mapping, args.out, alignment, args.lora_b, fmt=fmt,
-                    overwrite=args.overwrite, inputs=inputs)
-    fitted = f" ({alignment.method} alignment on {alignment.num_tokens} tokens, {_paired(alignment.paired_share)})" \
-        if alignment is not None and alignment.paired_share is not None else ""  # fitted on samples
+    with _notices(args.command):
+        moved = transfer(args.module, teacher=args.teacher_model, student=args.student_model, mapping=args.mapping,
+                         samples=args.samples, alignment=args.alignment, method=args.align, lora_b=args.lora_b,
+                         ridge=args.ridge, max_tokens=args.max_tokens, format=args.format, out=args.out,
+                         overwrite=args.overwrite)
+    used = moved.alignment
+    fitted = f" ({used.method} alignment on {used.num_tokens} tokens, {_paired(used.paired_share)})" \
+        if used is not None and used.paired_share is not None else ""  # fitted on samples
     print(f"wrote the transferred module to {args.out}{fitted}")
 
 
-def _aligned(args: argparse.Namespace, teacher, student, kind, method: str | None):
-    """The alignment the options ask for, without --alignment: fitted on --samples (lsa unless --align names another
-    method, for a same-width pair too), or data-free (select, embed). With neither, none: a same-width pair moves
-    unaligned, and a decoder LLM's narrower student is aligned from the input embeddings (embed)."""
-    from transmod.align.alignment import select_alignment
-    from transmod.align.embeddings import embedding_alignment
+@contextlib.contextmanager
+def _notices(command: str) -> Iterator[None]:
+    """The library's notices (`TransferNotice`: a warning in a notebook) as one line each on stderr."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
 
-    if method is None:
-        if not teacher.arch.decoder or teacher.widths() == student.widths() or args.mapping in SAMPLED_MAPPINGS:
-            return None  # the identity; a pair that needs an alignment is refused by the transfer, saying so
-        print("transmod transfer: no --samples or --alignment: aligning the residual stream data-free from the input "
-              "embeddings of the shared vocabulary (--align embed)", file=sys.stderr)
-        method = "embed"
-    spaces = kind.spaces(args.lora_b == "output", teacher.arch)
-    if method == "select":
-        return select_alignment(teacher.describe(), student.describe(), args.mapping, spaces)
-    if method == "embed":
-        return embedding_alignment(teacher, student, args.mapping, spaces)
-    return _from_samples(args, kind.name, method)
+        def one_line(message: Warning | str, category: type[Warning], *rest: object, **kwargs: object) -> None:
+            if issubclass(category, TransferNotice):
+                print(f"transmod {command}: {message}", file=sys.stderr)
+            else:
+                show(message, category, *rest, **kwargs)
 
-
-def _from_samples(args: argparse.Namespace, peft: str, method: str):
-    """Sample both models and assign (lsa, through the correlation) or fit the alignment on the way."""
-    from transmod.align.alignment import assign_correlation, fit_alignment
-    from transmod.align.correlation import correlate_samples
-    from transmod.align.samplefile import SampleFile
-    from transmod.align.sampling import sample_model
-
-    examples = args.examples
-    lora_outputs = args.lora_b == "output"  # only a LoRA samples its outputs (transmod.modules.kinds)
-    with tempfile.TemporaryDirectory(prefix="transmod-") as tmp:
-        files = {}
-        for who, model in (("teacher", args.teacher_model), ("student", args.student_model)):
-            files[who] = Path(tmp) / f"{who}.parquet"
-            sample_model(model, examples, {peft: files[who]}, max_tokens=args.max_tokens, lora_outputs=lora_outputs)
-        teacher, student = SampleFile.open(files["teacher"]), SampleFile.open(files["student"])
-        if method == "lsa":
-            return assign_correlation(correlate_samples(teacher, student, args.mapping))
-        return fit_alignment(teacher, student, args.mapping, method, ridge=args.ridge)
+        warnings.showwarning = one_line
+        warnings.simplefilter("always", TransferNotice)
+        yield
 
 
 def _fit_alignment(args: argparse.Namespace) -> None:
-    from transmod.align.alignment import check_method, fit_alignment
+    from transmod.align.alignment import fit_alignment
 
-    check_method(args.method)
+    ridge = check_ridge(check_method(args.method), args.ridge, "--method")
     teacher, student, inputs = _open_pair(args, "alignment")
-    alignment = fit_alignment(teacher, student, args.mapping, args.method, ridge=args.ridge, holdout=args.holdout,
+    alignment = fit_alignment(teacher, student, args.mapping, args.method, ridge=ridge, holdout=args.holdout,
                               batch_size=args.batch_size)
     with new_output(args.out, "alignment", inputs=inputs, overwrite=args.overwrite) as tmp:
         alignment.save(tmp)

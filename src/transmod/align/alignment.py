@@ -50,6 +50,13 @@ from transmod.align.heads import (
 )
 from transmod.align.layermap import layer_map, pooled_groups
 from transmod.align.layersim import layer_groups
+from transmod.align.methods import (  # noqa: F401  (METHODS, WEIGHT_METHODS: named here too, for existing importers)
+    DEFAULT_RIDGE,
+    DENSE_METHODS,
+    METHODS,
+    WEIGHT_METHODS,
+    check_method,
+)
 from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
@@ -63,19 +70,7 @@ from transmod.modules.architectures import (
 )
 from transmod.modules.kinds import get_kind
 
-METHODS = ("lsa", "lsa-signed", "linear", "procrustes", "select")  # fitted on samples (select: on nothing)
-WEIGHT_METHODS = ("embed",)  # computed from the models' own weights (transmod.align.embeddings), never from samples
-DENSE_METHODS = ("linear", "procrustes")
-DEFAULT_RIDGE = 1e-4
 MAP_ARRAYS = ("sigma", "sign", "m_in", "offset", "m_out")  # a LayerMap's arrays, as an alignment file names them
-
-
-def check_method(method: str) -> str:
-    """Refuse an unknown method name, listing the valid ones."""
-    if method not in METHODS + WEIGHT_METHODS:
-        raise TransmodError(f"unknown alignment method {method!r} (--align/--method): use one of "
-                            f"{', '.join(METHODS + WEIGHT_METHODS)}")
-    return method
 
 
 def assign(r: np.ndarray) -> tuple[np.ndarray, float]:

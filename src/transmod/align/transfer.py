@@ -105,6 +105,17 @@ def _fold(mapped: dict[tuple[int, str, str], np.ndarray], kind: ModuleKind, alig
     return out
 
 
+def check_teacher_student(teacher: ModelShape, student: ModelShape) -> None:
+    """Refuse a pair no module moves between: two decoder families first (swapping them would not help), then a
+    student deeper than its teacher."""
+    check_family(teacher, student)
+    if student.num_layers > teacher.num_layers:
+        raise TransmodError(
+            f"--student-model {student.name} ({student.num_layers} layers) is deeper than --teacher-model "
+            f"{teacher.name} ({teacher.num_layers} layers); swap them"
+        )
+
+
 def check_family(teacher: ModelShape, student: ModelShape) -> None:
     """A decoder LLM's LoRA moves within its family only (one architecture entry): another family names,
     normalises and positions its states differently, which no alignment of widths accounts for."""
@@ -150,8 +161,21 @@ def transfer(
     lora_b: str = "study",
 ) -> Module:
     """The student-shaped module, in memory: weights mapped and aligned, config rewritten for the student."""
+    check_teacher_student(teacher, student)
+    return student_module(module, teacher, student, mapping, alignment, lora_b)
+
+
+def student_module(
+    module: Module,
+    teacher: ModelShape,
+    student: ModelShape,
+    mapping: str,
+    alignment: Alignment | None = None,
+    lora_b: str = "study",
+) -> Module:
+    """`transfer` of a pair that `check_teacher_student` has accepted: the alignment checked against the models
+    and the module, then the weights mapped and aligned and the config rewritten."""
     source = str(module.path)
-    check_family(teacher, student)
     if alignment is not None:
         alignment.check_models(teacher, student, mapping, "the alignment")
         if alignment.hook is not None and alignment.hook != module.kind:
