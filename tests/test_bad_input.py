@@ -371,6 +371,25 @@ CASES = {
                                                      None, "--align lsa fits the alignment on sampled hidden states"),
     "NaN in an alignment file": (lambda s: transfer(s, "adapter", "teacher", "student", "--alignment", _broken(
         s, "nan.alignment.safetensors", "lsa.safetensors", _nan_offset)), None, "h0.offset hold NaN or inf values"),
+    # ---- options given and not used
+    "transfer --ridge, no method": (lambda s: transfer(s, "adapter", "teacher", "student", "--ridge", "0.1"), None,
+                                    "--ridge shrinks the maps of linear and procrustes only, so without --align"),
+    "transfer --ridge with --samples (lsa)": (lambda s: transfer(s, "adapter", "teacher", "student", "--samples",
+                                                                 I(s, "text.txt"), "--ridge", "0.1"), None,
+                                              "so with --align lsa it would be ignored"),
+    "transfer --ridge with --align select": (lambda s: transfer(s, "adapter", "teacher", "student", "--align", "select",
+                                                                "--ridge", "0"), None, "so with --align select it would"),
+    "transfer --ridge with --alignment": (lambda s: transfer(s, "adapter", "teacher", "student", "--alignment",
+                                                             I(s, "lsa.safetensors"), "--ridge", "0.1"), None,
+                                          "are fitted already, so it would be ignored"),
+    "fit-alignment --ridge with --method lsa": (lambda s: pair("fit-alignment", s, I(s, "t.parquet"), I(s, "s.parquet"),
+                                                               "--method", "lsa", "--ridge", "0.1"), None,
+                                                "so with --method lsa it would be ignored"),
+    "transfer --max-tokens without --samples": (lambda s: transfer(s, "adapter", "teacher", "student", "--max-tokens",
+                                                                   "100"), None, "no --samples are given"),
+    "transfer --max-tokens with --alignment": (lambda s: transfer(s, "adapter", "teacher", "student", "--alignment",
+                                                                  I(s, "lsa.safetensors"), "--max-tokens", "100"), None,
+                                               "drop --max-tokens, or give --samples"),
 }
 
 

@@ -165,3 +165,30 @@ def test_console_script_exit_code(tmp_path, models):
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no adapter_config.json" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_two_families_are_refused_as_such_whichever_is_deeper(tmp_path, capsys):
+    """A Qwen teacher and a deeper Llama student: swapping them would not help, so the family is what is said."""
+    pytest.importorskip("peft")
+    from decoders import make_decoder, peft_lora, save_decoder
+
+    teacher = make_decoder("qwen2", layers=2)
+    peft_lora(teacher, tmp_path / "lora")
+    argv = ["transfer", "--module", tmp_path / "lora", "--teacher-model", save_decoder(teacher, tmp_path / "qwen"),
+            "--student-model", save_decoder(make_decoder("llama", layers=4), tmp_path / "llama"), "--mapping", "skip",
+            "--out", tmp_path / "out"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "a qwen2 model" in err and "a llama model" in err and "one family" in err and "swap" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_same_width_transfer_imports_neither_pyarrow_nor_scipy(tmp_path, models):
+    """The command itself, in a fresh process: the sample reader (pyarrow) and the fitting (scipy) stay unloaded."""
+    code = ("import sys, transmod.cli as c; code = c.main(sys.argv[1:]); "
+            "print(code, 'pyarrow' in sys.modules, 'scipy' in sys.modules)")
+    argv = ["transfer", "--module", models["module"], "--teacher-model", models["teacher"], "--student-model",
+            models["student"], "--mapping", "skip", "--out", tmp_path / "out"]
+    done = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True)
+    assert done.stdout.split()[-3:] == ["0", "False", "False"], done.stdout + done.stderr
+    assert (tmp_path / "out" / "adapter.safetensors").is_file()
