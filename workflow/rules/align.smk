@@ -99,14 +99,14 @@ rule prune_align:
     params:
         teacher=model_of("teacher"),
         student=model_of("student"),
-        mapping=lambda w: split_init(w.init)[0],
+        mapping=lambda w: init_of(w).mapping,
         lora_b=lora_b,
     log:
         "results/logs/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
     benchmark:
         "results/benchmarks/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.tsv"
     wildcard_constraints:
-        init=TRANSFER_INIT,  # zero-shot runs reuse these
+        init=transfer_pattern(),  # zero-shot runs reuse these
     conda:
         "../envs/transmod.yaml"
     script:
@@ -126,7 +126,7 @@ rule fidelity:
     params:
         teacher=model_of("teacher"),
         student=model_of("student"),
-        inits=lambda w: fidelity_inits(w.pair),
+        inits=lambda w: [init.name for init in fidelity_inits(w.pair)],
         holdout=config["alignment"]["holdout"],
         lora_b=lora_b,
     log:

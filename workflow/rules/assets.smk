@@ -9,7 +9,7 @@ rule fetch_assets:
     output:
         directory("resources/assets/{kind}/{repo}"),
     params:
-        task=lambda w: TASKS[asset_task(w.repo)].to_dict(display=False) if w.kind == "datasets" else None,
+        task=lambda w: DECLARED_TASKS[asset_task(w.repo)].to_dict(display=False) if w.kind == "datasets" else None,
         languages=lambda w: config["tasks"][asset_task(w.repo)]["languages"] if w.kind == "datasets" else [],
     log:
         "results/logs/fetch_assets/{kind}/{repo}.log",

@@ -5,12 +5,22 @@ import re
 from pathlib import Path
 
 from transmod.align.alignment import METHODS
+from transmod.align.inits import (
+    STUDY_METHOD,
+    TEACHER_RUN,
+    ZERO_SHOT_BASELINE,
+    Init,
+    init_pattern,
+    parse_run,
+    run_name,
+    run_pattern,
+    transfer_pattern,
+)
 from transmod.align.layermap import MAPPINGS
 from transmod.hub import looks_local, slug
-from transmod.inits import DEFAULT, STUDY_METHOD, TRANSFER_INIT, ZERO_SHOT, init_name, is_zero_shot, split_init
 from transmod.modules.kinds import MODULE_KINDS
 from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
-from transmod.workflow.config import declared_tasks
+from transmod.workflow.config import declared_tasks, inits_of
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
@@ -22,16 +32,16 @@ SAMPLES = "results/samples/{model}/{task}/{lang}/{peft}.parquet"
 
 
 MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
-TASKS = declared_tasks(config)  # every task's declaration (the built-in ones filled in)
+DECLARED_TASKS = declared_tasks(config)  # every task's declaration (the built-in ones filled in)
 
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     pair="|".join(config["pairs"]),
-    task="|".join(re.escape(t) for t in TASKS),
+    task="|".join(re.escape(t) for t in DECLARED_TASKS),
     lang="[a-z]{2,3}",
     peft="|".join(MODULE_KINDS),
-    init=rf"({ZERO_SHOT})?({DEFAULT}|{TRANSFER_INIT})",
+    init=init_pattern(),
     mapping="|".join(MAPPINGS),
     method="|".join(re.escape(m) for m in METHODS),
     seed=r"\d+",
@@ -58,7 +68,7 @@ def all_targets():
 def fidelity_inits(pair):
     """Every mapping x alignment method measured without training (unaligned pairs: the mappings only)."""
     methods = config["alignment"]["methods"] if config["pairs"][pair]["aligned"] else [STUDY_METHOD]
-    return [init_name(m, method) for m in MAPPINGS for method in methods]
+    return [Init(m, method) for m in MAPPINGS for method in methods]
 
 
 EXTRA_METHODS = [m for m in config["alignment"]["methods"] if m != STUDY_METHOD]
@@ -68,32 +78,39 @@ def fidelity_alignments(w):
     """Every alignment file the fidelity job of a grid cell transfers with, keyed by init."""
     files = {}
     for init in fidelity_inits(w.pair):
-        files.update({f"{init}.{k}": v for k, v in alignment_files(w.pair, w.task, w.lang, w.peft, init).items()})
+        files.update({f"{init.name}.{k}": v for k, v in alignment_files(w.pair, w.task, w.lang, w.peft, init).items()})
     return files
 
 
 def inits(pair):
     """Student inits of a pair (its own `inits`, else the top-level ones); with any zero-shot init
     (`zs-skip`, ...), also its baseline `zs-default` (a fresh module, head only)."""
-    chosen = list(config["pairs"][pair].get("inits", config["inits"]))  # validated: methods only where aligned
-    baseline = f"{ZERO_SHOT}{DEFAULT}"
-    if any(map(is_zero_shot, chosen)) and baseline not in chosen:
-        chosen.append(baseline)
+    chosen = inits_of(config, pair)[1]  # validated: methods only where aligned
+    if any(init.zero_shot for init in chosen) and ZERO_SHOT_BASELINE not in chosen:
+        chosen.append(ZERO_SHOT_BASELINE)
     return chosen
 
 
-def all_metrics():
-    files = []
+def requested_runs():
+    """Every run the config requests, in the tables' order: (grid cell, student init or None for the teacher, seed)."""
     for w in grid():
-        for run in ["teacher"] + [f"student-{i}" for i in inits(w["pair"])]:
-            files += [f"{RUN.format(**w)}/{run}/seed{seed}/metrics.json" for seed in config["seeds"]]
-    return files
+        for init in [None, *inits(w["pair"])]:
+            for seed in config["seeds"]:
+                yield w, init, seed
+
+
+def metrics_file(w, init, seed):
+    return f"{RUN.format(**w)}/{run_name(init)}/seed{seed}/metrics.json"
+
+
+def all_metrics():
+    return [metrics_file(*run) for run in requested_runs()]
 
 
 def zero_shot_metrics():
     """Metrics of the zero-shot runs of transferred modules (`zs-skip`, ...), shown beside fidelity."""
-    return [path for path in all_metrics() if Path(path).parts[-3].startswith(f"student-{ZERO_SHOT}")
-            and Path(path).parts[-3] != f"student-{ZERO_SHOT}default"]
+    return [metrics_file(w, init, seed) for w, init, seed in requested_runs()
+            if init is not None and init.zero_shot and init.transferred]
 
 
 def asset_task(repo):
@@ -103,7 +120,7 @@ def asset_task(repo):
 
 def task_of(w):
     """What a job needs of the task's declaration (table names and captions are left out: they re-run nothing)."""
-    return TASKS[w.task].to_dict(display=False)
+    return DECLARED_TASKS[w.task].to_dict(display=False)
 
 
 def is_local(path):
@@ -155,7 +172,7 @@ def samples_of(role):
 
 def predictions(w):
     """The test predictions of a run of the grid: a student's own, or the (shared) teacher run's."""
-    folder = teacher_run(w) if w.run == "teacher" else f"{RUN.format(**w)}/{w.run}/seed{w.seed}"
+    folder = teacher_run(w) if w.run == TEACHER_RUN else f"{RUN.format(**w)}/{w.run}/seed{w.seed}"
     return f"{folder}/{PREDICTIONS_FILE}"
 
 
@@ -185,8 +202,16 @@ def hyper(role):
     return params
 
 
+def init_of(w):
+    """The student init a job's wildcards name (`init`, or the `run` folder); None for a teacher's job."""
+    if hasattr(w, "init"):
+        return Init.parse(w.init, "wildcard init")
+    return parse_run(w.run, "wildcard run") if hasattr(w, "run") else None
+
+
 def zero_shot_run(w):
-    return is_zero_shot(getattr(w, "init", "")) or getattr(w, "run", "").startswith(f"student-{ZERO_SHOT}")
+    init = init_of(w)
+    return init is not None and init.zero_shot
 
 
 def module_config(w):
@@ -195,10 +220,10 @@ def module_config(w):
 
 def init_module(w):
     """The transferred module a student run starts from (none for the default init)."""
-    init = w.init.removeprefix(ZERO_SHOT)  # zero-shot runs start from the same transferred module
-    if init == "default":
+    init = init_of(w).base  # zero-shot runs start from the same transferred module
+    if not init.transferred:
         return []
-    return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{init}/seed{w.seed}"
+    return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{init.name}/seed{w.seed}"
 
 
 def alignment_files(pair, task, lang, peft, init):
@@ -206,19 +231,21 @@ def alignment_files(pair, task, lang, peft, init):
     init's method (`lsa`, the study's, from solve_lsa; the others from fit_alignment)."""
     if not config["pairs"][pair]["aligned"]:
         return {}
-    mapping, method = split_init(init)
-    return {"alignment": f"{ALIGN.format(pair=pair, task=task, lang=lang, peft=peft)}/{mapping}.{method}.alignment.safetensors"}
+    folder = ALIGN.format(pair=pair, task=task, lang=lang, peft=peft)
+    return {"alignment": f"{folder}/{init.mapping}.{init.method}.alignment.safetensors"}
 
 
 def alignment_input(w):
-    return alignment_files(w.pair, w.task, w.lang, w.peft, w.init)
+    return alignment_files(w.pair, w.task, w.lang, w.peft, init_of(w))
 
 
 def run_info(w):
     """What a metrics file records about its run, so tables can tell configs apart."""
-    role, _, init = w.run.partition("-")
+    init = init_of(w)
+    role = "teacher" if init is None else "student"
     return dict(
-        pair=w.pair, task=w.task, lang=w.lang, peft=w.peft, seed=int(w.seed), role=role, init=init or None,
+        pair=w.pair, task=w.task, lang=w.lang, peft=w.peft, seed=int(w.seed), role=role,
+        init=None if init is None else init.name,
         teacher=config["pairs"][w.pair]["teacher"], student=config["pairs"][w.pair]["student"],
         training=hyper(role)(w), module=module_config(w),
     )

@@ -20,7 +20,7 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/{pair}/{task}/{lang}/{peft}/{run}/seed{seed}.tsv"
     wildcard_constraints:
-        run=r"teacher|student-[a-z][a-z0-9-]*",  # every init of common.smk (default, skip, avg-procrustes, ...)
+        run=run_pattern(),  # teacher, or student-<init> (default, skip, avg-procrustes, ...)
     conda:
         "../envs/transmod.yaml"
     script:

@@ -23,18 +23,15 @@ def result_tasks():
 def results_plan():
     """Every metrics file the config requests (all_metrics), with the run info evaluate records in it, every
     alignment file the plots read and the tasks' declarations (a digest as its repr: logs and reports stay short)."""
-    runs = {}
-    for path in all_metrics():
-        pair, task, lang, peft, run, seed = Path(path).parts[-7:-1]
-        w = SimpleNamespace(pair=pair, task=task, lang=lang, peft=peft, run=run, seed=seed.removeprefix("seed"))
-        runs[path] = run_info(w)
+    runs = {metrics_file(w, init, seed): run_info(SimpleNamespace(**w, run=run_name(init), seed=seed))
+            for w, init, seed in requested_runs()}
     align = [
         dict(**w, mapping=m, assignment=f"{ALIGN.format(**w)}/{m}.lsa.alignment.safetensors",
              correlation=f"{ALIGN.format(**w)}/{m}.correlation.safetensors")
         for w in grid()
         for m in MAPPINGS
     ]
-    return Plan(runs=runs, align=align, tasks={task: TASKS[task].to_dict() for task in result_tasks()})
+    return Plan(runs=runs, align=align, tasks={task: DECLARED_TASKS[task].to_dict() for task in result_tasks()})
 
 
 RESULTS_PLAN = results_plan()

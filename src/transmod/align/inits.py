@@ -1,35 +1,109 @@
-"""How a student run starts, by name: `default` (a fresh module), a layer mapping (`skip`, `avg`, the study's
-`lsa` alignment), a mapping and another alignment method (`avg-procrustes`), each also zero-shot (`zs-skip`:
-the transferred module frozen, only the head trained).
+"""How a student run starts, as one value: `Init`. Its name is how the config, the workflow's paths and
+wildcards, the metrics files and the tables spell it: `default` (a fresh module), a layer mapping (`skip`,
+`avg`: transferred and aligned with the study's `lsa`), a mapping and another alignment method
+(`avg-procrustes`), each also zero-shot (`zs-skip`: the transferred module frozen, only the head trained).
 
-The names are shared by the workflow's paths and wildcards, the config checks and the tables; the
-config schema's `inits` pattern spells the same grammar.
+Names are parsed and built here only (`Init.parse`, `Init.name`); the grammar follows the library's tables
+(`MAPPINGS`, `METHODS`), so a new mapping or method is a new init without another edit.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
-from transmod.align.alignment import METHODS
 from transmod.align.layermap import MAPPINGS
+from transmod.align.methods import METHODS
+from transmod.errors import TransmodError
 
-DEFAULT = "default"
+DEFAULT_NAME = "default"
 ZERO_SHOT = "zs-"  # prefix of zero-shot runs
 STUDY_METHOD = "lsa"  # what a bare mapping aligns with
-# An init that starts from a transferred module, as a regular expression (a wildcard constraint).
-TRANSFER_INIT = rf"({'|'.join(MAPPINGS)})(-({'|'.join(re.escape(m) for m in METHODS if m != STUDY_METHOD)}))?"
+TEACHER_RUN = "teacher"  # run folder names: `teacher`, or `student-<init>`
+STUDENT_PREFIX = "student-"
 
 
-def is_zero_shot(init: str | None) -> bool:
-    return str(init).startswith(ZERO_SHOT)
+def _alternatives(names: Iterable[str]) -> str:
+    return "|".join(re.escape(name) for name in names)
 
 
-def split_init(init: str) -> tuple[str, str]:
-    """`skip` -> (skip, lsa): the study's method; `avg-linear` -> (avg, linear); `zs-` (zero-shot) is dropped."""
-    mapping, _, method = init.removeprefix(ZERO_SHOT).partition("-")
-    return mapping, method or STUDY_METHOD
+def transfer_pattern() -> str:
+    """A transferred init (zero-shot left out) as a regular expression: a wildcard constraint, groups unnamed."""
+    methods = [m for m in METHODS if m != STUDY_METHOD]
+    return rf"({_alternatives(MAPPINGS)})(-({_alternatives(methods)}))?"
 
 
-def init_name(mapping: str, method: str) -> str:
-    """The inverse of split_init for a transferred init: the study's method goes unnamed."""
-    return mapping if method == STUDY_METHOD else f"{mapping}-{method}"
+def init_pattern() -> str:
+    """Every init name as a regular expression (wildcard constraints; the tables it reads are read now)."""
+    return rf"({re.escape(ZERO_SHOT)})?({re.escape(DEFAULT_NAME)}|{transfer_pattern()})"
+
+
+@dataclass(frozen=True)
+class Init:
+    """A student run's start: a fresh module (`mapping` None) or the teacher's module moved with a layer
+    mapping and aligned with `method`; `zero_shot` freezes the module and trains the head only."""
+
+    mapping: str | None = None
+    method: str = STUDY_METHOD
+    zero_shot: bool = False
+
+    def __post_init__(self) -> None:
+        fresh = self.mapping is None and self.method == STUDY_METHOD  # `default`: no alignment to name
+        if not fresh and (self.mapping not in MAPPINGS or self.method not in METHODS):
+            raise TransmodError(f"no init has mapping {self.mapping!r} and method {self.method!r}")
+
+    @classmethod
+    def parse(cls, name: object, key: str = "init") -> Init:
+        """The init a name spells; one TransmodError naming `key` (where the name was read) otherwise."""
+        match = re.fullmatch(init_pattern(), name) if isinstance(name, str) else None
+        if match is None:
+            methods = ", ".join(m for m in METHODS if m != STUDY_METHOD)
+            raise TransmodError(
+                f"{key}: {name!r} is not a student init; use {DEFAULT_NAME}, a layer mapping ({', '.join(MAPPINGS)}), "
+                f"or <mapping>-<method> (methods: {methods}), each optionally prefixed with {ZERO_SHOT} (zero-shot)")
+        zero_shot, _, mapping, _, method = match.groups()
+        return cls(mapping, method or STUDY_METHOD, zero_shot is not None)
+
+    @property
+    def name(self) -> str:
+        """The init's one spelling (the study's method goes unnamed): `skip`, `zs-avg-linear`, `default`."""
+        start = DEFAULT_NAME if self.mapping is None else (
+            self.mapping if self.method == STUDY_METHOD else f"{self.mapping}-{self.method}")
+        return f"{ZERO_SHOT if self.zero_shot else ''}{start}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def transferred(self) -> bool:
+        """Whether the run starts from the teacher's moved module (not from a fresh one)."""
+        return self.mapping is not None
+
+    @property
+    def base(self) -> Init:
+        """The same start trained as usual: a zero-shot run starts from the module its base moved."""
+        return replace(self, zero_shot=False)
+
+
+DEFAULT = Init()
+ZERO_SHOT_BASELINE = Init(zero_shot=True)  # a fresh module, head only: what zero-shot transfer is compared with
+
+
+def run_name(init: Init | None) -> str:
+    """A run's folder name under a grid cell: `teacher` (no init), or `student-<init>`."""
+    return TEACHER_RUN if init is None else f"{STUDENT_PREFIX}{init.name}"
+
+
+def run_pattern() -> str:
+    """Every run folder name as a regular expression (a wildcard constraint)."""
+    return rf"{re.escape(TEACHER_RUN)}|{re.escape(STUDENT_PREFIX)}{init_pattern()}"
+
+
+def parse_run(run: str, key: str = "run") -> Init | None:
+    """The inverse of run_name: None for `teacher`, the student's `Init` for `student-<init>`."""
+    if run == TEACHER_RUN:
+        return None
+    if not run.startswith(STUDENT_PREFIX):
+        raise TransmodError(f"{key}: {run!r} is not a run name ({TEACHER_RUN} or {STUDENT_PREFIX}<init>)")
+    return Init.parse(run.removeprefix(STUDENT_PREFIX), key)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from transmod.align.inits import DEFAULT, ZERO_SHOT_BASELINE
 from transmod.errors import TransmodError
 from transmod.results.runs import ROWS, ZERO_SHOT_ROW, Runs, baseline_row, run_id
 from transmod.results.stats import holm, sign_flip_test
@@ -91,7 +92,7 @@ def _settings_of(plan: pd.DataFrame) -> dict[str, str]:
 
 
 def _is_transferred(row: str) -> bool:
-    return row not in (ROWS[("teacher", None)], ROWS[("student", "default")], ROWS[("student", "zs-default")])
+    return row not in (ROWS[("teacher", None)], ROWS[("student", DEFAULT.name)], ROWS[("student", ZERO_SHOT_BASELINE.name)])
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from transmod.align.inits import Init
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
-from transmod.align.inits import ZERO_SHOT
 from transmod.results.render import md_literal
 from transmod.results.runs import read_metrics
 from transmod.results.tables import exclusive
@@ -77,7 +77,8 @@ def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path
     for path in zero_shot:
         run = read_metrics(path)
         scores.append({"setting": run["run"]["pair"], "module": run["run"]["peft"],
-                       "init": str(run["run"]["init"]).removeprefix(ZERO_SHOT), "zero_shot": 100 * run["score"]})
+                       "init": Init.parse(run["run"]["init"], f"{path}: run.init").base.name,
+                       "zero_shot": 100 * run["score"]})
     if scores:
         by_init = pd.DataFrame(scores).groupby(["setting", "module", "init"])["zero_shot"].mean()
         inits = table.drop_duplicates(keys).set_index(keys)["init"]

@@ -21,14 +21,14 @@ from typing import Any
 
 import pandas as pd
 
+from transmod.align.inits import DEFAULT, ZERO_SHOT_BASELINE, Init, run_name
 from transmod.atomic import plain_name
 from transmod.errors import TransmodError
-from transmod.align.inits import ZERO_SHOT, is_zero_shot
 from transmod.train.tasks import METRICS, TASKS, Task
 
-ROWS = {("teacher", None): "Teacher", ("student", "default"): "Student",
-        ("student", "skip"): "TM-Student SKIP", ("student", "avg"): "TM-Student AVG",
-        ("student", "zs-default"): "Student (zero-shot)"}
+ROWS = {("teacher", None): "Teacher", ("student", DEFAULT.name): "Student",
+        ("student", Init("skip").name): "TM-Student SKIP", ("student", Init("avg").name): "TM-Student AVG",
+        ("student", ZERO_SHOT_BASELINE.name): "Student (zero-shot)"}
 ZERO_SHOT_ROW = " (zero-shot)"
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
 NAME_KEYS = ("pair", "task", "lang", "peft")  # run names that become folders and files (runs/, plots/, tables/)
@@ -100,6 +100,20 @@ def check_names(info: Mapping[str, Any], where: str, fix: str, keys: tuple[str, 
             raise TransmodError(f"{exc}, then {fix}") from None
 
 
+def check_init(info: Mapping[str, Any], where: str, fix: str) -> None:
+    """Refuse a student run whose init is not an init's name (`transmod.align.inits`), in one line."""
+    if info.get("role") == "student":
+        try:
+            Init.parse(info.get("init"), f"{where}.init")
+        except TransmodError as exc:
+            raise TransmodError(f"{exc}, then {fix}") from None
+
+
+def init_of(run: Mapping[str, Any]) -> Init | None:
+    """A checked run's student init; None for the teacher."""
+    return Init.parse(run["init"]) if run["role"] == "student" else None
+
+
 def inside(folder: str | Path, *names: str) -> Path:
     """folder/names...: one path component per name, so that an output never lands outside the output folder."""
     path = Path(folder).joinpath(*names)
@@ -130,6 +144,7 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         raise TransmodError(f"{path}: score {json.dumps(score)} is not a number from {low:g} to {high:g}, the range "
                             f"of {METRICS[metric].description}; {fix}")
     check_names(data["run"], f"{path}: run", fix)
+    check_init(data["run"], f"{path}: run", fix)
     return data
 
 
@@ -148,14 +163,15 @@ def row_name(role: str, init: str | None) -> str:
     key = (role, None if role == "teacher" else init)
     if key in ROWS:
         return ROWS[key]
-    if role == "student" and is_zero_shot(init):
-        return row_name(role, str(init)[len(ZERO_SHOT):]) + ZERO_SHOT_ROW
-    return f"TM-Student {str(init).upper()}" if role == "student" else f"{role} {init}"
+    if role != "student":
+        return f"{role} {init}"
+    start = Init.parse(init)
+    return row_name(role, start.base.name) + ZERO_SHOT_ROW if start.zero_shot else f"TM-Student {start.name.upper()}"
 
 
 def baseline_row(row: str) -> str:
     """The row a transferred row is compared with: the default student under the same training."""
-    return ROWS[("student", "zs-default")] if row.endswith(ZERO_SHOT_ROW) else ROWS[("student", "default")]
+    return ROWS[("student", (ZERO_SHOT_BASELINE if row.endswith(ZERO_SHOT_ROW) else DEFAULT).name)]
 
 
 def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,7 +180,8 @@ def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
 
 def _setting_key(run: Mapping[str, Any]) -> tuple:
     """Zero-shot runs train under their own budget: a setting of their own."""
-    return (run["pair"], run["task"], run["peft"], run["role"], is_zero_shot(run.get("init")))
+    init = init_of(run)
+    return (run["pair"], run["task"], run["peft"], run["role"], init is not None and init.zero_shot)
 
 
 FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "metric", "file", "row"]
@@ -198,8 +215,7 @@ class Runs:
 
 
 def run_id(row: Mapping[str, Any]) -> str:
-    run = "teacher" if row["role"] == "teacher" else f"{row['role']}-{row['init']}"
-    return f"{row['pair']}/{row['task']}/{row['lang']}/{row['peft']}/{run}/seed{row['seed']}"
+    return f"{row['pair']}/{row['task']}/{row['lang']}/{row['peft']}/{run_name(init_of(row))}/seed{row['seed']}"
 
 
 def _read_requested(path: str, info: Mapping[str, Any], task: Task | None) -> dict[str, Any]:
@@ -226,6 +242,7 @@ def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = 
     for path, info in expected.items():
         info = normalise(info)
         check_names(info, f"the plan's run {path}", PLAN_FIX)
+        check_init(info, f"the plan's run {path}", PLAN_FIX)
         current.setdefault(_setting_key(info), (path, normalise(_settings(info))))
         if not Path(path).is_file():
             missing.append({**{k: info[k] for k in RUN_KEYS}, "init": None if info["role"] == "teacher" else info["init"],

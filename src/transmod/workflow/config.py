@@ -14,9 +14,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from transmod.align import methods, transfer
+from transmod.align.inits import STUDY_METHOD, Init
 from transmod.errors import TransmodError, read_json
 from transmod.hub import is_hub_id, looks_local, slug
-from transmod.inits import ZERO_SHOT
+from transmod.modules import kinds
+from transmod.train import tasks
 from transmod.train.tasks import Task, declare_task
 
 # Shapes (layers, hidden size) of the hub models the study uses; local folders are read from their config.json.
@@ -98,9 +101,33 @@ def check_values(value: Any, path: tuple = ()) -> None:
         raise TransmodError(f"config key {_key(path)}: {value} is not a finite number; give a finite value")
 
 
+def schema_enums() -> dict[str, tuple[str, ...]]:
+    """The choices a schema takes from the library's tables (`x-enum: <table>`), read when a config is checked:
+    a new module kind, alignment method or metric is one entry in its table, and the config accepts it."""
+    return {"module kinds": kinds.MODULE_KINDS, "alignment methods": methods.METHODS,
+            "lora_b alignments": transfer.LORA_B_ALIGNMENTS, "task kinds": tasks.TASK_KINDS,
+            "metrics": tuple(tasks.METRICS), "splits": tasks.SPLITS}
+
+
+def fill_enums(schema: Any) -> Any:
+    """The schema with each `x-enum: <table>` given that table's names as its `enum`."""
+    if isinstance(schema, list):
+        return [fill_enums(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    filled = {key: fill_enums(value) for key, value in schema.items()}
+    if "x-enum" in schema:
+        filled["enum"] = list(schema_enums()[schema["x-enum"]])
+    return filled
+
+
+def load_schema(schema_file: str | Path) -> dict:
+    return fill_enums(yaml.safe_load(Path(schema_file).read_text()))
+
+
 def check_schema(config: dict, schema_file: str | Path, prefix: tuple = ()) -> None:
     """The first schema violation, as one line naming the key (`prefix`: where `config` sits in the whole)."""
-    schema = yaml.safe_load(Path(schema_file).read_text())
+    schema = load_schema(schema_file)
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if not errors:
         return
@@ -238,13 +265,27 @@ def check_semantics(config: dict, read_data: bool = True) -> None:
                     f"config key modules.adapter.bottleneck: {bottleneck} is wider than the {role} of pair {pair} "
                     f"({spec[role]}, hidden size {dims[1]}); a bottleneck must be at most the hidden size"
                 )
-        own = "inits" in spec
-        methods = [i for i in spec.get("inits", config["inits"]) if "-" in i.removeprefix(ZERO_SHOT)]
+
+
+def inits_of(config: dict, pair: str | None = None) -> tuple[str, list[Init]]:
+    """A pair's student inits (its own `inits`, else the top-level ones; no pair: those), and their key."""
+    own = pair is not None and "inits" in config["pairs"][pair]
+    key = f"pairs.{pair}.inits" if own else "inits"
+    names = config["pairs"][pair]["inits"] if own else config["inits"]
+    return key, [Init.parse(name, f"config key {key}") for name in names]
+
+
+def check_inits(config: dict) -> None:
+    """Every init name parses (the top-level ones too where each pair has its own); inits with another alignment
+    method than the study's only on aligned pairs."""
+    inits_of(config)
+    for pair, spec in config["pairs"].items():
+        key, inits = inits_of(config, pair)
+        methods = [init.name for init in inits if init.method != STUDY_METHOD]
         if methods and not spec["aligned"]:
             raise TransmodError(
-                f"config key {f'pairs.{pair}.inits' if own else 'inits'}: {', '.join(methods)} align hidden dimensions, "
-                f"but pair {pair} is not aligned (`aligned: false`); "
-                + ("drop them" if own else f"give pair {pair} its own `inits` without them")
+                f"config key {key}: {', '.join(methods)} align hidden dimensions, but pair {pair} is not aligned "
+                f"(`aligned: false`); " + ("drop them" if key != "inits" else f"give pair {pair} its own `inits` without them")
             )
 
 
@@ -255,6 +296,7 @@ def validate_config(config: dict, schema_file: str | Path, config_files: Iterabl
     check_values(config)
     check_schema(config, schema_file)
     check_names(config)
+    check_inits(config)
     check_semantics(config, read_data)
 
 
