@@ -106,6 +106,7 @@ PLAN_CASES = {
     "an absolute alignment path": (add_alignment(assignment="/etc/passwd"), "align[0].assignment: '/etc/passwd'"),
     "an alignment's pair '..'": (add_alignment(pair=".."), "align[0].pair: '..' is not a plain name"),
     "a run without a seed": (lambda d: next(iter(d["runs"].values())).pop("seed"), "not run info with the keys"),
+    "a seed that is a word": (add_run(seed="one"), ".seed: 'one' is not a whole number"),
     "an undeclared task": (add_run(task="topic"), ".task: 'topic' has no declaration"),
 }
 

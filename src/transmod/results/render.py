@@ -93,18 +93,18 @@ def to_markdown(table: Table) -> str:
     for pair in _settings_in(table):
         sub = table.for_setting(pair)
         names = ["module", "model"] + [c.name for c in sub.columns]
-        lines += [f"### {md_literal(pair)}: {md_literal(sub.settings[pair])}", "", "| " + " | ".join(map(md_literal, names)) + " |",
-                  "|" + "---|" * 2 + "---:|" * len(sub.columns)]
+        lines += [f"### {md_literal(pair)}: {md_literal(sub.settings[pair])}", "",
+                  "| " + " | ".join(map(md_literal, names)) + " |", "|" + "---|" * 2 + "---:|" * len(sub.columns)]
         for key in sub.index:
-            lines.append("| " + " | ".join([md_literal(key[1]), md_literal(key[2])] + [_cell(c, key, "md") for c in sub.columns])
-                         + " |")
+            cells = [md_literal(key[1]), md_literal(key[2])] + [_cell(c, key, "md") for c in sub.columns]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines + [md_literal(note) + "\n" for note in _notes(table)])
 
 
 TEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "%": r"\%", "#": r"\#",
-       "_": r"\_", "^": r"\^{}", "~": r"\textasciitilde{}", "|": r"\textbar{}", "<": r"$<$", ">": r"$>$", "≤": r"$\leq$",
-       "→": r"$\rightarrow$", "±": r"$\pm$", "†": r"$^{\dagger}$", "…": r"\ldots{}"}
+       "_": r"\_", "^": r"\^{}", "~": r"\textasciitilde{}", "|": r"\textbar{}", "<": r"$<$", ">": r"$>$",
+       "≤": r"$\leq$", "→": r"$\rightarrow$", "±": r"$\pm$", "†": r"$^{\dagger}$", "…": r"\ldots{}"}
 
 
 def _tex(text: str) -> str:

@@ -87,6 +87,8 @@ def _check_runs(path: Path, runs: Mapping[str, Any], declared: Mapping[str, Task
         _check_relative(path, f"runs[{json.dumps(file)}]", file)
         if not isinstance(info, dict) or any(key not in info for key in RUN_KEYS):
             raise TransmodError(f"{where}: not run info with the keys {', '.join(RUN_KEYS)}; {PLAN_FIX}")
+        if isinstance(info["seed"], bool) or not isinstance(info["seed"], int):
+            raise TransmodError(f"{where}.seed: {info['seed']!r} is not a whole number; {PLAN_FIX}")
         check_names(info, where, PLAN_FIX)
         task = declared.get(info["task"]) or TASKS.get(info["task"])
         if task is None or task.metric not in METRICS:
@@ -96,7 +98,8 @@ def _check_runs(path: Path, runs: Mapping[str, Any], declared: Mapping[str, Task
 
 def _check_relative(path: Path, key: str, value: Any) -> None:
     """A path of the plan: relative, and never out of the results folder."""
-    if not isinstance(value, str) or not value or "\0" in value or Path(value).is_absolute() or ".." in Path(value).parts:
+    if not isinstance(value, str) or not value or "\0" in value or Path(value).is_absolute() \
+            or ".." in Path(value).parts:
         raise TransmodError(f"{path}: {key}: {value!r} is not a path inside the results folder; {PLAN_FIX}")
 
 
@@ -107,8 +110,9 @@ def write_results(results_dir: str | Path, plan: Plan | None = None, log: Callab
     plan = load_plan(results_dir) if plan is None else plan
     tasks = {name: Task.from_dict(task) for name, task in plan.get("tasks", {}).items()}
     runs = gather(plan["runs"], scan=results_dir / RUNS_DIR, tasks=tasks)
-    missing = f" ({len(runs.missing)} without a metrics file: empty cells, listed under the tables)" if len(runs.missing) else ""
-    log(f"{len(runs.finished)} of {len(runs.finished) + len(runs.missing)} runs finished{missing}")
+    done, total = len(runs.finished), len(runs.finished) + len(runs.missing)
+    missing = f" ({total - done} without a metrics file: empty cells, listed under the tables)" if done < total else ""
+    log(f"{done} of {total} runs finished{missing}")
     if runs.ignored:
         log(f"{len(runs.ignored)} metrics files of the same settings that the config does not request were not "
             "read (listed under the tables)")
@@ -116,7 +120,8 @@ def write_results(results_dir: str | Path, plan: Plan | None = None, log: Callab
         return _replace_set(results_dir, runs, plan["align"], log)
 
 
-def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]], log: Callable[[str], None]) -> list[Path]:
+def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]],
+                 log: Callable[[str], None]) -> list[Path]:
     """tables/ and plots/ written as temporary siblings, then moved into place one right after the other."""
     folders = {name: results_dir / name for name in (TABLES_DIR, PLOTS_DIR)}
     for folder in folders.values():
