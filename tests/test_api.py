@@ -10,6 +10,7 @@ from conftest import add_module, make_model, save_model
 from safetensors.numpy import load_file
 
 import transmod
+from transmod.align.api import TransferNotice
 from transmod.cli import main
 from transmod.errors import TransmodError
 
@@ -127,7 +128,7 @@ def test_a_decoders_data_free_fallback_is_a_warning(tmp_path):
     teacher = make_decoder("qwen2", layers=4)
     peft_lora(teacher, tmp_path / "lora")
     student = make_decoder("qwen2", layers=2, hidden=48, heads=6, intermediate=96, seed=4)
-    with pytest.warns(transmod.align.api.TransferNotice, match="--align embed"):
+    with pytest.warns(TransferNotice, match="--align embed"):
         moved = transmod.transfer(tmp_path / "lora", teacher=save_decoder(teacher, tmp_path / "t"),
                                   student=save_decoder(student, tmp_path / "s"), mapping="skip")
     assert moved.method == "embed" and moved.format == "peft"

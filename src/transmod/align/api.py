@@ -49,7 +49,7 @@ class TransferNotice(UserWarning):
     """A choice `transfer` made that the call did not spell out (a decoder's data-free alignment)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Transferred:
     """A module moved to the student, in memory, and how: `save` writes it."""
 
@@ -92,7 +92,9 @@ def transfer(
     elif overwrite:
         raise TransmodError("overwrite=True replaces an earlier transferred module at out=, but no out= was given: "
                             "give out=, or drop overwrite")
-    method = _method(method, samples, alignment, mapping, lora_b)
+    _check_choice("--mapping", mapping, MAPPINGS + SAMPLED_MAPPINGS)
+    _check_choice("--lora-b", lora_b, LORA_B_ALIGNMENTS)
+    method = _method(method, samples, alignment)
     ridge, max_tokens = _fit_options(method, samples, alignment, ridge, max_tokens)
     examples = read_texts(samples) if samples is not None else None  # bad text fails now, not after loading
     teacher_shape, student_shape = load_model_shape(str(teacher)), load_model_shape(str(student))
@@ -113,11 +115,9 @@ def transfer(
     return moved
 
 
-def _method(method: str | None, samples: object, alignment: object, mapping: str, lora_b: str) -> str | None:
+def _method(method: str | None, samples: object, alignment: object) -> str | None:
     """The alignment method the options name: samples are always used (lsa unless `method` names another), a
     data-free method with samples is refused, and a fitted one needs samples or an alignment file."""
-    _check_choice("--mapping", mapping, MAPPINGS + SAMPLED_MAPPINGS)
-    _check_choice("--lora-b", lora_b, LORA_B_ALIGNMENTS)
     if samples is not None and alignment is not None:
         raise TransmodError(f"--samples {samples} and --alignment {alignment}: the alignment file is used as it is, "
                             "so the samples would be ignored; give one of them")
