@@ -18,7 +18,8 @@ from test_bad_input import SCHEMA, _config, model_folders, tree  # noqa: F401  (
 
 from transmod.errors import TransmodError
 from transmod.hub import slug
-from transmod.workflow.config import NAME_MAX, validate_config
+from transmod.atomic import MAX_NAME
+from transmod.workflow.config import validate_config
 
 NAN, INF = float("nan"), float("inf")
 LONG = "p" * 300  # a pair name that once failed only after sampling, with "File name too long"
@@ -73,9 +74,9 @@ CASES = {
     # names that become folder names
     "a pair name of 300 characters": (lambda f: _renamed("matching", LONG),
                                       f"config key pairs: the name {'p' * 24}... has 300 characters; it names folders "
-                                      f"under results/: use at most {NAME_MAX}"),
-    "a task name one past the limit": (lambda f: _task_named("n" * (NAME_MAX + 1), f),
-                                       f"config key tasks: the name {'n' * 24}... has {NAME_MAX + 1} characters"),
+                                      f"under results/: use at most {MAX_NAME}"),
+    "a task name one past the limit": (lambda f: _task_named("n" * (MAX_NAME + 1), f),
+                                       f"config key tasks: the name {'n' * 24}... has {MAX_NAME + 1} characters"),
 }
 
 
@@ -88,9 +89,9 @@ def test_bad_config_is_refused_naming_the_key(model_folders, case):  # noqa: F81
 
 
 def test_names_at_the_limit_pass(model_folders):  # noqa: F811
-    """The limit refuses only what it must: a pair and a task of NAME_MAX characters pass."""
-    config = _task_named("n" * NAME_MAX, model_folders)
-    config["pairs"]["m" * NAME_MAX] = config["pairs"].pop("matching")
+    """The limit refuses only what it must: a pair and a task of MAX_NAME characters pass."""
+    config = _task_named("n" * MAX_NAME, model_folders)
+    config["pairs"]["m" * MAX_NAME] = config["pairs"].pop("matching")
     validate_config(config, SCHEMA)
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from transmod.align import methods, transfer
 from transmod.align.inits import STUDY_METHOD, Init
+from transmod.atomic import MAX_NAME
 from transmod.errors import TransmodError, read_json
 from transmod.hub import is_hub_id, looks_local, slug
 from transmod.modules import kinds
@@ -36,9 +37,8 @@ YTE_KEY = "__use_yte__"
 # The longest pair or task name. Each names folders under results/ (and `<pair>.<task>.html` a file), and an
 # output is first written to a temporary sibling with a longer name (transmod.atomic): 64 keeps every derived
 # file name far below the 255 bytes a file system allows.
-NAME_MAX = 64
 # A model's own results folder (results/teachers/<name>, results/samples/<name>: hub.slug of its id or path).
-MODEL_NAME_MAX = 200
+MODEL_MAX_NAME = 200
 
 
 def _key(path: Any) -> str:
@@ -161,12 +161,12 @@ def model_dims(model: str) -> tuple[int, int] | None:
 
 def check_names(config: dict) -> None:
     """Pair and task names name folders under results/: the schema's patterns keep each one plain path
-    component, and NAME_MAX keeps every path derived from it valid."""
+    component, and MAX_NAME keeps every path derived from it valid."""
     for section in ("pairs", "tasks"):
         for name in config[section]:
-            if len(name) > NAME_MAX:
+            if len(name) > MAX_NAME:
                 raise TransmodError(f"config key {section}: the name {name[:24]}... has {len(name)} characters; it "
-                                    f"names folders under results/: use at most {NAME_MAX}")
+                                    f"names folders under results/: use at most {MAX_NAME}")
 
 
 def _built(path: str, built: list[str]) -> bool:
@@ -201,9 +201,9 @@ def check_models(config: dict, built: list[str]) -> None:
             key, name = f"pairs.{pair}.{role}", spec[role]
             _check_local(key, name, built, marker="config.json")
             folder = slug(name)
-            if folder in ("", ".", "..") or len(folder.encode()) > MODEL_NAME_MAX:
+            if folder in ("", ".", "..") or len(folder.encode()) > MODEL_MAX_NAME:
                 raise TransmodError(f"config key {key}: {name!r} would name its results folder {folder[:24]!r}, not "
-                                    f"one folder name of at most {MODEL_NAME_MAX} bytes; give the model by a shorter "
+                                    f"one folder name of at most {MODEL_MAX_NAME} bytes; give the model by a shorter "
                                     "path (a link to it)")
             first_key, first = folders.setdefault(folder, (key, name))
             if os.path.normpath(first) != os.path.normpath(name):
