@@ -112,7 +112,8 @@ def test_an_unset_switch_is_off(monkeypatch):
 @pytest.mark.parametrize("value", ["2", "enable", "fasle", "-1", "y"])
 def test_any_other_switch_value_is_refused_naming_the_variable(monkeypatch, value):
     monkeypatch.setenv(environment.FP32, value)
-    with pytest.raises(TransmodError, match=rf"\$TRANSMOD_FP32='{value}' is not a switch.*1/true/yes/on.*0/false/no/off"):
+    refused = rf"\$TRANSMOD_FP32='{value}' is not a switch.*1/true/yes/on.*0/false/no/off"
+    with pytest.raises(TransmodError, match=refused):
         environment.switch(environment.FP32)
 
 

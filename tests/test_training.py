@@ -527,6 +527,7 @@ def test_a_run_whose_loss_becomes_nan_stops_naming_run_and_step_and_writes_nothi
     """A finite but absurd learning rate: the first step throws the weights to ~1e30, the second step's loss is NaN."""
     cfg = TrainConfig(**{**FAST, "learning_rate": 1e30, "epochs": 1})
     out = tmp_path / "run"
-    with pytest.raises(TransmodError, match=rf"^{out}: the training loss became nan at step 2 \(epoch 1\).*learning_rate"):
+    refused = rf"^{out}: the training loss became nan at step 2 \(epoch 1\).*learning_rate"
+    with pytest.raises(TransmodError, match=refused):
         train(models["bert"], "pi", "adapter", pi_data(32, 0), pi_data(4, 1), pi_data(4, 2), cfg, out, threads=1)
     assert not out.exists()  # no module, head, history or predictions, and no checkpoint of a diverged run
