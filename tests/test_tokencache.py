@@ -36,6 +36,24 @@ def test_key_follows_tokenizer_data_and_settings(ner):
     assert key != tokencache.cache_key(other, ner, "ner", 32, 9)
 
 
+def test_a_regenerated_local_folder_is_not_read_from_the_cache(tmp_path):
+    """`datasets` gives a local folder the same fingerprint whatever its files hold: rebuilding the data in place
+    (a new size in a profile's config) must not bring back the old folder's tokens."""
+    import shutil
+
+    from transmod.train.data import load_split, write_hub_folder
+
+    tok, keys = make_tokenizer(), []
+    for n in (5, 7):
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)
+        rows = [{"tokens": s.split(), "ner_tags": [0] * len(s.split())} for s in SENTENCES[:n]]
+        write_hub_folder(tmp_path / "data", "ner", {("en", split): rows for split in ("train", "validation", "test")})
+        dataset = load_split(str(tmp_path / "data"), "ner", "en", "train", cache_dir=str(tmp_path / "hf"))
+        assert len(dataset) == n
+        keys.append(tokencache.cache_key(tok, dataset, "ner", 32, 9))
+    assert keys[0] != keys[1]
+
+
 def test_no_cache_dir_means_no_files(tmp_path, ner, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a cache written to a default place would land here
     out = tokencache.cached_encode(ner, make_tokenizer(), "ner", 32, 9, source="t", cache_dir=None)

@@ -32,8 +32,11 @@ def cache_key(tokenizer: Any, dataset: Any, task: Task | str, max_length: int, n
     definition = tokenizer_definition(tokenizer)
     spec = get_task(task)
     encoding = [spec.name, spec.kind, list(spec.text_columns), spec.label_column]  # what `encode` reads
+    # The Arrow files it was read from: `datasets` fingerprints a local folder by its name, not its content, but
+    # load_split keeps a regenerated folder's Arrow files apart (data._local_cache_dir), so their paths tell it.
+    files = sorted(f["filename"] for f in getattr(dataset, "cache_files", None) or [])
     parts = [definition, list(tokenizer.model_input_names), getattr(dataset, "_fingerprint", None), encoding,
-             max_length, num_labels]
+             max_length, num_labels, files]
     if parts[2] is None:  # a dataset without a content fingerprint cannot be keyed safely
         return ""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
