@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import json
+import random
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,6 +23,7 @@ from transmod.demo.minilm import (
     case_class,
     minilm_folder,
     prose_paragraphs,
+    truecase_rows,
     write_next_sentence_data,
     write_truecase_data,
 )
@@ -141,6 +143,12 @@ def test_a_missing_package_is_one_line_naming_the_install(monkeypatch):
                                         ("42", None), ("__", None)])
 def test_case_classes(word, case):
     assert case_class(word) == case
+
+
+def test_truecase_rows_leave_out_the_first_word_and_all_lower_sentences():
+    topics = {"doc": [["The ValueError is raised by Python code.", "Here the other words are all lower-case."]]}
+    assert truecase_rows(topics, random.Random(0)) == [
+        {"tokens": ["valueerror", "is", "raised", "by", "python", "code"], "case": [3, 0, 0, 0, 1, 0]}]
 
 
 def test_truecase_data_is_lowercased_words_in_the_next_sentence_datas_splits(tmp_path):

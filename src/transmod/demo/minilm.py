@@ -139,14 +139,18 @@ def case_class(word: str) -> str | None:
 
 
 def truecase_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.Random) -> list[dict[str, Any]]:
-    """One row per sentence: its words with cased letters, lower-cased, each labelled by its case class's id
-    (punctuation and numbers left out: they have no case). `rng` is unused: every sentence is a row."""
+    """One row per sentence: its words with cased letters, lower-cased, each labelled by its case class's id.
+    Punctuation and numbers are left out (they have no case), and so is the first word (its capital only
+    marks where the sentence starts); a sentence whose other words are all lower-case teaches nothing but
+    the majority class, so it is left out too. `rng` is unused: the rows are the sentences."""
     rows = []
     for name in sorted(topics):
         for paragraph in topics[name]:
             for sentence in paragraph:
-                words = [(w, c) for w in WORD.findall(sentence) if (c := case_class(w))]
-                rows.append({"tokens": [w.lower() for w, _ in words], "case": [CASE_LABELS.index(c) for _, c in words]})
+                words = [(w, c) for w in WORD.findall(sentence) if (c := case_class(w))][1:]
+                if any(c != "lower" for _, c in words):
+                    rows.append({"tokens": [w.lower() for w, _ in words],
+                                 "case": [CASE_LABELS.index(c) for _, c in words]})
     return rows
 
 
