@@ -107,10 +107,11 @@ def test_passes_over_chunks_of_layers_fit_what_one_pass_fits(pair, monkeypatch, 
     from transmod.align import correlation
 
     t, s = pair["samples"]
-    assert correlation.layer_chunks(t, s, moments=True) == [[0, 1]]
+    shapes = t.describe(), s.describe(), ["h", "f", "a", "m"]
+    assert correlation.layer_chunks(*shapes, moments=True) == [[0, 1]]
     whole = fit_alignment(t, s, "skip", method, holdout=0.2)
     monkeypatch.setattr(correlation, "STATISTICS_BUDGET", 1)  # one layer per pass
-    assert correlation.layer_chunks(t, s, moments=True) == [[0], [1]]
+    assert correlation.layer_chunks(*shapes, moments=True) == [[0], [1]]
     chunked = fit_alignment(t, s, "skip", method, holdout=0.2)
     assert [(m.student_layer, m.space) for m in chunked.layers] == [(m.student_layer, m.space) for m in whole.layers]
     for a, b in zip(whole.layers, chunked.layers):

@@ -299,11 +299,8 @@ def fit_alignment(
 
     `holdout` leaves the last fraction of the shared tokens out, for `transmod.align.fidelity`.
     """
-    check_method(method)
     spaces = check_pair(teacher, student)
-    _check_spaces(teacher.describe(), student.describe(), spaces)
-    if not 0 <= ridge < np.inf:  # NaN or inf would make every map NaN
-        raise TransmodError(f"--ridge must be a finite number of at least 0, got {ridge}")
+    check_fit(describe(teacher), describe(student), spaces, method, ridge)
     if method == "select":
         return select_alignment(describe(teacher), describe(student), mapping, spaces)
     if method == "embed":
@@ -311,29 +308,53 @@ def fit_alignment(
                             "and --student-model (or use `transmod transfer --align embed`)")
     shared = shared_rows(teacher, student)[2]  # checked before the pass over the samples
     n = split_point(shared, holdout)
-    widest = max((s for s in spaces if s not in HEAD_SPACES), key=teacher.width)  # dense maps: every space but heads
-    need = max(teacher.width(widest), student.width(widest)) + 1
-    if method in DENSE_METHODS and n < need:
-        raise TransmodError(
-            f"--align {method} fits a {teacher.width(widest)} x {student.width(widest)} map per layer and needs at least "
-            f"{need} shared tokens to fit on, but {teacher.path} and {student.path} give {n}; sample more (--max-tokens)"
-        )
-    if n == 0:
-        raise TransmodError(f"{teacher.path} and {student.path}: no shared tokens to fit on; sample more text")
-    intercept = get_kind(teacher.meta["hook"]).read_bias is not None  # a bias to fold the read map's offset into
+    check_tokens(describe(teacher), describe(student), spaces, method, n, f"{teacher.path} and {student.path}")
     out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"],
                     paired_share=paired_share(teacher, student, shared))
     moments = method in DENSE_METHODS  # covariances; lsa and lsa-signed read r alone
     groups = layer_groups(mapping, teacher, student, holdout)
-    for layers in layer_chunks(teacher, student, moments):  # bounded memory: a pass per chunk of layers
-        read, acc, _ = accumulate(teacher, student, groups, MomentAccumulator if moments else PearsonAccumulator,
-                                  holdout, batch_size, workers, pearson_only=("a",), layers=layers)
-        for (l, s), a in acc.items():
-            if s == "a":  # whole heads whatever the method (transmod.align.heads)
-                out.layers += _head_maps(l, read[l], out.teacher, out.student, a.result()[0])
-            else:
-                out.layers.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, read[l], s)))
+    for layers in layer_chunks(out.teacher, out.student, spaces, moments):  # bounded memory: a pass per chunk of layers
+        read, acc, _ = accumulate(teacher, student, groups, accumulator(method), holdout, batch_size, workers,
+                                  pearson_only=("a",), layers=layers)
+        out.layers += fitted_maps(method, acc, read, ridge, out)
     return out
+
+
+def accumulator(method: str) -> type[PearsonAccumulator]:
+    """What a method's fit reads: covariances for the dense maps, r alone for the assignments."""
+    return MomentAccumulator if method in DENSE_METHODS else PearsonAccumulator
+
+
+def fitted_maps(method: str, acc: dict[tuple[int, str], PearsonAccumulator], read: list[list[int]], ridge: float,
+                out: Alignment) -> list[LayerMap]:
+    """The maps of one pass's accumulators (`read`: the teacher depths each student layer read), for `out`."""
+    intercept = get_kind(out.hook).read_bias is not None  # a bias to fold the read map's offset into
+    maps = []
+    for (l, s), a in acc.items():
+        if s == "a":  # whole heads whatever the method (transmod.align.heads)
+            maps += _head_maps(l, read[l], out.teacher, out.student, a.result()[0])
+        else:
+            maps.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, read[l], s)))
+    return maps
+
+
+def check_fit(teacher: dict, student: dict, spaces: Sequence[str], method: str, ridge: float) -> None:
+    """Refuse a fit that cannot be made: an unknown method, a wider student, a ridge that is not a number."""
+    check_method(method)
+    _check_spaces(teacher, student, spaces)
+    if not 0 <= ridge < np.inf:  # NaN or inf would make every map NaN
+        raise TransmodError(f"--ridge must be a finite number of at least 0, got {ridge}")
+
+
+def check_tokens(teacher: dict, student: dict, spaces: Sequence[str], method: str, n: int, source: str) -> None:
+    """Refuse too few shared tokens (`source`: where they come from): a dense map needs more than its width."""
+    widest = max((s for s in spaces if s not in HEAD_SPACES), key=lambda s: space_width(teacher, s))
+    d_t, d_s = space_width(teacher, widest), space_width(student, widest)  # dense maps: every space but heads
+    if method in DENSE_METHODS and n < max(d_t, d_s) + 1:
+        raise TransmodError(f"--align {method} fits a {d_t} x {d_s} map per layer and needs at least {max(d_t, d_s) + 1} "
+                            f"shared tokens to fit on, but {source} give {n}; sample more (--max-tokens)")
+    if n == 0:
+        raise TransmodError(f"{source}: no shared tokens to fit on; sample more text")
 
 
 def _fit_layer(method: str, acc: MomentAccumulator, ridge: float, intercept: bool, lm: LayerMap) -> LayerMap:

@@ -186,13 +186,29 @@ def _data_free(method: str | None, teacher: ModelShape, student: ModelShape, kin
 
 def _from_samples(examples: Sequence[Example], teacher: ModelShape, student: ModelShape, peft: str, mapping: str,
                   method: str, lora_b: str, max_tokens: int, ridge: float) -> Alignment:
-    """Sample both models on the examples, then assign (lsa, through the correlation) or fit the alignment."""
+    """Sample both models on the examples, then assign (lsa, through the correlation) or fit the alignment. Two
+    models that share one tokenizer run side by side and write nothing (`transmod.align.streaming`); two tokenizers
+    pair tokens by their text spans, through sample files in a temporary folder."""
+    from transmod.align.sampling import batchable, load_tokenizer, tokenizer_fingerprint
+
+    lora_outputs = lora_b == "output"  # only a LoRA samples its outputs (transmod.modules.kinds)
+    tokenizers = [batchable(load_tokenizer(shape.name, (peft,)), shape.name) for shape in (teacher, student)]
+    if tokenizer_fingerprint(tokenizers[0]) == tokenizer_fingerprint(tokenizers[1]):
+        from transmod.align.streaming import ModelPair, streamed_alignment
+
+        pair = ModelPair(teacher, student, tokenizers[0], examples, peft, lora_outputs, max_tokens)
+        return streamed_alignment(pair, mapping, method, ridge)
+    return _from_files(examples, teacher, student, peft, mapping, method, lora_outputs, max_tokens, ridge)
+
+
+def _from_files(examples: Sequence[Example], teacher: ModelShape, student: ModelShape, peft: str, mapping: str,
+                method: str, lora_outputs: bool, max_tokens: int, ridge: float) -> Alignment:
+    """`_from_samples` through two sample files, whose tokens pair by their text spans (`transmod.align.pairing`)."""
     from transmod.align.alignment import assign_correlation, fit_alignment
     from transmod.align.correlation import correlate_samples
     from transmod.align.samplefile import SampleFile
     from transmod.align.sampling import sample_model
 
-    lora_outputs = lora_b == "output"  # only a LoRA samples its outputs (transmod.modules.kinds)
     with tempfile.TemporaryDirectory(prefix="transmod-") as tmp:
         files = {}
         for who, shape in (("teacher", teacher), ("student", student)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from transmod.align.pairing import (
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
-from transmod.modules.architectures import module_depths, module_layers
+from transmod.modules.architectures import module_depths, module_layers, space_width
 from transmod.progress import Progress
 
 
@@ -180,24 +180,50 @@ def accumulate(
     accumulator: Callable[[int, int], A] = PearsonAccumulator, holdout: float = 0.0, batch_size: int = 2048,
     workers: int | None = None, pearson_only: Sequence[str] = (), layers: Sequence[int] | None = None,
 ) -> tuple[list[list[int]], dict[tuple[int, str], A], int]:
-    """One streaming pass over the shared rows before the held-out tail: each student module layer (and space)
-    against its mapped teacher layer, or under AVG the mean state of its teacher group; a layer that serves the
-    whole depth (ALBERT) pools every depth's pair (`transmod.modules.architectures.module_depths`). Returns the teacher
-    depths each student module layer read, the accumulators and how many rows the two files share.
-    `mapping`: a name, or the teacher groups (per student depth) a name gave. `workers`:
-    threads that update layer pairs side by side (default: every core this process may use).
-    `pearson_only`: spaces that need r alone (whole heads), whatever `accumulator` keeps for the others.
-    `layers`: the student module layers of this pass (default: all; see `layer_chunks`)."""
+    """One streaming pass over the shared rows of two sample files before the held-out tail (`accumulate_pairs`).
+    Returns the teacher depths each student module layer read, the accumulators and how many rows the two files
+    share. `mapping`: a name, or the teacher groups (per student depth) a name gave. `layers`: the student module
+    layers of this pass (default: all; see `layer_chunks`)."""
     spaces = check_pair(teacher, student)
     groups = layer_groups(mapping, teacher, student, holdout) if isinstance(mapping, str) else mapping
-    depths = module_depths(student.describe())
-    layers = range(len(depths)) if layers is None else layers
-    acc = {(l, s): (PearsonAccumulator if s in pearson_only else accumulator)(student.width(s), teacher.width(s))
-           for l in layers for s in spaces}
-    t_cols = sorted({f"{s}{t}" for s in spaces for l in layers for a in depths[l] for t in groups[a]})
-    s_cols = [f"{s}{a}" for s in spaces for l in layers for a in depths[l]]
+    acc = new_accumulators(teacher.describe(), student.describe(), spaces, layers, accumulator, pearson_only)
+    t_cols, s_cols = state_columns(acc, groups, module_depths(student.describe()))
     mask_t, mask_s, n = shared_rows(teacher, student)
-    pairs = paired_batches(teacher, student, t_cols, s_cols, batch_size, 0, split_point(n, holdout), (mask_t, mask_s))
+    fit = split_point(n, holdout)
+    pairs = paired_batches(teacher, student, sorted(t_cols), sorted(s_cols), batch_size, 0, fit, (mask_t, mask_s))
+    what = f"{len(acc)} layer pairs of {teacher.path.name} x {student.path.name}"
+    read = accumulate_pairs(prefetched(pairs), acc, groups, module_depths(student.describe()), what, fit, workers)
+    return read, acc, n
+
+
+def new_accumulators(teacher: dict, student: dict, spaces: Sequence[str], layers: Sequence[int] | None,
+                     accumulator: Callable[[int, int], A] = PearsonAccumulator,
+                     pearson_only: Sequence[str] = ()) -> dict[tuple[int, str], A]:
+    """An accumulator per student module layer (default: all) and space of two models' shapes (`describe()`).
+    `pearson_only`: spaces that need r alone (whole heads), whatever `accumulator` keeps for the others."""
+    layers = range(module_layers(student)) if layers is None else layers
+    return {(l, s): (PearsonAccumulator if s in pearson_only else accumulator)(space_width(student, s),
+                                                                               space_width(teacher, s))
+            for l in layers for s in spaces}
+
+
+def state_columns(acc: Mapping[tuple[int, str], object], groups: Sequence[Sequence[int]],
+                  depths: Sequence[Sequence[int]]) -> tuple[set[str], set[str]]:
+    """The teacher and student state columns (`{space}{depth}`) that the accumulators `acc` read."""
+    t_cols = {f"{s}{t}" for l, s in acc for a in depths[l] for t in groups[a]}
+    return t_cols, {f"{s}{a}" for l, s in acc for a in depths[l]}
+
+
+def accumulate_pairs(
+    pairs: Iterable[tuple[Batch, Batch]], acc: Mapping[tuple[int, str], A], groups: Sequence[Sequence[int]],
+    depths: Sequence[Sequence[int]], what: str, total: int | None = None, workers: int | None = None,
+) -> list[list[int]]:
+    """Update every accumulator with each (teacher, student) batch of states: a student module layer (and space)
+    against its mapped teacher depth, or under AVG the mean state of its teacher group; a layer that serves the
+    whole depth (ALBERT) pools every depth's pair (`transmod.modules.architectures.module_depths`). The batches come
+    from two sample files (`accumulate`) or from two models run side by side (`transmod.align.streaming`).
+    `workers`: threads that update layer pairs side by side (default: every core this process may use). Returns the
+    teacher depths each student module layer read."""
 
     def update(key: tuple[int, str], t_batch: Batch, s_batch: Batch) -> None:
         l, s = key
@@ -206,30 +232,30 @@ def accumulate(
             acc[key].update(s_batch[f"{s}{a}"], group[0] if len(group) == 1 else np.mean(group, axis=0, dtype=np.float32))
 
     # One BLAS thread per worker: whole updates run side by side, their numpy steps included.
-    fit = split_point(n, holdout)
-    what = f"{len(acc)} layer pairs of {teacher.path.name} x {student.path.name}"
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool, \
-            Progress(what, "tokens", fit) as progress:
-        for t_batch, s_batch in prefetched(pairs):
+            Progress(what, "tokens", total) as progress:
+        for t_batch, s_batch in pairs:
             for done in [pool.submit(update, key, t_batch, s_batch) for key in acc]:
                 done.result()
             progress.update(len(next(iter(s_batch.values()))))
-    return pooled_groups(groups, depths), acc, n
+    return pooled_groups(groups, depths)
 
 
 STATISTICS_BUDGET = 4 << 30  # bytes of running sums one pass may hold; wider models take several passes
 
 
-def layer_chunks(teacher: SampleFile, student: SampleFile, moments: bool, budget: int | None = None) -> list[list[int]]:
+def layer_chunks(teacher: dict, student: dict, spaces: Sequence[str], moments: bool,
+                 budget: int | None = None) -> list[list[int]]:
     """Student layers in passes whose running sums fit `budget` (at least one layer per pass), so memory
     stays bounded for decoders whose MLP spaces alone need gigabytes per layer (7B -> 1.5B: ~1.4 GB of
-    cross products, ~4.3 GB more of covariances for the dense methods)."""
+    cross products, ~4.3 GB more of covariances for the dense methods). `teacher`, `student`: the models'
+    shapes (`describe()`)."""
     per_layer = 0
-    for s in check_pair(teacher, student):
-        ds, dt = student.width(s), teacher.width(s)
+    for s in spaces:
+        ds, dt = space_width(student, s), space_width(teacher, s)
         per_layer += 8 * (ds * dt + 2 * (ds + dt)) * (2 if moments else 1) + (8 * (ds * ds + dt * dt) if moments else 0)
     step = max(1, (budget or STATISTICS_BUDGET) // max(per_layer, 1))
-    count = module_layers(student.describe())
+    count = module_layers(student)
     return [list(range(i, min(i + step, count))) for i in range(0, count, step)]
 
 
@@ -241,16 +267,23 @@ def correlate_samples(
     shared tokens before the `holdout` tail: the same tokens every fitted alignment method reads."""
     groups, acc, shared = accumulate(teacher, student, mapping, holdout=holdout, batch_size=batch_size, workers=workers)
     # Tokens, not pairs: a shared layer's accumulator counts each token once per depth it pools.
-    result = Correlation(mapping, teacher.describe(), student.describe(), split_point(shared, holdout),
-                         paired_share=paired_share(teacher, student, shared))
+    return correlation(mapping, groups, acc, (teacher.describe(), student.describe()), split_point(shared, holdout),
+                       paired_share(teacher, student, shared), (str(teacher.path), str(student.path)))
+
+
+def correlation(mapping: str, groups: Sequence[list[int]], acc: Mapping[tuple[int, str], PearsonAccumulator],
+                shapes: tuple[dict, dict], num_tokens: int, share: float, names: tuple[str, str]) -> Correlation:
+    """The correlation file's content from a pass's accumulators; constant dimensions (r = 0) are warned of,
+    naming the samples (`names`: teacher's and student's) and layers."""
+    result = Correlation(mapping, *shapes, num_tokens, paired_share=share)
     for (l, s), a in acc.items():
         r, const_s, const_t = a.result()
-        for dims, who, where in ((const_s, student, [l]), (const_t, teacher, groups[l])):
+        for dims, who, where in ((const_s, names[1], [l]), (const_t, names[0], groups[l])):
             if len(dims):
                 warnings.warn(
-                    f"{who.path}: {len(dims)} constant dimension(s) at layer(s) {where} space {s} get r = 0: "
+                    f"{who}: {len(dims)} constant dimension(s) at layer(s) {where} space {s} get r = 0: "
                     f"{', '.join(map(str, dims[:20]))}{' ...' if len(dims) > 20 else ''}",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         result.layers.append(LayerCorrelation(l, groups[l], s, r))
     return result

@@ -13,6 +13,8 @@ number of tokens sampled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map, monotone_map
@@ -43,11 +45,17 @@ def cka_similarity(teacher: SampleFile, student: SampleFile, space: str = "h", h
     t_cols = [f"{space}{l}" for l in range(teacher.num_layers)]
     s_cols = [f"{space}{l}" for l in range(student.num_layers)]
     parts = list(paired_batches(teacher, student, t_cols, s_cols, stop, 0, stop, (mask_t, mask_s)))
-    t_states = {c: np.concatenate([t[c] for t, _ in parts]) for c in t_cols}
-    s_grams = [_gram(np.concatenate([s[c] for _, s in parts])) for c in s_cols]
-    out = np.zeros((len(s_cols), len(t_cols)))
-    for j, column in enumerate(t_cols):
-        gram = _gram(t_states.pop(column))  # one teacher Gram at a time
+    return cka_of_states({c: np.concatenate([t[c] for t, _ in parts]) for c in t_cols},
+                         [np.concatenate([s[c] for _, s in parts]) for c in s_cols])
+
+
+def cka_of_states(teacher: dict[str, np.ndarray], student: Sequence[np.ndarray]) -> np.ndarray:
+    """(student layers x teacher layers) linear CKA of the same tokens' states, each layer's (tokens x width) array
+    in depth order; `teacher`'s are dropped as they are read (one teacher Gram at a time)."""
+    s_grams = [_gram(x) for x in student]
+    out = np.zeros((len(s_grams), len(teacher)))
+    for j, column in enumerate(list(teacher)):
+        gram = _gram(teacher.pop(column))
         out[:, j] = [float(np.sum(g * gram)) for g in s_grams]
     return out
 

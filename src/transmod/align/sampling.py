@@ -12,8 +12,9 @@ import inspect
 import json
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ from transmod.align.samplefile import SampleWriter
 from transmod.align.texts import Example
 from transmod.atomic import MARK
 from transmod.errors import TransmodError
-from transmod.modules.architectures import Architecture, model_shape
-from transmod.modules.kinds import get_kind
+from transmod.modules.architectures import Architecture, ModelShape, model_shape
+from transmod.modules.kinds import KINDS, get_kind
 from transmod.progress import Progress
 from transmod.train.tokencache import tokenizer_definition
 
@@ -110,6 +111,21 @@ def batchable(tokenizer, model_name: str):
     return tokenizer
 
 
+STATES_BUDGET = 128 << 20  # bytes of hidden states one forward pass may capture (a decoder's are ~0.4 MB a token)
+
+
+@dataclass
+class Sampled:
+    """The kept tokens of one forward pass: their position keys and, per `{peft}:{space}{layer}`, their states."""
+
+    keys: dict[str, np.ndarray]  # sent, seq, start, end: one per token (`samplefile.KEY_FIELDS`)
+    tokens: list[str]
+    states: dict[str, np.ndarray]  # (tokens x width) float32
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
 def sample_hidden_states(
     model: torch.nn.Module,
     tokenizer,
@@ -124,44 +140,72 @@ def sample_hidden_states(
     seed: int = 0,
 ) -> int:
     """Run the bare model over `examples` once and write, per hook type in `outs` (adapter, lora),
-    the module inputs of every layer to that file.
-
-    Returns the number of tokens written. Only non-special, non-padding tokens are kept. With
-    `max_tokens`, examples are read in an order drawn with `seed` (the same for every model reading the
-    same data) until that many tokens are kept: the sample spreads over the whole split, not over its
-    first documents, and two models keep the same sentences.
-    """
-    if not getattr(tokenizer, "is_fast", False):
-        raise TransmodError(f"{model_name}: sampling needs a fast tokenizer (tokenizer.json) for character offsets")
+    the module inputs of every layer to that file (see `sampled_batches`). Returns the number of tokens written."""
     tokenizer = batchable(tokenizer, model_name)
-    for option, value in (("--max-tokens", max_tokens), ("--batch-size", batch_size), ("--max-length", max_length)):
-        if value is not None and value < 1:
-            raise TransmodError(f"{option} must be positive, got {value}")
-    _check_max_length(tokenizer, examples, max_length, model_name)
     shape = model_shape(model.config, model_name)
     spaces = {peft: get_kind(peft).spaces(lora_outputs, shape.arch) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
-    model.eval()
-    device = next(model.parameters()).device
-    accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
+    batches = sampled_batches(model, tokenizer, examples, spaces, model_name=model_name, max_tokens=max_tokens,
+                              batch_size=batch_size, max_length=max_length, seed=seed)
     written = 0
     with contextlib.ExitStack() as stack:
         writers = {peft: stack.enter_context(SampleWriter(out, columns[peft], {f"{s}{l}": shape.width(s) for s in spaces[peft]
                                                                                 for l in range(shape.num_layers)}))
                    for peft, out in outs.items()}
-        store = stack.enter_context(capture(model, shape.arch, spaces))
-        stack.enter_context(torch.inference_mode())
         progress = stack.enter_context(Progress(f"sampling {model_name}", "tokens", max_tokens))
-        order = np.arange(len(examples)) if max_tokens is None else np.random.default_rng(seed).permutation(len(examples))
-        for first in range(0, len(examples), batch_size):
-            index = order[first : first + batch_size]
+        for batch in batches:
+            keys = {**{k: pa.array(v) for k, v in batch.keys.items()}, "token": pa.array(batch.tokens)}
+            for peft, writer in writers.items():
+                writer.write(keys, {c: batch.states[f"{peft}:{c}"] for c in columns[peft]})
+            written += len(batch)
+            progress.update(len(batch))
+        for peft, writer in writers.items():
+            writer.finish(sample_meta(shape, peft, spaces[peft], written, examples, tokenizer, max_length))
+    return written
+
+
+def sample_meta(shape: ModelShape, peft: str, spaces: Sequence[str], written: int, examples: Sequence[Example],
+                tokenizer, max_length: int) -> dict:
+    """What a sample file records of its model, hook point and data (`samplefile.META_FIELDS`)."""
+    return {
+        **shape.describe(), "hook": peft, "spaces": list(spaces), "layers": list(range(shape.num_layers)),
+        "num_tokens": written, MARK: "samples",
+        "data": fingerprint(list(examples)), "tokenizer": tokenizer_fingerprint(tokenizer),
+        "max_length": max_length, "spans": SPANS,
+    }
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Equal for two tokenizers that split every text alike (the padding one `batchable` adds included)."""
+    return fingerprint(tokenizer_definition(tokenizer))
+
+
+def sampled_batches(
+    model: torch.nn.Module, tokenizer, examples: Sequence[Example], spaces: Mapping[str, Sequence[str]], *,
+    model_name: str, max_tokens: int | None = None, batch_size: int = 32, max_length: int = 128, seed: int = 0,
+    columns: Collection[str] | None = None, tokens_per_pass: int | None = None,
+) -> Iterator[Sampled]:
+    """The module inputs (per hook type in `spaces`: adapter, lora) of the kept tokens, one forward pass at a time.
+
+    Only non-special, non-padding tokens are kept. With `max_tokens`, examples are read in an order drawn with
+    `seed` (the same for every model reading the same data) until that many tokens are kept: the sample spreads
+    over the whole split, not over its first documents, and two models keep the same sentences. A pass reads at
+    most `batch_size` examples and at most `STATES_BUDGET` bytes of states (a decoder LLM's are large), in that
+    order (`tokens_per_pass`: padded tokens, by default `pass_tokens(model)`); its tokens come in example order.
+    `columns`: the `{peft}:{space}{layer}` states to return (default all). `tokenizer` pads on the right (`batchable`).
+    """
+    _check_sampling(tokenizer, examples, model_name, max_tokens, batch_size, max_length)
+    shape = model_shape(model.config, model_name)
+    model.eval()
+    device = next(model.parameters()).device
+    accepted = set(inspect.signature(model.forward).parameters)  # DistilBERT takes no token_type_ids
+    order = np.arange(len(examples)) if max_tokens is None else np.random.default_rng(seed).permutation(len(examples))
+    written = 0
+    with capture(model, shape.arch, spaces) as store, torch.inference_mode():
+        for index in _passes(tokenizer, examples, order, batch_size, max_length, tokens_per_pass or pass_tokens(shape)):
             batch = [examples[i] for i in index]
-            enc = tokenizer(
-                [ex[0] for ex in batch],
-                [ex[1] if len(ex) > 1 else "" for ex in batch] if any(len(ex) > 1 for ex in batch) else None,
-                padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                return_offsets_mapping=True, return_special_tokens_mask=True,
-            )
+            enc = _encode(tokenizer, batch, max_length, padding=True, return_tensors="pt", return_offsets_mapping=True,
+                          return_special_tokens_mask=True)
             offsets = enc.pop("offset_mapping")
             keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()
             model(**{k: v.to(device) for k, v in enc.items() if k in accepted},
@@ -169,35 +213,69 @@ def sample_hidden_states(
             rows, pos = keep.nonzero(as_tuple=True)
             if max_tokens is not None:
                 rows, pos = rows[: max_tokens - written], pos[: max_tokens - written]
-            if len(rows) == 0:
-                continue
-            seq = torch.tensor([[s if s is not None else -1 for s in enc.sequence_ids(i)] for i in range(len(batch))])
-            segment = seq[rows, pos].numpy()
-            start, end = trim_spans([batch[r][s] for r, s in zip(rows.tolist(), segment.tolist())],
-                                    offsets[rows, pos, 0].numpy(), offsets[rows, pos, 1].numpy())
-            keys = {
-                "sent": pa.array(index[rows.numpy()].astype(np.int32)),
-                "seq": pa.array(segment.astype(np.int8)),
-                "start": pa.array(start),
-                "end": pa.array(end),
-                "token": pa.array(tokenizer.convert_ids_to_tokens(enc["input_ids"][rows, pos].tolist())),
-            }
-            for peft, writer in writers.items():
+            if len(rows):
                 at = rows.to(device), pos.to(device)
-                writer.write(keys, {c: store[f"{peft}:{c}"][at].float().cpu().numpy() for c in columns[peft]})
-            written += len(rows)
-            progress.update(len(rows))
+                states = {k: v[at].float().cpu().numpy() for k, v in store.items() if columns is None or k in columns}
+                written += len(rows)
+                yield Sampled(_keys(enc, batch, index, offsets, rows, pos),
+                              tokenizer.convert_ids_to_tokens(enc["input_ids"][rows, pos].tolist()), states)
+            store.clear()  # a pass's states are dropped before the next one runs
             if max_tokens is not None and written >= max_tokens:
-                break
-        for peft, writer in writers.items():
-            meta = {
-                **shape.describe(), "hook": peft, "spaces": list(spaces[peft]), "layers": list(range(shape.num_layers)),
-                "num_tokens": written, MARK: "samples",
-                "data": fingerprint(list(examples)), "tokenizer": fingerprint(tokenizer_definition(tokenizer)),
-                "max_length": max_length, "spans": SPANS,
-            }
-            writer.finish(meta)
-    return written
+                return
+
+
+def pass_tokens(shape: ModelShape) -> int:
+    """Padded tokens per forward pass: as many as `STATES_BUDGET` holds when every space of every module kind is
+    sampled. The passes then depend on the model alone, never on what is sampled: sampling only some spaces (or
+    one kind) keeps the same tokens with the same states, bit for bit."""
+    spaces = {s for kind in KINDS.values() for s in kind.spaces(True, shape.arch)}
+    return max(1, STATES_BUDGET // (4 * shape.num_layers * sum(shape.width(s) for s in spaces)))
+
+
+def _check_sampling(tokenizer, examples: Sequence[Example], model_name: str, max_tokens: int | None, batch_size: int,
+                    max_length: int) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise TransmodError(f"{model_name}: sampling needs a fast tokenizer (tokenizer.json) for character offsets")
+    for option, value in (("--max-tokens", max_tokens), ("--batch-size", batch_size), ("--max-length", max_length)):
+        if value is not None and value < 1:
+            raise TransmodError(f"{option} must be positive, got {value}")
+    _check_max_length(tokenizer, examples, max_length, model_name)
+
+
+def _encode(tokenizer, batch: Sequence[Example], max_length: int, **options):
+    """The batch's texts (or pairs) tokenized, truncated to `max_length`."""
+    pair = any(len(ex) > 1 for ex in batch)
+    return tokenizer([ex[0] for ex in batch], [ex[1] if len(ex) > 1 else "" for ex in batch] if pair else None,
+                     truncation=True, max_length=max_length, **options)
+
+
+def _passes(tokenizer, examples: Sequence[Example], order: np.ndarray, batch_size: int, max_length: int,
+            budget: int) -> Iterator[np.ndarray]:
+    """Consecutive runs of `order`, each of at most `batch_size` examples and, padded, at most `budget` tokens
+    (one example at least): the states a pass captures stay bounded whatever the model's width."""
+    for first in range(0, len(order), batch_size):
+        window = order[first : first + batch_size]
+        if len(window) * max_length <= budget:
+            yield window
+            continue
+        lengths = [len(ids) for ids in _encode(tokenizer, [examples[i] for i in window], max_length)["input_ids"]]
+        start, longest = 0, 0
+        for i, n in enumerate(lengths):
+            if i > start and (i - start + 1) * max(longest, n) > budget:
+                yield window[start:i]
+                start, longest = i, 0
+            longest = max(longest, n)
+        yield window[start:]
+
+
+def _keys(enc, batch: Sequence[Example], index: np.ndarray, offsets: torch.Tensor, rows: torch.Tensor,
+          pos: torch.Tensor) -> dict[str, np.ndarray]:
+    """Each kept token's example, segment of a pair and trimmed character span (`trim_spans`)."""
+    seq = torch.tensor([[s if s is not None else -1 for s in enc.sequence_ids(i)] for i in range(len(batch))])
+    segment = seq[rows, pos].numpy()
+    start, end = trim_spans([batch[r][s] for r, s in zip(rows.tolist(), segment.tolist())],
+                            offsets[rows, pos, 0].numpy(), offsets[rows, pos, 1].numpy())
+    return {"sent": index[rows.numpy()].astype(np.int32), "seq": segment.astype(np.int8), "start": start, "end": end}
 
 
 def sample_model(
@@ -211,25 +289,42 @@ def sample_model(
     lora_outputs: bool = False,
 ) -> int:
     """Load a hub id or local folder (no remote code) and sample it; see `sample_hidden_states`."""
-    from transformers import AutoModel, AutoTokenizer
+    tokenizer = load_tokenizer(model_name, outs)
+    return sample_hidden_states(
+        load_model(model_name), tokenizer, examples, outs, model_name=model_name, max_tokens=max_tokens,
+        batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs,
+    )
+
+
+def load_tokenizer(model_name: str, pefts: Collection[str]):
+    """The model's fast tokenizer, after checking that the model can be sampled for each hook type in `pefts`
+    (a missing, damaged or unsupported model: one line, before any loading)."""
+    from transformers import AutoTokenizer
 
     from transmod.hub import load_error, local_files_only
     from transmod.modules.architectures import load_model_shape
 
-    arch = load_model_shape(model_name).arch  # a missing, damaged or unsupported model: one line, before any loading
-    for peft in outs:
+    arch = load_model_shape(model_name).arch
+    for peft in pefts:
         get_kind(peft).check_arch(arch, model_name)
-    offline = local_files_only(model_name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name, use_fast=True, local_files_only=offline)
+        return AutoTokenizer.from_pretrained(model_name, use_fast=True, local_files_only=local_files_only(model_name))
+    except Exception as exc:  # OSError, ValueError, tokenizers' own errors: all mean "cannot load this model"
+        raise load_error(model_name, "model", exc) from None
+
+
+def load_model(model_name: str) -> torch.nn.Module:
+    """The bare model (no head, no remote code), on the GPU if there is one: the forward passes are the whole
+    cost of sampling."""
+    from transformers import AutoModel
+
+    from transmod.hub import load_error, local_files_only
+
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModel.from_pretrained(model_name, trust_remote_code=False, local_files_only=offline)
+            model = AutoModel.from_pretrained(model_name, trust_remote_code=False,
+                                              local_files_only=local_files_only(model_name))
     except Exception as exc:  # OSError, ValueError, safetensors' own errors: all mean "cannot load this model"
         raise load_error(model_name, "model", exc) from None
-    if torch.cuda.is_available():  # the forward passes are the whole cost of sampling
-        model = model.to("cuda")
-    return sample_hidden_states(
-        model, tokenizer, examples, outs, model_name=model_name, max_tokens=max_tokens,
-        batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs,
-    )
+    return model.to("cuda") if torch.cuda.is_available() else model
