@@ -28,7 +28,7 @@ from transmod.demo.tokenizer import MAX_LENGTH
 from transmod.train.tasks import declare_task
 
 SIZES = {"train": 320, "validation": 80, "test": 80}
-TASKS = {
+CUSTOM_TASKS = {
     "pos": {"dataset": "data/pos", "languages": ["en"], "kind": "token-classification", "text_columns": ["tokens"],
             "label_column": "upos", "metric": "accuracy", "title": "Part-of-speech tagging"},
     "topic": {"dataset": "lab/topics", "languages": ["en"], "kind": "sequence-classification", "text_columns": ["text"],
@@ -41,7 +41,7 @@ CONFIG = {
               # ALBERT runs one layer at every depth: a 4-deep, 64-wide teacher and a 2-deep, 48-wide student
               "shared": {"teacher": "models/albert-teacher", "student": "models/albert-student", "aligned": True,
                          "tasks": ["pos"]}},
-    "tasks": TASKS,
+    "tasks": CUSTOM_TASKS,
     "peft": ["lora"],
     "inits": ["default", "skip"],
     "seeds": [1],
@@ -79,7 +79,7 @@ def study(tmp_path_factory, demo):
     for role, name in (("teacher", "teacher-bert"), ("student", "student-distilbert")):
         shutil.copytree(demo / "resources" / "demo" / "models" / name, work / "models" / role)
     _albert_pair(demo / "resources" / "demo", work / "models")
-    pos, topic = (declare_task(name, spec) for name, spec in TASKS.items())
+    pos, topic = (declare_task(name, spec) for name, spec in CUSTOM_TASKS.items())
     write_demo_dataset(pos, work / "data" / "pos", ["en"], SIZES)
     hub_root = tmp_path_factory.mktemp("hub")
     write_demo_dataset(topic, hub_root / "datasets" / "lab" / "topics", ["en"], SIZES)

@@ -11,7 +11,7 @@ import pytest
 
 from transmod.errors import TransmodError
 from transmod.train.data import load_split, write_hub_folder
-from transmod.train.tasks import SPLITS, TASKS, get_task
+from transmod.train.tasks import BUILTIN_TASKS, SPLITS, get_task
 
 ROWS = {
     "ner": lambda lang, split: [
@@ -47,17 +47,17 @@ def offline(monkeypatch, tmp_path):
     return str(tmp_path / "cache")
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", sorted(BUILTIN_TASKS))
 def test_round_trip_through_local_folder(task, tmp_path, offline):
     folder = write_hub_folder(tmp_path / task, task, rows_for(task))
     for lang in ("en", "de"):
         for split in SPLITS:
             dataset = load_split(str(folder), task, lang, split, cache_dir=offline)
             assert [dict(r) for r in dataset] == ROWS[task](lang, split)
-    label_column = TASKS[task].label_column
+    label_column = BUILTIN_TASKS[task].label_column
     feature = dataset.features[label_column]
     feature = getattr(feature, "feature", feature)  # ner: a sequence of class labels
-    assert tuple(feature.names) == TASKS[task].labels
+    assert tuple(feature.names) == BUILTIN_TASKS[task].labels
 
 
 def test_folder_layout_mirrors_the_hub(tmp_path):
@@ -158,6 +158,6 @@ def test_loads_in_a_fresh_offline_process(tmp_path):
 def test_get_task_describes_the_hub_datasets():
     assert get_task("ner").config_and_split("it", "validation") == (None, "val_it")
     assert get_task("pi").config_and_split("ko", "train") == ("ko", "train")
-    assert TASKS["ner"].labels[:3] == ("O", "B-PER", "I-PER") and len(TASKS["ner"].labels) == 9
-    assert TASKS["nli"].labels == ("entailment", "neutral", "contradiction")
-    assert "ja" in TASKS["pi"].languages and "sw" in TASKS["nli"].languages and "ru" in TASKS["ner"].languages
+    assert BUILTIN_TASKS["ner"].labels[:3] == ("O", "B-PER", "I-PER") and len(BUILTIN_TASKS["ner"].labels) == 9
+    assert BUILTIN_TASKS["nli"].labels == ("entailment", "neutral", "contradiction")
+    assert "ja" in BUILTIN_TASKS["pi"].languages and "sw" in BUILTIN_TASKS["nli"].languages and "ru" in BUILTIN_TASKS["ner"].languages

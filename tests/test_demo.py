@@ -27,14 +27,14 @@ from transmod.demo.models import (
 from transmod.demo.tokenizer import train_tokenizer
 from transmod.errors import TransmodError
 from transmod.train.data import load_split
-from transmod.train.tasks import SPLITS, TASKS
+from transmod.train.tasks import BUILTIN_TASKS, SPLITS
 
 LANGS = ("en", "de")
 
 
 def build_demo_assets(out_root: Path, langs=DEMO_LANGS, seed: int = 0, vocab_size: int = 700) -> dict[str, Path]:
     """Everything the demo needs under out_root (data/<task>/, tokenizer/, models/<name>/), as its three rules do."""
-    folders = {task: write_demo_dataset(task, out_root / "data" / task, langs, seed=seed) for task in TASKS}
+    folders = {task: write_demo_dataset(task, out_root / "data" / task, langs, seed=seed) for task in BUILTIN_TASKS}
     paths = {f"data/{task}": folder for task, folder in folders.items()}
     paths["tokenizer"] = train_tokenizer(folder_texts(folders, dict.fromkeys(folders, langs)), out_root / "tokenizer",
                                          vocab_size)
@@ -69,12 +69,12 @@ def test_data_is_deterministic_and_languages_differ():
     assert not {w for pair in en.nouns for w in pair} & {w for pair in de.nouns for w in pair}
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", sorted(BUILTIN_TASKS))
 def test_rows_follow_the_hub_schema(task):
     rows = generate_task_data(task, LANGS, 60, 10, 10, seed=0)
     assert set(rows) == {(lang, split) for lang in LANGS for split in SPLITS}
     assert [len(rows[("en", s)]) for s in SPLITS] == [60, 10, 10]
-    spec = TASKS[task]
+    spec = BUILTIN_TASKS[task]
     columns = set(spec.features())  # the declared columns, plus what the hub dataset also has
     columns |= {"ner": {"lang"}, "pi": {"id"}}.get(task, set())
     for (lang, _), split_rows in rows.items():
@@ -155,7 +155,7 @@ def test_data_is_learnable_by_a_bag_of_words(task, floor, lang):
                      for i, t in enumerate(r["ner_tags"])]
             return [f for f, _ in items], [t for _, t in items]
     else:
-        a, b = TASKS[task].text_columns
+        a, b = BUILTIN_TASKS[task].text_columns
 
         def featurise(split):
             return [_pair_features(r[a], r[b]) for r in rows[(lang, split)]], [r["label"] for r in rows[(lang, split)]]

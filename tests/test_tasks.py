@@ -8,7 +8,6 @@ import random
 
 import numpy as np
 import pytest
-import yaml
 from conftest import REPO
 
 from transmod.demo.language import (
@@ -23,17 +22,17 @@ from transmod.train.batching import IGNORE_INDEX, encode
 from transmod.train.data import check_dataset, load_split
 from transmod.train.evaluation import class_scores, score_lists
 from transmod.train.model import load_tokenizer
-from transmod.train.tasks import METRICS, TASK_KINDS, TASKS, Task, declare_task
+from transmod.train.tasks import BUILTIN_TASKS, METRICS, TASK_KINDS, Task, declare_task
 
 
 def test_builtin_declarations_keep_the_studys_dataset_naming():
-    assert TASKS["ner"].config_and_split("de", "validation") == (None, "val_de")
-    assert TASKS["pi"].config_and_split("ja", "test") == ("ja", "test")
-    assert TASKS["nli"].config_and_split("sw", "train") == ("sw", "train")
-    assert (TASKS["ner"].metric, TASKS["pi"].metric) == ("f1", "accuracy")
+    assert BUILTIN_TASKS["ner"].config_and_split("de", "validation") == (None, "val_de")
+    assert BUILTIN_TASKS["pi"].config_and_split("ja", "test") == ("ja", "test")
+    assert BUILTIN_TASKS["nli"].config_and_split("sw", "train") == ("sw", "train")
+    assert (BUILTIN_TASKS["ner"].metric, BUILTIN_TASKS["pi"].metric) == ("f1", "accuracy")
     # a config entry overrides keys of the built-in one, and keeps the rest
     ner = declare_task("ner", {"dataset": "x", "languages": ["en"], "title": "WikiNeural NER"})
-    assert ner.caption == "WikiNeural NER" and ner.short == "NER" and ner.splits == TASKS["ner"].splits
+    assert ner.caption == "WikiNeural NER" and ner.short == "NER" and ner.splits == BUILTIN_TASKS["ner"].splits
 
 
 def test_a_declared_task_names_its_config_and_split_per_language():
@@ -47,7 +46,9 @@ def test_a_declared_task_names_its_config_and_split_per_language():
 
 
 def test_schema_enums_are_the_library_tables():
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    from transmod.workflow.config import load_schema
+
+    schema = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
     task = schema["$defs"]["task"]["properties"]
     assert tuple(task["kind"]["enum"]) == TASK_KINDS
     assert tuple(task["metric"]["enum"]) == tuple(METRICS)

@@ -18,7 +18,7 @@ from transmod.align.texts import read_texts
 from transmod.align.transfer import LORA_B_ALIGNMENTS
 from transmod.atomic import WRITTEN, check_output, new_output
 from transmod.errors import TransmodError
-from transmod.modules.io import FORMATS
+from transmod.modules.io import MODULE_FORMATS
 from transmod.modules.kinds import MODULE_KINDS
 from transmod.progress import log_lines
 
@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
                    "lsa-signed/linear/procrustes need --samples or --alignment")
     p.add_argument("--ridge", type=ridge, help=f"shrinkage of the linear/procrustes maps fitted on --samples towards "
                    f"lsa-signed (default {DEFAULT_RIDGE})")
-    p.add_argument("--format", default=None, choices=FORMATS,
+    p.add_argument("--format", default=None, choices=MODULE_FORMATS,
                    help="output layout (peft: LoRA only; default: peft for a decoder LLM's LoRA, adapters otherwise)")
     p.add_argument("--out", required=True, help="output module folder")
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from snakemake.logging import logger as snakemake_logger
 
-from transmod.results.plots import FORMATS, KINDS
+from transmod.results.plots import PLOT_FORMATS, PLOT_KINDS
 from transmod.results.runs import Plan
 from transmod.results.tables import HTML_DIR, PLAN_FILE, PLOTS_DIR, TABLES_DIR
 
@@ -97,10 +97,10 @@ def results_outputs():
             page = f"{HTML}/{pair}.{task}.html"
             pages.append(in_report(page, "per_language", pair, task.upper(), "per-language table", modules))
             for peft in config["peft"]:
-                for kind in KINDS:
+                for kind in PLOT_KINDS:
                     stem = f"{PLOTS}/{pair}/{task}/{kind}.{peft}"
                     figures.append(in_report(f"{stem}.png", kind, pair, task.upper(), f"{kind} plot", peft))
-                    figures += [f"{stem}{ext}" for ext in FORMATS if ext != ".png"]
+                    figures += [f"{stem}{ext}" for ext in PLOT_FORMATS if ext != ".png"]
     return dict(
         summary=multiext(f"{TABLES}/summary", ".md", ".csv", ".tex"),
         per_language=expand(f"{TABLES}/{{task}}{{ext}}", task=tasks, ext=(".md", ".csv", ".tex")),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transmod.errors import TransmodError
 from transmod.train.batching import check_texts
-from transmod.train.tasks import TASKS
+from transmod.train.tasks import BUILTIN_TASKS
 
 Example = tuple[str, ...]  # one sentence, or a sentence pair
 
@@ -63,10 +63,10 @@ def _read_parquet(path: Path) -> list[Example]:
 
 def text_columns(names: Sequence[str], source: str) -> tuple[str, ...]:
     """The text columns of whichever task schema `names` follows."""
-    for columns in (task.text_columns for task in TASKS.values()):
+    for columns in (task.text_columns for task in BUILTIN_TASKS.values()):
         if set(columns) <= set(names):
             return columns
-    wanted = "; ".join(f"{name}: {', '.join(task.text_columns)}" for name, task in TASKS.items())
+    wanted = "; ".join(f"{name}: {', '.join(task.text_columns)}" for name, task in BUILTIN_TASKS.items())
     raise TransmodError(f"{source}: no text columns of a known task schema ({wanted})")
 
 

@@ -12,12 +12,12 @@ from transmod.modules.kind import ModuleKind
 from transmod.modules.module import CONFIG_NAME, Module
 from transmod.modules.peft_format import read_peft_module, save_peft_module
 
-FORMATS = ("adapters", "peft")
+MODULE_FORMATS = ("adapters", "peft")
 
 
 def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise TransmodError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt not in MODULE_FORMATS:
+        raise TransmodError(f"unknown --format {fmt!r}: use one of {', '.join(MODULE_FORMATS)}")
     return fmt
 
 

@@ -26,8 +26,8 @@ from transmod.results.stats import stars
 
 COLORS = {"Teacher": "#4d4d4d", "Student": "#b3b3b3", "TM-Student SKIP": "#1f77b4", "TM-Student AVG": "#ff7f0e"}
 MAPPING_COLORS = {"skip": "#1f77b4", "avg": "#ff7f0e"}
-KINDS = ("scores", "alignment", "correlation")
-FORMATS = (".png", ".pdf")
+PLOT_KINDS = ("scores", "alignment", "correlation")
+PLOT_FORMATS = (".png", ".pdf")
 
 
 def _figure(width: float, height: float):
@@ -216,7 +216,7 @@ def figure_paths(outdir: str | Path, pair: str, task: str, peft: str) -> dict[st
     """Where write_all puts the figures of one setting, task and module: {kind: [png, pdf]}."""
     from transmod.results.runs import inside
 
-    return {kind: [inside(outdir, pair, task, f"{kind}.{peft}{ext}") for ext in FORMATS] for kind in KINDS}
+    return {kind: [inside(outdir, pair, task, f"{kind}.{peft}{ext}") for ext in PLOT_FORMATS] for kind in PLOT_KINDS}
 
 
 def write_all(runs, align: Iterable[Mapping[str, str]], outdir: str | Path) -> list[Path]:

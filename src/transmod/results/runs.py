@@ -24,7 +24,7 @@ import pandas as pd
 from transmod.align.inits import DEFAULT, ZERO_SHOT_BASELINE, Init, run_name
 from transmod.atomic import plain_name
 from transmod.errors import TransmodError
-from transmod.train.tasks import METRICS, TASKS, Task
+from transmod.train.tasks import BUILTIN_TASKS, METRICS, Task
 
 ROWS = {("teacher", None): "Teacher", ("student", DEFAULT.name): "Student",
         ("student", Init("skip").name): "TM-Student SKIP", ("student", Init("avg").name): "TM-Student AVG",
@@ -205,7 +205,7 @@ class Runs:
 
     def task(self, name: str) -> Task:
         """A task's declaration (the built-in one when the plan names none)."""
-        return self.tasks.get(name) or TASKS[name]
+        return self.tasks.get(name) or BUILTIN_TASKS[name]
 
     @property
     def plan(self) -> pd.DataFrame:
@@ -227,7 +227,7 @@ def _read_requested(path: str, info: Mapping[str, Any], task: Task | None) -> di
             f"{path}: written by a different config than the current one ({diff}: this file vs the config); "
             f"tables never mix configs: run the workflow to redo it, or restore the config it was made with"
         )
-    declared = task or TASKS.get(info["task"])
+    declared = task or BUILTIN_TASKS.get(info["task"])
     if declared is not None and data["metric"] != declared.metric:
         raise TransmodError(f"{path}: scored by {data['metric']}, but the config scores task {info['task']} by "
                             f"{declared.metric}; tables never mix metrics: re-run the evaluate job that writes it")

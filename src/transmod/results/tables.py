@@ -30,7 +30,7 @@ from transmod.atomic import MARK, atomic_path
 from transmod.errors import TransmodError
 from transmod.results import plots, render
 from transmod.results.runs import NAME_KEYS, PLAN_FIX, RUN_KEYS, Plan, Runs, check_names, gather, inside
-from transmod.train.tasks import METRICS, TASKS, Task
+from transmod.train.tasks import BUILTIN_TASKS, METRICS, Task
 
 PLAN_FILE = "plan.json"
 TABLES_DIR, HTML_DIR, PLOTS_DIR, RUNS_DIR = "tables", "tables/html", "plots", "runs"
@@ -90,7 +90,7 @@ def _check_runs(path: Path, runs: Mapping[str, Any], declared: Mapping[str, Task
         if isinstance(info["seed"], bool) or not isinstance(info["seed"], int):
             raise TransmodError(f"{where}.seed: {info['seed']!r} is not a whole number; {PLAN_FIX}")
         check_names(info, where, PLAN_FIX)
-        task = declared.get(info["task"]) or TASKS.get(info["task"])
+        task = declared.get(info["task"]) or BUILTIN_TASKS.get(info["task"])
         if task is None or task.metric not in METRICS:
             raise TransmodError(f"{where}.task: {info['task']!r} has no declaration with a known metric under "
                                 f"`tasks`; {PLAN_FIX}")

@@ -204,7 +204,7 @@ def _check(task: Task) -> None:
                             f"{task.key('labels')} has none; use accuracy or macro_f1 for other tags")
 
 
-TASKS: dict[str, Task] = {name: declare_task(name) for name in BUILTIN}
+BUILTIN_TASKS: dict[str, Task] = {name: declare_task(name) for name in BUILTIN}
 
 
 def get_task(task: Task | str) -> Task:
@@ -212,7 +212,7 @@ def get_task(task: Task | str) -> Task:
     if isinstance(task, Task):
         return task
     try:
-        return TASKS[task]
+        return BUILTIN_TASKS[task]
     except KeyError:
-        raise TransmodError(f"task {task!r}: not a built-in task ({', '.join(TASKS)}); pass its declaration "
+        raise TransmodError(f"task {task!r}: not a built-in task ({', '.join(BUILTIN_TASKS)}); pass its declaration "
                             "(transmod.train.tasks.declare_task)") from None
