@@ -242,10 +242,6 @@ def describe(sample: SampleFile) -> dict:
     return sample.describe()
 
 
-def describe_shape(shape: ModelShape) -> dict:
-    return shape.describe()
-
-
 def select_alignment(teacher: dict, student: dict, mapping: str, spaces: Sequence[str] = ("h",)) -> Alignment:
     """Data-free baseline: student dim i takes teacher dim floor(i * d_t / d_s) (every k-th, evenly spaced);
     a decoder's heads: evenly spaced whole heads (`transmod.align.heads.select_heads`)."""
