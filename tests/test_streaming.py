@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SENTENCES, make_model, make_tokenizer, save_model
-from decoders import make_decoder, peft_lora, save_decoder
+from conftest import SENTENCES, make_model, save_model
+from decoders import make_decoder, make_decoder_tokenizer, peft_lora, save_decoder
 
 import transmod
 from transmod.align import samplefile, sampling
@@ -108,7 +108,7 @@ def test_encoder_one_shot_alignment_equals_the_sample_file_steps(encoders, tmp_p
 def test_two_tokenizers_still_pair_tokens_through_sample_files(decoders, tmp_path, monkeypatch):
     """A student whose tokenizer differs (one more word) cannot pair rows one to one: the file path pairs spans."""
     student = tmp_path / "student"
-    save_decoder(make_decoder("llama", layers=2), student, __import__("decoders").make_decoder_tokenizer(extra=("zz",)))
+    save_decoder(make_decoder("llama", layers=2), student, make_decoder_tokenizer(extra=("zz",)))
     written = []
     real = samplefile.SampleWriter.__init__
     monkeypatch.setattr(samplefile.SampleWriter, "__init__", lambda self, path, *a, **k: (written.append(path),
@@ -121,7 +121,7 @@ def test_two_tokenizers_still_pair_tokens_through_sample_files(decoders, tmp_pat
 def test_passes_within_the_states_budget_sample_the_same_tokens_and_states(tmp_path, monkeypatch):
     """A budget of a few tokens' states cuts every batch into passes of one or two examples: same rows, same order,
     the same states (up to float rounding of other batch shapes)."""
-    model, tok = make_decoder("llama"), make_tokenizer_for_decoder()
+    model, tok = make_decoder("llama"), make_decoder_tokenizer()
     examples = [(s,) for s in SENTENCES[:20]]
     tables = {}
     for name, budget in (("whole", sampling.STATES_BUDGET), ("cut", 1)):
@@ -140,24 +140,19 @@ def test_passes_within_the_states_budget_sample_the_same_tokens_and_states(tmp_p
     assert budget == 1  # one token's states exceed a 1-byte budget: a pass is one example
 
 
-def make_tokenizer_for_decoder():
-    from decoders import make_decoder_tokenizer
-
-    return make_decoder_tokenizer()
-
-
 def test_the_cka_map_is_printed_and_recorded_in_the_module(decoders, tmp_path, capsys):
     """Which teacher layers `cka` chose is one line of `transmod transfer` and part of the written module."""
     out = tmp_path / "moved"
     assert main(["transfer", "--module", str(decoders / "lora"), "--teacher-model", str(decoders / "teacher"),
                  "--student-model", str(decoders / "student"), "--mapping", "cka", "--samples",
                  str(decoders / "text.txt"), "--max-tokens", str(MAX_TOKENS), "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    chosen = [line for line in err.splitlines() if "cka" in line]
-    assert len(chosen) == 1 and chosen[0].startswith("transmod transfer: --mapping cka: student layers 0, 1 <- teacher")
-    provenance = json.loads((out / "transmod.json").read_text())["provenance"]
-    assert provenance["teacher_layers"] == [[0], [1]] or len(provenance["teacher_layers"]) == 2
-    with pytest.warns(TransferNotice, match="--mapping cka"):
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("transmod transfer:")]
+    with pytest.warns(TransferNotice, match="--mapping cka chose teacher layers") as notices:
         moved = transmod.transfer(decoders / "lora", teacher=decoders / "teacher", student=decoders / "student",
                                   mapping="cka", samples=decoders / "text.txt", max_tokens=MAX_TOKENS)
-    assert moved.module.config["transmod"]["teacher_layers"] == moved.alignment.groups() == provenance["teacher_layers"]
+    groups = moved.alignment.groups()
+    assert len(groups) == 2 and groups[0][0] < groups[1][0] <= 3
+    line = f"transmod transfer: --mapping cka chose teacher layers {groups[0][0]}, {groups[1][0]} for student layers 0 to 1"
+    assert err == [line] and str(notices[0].message) == line.removeprefix("transmod transfer: ")
+    assert json.loads((out / "transmod.json").read_text())["teacher_layers"] == groups
+    assert moved.module.config["transmod"]["teacher_layers"] == groups

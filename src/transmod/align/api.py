@@ -46,7 +46,8 @@ DEFAULT_MAX_TOKENS = 20000  # tokens sampled from `samples` for the alignment fi
 
 
 class TransferNotice(UserWarning):
-    """A choice `transfer` made that the call did not spell out (a decoder's data-free alignment)."""
+    """A choice `transfer` made that the call did not spell out (a decoder's data-free alignment, the teacher layers
+    that `cka` chose)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,11 +109,20 @@ def transfer(
                              max_tokens, ridge)
     else:
         used = given or _data_free(method, teacher_shape, student_shape, source.spec, mapping, lora_b)
+    if mapping in SAMPLED_MAPPINGS and used is not None:
+        _notice_layers(mapping, used)
     moved = Transferred(student_module(source, teacher_shape, student_shape, mapping, used, lora_b), source,
                         student_shape, used, used.method if used else None, mapping, fmt, inputs)
     if out is not None:
         moved.save(out, overwrite)
     return moved
+
+
+def _notice_layers(mapping: str, alignment: Alignment) -> None:
+    """Say which teacher layers a map chosen on samples picked (the written module records them too)."""
+    chosen = ", ".join("+".join(map(str, group)) for group in alignment.groups())
+    warnings.warn(f"--mapping {mapping} chose teacher layers {chosen} for student layers 0 to "
+                  f"{len(alignment.groups()) - 1}", TransferNotice, stacklevel=3)
 
 
 def _method(method: str | None, samples: object, alignment: object) -> str | None:

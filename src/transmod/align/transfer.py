@@ -188,6 +188,8 @@ def student_module(
     provenance = {"teacher": teacher.name, "student": student.name, "mapping": mapping,
                   "aligned": alignment is not None, "align": method,
                   "lora_b": lora_b if module.kind == "lora" else None}
+    if mapping in SAMPLED_MAPPINGS and alignment is not None:  # chosen on samples: which teacher layers it chose
+        provenance["teacher_layers"] = alignment.groups()
     config = student_config(module, teacher, student, {l for l, _, _ in weights}, provenance)
     return Module(module.path, config, weights)
 
