@@ -599,6 +599,7 @@ WORKFLOW_CASES = {
                             "aligned: false, tasks: [ner]}\n", "config key pairs.matching.teacher"),
     "seeds: [1.0]": ("seeds: [1.0]\n", "config key seeds.0"),
     "method on an unaligned pair": ("inits: [default, skip-linear]\n", "config key inits"),
+    "an init that names no mapping": ("inits: [default, sikp]\n", "config key inits.1: 'sikp' is not a student init"),
     "a bad demo section": ("demo: {sizes: {train: 0}}\n", "config key demo.sizes.train"),
     "a task of unknown kind": ("tasks:\n  pos: {dataset: data/pos, languages: [en], kind: tagging, text_columns: [tokens], "
                                "label_column: upos, metric: accuracy}\n", "config key tasks.pos.kind"),

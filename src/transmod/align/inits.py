@@ -13,8 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from transmod.align.layermap import MAPPINGS
-from transmod.align.methods import METHODS
+from transmod.align import layermap, methods
 from transmod.errors import TransmodError
 
 DEFAULT_NAME = "default"
@@ -28,10 +27,14 @@ def _alternatives(names: Iterable[str]) -> str:
     return "|".join(re.escape(name) for name in names)
 
 
+def _other_methods() -> list[str]:
+    """The methods an init names (a bare mapping aligns with the study's); the table is read now, not at import."""
+    return [m for m in methods.METHODS if m != STUDY_METHOD]
+
+
 def transfer_pattern() -> str:
     """A transferred init (zero-shot left out) as a regular expression: a wildcard constraint, groups unnamed."""
-    methods = [m for m in METHODS if m != STUDY_METHOD]
-    return rf"({_alternatives(MAPPINGS)})(-({_alternatives(methods)}))?"
+    return rf"({_alternatives(layermap.MAPPINGS)})(-({_alternatives(_other_methods())}))?"
 
 
 def init_pattern() -> str:
@@ -50,7 +53,7 @@ class Init:
 
     def __post_init__(self) -> None:
         fresh = self.mapping is None and self.method == STUDY_METHOD  # `default`: no alignment to name
-        if not fresh and (self.mapping not in MAPPINGS or self.method not in METHODS):
+        if not fresh and (self.mapping not in layermap.MAPPINGS or self.method not in methods.METHODS):
             raise TransmodError(f"no init has mapping {self.mapping!r} and method {self.method!r}")
 
     @classmethod
@@ -58,10 +61,10 @@ class Init:
         """The init a name spells; one TransmodError naming `key` (where the name was read) otherwise."""
         match = re.fullmatch(init_pattern(), name) if isinstance(name, str) else None
         if match is None:
-            methods = ", ".join(m for m in METHODS if m != STUDY_METHOD)
             raise TransmodError(
-                f"{key}: {name!r} is not a student init; use {DEFAULT_NAME}, a layer mapping ({', '.join(MAPPINGS)}), "
-                f"or <mapping>-<method> (methods: {methods}), each optionally prefixed with {ZERO_SHOT} (zero-shot)")
+                f"{key}: {name!r} is not a student init; use {DEFAULT_NAME}, a layer mapping "
+                f"({', '.join(layermap.MAPPINGS)}), or <mapping>-<method> (methods: {', '.join(_other_methods())}), "
+                f"each optionally prefixed with {ZERO_SHOT} (zero-shot)")
         zero_shot, _, mapping, _, method = match.groups()
         return cls(mapping, method or STUDY_METHOD, zero_shot is not None)
 

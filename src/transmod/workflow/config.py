@@ -272,7 +272,7 @@ def inits_of(config: dict, pair: str | None = None) -> tuple[str, list[Init]]:
     own = pair is not None and "inits" in config["pairs"][pair]
     key = f"pairs.{pair}.inits" if own else "inits"
     names = config["pairs"][pair]["inits"] if own else config["inits"]
-    return key, [Init.parse(name, f"config key {key}") for name in names]
+    return key, [Init.parse(name, f"config key {key}.{i}") for i, name in enumerate(names)]
 
 
 def check_inits(config: dict) -> None:
@@ -281,10 +281,10 @@ def check_inits(config: dict) -> None:
     inits_of(config)
     for pair, spec in config["pairs"].items():
         key, inits = inits_of(config, pair)
-        methods = [init.name for init in inits if init.method != STUDY_METHOD]
-        if methods and not spec["aligned"]:
+        aligning = [init.name for init in inits if init.method != STUDY_METHOD]
+        if aligning and not spec["aligned"]:
             raise TransmodError(
-                f"config key {key}: {', '.join(methods)} align hidden dimensions, but pair {pair} is not aligned "
+                f"config key {key}: {', '.join(aligning)} align hidden dimensions, but pair {pair} is not aligned "
                 f"(`aligned: false`); " + ("drop them" if key != "inits" else f"give pair {pair} its own `inits` without them")
             )
 

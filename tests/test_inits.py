@@ -1,0 +1,135 @@
+"""One spelling of a student init (`transmod.align.inits.Init`), and the config's choices taken from the library's
+tables: a new alignment method, mapping or module kind is one entry there, and the config and the inits follow."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from conftest import DEMO_CONFIG, REPO
+from test_bad_input import SCHEMA, _config
+from test_tables import run_info
+
+from transmod.align import layermap, methods
+from transmod.align.inits import (
+    DEFAULT,
+    ZERO_SHOT_BASELINE,
+    Init,
+    init_pattern,
+    parse_run,
+    run_name,
+    run_pattern,
+    transfer_pattern,
+)
+from transmod.errors import TransmodError
+from transmod.modules import kinds
+from transmod.results.runs import gather, read_metrics
+from transmod.train import tasks
+from transmod.workflow.config import load_schema, schema_enums, validate_config
+
+CONFIGS = [REPO / "config.yaml", DEMO_CONFIG, REPO / "profiles" / "minilm" / "minilm-config.yaml"]
+
+
+def shipped_init_names() -> list[str]:
+    """Every init a shipped config names, top level and per pair."""
+    names = []
+    for path in CONFIGS:
+        config = yaml.safe_load(path.read_text())
+        names += config.get("inits", [])
+        names += [name for spec in config.get("pairs", {}).values() for name in spec.get("inits", [])]
+    return names
+
+
+def test_every_shipped_init_round_trips_and_matches_the_wildcard():
+    names = shipped_init_names()
+    assert {"default", "skip", "avg", "zs-skip", "zs-avg"} <= set(names)
+    for name in names + ["zs-default", "skip-procrustes", "zs-avg-lsa-signed", "avg-select", "skip-linear"]:
+        init = Init.parse(name)
+        assert init.name == str(init) == name and Init.parse(init.name) == init
+        assert re.fullmatch(init_pattern(), name)
+        assert bool(re.fullmatch(transfer_pattern(), name)) == (init.transferred and not init.zero_shot)
+        assert parse_run(run_name(init)) == init and re.fullmatch(run_pattern(), run_name(init))
+    assert parse_run("teacher") is None and run_name(None) == "teacher"
+
+
+def test_what_an_init_name_encodes():
+    assert Init.parse("skip") == Init("skip", "lsa") and Init.parse("avg-procrustes") == Init("avg", "procrustes")
+    assert Init.parse("zs-avg-lsa-signed") == Init("avg", "lsa-signed", zero_shot=True)
+    assert Init.parse("default") == DEFAULT and not DEFAULT.transferred
+    assert Init.parse("zs-default") == ZERO_SHOT_BASELINE == Init(zero_shot=True)
+    assert Init.parse("zs-skip-linear").base == Init.parse("skip-linear")  # the module a zero-shot run starts from
+
+
+@pytest.mark.parametrize("name", ["skip-lsa", "default-linear", "zs-", "zs-zs-skip", "cka", "Skip", "skip-", "", 3, None])
+def test_a_bad_init_name_is_one_error_naming_the_key(name):
+    with pytest.raises(TransmodError) as info:
+        Init.parse(name, "config key inits.1")
+    message = str(info.value)
+    assert message.startswith(f"config key inits.1: {name!r} is not a student init") and "\n" not in message
+    assert "skip, avg" in message and "procrustes" in message  # what to use instead
+
+
+def test_an_init_value_without_a_name_is_refused():
+    for mapping, method in ((None, "linear"), ("cka", "lsa"), ("skip", "embedding")):
+        with pytest.raises(TransmodError, match="no init has mapping"):
+            Init(mapping, method)
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"inits": ["default", "sikp"]}, "config key inits.1: 'sikp' is not a student init"),
+    ({"pairs.incompatible.inits": ["default", "zs-skip-lsa"]},
+     "config key pairs.incompatible.inits.1: 'zs-skip-lsa' is not a student init"),
+    ({"pairs.matching.inits": ["skip"], "inits": ["avg", "default-skip"]},  # the top level, though no pair uses it
+     "config key inits.1: 'default-skip' is not a student init"),
+])
+def test_the_config_check_refuses_a_bad_init_naming_its_key(change, expected):
+    with pytest.raises(TransmodError) as info:
+        validate_config(_config(**change), SCHEMA)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+def test_every_schema_choice_is_its_library_table():
+    schema = load_schema(SCHEMA)
+    props, task = schema["properties"], schema["$defs"]["task"]["properties"]
+    assert props["peft"]["items"]["enum"] == list(kinds.MODULE_KINDS)
+    assert props["alignment"]["properties"]["methods"]["items"]["enum"] == list(methods.METHODS)
+    assert props["alignment"]["properties"]["lora_b"]["enum"] == ["study", "output"]
+    assert props["sampling"]["properties"]["split"]["enum"] == list(tasks.SPLITS)
+    assert (task["kind"]["enum"], task["metric"]["enum"]) == (list(tasks.TASK_KINDS), list(tasks.METRICS))
+    assert "enum: [" not in SCHEMA.read_text()  # no list of the library's is spelled a second time in the schema
+    assert set(_tables_named(yaml.safe_load(SCHEMA.read_text()))) == set(schema_enums())
+
+
+def _tables_named(node) -> list[str]:
+    """The `x-enum` table names anywhere in a schema."""
+    if isinstance(node, dict):
+        own = [node["x-enum"]] if "x-enum" in node else []
+        return own + [n for v in node.values() for n in _tables_named(v)]
+    return [n for v in node for n in _tables_named(v)] if isinstance(node, list) else []
+
+
+def test_a_method_and_a_mapping_added_to_the_tables_are_accepted_by_the_config(monkeypatch):
+    config = _config(**{"alignment.methods": ["lsa", "sparse"], "pairs.incompatible.inits": ["default", "zs-half-sparse"]})
+    with pytest.raises(TransmodError, match="config key alignment.methods.1: 'sparse' is not one of"):
+        validate_config(config, SCHEMA)
+    monkeypatch.setattr(methods, "METHODS", (*methods.METHODS, "sparse"))
+    with pytest.raises(TransmodError, match="config key pairs.incompatible.inits.1: 'zs-half-sparse' is not a student"):
+        validate_config(config, SCHEMA)
+    monkeypatch.setattr(layermap, "MAPPINGS", (*layermap.MAPPINGS, "half"))
+    validate_config(config, SCHEMA)
+    assert Init.parse("zs-half-sparse") == Init("half", "sparse", zero_shot=True)
+
+
+def test_tables_refuse_a_plan_or_metrics_file_whose_init_is_no_init(tmp_path):
+    info = run_info("incompatible", "ner", "en", "adapter", "student-skip", 1)
+    path = tmp_path / "runs/incompatible/ner/en/adapter/student-skip/seed1/metrics.json"
+    with pytest.raises(TransmodError) as plan_error:
+        gather({str(path): {**info, "init": "skip-bogus"}})
+    assert f"the plan's run {path}.init: 'skip-bogus' is not a student init" in str(plan_error.value)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"run": {**info, "init": "zs-"}, "score": 0.5, "metric": "f1"}))
+    with pytest.raises(TransmodError) as file_error:
+        read_metrics(path)
+    assert str(file_error.value).startswith(f"{path}: run.init: 'zs-' is not a student init")
