@@ -70,7 +70,8 @@ def test_the_converted_model_computes_what_onnxruntime_computes(independent):
     assert (batch["attention_mask"] == 0).any()  # padded positions are compared too
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graph as shipped
-    session = onnxruntime.InferenceSession(str(onnx_bert.paraphrase_onnx()), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(onnx_bert.paraphrase_onnx()), options,
+                                           providers=["CPUExecutionProvider"])
     outputs = session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
                                  "attention_mask": batch["attention_mask"].astype(np.int64)})
     expected = next(o for o in outputs if o.ndim == 3)  # the last hidden state (the others: pooled, ids, mask)
@@ -107,7 +108,8 @@ def test_a_graph_with_a_missing_or_an_extra_initializer_is_refused(graph):
         onnx_bert.bert_weights(extra, where)
     pooler = onnx.GraphProto()  # a named initializer that no BERT parameter takes
     pooler.CopyFrom(graph)
-    pooler.initializer.append(onnx.numpy_helper.from_array(np.zeros(384, np.float32), f"{onnx_bert.PREFIX}pooler.dense.bias"))
+    bias = onnx.numpy_helper.from_array(np.zeros(384, np.float32), f"{onnx_bert.PREFIX}pooler.dense.bias")
+    pooler.initializer.append(bias)
     with pytest.raises(TransmodError, match=r"left unused: \['pooler.dense.bias'\]"):
         onnx_bert.bert_model(pooler, where)
 

@@ -39,7 +39,8 @@ def paraphrase_onnx() -> Path:
         raise TransmodError(f"the independent student needs the PyPI package {PACKAGE}: {fix}") from None
     found = [f.locate() for f in files if f.name == ONNX_FILE]
     if not found or not Path(found[0]).is_file():
-        raise TransmodError(f"package {PACKAGE} is installed without {ONNX_FILE}; reinstall it: {fix} --force-reinstall")
+        raise TransmodError(f"package {PACKAGE} is installed without {ONNX_FILE}; reinstall it: "
+                            f"{fix} --force-reinstall")
     return Path(found[0])
 
 
@@ -52,7 +53,8 @@ def load_graph(path: Path) -> Any:
     try:
         return onnx.load(str(path)).graph
     except Exception as exc:  # protobuf's DecodeError, OSError
-        raise TransmodError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0]}); reinstall {PACKAGE}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TransmodError(f"{path}: not a readable ONNX model ({reason}); reinstall {PACKAGE}") from None
 
 
 def _linear_name(weight: str, consumers: dict[str, list[Any]], where: Path) -> str:
@@ -88,7 +90,8 @@ def bert_weights(graph: Any, where: Path) -> dict[str, np.ndarray]:
         if name in weights:
             raise TransmodError(f"{where}: initializers {source[name]!r} and {init.name!r} are both BERT's {name}")
         if not np.isfinite(array).all():
-            raise TransmodError(f"{where}: initializer {init.name!r} ({name}) holds non-finite values; reinstall {PACKAGE}")
+            raise TransmodError(f"{where}: initializer {init.name!r} ({name}) holds non-finite values; "
+                                f"reinstall {PACKAGE}")
         weights[name], source[name] = np.array(array, dtype=np.float32), init.name  # a writable copy
     return weights
 
@@ -119,20 +122,26 @@ def bert_config(graph: Any, weights: dict[str, np.ndarray], where: Path) -> Any:
     """The BertConfig the graph computes: sizes from the weights, heads, epsilon and activation from its nodes."""
     from transformers import BertConfig
 
+    sized_by = {"intermediate_size": "encoder.layer.0.intermediate.dense.bias",
+                "max_position_embeddings": "embeddings.position_embeddings.weight",
+                "type_vocab_size": "embeddings.token_type_embeddings.weight"}
+    missing = [key for key in (WORD_EMBEDDINGS, *sized_by.values()) if key not in weights]
+    if missing:
+        raise TransmodError(f"{where}: no initializer for BERT's {', '.join(missing)}; only sentence-transformers "
+                            "BERT exports convert")
     layers = len({name.split(".")[2] for name in weights if name.startswith("encoder.layer.")})
     vocab, hidden = weights[WORD_EMBEDDINGS].shape
     head = _head_size(graph, where)
-    eps = {round(float(a.f), 20) for n in graph.node if n.op_type == "LayerNormalization"
-           for a in n.attribute if a.name == "epsilon"}
+    eps = {round(float(a.f), 20) for n in graph.node if n.op_type == "LayerNormalization"  # float32: 1e-12 reads
+           for a in n.attribute if a.name == "epsilon"}                                  # as 9.99999996e-13
     ops = [n.op_type for n in graph.node]
     if len(eps) != 1 or hidden % head or ops.count("Erf") != layers or "Tanh" in ops:
         raise TransmodError(f"{where}: not a BERT with exact GELU, one LayerNorm epsilon and {hidden} divisible "
                             f"by the head size {head}; only sentence-transformers BERT exports convert")
+    sizes = {name: weights[key].shape[0] for name, key in sized_by.items()}
     return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                      num_attention_heads=hidden // head, intermediate_size=weights["encoder.layer.0.intermediate.dense.bias"].shape[0],
-                      hidden_act="gelu", max_position_embeddings=weights["embeddings.position_embeddings.weight"].shape[0],
-                      type_vocab_size=weights["embeddings.token_type_embeddings.weight"].shape[0],
-                      layer_norm_eps=eps.pop(), pad_token_id=0)
+                      num_attention_heads=hidden // head, hidden_act="gelu", layer_norm_eps=eps.pop(), pad_token_id=0,
+                      **sizes)
 
 
 def check_vocabulary(embeddings: np.ndarray, folder: Path, where: Path) -> None:
@@ -143,7 +152,8 @@ def check_vocabulary(embeddings: np.ndarray, folder: Path, where: Path) -> None:
     try:
         vocab = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise TransmodError(f"{folder / 'vocab.txt'}: not readable ({exc}); give a WordPiece tokenizer folder") from None
+        raise TransmodError(f"{folder / 'vocab.txt'}: not readable ({exc}); give a WordPiece tokenizer "
+                            "folder") from None
     theirs = load_safetensors(folder / "model.safetensors", "reinstall its package").get(WORD_EMBEDDINGS)
     if len(vocab) != len(embeddings) or theirs is None or theirs.shape != embeddings.shape:
         raise TransmodError(f"{where}: {len(embeddings)} embedding rows, but {folder} has {len(vocab)} words in "
