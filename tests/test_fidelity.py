@@ -264,3 +264,29 @@ def test_every_fit_reads_the_same_tokens_and_none_of_the_held_out_ones(tmp_path)
     assert all(np.array_equal(x, y) for x, y in zip(r_a, r_b)) and sigma_a == sigma_b
     assert all(np.array_equal(x, y) for m in maps_a for x, y in zip(maps_a[m], maps_b[m]))
     assert results[0] != results[1]  # the tails differ, and only the measurement reads them
+
+
+def test_fidelity_of_inits_moves_the_module_with_each_inits_mapping_and_alignment(tmp_path):
+    """What the fidelity job calls: each init's name gives its mapping, its file the alignment (none: identity)."""
+    from transmod.align.fidelity import fidelity_of_inits
+    from transmod.align.transfer import transfer
+    from transmod.errors import TransmodError
+
+    teacher, student = make_model("bert", 4), make_model("bert", 2, seed=1)
+    paths = save_model(teacher, tmp_path / "t"), save_model(student, tmp_path / "s")
+    add_module(copy.deepcopy(teacher), "adapter").save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
+    samples = _samples((teacher, student), tmp_path, "adapter")
+    fit_alignment(*samples, "avg", "procrustes", holdout=0.2).save(tmp_path / "avg.procrustes.alignment.safetensors")
+    files = {"skip": None, "avg-procrustes": tmp_path / "avg.procrustes.alignment.safetensors"}
+    results = fidelity_of_inits(tmp_path / "m", *paths, (samples[0].path, samples[1].path), files, holdout=0.2)
+    assert list(results) == ["skip", "avg-procrustes"]
+    assert (results["skip"]["mapping"], results["avg-procrustes"]["mapping"]) == ("skip", "avg")
+    assert (results["skip"]["method"], results["avg-procrustes"]["method"]) == (None, "procrustes")
+    shapes = model_shape(teacher.config, paths[0]), model_shape(student.config, paths[1])
+    module = read_module(tmp_path / "m", shapes[0])
+    moved = transfer(module, *shapes, "avg", Alignment.load(files["avg-procrustes"]))
+    assert results["avg-procrustes"] == json.loads(json.dumps(transfer_fidelity(module, moved, *samples, "avg", holdout=0.2)))
+    for name, expected in (("default", "fidelity measures a transferred module"), ("zs-skip", "transferred module"),
+                           ("skip-lsa", "fidelity init: 'skip-lsa' is not a student init")):
+        with pytest.raises(TransmodError, match=expected):
+            fidelity_of_inits(tmp_path / "m", *paths, (samples[0].path, samples[1].path), {name: None})

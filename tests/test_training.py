@@ -341,6 +341,26 @@ def test_training_beats_chance(models, tmp_path, arch, peft, task):
     assert all(torch.equal(sd[k], v) for k, v in saved.items())
 
 
+@pytest.mark.parametrize("peft,module,weight,rows", [("adapter", {"bottleneck": 4}, "adapter_down.0.weight", 4),
+                                                    ("lora", {"r": 2, "alpha": 4}, "lora_A", 2)])
+def test_train_run_takes_the_configs_module_section_and_the_tasks_splits(models, tmp_path, peft, module, weight, rows):
+    """What the workflow's train jobs call: `modules.<peft>.<key>` is the run's `<peft>_<key>`, for either kind."""
+    from transmod.demo.language import write_demo_dataset
+    from transmod.train.tasks import get_task
+    from transmod.train.training import train_run
+
+    data = write_demo_dataset("ner", tmp_path / "data", ["en"], {"train": 16, "validation": 8, "test": 8})
+    hyper = {"learning_rate": 1e-3, "batch_size": 8, "epochs": 1, "max_length": 32}
+    train_run(str(models["bert"]), str(data), get_task("ner"), "en", peft, hyper, module, "3", tmp_path / "run",
+              checkpoint_every=5)
+    config = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())["config"]
+    assert {k: config[f"{peft}_{k}"] for k in module} == module and config["seed"] == 3 and config["epochs"] == 1
+    saved = load_file(str(tmp_path / "run" / MODULE_DIR / "adapter.safetensors"))
+    assert {t.shape[0] for k, t in saved.items() if k.endswith(weight)} == {rows}
+    preds = json.loads((tmp_path / "run" / PREDICTIONS_FILE).read_text())
+    assert len(preds["gold"]) == 8  # the test split
+
+
 def test_zero_shot_run_trains_the_head_only(models, tmp_path):
     """freeze_module (the workflow's zs- inits): the transferred module comes out as it went in."""
     cfg = TrainConfig(seed=0, **{**FAST, "epochs": 1})

@@ -31,23 +31,28 @@ same first tokens; no held-out token is read by any fit.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from transmod.align.alignment import DEFAULT_RIDGE, Alignment, LayerMap, fit_alignment
+from transmod.align.inits import Init
 from transmod.align.layermap import pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
+from transmod.align.transfer import transfer
 from transmod.errors import TransmodError
 from transmod.modules.architectures import (
     BASE_CLASSES,
     DECODER_SITES,
     DECODER_SIZES,
     ModelShape,
+    load_model_shape,
     module_depths,
 )
+from transmod.modules.io import read_module
 from transmod.modules.module import Module
 from transmod.progress import Progress
 
@@ -201,3 +206,26 @@ def transfer_fidelity(
         "overall": {**summary(np.sum(list(sums.values()), axis=0)), "cka": float(np.mean(ckas)) if ckas else None},
         "layers": layers,
     }
+
+
+def fidelity_of_inits(
+    module_dir: str | Path, teacher: str, student: str, samples: tuple[str | Path, str | Path],
+    alignments: Mapping[str, str | Path | None], *, holdout: float = 0.2, lora_b: str = "study",
+) -> dict[str, dict]:
+    """The fidelity of each transferred init of one grid cell, keyed by its name: the teacher's module in
+    `module_dir`, moved in memory with the init's mapping and alignment file (None: an unaligned pair keeps the
+    dimensions), measured on the teacher's and the student's sample files (`samples`); nothing is trained."""
+    teacher_shape, student_shape = load_model_shape(teacher), load_model_shape(student)
+    teacher_samples, student_samples = SampleFile.open(samples[0]), SampleFile.open(samples[1])
+    module = read_module(module_dir, teacher_shape)
+    results = {}
+    for name, file in alignments.items():
+        init = Init.parse(name, "fidelity init")
+        if not init.transferred or init.zero_shot:
+            raise TransmodError(f"fidelity init {name!r}: fidelity measures a transferred module; name a layer mapping "
+                                "(skip, avg-procrustes, ...)")
+        alignment = None if file is None else Alignment.load(file)
+        moved = transfer(module, teacher_shape, student_shape, init.mapping, alignment, lora_b)
+        results[init.name] = transfer_fidelity(module, moved, teacher_samples, student_samples, init.mapping,
+                                               holdout=holdout)
+    return results

@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from transmod.train.checkpoints import (
     save_checkpoint,
 )
 from transmod.train.config import TrainConfig
+from transmod.train.data import load_split
 from transmod.train.evaluation import score_lists
 from transmod.train.files import (
     HEAD_FILE,
@@ -70,7 +71,7 @@ from transmod.train.runtime import (
     set_seeds,
     token_loss,
 )
-from transmod.train.tasks import Task, get_task
+from transmod.train.tasks import SPLITS, Task, get_task
 from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,37 @@ def train(
     log.info("trained in %.1f s; best epoch %s, validation %s %.4f; wrote %s", time.perf_counter() - started,
              progress.best_epoch, run.metric, progress.best_metric, out_dir)
     return summary
+
+
+def train_run(
+    model: str,
+    dataset: str,
+    task: Task,
+    lang: str,
+    peft: str,
+    hyper: Mapping[str, Any],
+    module: Mapping[str, Any],
+    seed: int | str,
+    out_dir: str | os.PathLike,
+    *,
+    checkpoint_every: int = 0,
+    init_module: str | os.PathLike | None = None,
+    threads: int = 1,
+    state_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """One run of the workflow, a teacher's or a student's, on the task's three splits of `dataset` in `lang`.
+
+    `hyper` is the config's training options; `module` its `modules.<peft>` section, whose `<key>` is the
+    TrainConfig option `<peft>_<key>` (adapter: bottleneck; LoRA: r, alpha), so no kind needs a branch here.
+    The run's other cores pad the next batches.
+    """
+    options = {**hyper, "seed": seed, "checkpoint_every": checkpoint_every,
+               **{f"{peft}_{key}": value for key, value in module.items()}}
+    cfg = TrainConfig.from_dict(options, source="config.yaml training")
+    data = {split: load_split(dataset, task, lang, split) for split in SPLITS}
+    return train(model, task, peft, data["train"], data["validation"], data["test"], cfg, out_dir, init_module,
+                 threads=threads, workers=threads - 1, state_dir=state_dir, cache_dir=cache_dir)
 
 
 @dataclass
