@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map, pooled_groups
+from transmod.align.methods import DENSE_METHODS
 from transmod.atomic import check_output
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape, module_depths
@@ -42,7 +43,9 @@ def transfer_weights(
     as a student, its module takes the mean of the teacher modules at the depths it maps to.
 
     With no alignment the widths must agree and the map is the identity. The study's permutation
-    (`lsa`) is an alignment whose maps are selections: folding it permutes and prunes, bit for bit.
+    (`lsa`) is an alignment whose maps are selections: folding it permutes and prunes, bit for bit. A LoRA
+    under a dense map (`linear`, `procrustes`) is instead the mean of the group's folded updates refactorised
+    to rank r (`refactorise`): averaging A and B apart is not the average of the updates.
     """
     if lora_b not in LORA_B_ALIGNMENTS:
         raise TransmodError(f"unknown --lora-b {lora_b!r}: use one of {', '.join(LORA_B_ALIGNMENTS)}")
@@ -58,17 +61,65 @@ def transfer_weights(
             f"{teacher.name} ({_sizes(teacher)}) and {student.name} ({_sizes(student)}) differ in "
             "width: give --samples (to align on the way) or --alignment"
         )
+    kind = module.spec
+    factored = alignment is not None and alignment.method in DENSE_METHODS and kind.product is not None
     params = sorted({(site, param) for _, site, param in module.weights})
     out: dict[tuple[int, str, str], np.ndarray] = {}
     for l, group in enumerate(groups):
         present = [t for t in group if t in module.layers]
         for site, param in params:
             tensors = [module.weights[(t, site, param)] for t in present if (t, site, param) in module.weights]
-            if not tensors:
-                continue
-            tensor = tensors[0].copy() if len(tensors) == 1 else np.mean(tensors, axis=0, dtype=np.float64).astype(tensors[0].dtype)
-            out[(l, site, param)] = np.ascontiguousarray(tensor)
-    return out if alignment is None else _fold(out, module.spec, alignment, lora_b)
+            if tensors:
+                out[(l, site, param)] = np.ascontiguousarray(
+                    _stack(tensors, kind, param) if factored else _mean(tensors))
+    if alignment is None:
+        return out
+    folded = _fold(out, kind, alignment, lora_b)
+    if not factored:
+        return folded
+    rank, _ = kind.inner_size(module.config["config"], teacher.hidden_size)
+    return refactorise(folded, kind, rank, next(iter(module.weights.values())).dtype)
+
+
+def _mean(tensors: list[np.ndarray]) -> np.ndarray:
+    """The study's AVG: the element-wise mean of the group's weights (a copy of a group of one)."""
+    return tensors[0].copy() if len(tensors) == 1 else np.mean(tensors, axis=0, dtype=np.float64).astype(tensors[0].dtype)
+
+
+def _stack(tensors: list[np.ndarray], kind: ModuleKind, param: str) -> np.ndarray:
+    """A group's factors side by side along the rank, the writers' over k: their product is the mean of the group's
+    updates, mean_i B_i A_i (rank up to k r, refactorised after folding); in float64."""
+    stacked = np.concatenate([np.asarray(t, np.float64) for t in tensors], axis=kind.inner_axes[param])
+    return stacked / len(tensors) if param == kind.product[0] else stacked
+
+
+def refactorise(weights: dict[tuple[int, str, str], np.ndarray], kind: ModuleKind, rank: int,
+                dtype: np.dtype) -> dict[tuple[int, str, str], np.ndarray]:
+    """Each (writer, reader) pair of a linear kind replaced by `low_rank` of its product, in `dtype`."""
+    writer, reader = kind.product
+    out = dict(weights)
+    for l, site, param in weights:
+        if param == reader:
+            b, a = low_rank(weights[(l, site, writer)], weights[(l, site, reader)], rank)
+            out[(l, site, writer)], out[(l, site, reader)] = (np.ascontiguousarray(w, dtype) for w in (b, a))
+    return out
+
+
+def low_rank(b: np.ndarray, a: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """B' (d_out x rank) and A' (rank x d_in) whose product is the best rank-`rank` approximation of `b @ a`
+    (Eckart-Young: its truncated SVD U S V^T), balanced as B' = U sqrt(S), A' = sqrt(S) V^T, so the kind's scaling
+    (alpha / r) still applies. A direction the product lacks (it has rank below `rank`) keeps a row of A' at the
+    rms row norm of `a`, with B' zero there: the product is unchanged and the direction still trains."""
+    qb, rb = np.linalg.qr(np.asarray(b, np.float64))  # b @ a = qb (rb ra^T) qa^T, via the small core
+    qa, ra = np.linalg.qr(np.asarray(a, np.float64).T)
+    u, s, vt = np.linalg.svd(rb @ ra.T, full_matrices=False)
+    u, v = qb @ u, qa @ vt.T
+    idx = np.arange(rank) % len(s)  # a rank above the spaces' widths repeats directions, as null ones
+    s = np.where(np.arange(rank) < len(s), s[idx], 0.0)
+    null = s <= s.max(initial=0.0) * max(*b.shape, a.shape[1]) * np.finfo(np.float64).eps
+    root = np.sqrt(np.where(null, 0.0, s))
+    scale = np.sqrt((np.asarray(a, np.float64) ** 2).sum() / a.shape[0])
+    return u[:, idx] * root, np.where(null, scale, root)[:, None] * v[:, idx].T
 
 
 def _sizes(shape: ModelShape) -> str:

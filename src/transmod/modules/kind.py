@@ -67,6 +67,9 @@ class ModuleKind:
     inner_label: ClassVar[str]  # "bottleneck", "rank"
     read_bias: ClassVar[str | None] = None  # the bias of the reading weight, into which an alignment's offset folds
     peft_type: ClassVar[str | None] = None  # Hugging Face peft's name of the kind, where peft's format holds it
+    # (writer, reader) when the update is their product alone, writer @ reader (LoRA): a transfer may then
+    # average the products and refactorise them (transmod.align.transfer); None for a non-linear kind
+    product: ClassVar[tuple[str, str] | None] = None
 
     @property
     def reader(self) -> str:

@@ -23,6 +23,7 @@ class LoRA(ModuleKind):
     hidden_axes = {"lora_A": (1, "in"), "lora_B": (0, "out")}
     inner_axes = {"lora_A": 0, "lora_B": 1}
     inner_label = "rank"
+    product = ("lora_B", "lora_A")
     sites = ("query", "value", *DECODER_SITES)
     peft_type = "LORA"
 
