@@ -103,10 +103,11 @@ def save_module(
     arch = student.arch
     paths = kind_of(config["config"]).site_paths(arch)
     name = config.get("name") or "transferred"
-    state = {f"{arch.layers_path}.{l}.{paths[site]}.{name}.{param}": t for (l, site, param), t in weights.items()}
+    state = {f"{arch.layers_path}.{l}.{paths[site]}.{name}.{param}": np.ascontiguousarray(t)  # safetensors.numpy
+             for (l, site, param), t in weights.items()}  # writes a non-contiguous array's buffer in memory order
     with new_output(out, MODULE_KIND, inputs=inputs, overwrite=overwrite, is_dir=True) as tmp:
         save_file(state, str(tmp / SAFE_WEIGHTS_NAME))
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, tmp / BIN_WEIGHTS_NAME)
+        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp / BIN_WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
