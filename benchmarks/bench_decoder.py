@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,11 +189,14 @@ def run_real(cache: Path, tokens: int, method: str, mapping: str) -> dict:
     done = threading.Event()
     threading.Thread(target=watch, daemon=True).start()
     began, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    moved = transmod.transfer(cache / "lora", teacher=folder, student=folder, mapping=mapping,
-                              samples=cache / "text.txt", method=method, max_tokens=tokens)
+    try:
+        moved = transmod.transfer(cache / "lora", teacher=folder, student=folder, mapping=mapping,
+                                  samples=cache / "text.txt", method=method, max_tokens=tokens)
+    finally:
+        done.set()
+        shutil.rmtree(scratch)
     wall = time.perf_counter() - began
     used = resource.getrusage(resource.RUSAGE_SELF)
-    done.set()
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
     return {"tokens": moved.alignment.num_tokens, "wall": wall, "peak_rss_gib": peak / 2**30, "temp_bytes": most[0],

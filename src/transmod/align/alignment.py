@@ -323,10 +323,12 @@ def accumulator(method: str) -> type[PearsonAccumulator]:
 
 def fitted_maps(method: str, acc: dict[tuple[int, str], PearsonAccumulator], read: list[list[int]], ridge: float,
                 out: Alignment) -> list[LayerMap]:
-    """The maps of one pass's accumulators (`read`: the teacher depths each student layer read), for `out`."""
+    """The maps of one pass's accumulators (`read`: the teacher depths each student layer read), for `out`; each
+    accumulator is dropped from `acc` as its maps are made (memory holds one layer's sums and maps at a time)."""
     intercept = get_kind(out.hook).read_bias is not None  # a bias to fold the read map's offset into
     maps = []
-    for (l, s), a in acc.items():
+    for l, s in list(acc):
+        a = acc.pop((l, s))
         if s == "a":  # whole heads whatever the method (transmod.align.heads)
             maps += _head_maps(l, read[l], out.teacher, out.student, a.result()[0])
         else:

@@ -213,13 +213,14 @@ def sampled_batches(
             rows, pos = keep.nonzero(as_tuple=True)
             if max_tokens is not None:
                 rows, pos = rows[: max_tokens - written], pos[: max_tokens - written]
+            at = rows.to(device), pos.to(device)
+            # Each padded pass tensor is dropped as its kept rows are taken: memory holds one pass's states, once.
+            states = {k: store.pop(k)[at].float().cpu().numpy() for k in list(store) if columns is None or k in columns}
+            store.clear()
             if len(rows):
-                at = rows.to(device), pos.to(device)
-                states = {k: v[at].float().cpu().numpy() for k, v in store.items() if columns is None or k in columns}
                 written += len(rows)
                 yield Sampled(_keys(enc, batch, index, offsets, rows, pos),
                               tokenizer.convert_ids_to_tokens(enc["input_ids"][rows, pos].tolist()), states)
-            store.clear()  # a pass's states are dropped before the next one runs
             if max_tokens is not None and written >= max_tokens:
                 return
 

@@ -114,9 +114,11 @@ def streamed_alignment(pair: ModelPair, mapping: str, method: str, ridge: float)
         acc = new_accumulators(teacher, student, pair.spaces, layers, accumulator(method), pearson_only=("a",))
         read, out.num_tokens = pair.accumulate(acc, groups)
         check_tokens(teacher, student, pair.spaces, method, out.num_tokens, f"{pair.names[0]} and {pair.names[1]}")
-        if lsa:  # the study's assignment on r, as `transmod assign` reads it from a correlation file
-            out.layers += assign_correlation(correlation(mapping, read, acc, (teacher, student), out.num_tokens, 1.0,
-                                                         pair.names)).layers
+        if lsa:  # the study's assignment on r, as `transmod assign` reads it from a correlation file; one r at a time
+            for key in list(acc):
+                single = correlation(mapping, read, {key: acc.pop(key)}, (teacher, student), out.num_tokens, 1.0,
+                                     pair.names)
+                out.layers += assign_correlation(single).layers
         else:
             out.layers += fitted_maps(method, acc, read, ridge, out)
     return out
