@@ -20,7 +20,7 @@ teacher dimension, whole heads for `a`.
 
 Each token count runs in a fresh child process that, layer by layer (memory is one layer's statistics):
 streams the tokens in batches of 2048 through `PearsonAccumulator`s of the four spaces (the statistics
-`correlate` keeps: float64 sums, never the tokens); aligns the residual and MLP spaces with the study's
+`correlate` keeps: running sums, never the tokens); aligns the residual and MLP spaces with the study's
 assignment (`assign`) and the heads with `transmod.align.heads`; then folds the alignment into the LoRA
 with `transfer_weights`. Peak RSS is the child's VmHWM: it must not grow with the token count.
 """

@@ -202,10 +202,11 @@ def sampled_batches(
     order = np.arange(len(examples)) if max_tokens is None else np.random.default_rng(seed).permutation(len(examples))
     written = 0
     with capture(model, shape.arch, spaces) as store, torch.inference_mode():
-        for index in _passes(tokenizer, examples, order, batch_size, max_length, tokens_per_pass or pass_tokens(shape)):
+        for index, pair in _passes(tokenizer, examples, order, batch_size, max_length,
+                                   tokens_per_pass or pass_tokens(shape)):
             batch = [examples[i] for i in index]
-            enc = _encode(tokenizer, batch, max_length, padding=True, return_tensors="pt", return_offsets_mapping=True,
-                          return_special_tokens_mask=True)
+            enc = _encode(tokenizer, batch, max_length, pair, padding=True, return_tensors="pt",
+                          return_offsets_mapping=True, return_special_tokens_mask=True)
             offsets = enc.pop("offset_mapping")
             keep = enc.pop("special_tokens_mask").eq(0) & enc["attention_mask"].bool()
             model(**{k: v.to(device) for k, v in enc.items() if k in accepted},
@@ -243,30 +244,31 @@ def _check_sampling(tokenizer, examples: Sequence[Example], model_name: str, max
     _check_max_length(tokenizer, examples, max_length, model_name)
 
 
-def _encode(tokenizer, batch: Sequence[Example], max_length: int, **options):
-    """The batch's texts (or pairs) tokenized, truncated to `max_length`."""
-    pair = any(len(ex) > 1 for ex in batch)
+def _encode(tokenizer, batch: Sequence[Example], max_length: int, pair: bool, **options):
+    """The batch's texts (as pairs, a missing second text empty, if `pair`) tokenized, truncated to `max_length`."""
     return tokenizer([ex[0] for ex in batch], [ex[1] if len(ex) > 1 else "" for ex in batch] if pair else None,
                      truncation=True, max_length=max_length, **options)
 
 
 def _passes(tokenizer, examples: Sequence[Example], order: np.ndarray, batch_size: int, max_length: int,
-            budget: int) -> Iterator[np.ndarray]:
+            budget: int) -> Iterator[tuple[np.ndarray, bool]]:
     """Consecutive runs of `order`, each of at most `batch_size` examples and, padded, at most `budget` tokens
-    (one example at least): the states a pass captures stay bounded whatever the model's width."""
+    (one example at least): the states a pass captures stay bounded whatever the model's width. Each run comes
+    with whether its `batch_size` examples hold a pair, so that an example is encoded alike however runs are cut."""
     for first in range(0, len(order), batch_size):
         window = order[first : first + batch_size]
+        pair = any(len(examples[i]) > 1 for i in window)
         if len(window) * max_length <= budget:
-            yield window
+            yield window, pair
             continue
-        lengths = [len(ids) for ids in _encode(tokenizer, [examples[i] for i in window], max_length)["input_ids"]]
+        lengths = [len(ids) for ids in _encode(tokenizer, [examples[i] for i in window], max_length, pair)["input_ids"]]
         start, longest = 0, 0
         for i, n in enumerate(lengths):
             if i > start and (i - start + 1) * max(longest, n) > budget:
-                yield window[start:i]
+                yield window[start:i], pair
                 start, longest = i, 0
             longest = max(longest, n)
-        yield window[start:]
+        yield window[start:], pair
 
 
 def _keys(enc, batch: Sequence[Example], index: np.ndarray, offsets: torch.Tensor, rows: torch.Tensor,
