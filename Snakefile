@@ -48,6 +48,7 @@ if "minilm" in config:
 
 include: "workflow/rules/assets.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/results_common.smk"  # in_report, used by align.smk and results.smk
 include: "workflow/rules/align.smk"
 include: "workflow/rules/results.smk"
 

@@ -113,6 +113,7 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False,
     except BaseException as exc:
         full = _out_of_space(exc, target.parent)
         _remove(tmp)
+        WRITTEN[:] = [p for p in WRITTEN if not p.is_relative_to(tmp)]  # written into a temporary now gone
         for folder in created:  # innermost first; only folders this call made, and only while empty
             with contextlib.suppress(OSError):
                 folder.rmdir()

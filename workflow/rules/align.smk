@@ -151,12 +151,12 @@ rule fidelity_table:
     output:
         md="results/tables/fidelity.md",
         csv="results/tables/fidelity.csv",
-        plot=report(
+        plot=in_report(
             "results/plots/fidelity.png",
-            caption="../report/fidelity.rst",
-            category="Alignment methods",
-            subcategory="Transfer fidelity",
-            labels={"figure": "transfer fidelity"},
+            "fidelity",
+            "Alignment methods",
+            "Transfer fidelity",
+            figure="transfer fidelity",
         ),
     log:
         "results/logs/fidelity_table.log",

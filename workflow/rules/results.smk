@@ -4,8 +4,6 @@
 # writes the same files from whatever runs have finished, training nothing (a run without a metrics file
 # is an empty cell with a footnote). Both refuse metrics files that another config wrote.
 
-include: "results_common.smk"
-
 
 rule evaluate:
     input:

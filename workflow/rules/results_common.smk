@@ -46,7 +46,7 @@ def heatmap_inputs():
     return list(first.values())
 
 
-def in_report(path, caption, category, subcategory, content, module):
+def in_report(path, caption, category, subcategory, **labels):
     """An output shown in `snakemake --report`, with its caption from workflow/report/, if it exists now: a
     report made before `transmod tables` (or aggregate_tables) shows the workflow without them, and one made
     after shows the tables and the figures that have data. Make the report after the run, not with
@@ -58,7 +58,7 @@ def in_report(path, caption, category, subcategory, content, module):
         caption=f"../report/{caption}.rst",
         category=category,
         subcategory=subcategory,
-        labels={"content": content, "module": module},
+        labels=labels,
     )
 
 
@@ -92,14 +92,14 @@ def results_outputs():
     modules = ", ".join(config["peft"])
     pages, figures = [], []
     for pair, spec in config["pairs"].items():
-        pages.append(in_report(f"{HTML}/{pair}.summary.html", "summary", pair, "Summary", "summary table", modules))
+        pages.append(in_report(f"{HTML}/{pair}.summary.html", "summary", pair, "Summary", content="summary table", module=modules))
         for task in [t for t in tasks if t in spec["tasks"]]:
             page = f"{HTML}/{pair}.{task}.html"
-            pages.append(in_report(page, "per_language", pair, task.upper(), "per-language table", modules))
+            pages.append(in_report(page, "per_language", pair, task.upper(), content="per-language table", module=modules))
             for peft in config["peft"]:
                 for kind in PLOT_KINDS:
                     stem = f"{PLOTS}/{pair}/{task}/{kind}.{peft}"
-                    figures.append(in_report(f"{stem}.png", kind, pair, task.upper(), f"{kind} plot", peft))
+                    figures.append(in_report(f"{stem}.png", kind, pair, task.upper(), content=f"{kind} plot", module=peft))
                     figures += [f"{stem}{ext}" for ext in PLOT_FORMATS if ext != ".png"]
     return dict(
         summary=multiext(f"{TABLES}/summary", ".md", ".csv", ".tex"),
