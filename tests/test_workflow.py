@@ -73,18 +73,35 @@ def test_zero_shot_runs_keep_the_transferred_module(demo):
         assert history["config"]["freeze_module"] and len(history["epochs"]) == 2  # the demo's zero_shot budget
 
 
-def test_every_stage_is_a_tracked_file(demo):
+def test_every_stage_is_a_file_of_its_kind_made_from_its_inputs(demo):
+    """Each stage's file reads back as what it claims to be, from the models and samples its path names."""
+    from safetensors.numpy import load_file
+
+    from transmod.align.alignment import Alignment
+    from transmod.align.correlation import Correlation
+    from transmod.align.samplefile import SampleFile
+
     results = demo / "results"
     pairs = yaml.safe_load(DEMO_CONFIG.read_text())["pairs"]
     for pair, task, lang, peft in demo_grid():
-        for role in ("teacher", "student"):
-            assert (results / "samples" / slug(pairs[pair][role]) / task / lang / f"{peft}.parquet").is_file()
-        assert (results / "teachers" / slug(pairs[pair]["teacher"]) / task / lang / peft / "seed1" / "module").is_dir()
+        models = {role: pairs[pair][role] for role in ("teacher", "student")}
+        samples = {role: SampleFile.open(results / "samples" / slug(m) / task / lang / f"{peft}.parquet")
+                   for role, m in models.items()}
+        for role, sample in samples.items():
+            assert sample.meta["hook"] == peft and sample.num_tokens > 0 and slug(sample.meta["model"]) == slug(models[role])
+        assert samples["teacher"].meta["data"] == samples["student"].meta["data"]  # the same examples
+        assert (results / "teachers" / slug(models["teacher"]) / task / lang / peft / "seed1" / "module" / "adapter_config.json").is_file()
+        align = results / "align" / pair / task / lang / peft
         for mapping in ("skip", "avg"):
-            assert (results / "align" / pair / task / lang / peft / f"{mapping}.correlation.safetensors").is_file()
-            assert (results / "align" / pair / task / lang / peft / f"{mapping}.lsa.alignment.safetensors").is_file()
-            assert (results / "transferred" / pair / task / lang / peft / mapping / "seed1" / "adapter.safetensors").is_file()
-
+            corr = Correlation.load(align / f"{mapping}.correlation.safetensors")
+            lsa = Alignment.load(align / f"{mapping}.lsa.alignment.safetensors")
+            assert corr.mapping == lsa.mapping == mapping and lsa.method == "lsa"
+            assert [lc.student_layer for lc in corr.layers if lc.space == "h"] == list(range(samples["student"].num_layers))
+            assert lsa.student["hidden_size"] == samples["student"].hidden_size
+            assert lsa.teacher["hidden_size"] == samples["teacher"].hidden_size
+            moved = load_file(results / "transferred" / pair / task / lang / peft / mapping / "seed1" / "adapter.safetensors")
+            widths = {t.shape[-1] for k, t in moved.items() if k.endswith(("adapter_down.0.weight", "lora_A"))}
+            assert widths == {samples["student"].hidden_size}, (pair, peft, mapping, widths)
 
 
 def test_every_job_wrote_a_log_without_a_traceback(demo):
