@@ -175,7 +175,12 @@ def test_cli_fit_transfer_and_measure(tmp_path, models, text_file, capsys):
     assert run(capsys, "fit-alignment", *pair, "--method", "linear", "--out", tmp_path / "all.safetensors")[0] == 0
     assert run(capsys, "transfer", *common, "--alignment", tmp_path / "all.safetensors", "--out", tmp_path / "x")[0] == 0
     assert run(capsys, "transfer", *common, "--align", "linear", "--samples", text_file, "--out", tmp_path / "y")[0] == 0
-    assert (tmp_path / "x" / "adapter.safetensors").read_bytes() == (tmp_path / "y" / "adapter.safetensors").read_bytes()
+    from safetensors.numpy import load_file
+
+    stepwise, one_shot = (load_file(tmp_path / name / "adapter.safetensors") for name in ("x", "y"))
+    assert stepwise.keys() == one_shot.keys()
+    for key in stepwise:  # the one shot streams float32 batch sums in another grouping
+        np.testing.assert_allclose(one_shot[key], stepwise[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def test_cli_bad_alignment_input_gives_one_line(tmp_path, models, text_file, capsys):
