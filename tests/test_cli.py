@@ -79,6 +79,17 @@ def test_help_of_every_verb_has_runnable_examples():
                                                        text=True).stdout
 
 
+def test_help_lists_every_verb_and_puts_each_example_option_on_its_own_line():
+    from transmod.cli import EXAMPLES
+
+    usage = subprocess.run([TRANSMOD, "--help"], capture_output=True, text=True).stdout
+    assert all(verb in usage.split("{", 1)[1].split("}", 1)[0].split(",") for verb in EXAMPLES), usage
+    for command, text in EXAMPLES.items():
+        help_text = subprocess.run([TRANSMOD, command, "--help"], capture_output=True, text=True).stdout
+        for line in help_text.splitlines():  # a continued example ends in a backslash, the next line indented:
+            assert "   --" not in line.strip(), (command, line)  # a lost line break leaves that indent mid-line
+
+
 def _bad_module(tmp_path, models, what):
     folder = tmp_path / what
     shutil.copytree(models["module"], folder)
