@@ -8,6 +8,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -109,6 +110,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+Command = Callable[..., argparse.ArgumentParser]  # makes a verb's parser: (name, help, out=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="transmod", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
                            help="replace an earlier transmod output at --out (anything else there is never touched)")
         return p
 
+    for add in (_sample_verb, _pair_verbs, _transfer_verb, _fidelity_verb, _tables_verb):
+        add(command)
+    return parser
+
+
+def _sample_verb(command: Command) -> None:
     p = command("sample", "Write the hidden states each module reads, per layer, to a parquet file.")
     p.add_argument("--model", required=True, help="hub id or local model folder")
     p.add_argument("--peft", required=True, choices=MODULE_KINDS, help="module type: decides the hook point")
@@ -131,24 +141,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=positive, default=128, help="truncate examples to this many tokens")
     p.add_argument("--lora-outputs", action="store_true", help="also sample query/value outputs (for --lora-b output)")
 
-    def sample_pair(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--teacher", required=True, help="teacher sample parquet")
-        p.add_argument("--student", required=True, help="student sample parquet")
-        p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
-        p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
-        p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
-        p.add_argument("--student-model", help="check the student samples against this model's shape")
-        p.add_argument("--holdout", type=float, default=0.0,
-                       help="leave the last fraction of the shared tokens out (for `transmod fidelity`)")
 
+def _sample_pair(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, help="teacher sample parquet")
+    p.add_argument("--student", required=True, help="student sample parquet")
+    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
+    p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
+    p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
+    p.add_argument("--student-model", help="check the student samples against this model's shape")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="leave the last fraction of the shared tokens out (for `transmod fidelity`)")
+
+
+def _pair_verbs(command: Command) -> None:
+    """The verbs that read a teacher and a student sample file."""
     p = command("correlate", "Pearson r of every student dim against every teacher dim, per mapped layer.")
-    sample_pair(p)
+    _sample_pair(p)
     p.add_argument("--out", required=True, help="output correlation file (safetensors)")
 
     p = command("assign", "The study's alignment (lsa): per layer, a teacher dim for each student dim by linear sum assignment.")
     p.add_argument("--correlation", required=True, help="correlation file from `transmod correlate`")
     p.add_argument("--out", required=True, help="output alignment file (safetensors), as fit-alignment writes")
 
+    p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
+    _sample_pair(p)
+    p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(METHODS))
+    p.add_argument("--out", required=True, help="output alignment file (safetensors)")
+    p.add_argument("--ridge", type=ridge, help=f"shrinkage of linear/procrustes maps towards lsa-signed (default "
+                   f"{DEFAULT_RIDGE})")
+
+
+def _transfer_verb(command: Command) -> None:
     p = command("transfer", "Move a module saved by `adapters` (or a LoRA saved by `peft`) from the teacher to the student.")
     p.add_argument("--module", required=True, help="module folder written by adapters' save_adapter or peft's save_pretrained")
     p.add_argument("--teacher-model", required=True, help="hub id or local folder of the module's model")
@@ -173,13 +196,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="output layout (peft: LoRA only; default: peft for a decoder LLM's LoRA, adapters otherwise)")
     p.add_argument("--out", required=True, help="output module folder")
 
-    p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
-    sample_pair(p)
-    p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(METHODS))
-    p.add_argument("--out", required=True, help="output alignment file (safetensors)")
-    p.add_argument("--ridge", type=ridge, help=f"shrinkage of linear/procrustes maps towards lsa-signed (default "
-                   f"{DEFAULT_RIDGE})")
 
+def _fidelity_verb(command: Command) -> None:
     p = command("fidelity", "Training-free measure: the transferred module's effect against the teacher module's.")
     p.add_argument("--module", required=True, help="the teacher's module folder (adapters or peft)")
     p.add_argument("--transferred", required=True, help="the transferred module folder")
@@ -191,11 +209,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
     p.add_argument("--out", required=True, help="output .json")
 
+
+def _tables_verb(command: Command) -> None:
     p = command("tables", "Regenerate the workflow's tables and figures from the runs finished so far (trains nothing).",
                 out=False)
     p.add_argument("results", nargs="?", default="results",
                    help="the workflow's results folder, holding plan.json (default: results)")
-    return parser
 
 
 def _sample(args: argparse.Namespace) -> None:
