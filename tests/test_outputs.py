@@ -33,6 +33,7 @@ def inputs(tmp_path_factory) -> Path:
                                                                              use_safetensors=True)
     (m / "text.txt").write_text("\n".join(SENTENCES) + "\n")
     (m / "long.txt").write_text("\n".join(SENTENCES * 40) + "\n")  # slow enough to be stopped mid-way
+    (m / "longer.txt").write_text("\n".join(SENTENCES * 120) + "\n")  # the one shot's 20,000 tokens
     for name, model in (("t", "wide"), ("s", "narrow")):
         assert main(["sample", "--model", str(m / model), "--peft", "lora", "--data", str(m / "text.txt"),
                      "--out", str(m / f"{name}.parquet")]) == 0
@@ -116,11 +117,21 @@ def test_two_writers_of_one_output_exactly_one_wins(inputs, tmp_path, verb):
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporaries left
 
 
+def _catches_sigterm(proc: subprocess.Popen) -> bool:
+    """Whether the process has installed its SIGTERM handler (`transmod.cli.main` has started)."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
 def _stop_mid_write(argv: list[str], ready, sig: int, env: dict) -> subprocess.CompletedProcess:
-    """Start a real `transmod`, wait until `ready()` (its temporary exists), then send `sig`."""
+    """Start a real `transmod`, wait until `ready(proc)`, then send `sig`."""
     proc = subprocess.Popen([TRANSMOD, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
-    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+    while not ready(proc) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, f"finished before it could be stopped: {proc.stderr.read()}"
     proc.send_signal(sig)
@@ -135,7 +146,7 @@ def test_a_stopped_sample_overwrite_leaves_the_old_file_and_nothing_else(inputs,
             "--out", str(out), "--batch-size", "1"]
     assert main(argv[:-2] + ["--batch-size", "8"]) == 0
     old = out.read_bytes()
-    done = _stop_mid_write(argv + ["--overwrite"], lambda: any(p.name.endswith(".tmp") for p in tmp_path.iterdir()),
+    done = _stop_mid_write(argv + ["--overwrite"], lambda _: any(p.name.endswith(".tmp") for p in tmp_path.iterdir()),
                            sig, dict(os.environ))
     assert done.returncode == 128 + sig, done.stderr
     _one_line(done.stderr)
@@ -148,13 +159,19 @@ def test_a_stopped_sample_overwrite_leaves_the_old_file_and_nothing_else(inputs,
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stopped_one_shot_transfer_leaves_no_temporary_folder(inputs, tmp_path, sig):
+def test_a_stopped_one_shot_transfer_leaves_nothing(inputs, tmp_path, sig):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     argv = ["transfer", "--module", str(inputs / "wide-lora"), "--teacher-model", str(inputs / "wide"),
-            "--student-model", str(inputs / "narrow"), "--mapping", "skip", "--samples", str(inputs / "long.txt"),
+            "--student-model", str(inputs / "narrow"), "--mapping", "skip", "--samples", str(inputs / "longer.txt"),
             "--out", str(tmp_path / "moved")]
-    done = _stop_mid_write(argv, lambda: any(scratch.glob("transmod-*")), sig, dict(os.environ, TMPDIR=str(scratch)))
+    def sampling(proc: subprocess.Popen) -> bool:  # the models load within a second of main's start
+        if _catches_sigterm(proc):
+            time.sleep(1.5)
+            return True
+        return False
+
+    done = _stop_mid_write(argv, sampling, sig, dict(os.environ, TMPDIR=str(scratch)))
     assert done.returncode == 128 + sig, done.stderr
     _one_line(done.stderr)
     assert not list(scratch.rglob("*")), (list(scratch.rglob("*")), done.stderr)
