@@ -10,9 +10,11 @@ result equals what `transmod sample` then `correlate` + `assign` or `fit-alignme
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from transmod.align.alignment import (
     Alignment,
@@ -32,8 +34,8 @@ from transmod.align.correlation import (
 from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map, monotone_map
 from transmod.align.layersim import CKA_TOKENS, cka_of_states
 from transmod.align.methods import DENSE_METHODS
-from transmod.align.pairing import Batch
-from transmod.align.sampling import load_model, pass_tokens, sampled_batches
+from transmod.align.pairing import Batch, prefetched
+from transmod.align.sampling import Sampled, load_model, pass_tokens, sampled_batches
 from transmod.align.texts import Example
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape, module_depths
@@ -59,18 +61,33 @@ class ModelPair:
 
     def batches(self, spaces: Collection[str], columns: tuple[Collection[str], Collection[str]],
                 max_tokens: int) -> Iterator[tuple[Batch, Batch]]:
-        """(teacher, student) states of the same tokens, pass by pass: `columns` (`{space}{depth}`) of each."""
+        """(teacher, student) states of the same tokens, pass by pass: `columns` (`{space}{depth}`) of each. Each
+        model runs in a thread of its own on half the cores (a small model's forward pass spends much of its time
+        in per-operation thread hand-offs), one pass ahead of the statistics."""
         common = min(pass_tokens(shape) for shape in self.shapes)  # both models' passes cut alike
-        runs = [sampled_batches(model, self.tokenizer, self.examples, {self.peft: tuple(spaces)}, model_name=shape.name,
-                                max_tokens=max_tokens, columns={f"{self.peft}:{c}" for c in wanted},
-                                tokens_per_pass=common)
+        threads = torch.get_num_threads()
+        runs = [prefetched(self._run(model, shape.name, spaces, wanted, max_tokens, common, max(1, threads // 2)))
                 for model, shape, wanted in zip(self.models, self.shapes, columns)]
         cut = len(self.peft) + 1
-        for t, s in zip(*runs):
-            if t.tokens != s.tokens or any(not np.array_equal(t.keys[k], s.keys[k]) for k in t.keys):
-                raise TransmodError(f"{self.names[0]} and {self.names[1]} kept different tokens of the same batch "
-                                    "although their tokenizers are alike; sample each with `transmod sample` instead")
-            yield {k[cut:]: v for k, v in t.states.items()}, {k[cut:]: v for k, v in s.states.items()}
+        try:
+            for t, s in zip(*runs):
+                if t.tokens != s.tokens or any(not np.array_equal(t.keys[k], s.keys[k]) for k in t.keys):
+                    raise TransmodError(f"{self.names[0]} and {self.names[1]} kept different tokens of the same batch "
+                                        "although their tokenizers are alike; sample each with `transmod sample` instead")
+                yield {k[cut:]: v for k, v in t.states.items()}, {k[cut:]: v for k, v in s.states.items()}
+        finally:
+            for run in runs:
+                run.close()  # stops and joins its thread
+            torch.set_num_threads(threads)
+
+    def _run(self, model, name: str, spaces: Collection[str], wanted: Collection[str], max_tokens: int,
+             tokens_per_pass: int, threads: int) -> Iterator[Sampled]:
+        """One model's passes (`sampling.sampled_batches`), on `threads` threads, with a tokenizer of its own (a
+        fast tokenizer is not safe to share between threads)."""
+        torch.set_num_threads(threads)
+        yield from sampled_batches(model, copy.deepcopy(self.tokenizer), self.examples, {self.peft: tuple(spaces)},
+                                   model_name=name, max_tokens=max_tokens, columns={f"{self.peft}:{c}" for c in wanted},
+                                   tokens_per_pass=tokens_per_pass)
 
     def groups(self, mapping: str) -> list[list[int]]:
         """The teacher layer group of each student depth: SKIP/AVG from the depths, `cka` from the first
