@@ -111,7 +111,7 @@ def batchable(tokenizer, model_name: str):
     return tokenizer
 
 
-STATES_BUDGET = 48 << 20  # bytes of hidden states one forward pass may capture (a decoder's are ~0.4 MB a token)
+STATES_BUDGET = 32 << 20  # bytes of hidden states one forward pass may capture (a decoder's are ~0.4 MB a token)
 
 
 @dataclass
