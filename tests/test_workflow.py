@@ -199,7 +199,7 @@ def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     assert counts == {
         "train_teacher": n, "prune_align": 2 * n,
         "train_student": 2 * n + zs,  # skip, avg, zs-skip: default students (zs-default too) do not read the teacher
-        "fidelity": n, "fidelity_table": 1, "evaluate": 3 * n + zs, "plan": 1, "aggregate_tables": 1, "all": 1,
+        "fidelity": n, "evaluate": 3 * n + zs, "plan": 1, "aggregate_tables": 1, "all": 1,
     }
 
 
@@ -282,10 +282,9 @@ def test_paper_grid_plan_offline(tmp_path):
         "fit_alignment": 2 * aligned_langs * len(config["peft"]),  # every extra method of a mapping in one job
         "prune_align": 2 * runs,  # zero-shot runs start from the same transferred modules
         "fidelity": runs,  # every mapping and method of a grid cell, transferred in memory
-        "fidelity_table": 1,
         "evaluate": (1 + students) * runs,
         "plan": 1,  # the runs `transmod tables` reads, written first
-        "aggregate_tables": 1,
+        "aggregate_tables": 1,  # the fidelity table too
         "all": 1,
     }
 

@@ -122,7 +122,7 @@ rule fidelity:
         teacher_model=model_input("teacher"),
         student_model=model_input("student"),
     output:
-        "results/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.json",
+        FIDELITY,
     params:
         teacher=model_of("teacher"),
         student=model_of("student"),
@@ -139,30 +139,3 @@ rule fidelity:
     script:
         "../scripts/fidelity.py"
 
-
-rule fidelity_table:
-    input:
-        fidelity=expand(
-            "results/fidelity/{cell}/seed{seed}.json",
-            cell=[f"{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}" for w in grid()],
-            seed=config["seeds"],
-        ),
-        zero_shot=zero_shot_metrics(),
-    output:
-        md="results/tables/fidelity.md",
-        csv="results/tables/fidelity.csv",
-        plot=in_report(
-            "results/plots/fidelity.png",
-            "fidelity",
-            "Alignment methods",
-            "Transfer fidelity",
-            figure="transfer fidelity",
-        ),
-    log:
-        "results/logs/fidelity_table.log",
-    benchmark:
-        "results/benchmarks/fidelity_table.tsv"
-    conda:
-        "../envs/transmod.yaml"
-    script:
-        "../scripts/fidelity_table.py"

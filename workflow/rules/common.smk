@@ -29,6 +29,7 @@ ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
 TEACHER = "results/teachers/{model}/{task}/{lang}/{peft}/seed{seed}"
 STUDENT = f"{RUN}/student-{{init}}/seed{{seed}}"
 SAMPLES = "results/samples/{model}/{task}/{lang}/{peft}.parquet"
+FIDELITY = "results/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.json"
 
 
 MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
@@ -60,9 +61,13 @@ def all_targets():
     targets = ["results/tables/summary.md", "results/tables/fidelity.md"]
     for w in grid():
         targets += expand(f"{ALIGN}/{{mapping}}.lsa.alignment.safetensors", mapping=MAPPINGS, **w)
-        targets += [f"results/fidelity/{w['pair']}/{w['task']}/{w['lang']}/{w['peft']}/seed{seed}.json"
-                    for seed in config["seeds"]]
+        targets += [FIDELITY.format(**w, seed=seed) for seed in config["seeds"]]
     return targets
+
+
+def fidelity_files():
+    """Every fidelity file of the grid (one per cell and seed): the fidelity table's inputs."""
+    return [FIDELITY.format(**w, seed=seed) for w in grid() for seed in config["seeds"]]
 
 
 def fidelity_inits(pair):

@@ -1,8 +1,9 @@
 # Test metrics of every run, then the tables, plots and the report's pages (docs/method.md, section 11).
 #
-# aggregate_tables (part of `all`) waits for every metrics file of the config; `transmod tables results`
-# writes the same files from whatever runs have finished, training nothing (a run without a metrics file
-# is an empty cell with a footnote). Both refuse metrics files that another config wrote.
+# aggregate_tables (part of `all`) waits for every metrics and fidelity file of the config; `transmod tables
+# results` writes the same files, the fidelity table included, from whatever runs have finished, training
+# nothing (a run without a metrics file is an empty cell with a footnote). Both refuse metrics files that
+# another config wrote.
 
 
 rule evaluate:
@@ -46,6 +47,7 @@ rule aggregate_tables:
     input:
         plan=PLAN,
         metrics=all_metrics(),
+        fidelity=fidelity_files(),
         assignments=[a["assignment"] for a in RESULTS_PLAN["align"]],
         correlations=heatmap_inputs(),
     output:

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from snakemake.logging import logger as snakemake_logger
 
+from transmod.results.fidelity_table import NAME as FIDELITY_TABLE
 from transmod.results.plots import PLOT_FORMATS, PLOT_KINDS
 from transmod.results.runs import Plan
 from transmod.results.tables import HTML_DIR, PLAN_FILE, PLOTS_DIR, TABLES_DIR
@@ -22,7 +23,8 @@ def result_tasks():
 
 def results_plan():
     """Every metrics file the config requests (all_metrics), with the run info evaluate records in it, every
-    alignment file the plots read and the tasks' declarations (a digest as its repr: logs and reports stay short)."""
+    alignment file the plots read, every fidelity file and the tasks' declarations (a digest as its repr: logs and
+    reports stay short)."""
     runs = {metrics_file(w, init, seed): run_info(SimpleNamespace(**w, run=run_name(init), seed=seed))
             for w, init, seed in requested_runs()}
     align = [
@@ -31,7 +33,7 @@ def results_plan():
         for w in grid()
         for m in MAPPINGS
     ]
-    return Plan(runs=runs, align=align, tasks={task: DECLARED_TASKS[task].to_dict() for task in result_tasks()})
+    return Plan(runs=runs, align=align, fidelity=fidelity_files(), tasks={task: DECLARED_TASKS[task].to_dict() for task in result_tasks()})
 
 
 RESULTS_PLAN = results_plan()
@@ -86,7 +88,7 @@ snakemake_logger.addFilter(OneMissingMetadataLine())
 
 
 def results_outputs():
-    """Tables (Markdown, CSV, LaTeX), one HTML page per setting and table, and the figures; the HTML
+    """Tables (Markdown, CSV, LaTeX), one HTML page per setting and table, the fidelity table, and the figures; the HTML
     pages and PNGs go into `snakemake --report`, grouped by setting (category) and task (subcategory)."""
     tasks = result_tasks()
     modules = ", ".join(config["peft"])
@@ -101,8 +103,11 @@ def results_outputs():
                     stem = f"{PLOTS}/{pair}/{task}/{kind}.{peft}"
                     figures.append(in_report(f"{stem}.png", kind, pair, task.upper(), content=f"{kind} plot", module=peft))
                     figures += [f"{stem}{ext}" for ext in PLOT_FORMATS if ext != ".png"]
+    figures.append(in_report(f"{PLOTS}/{FIDELITY_TABLE}.png", "fidelity", "Alignment methods", "Transfer fidelity",
+                             figure="transfer fidelity"))
     return dict(
         summary=multiext(f"{TABLES}/summary", ".md", ".csv", ".tex"),
+        fidelity=multiext(f"{TABLES}/{FIDELITY_TABLE}", ".md", ".csv"),
         per_language=expand(f"{TABLES}/{{task}}{{ext}}", task=tasks, ext=(".md", ".csv", ".tex")),
         pages=pages,
         figures=figures,

@@ -3,14 +3,15 @@
 One row per (setting, module type, mapping, method); the relative error and cosine of the transferred
 module's effect against the teacher module's, and the map-free linear CKA between the two (see
 `transmod.align.fidelity`), averaged over tasks, languages and seeds; where a zero-shot run of that init
-exists (`zs-<init>`), its mean test score beside them. Markdown, CSV and a bar plot for the report.
+exists (`zs-<init>`), its mean test score beside them. Markdown, CSV and a bar plot for the report, written
+with the other tables by `transmod tables` and aggregate_tables (`transmod.results.tables`) from the fidelity
+files that exist.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,7 @@ from transmod.align.inits import Init
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
 from transmod.results.render import md_literal
-from transmod.results.runs import read_metrics
-from transmod.results.tables import exclusive
+from transmod.results.runs import Runs, init_of, read_metrics
 
 CAPTION = (
     "Transfer fidelity on held-out sampled tokens that no fit read (every method, the study's `lsa` included, "
@@ -38,6 +38,7 @@ CAPTION = (
 )
 
 
+NAME = "fidelity"  # tables/fidelity.md, tables/fidelity.csv, plots/fidelity.png
 MEASURES = ["rel_error", "cosine", "cka"]
 RANGES = {"rel_error": (0.0, math.inf), "cosine": (-1.0, 1.0), "cka": (0.0, 1.0)}
 SLACK = 1e-9  # rounding of a cosine or CKA of 1
@@ -88,9 +89,23 @@ def collect_fidelity(files: Iterable[str | Path], zero_shot: Iterable[str | Path
     return out
 
 
-def write_fidelity(table: pd.DataFrame, stem: str | Path, plot: str | Path) -> None:
-    """stem.md, stem.csv and a PNG bar plot of the relative error per method (while no other job writes the
-    results' tables and plots: aggregate_tables replaces those folders whole)."""
+def fidelity_of_runs(files: Iterable[str | Path], runs: Runs) -> tuple[pd.DataFrame | None, str]:
+    """The fidelity table of the fidelity files that exist and the finished zero-shot runs of transferred modules
+    (None before any fidelity file), and a note naming how many of `files` it averages when some are missing."""
+    files = [str(f) for f in files]
+    present = [f for f in files if Path(f).is_file()]
+    if not present:
+        return None, ""
+    zero_shot = [run["file"] for run in runs.finished.to_dict("records")
+                 if (init := init_of(run)) is not None and init.zero_shot and init.transferred]
+    note = "" if len(present) == len(files) else \
+        f"Mean over the {len(present)} of {len(files)} fidelity files written so far."
+    return collect_fidelity(present, zero_shot), note
+
+
+def write_fidelity(table: pd.DataFrame, tables: str | Path, plots: str | Path, note: str = "") -> list[Path]:
+    """fidelity.md and fidelity.csv in `tables`, a PNG bar plot of the relative error and CKA per method in
+    `plots` (the staged folders of `transmod.results.tables`, which hold the one writer's lock)."""
     def num(value: float, digits: int) -> str:
         return "" if pd.isna(value) else f"{value:.{digits}f}"
 
@@ -100,12 +115,13 @@ def write_fidelity(table: pd.DataFrame, stem: str | Path, plot: str | Path) -> N
              "|---|---|---|---|---:|---:|---:|---:|"]
     lines += ["| " + " | ".join(md_literal(getattr(r, n)) for n in names) + f" | {num(r.rel_error, 3)} | "
               f"{num(r.cosine, 3)} | {num(r.cka, 3)} | {num(r.zero_shot, 1)} |" for r in table.itertuples()]
-    with exclusive(os.path.commonpath([os.path.abspath(Path(stem).parent), os.path.abspath(Path(plot).parent)])):
-        with atomic_path(f"{stem}.md") as tmp:
-            tmp.write_text("\n".join(lines + ["", CAPTION, ""]))
-        with atomic_path(f"{stem}.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6f")
-        _write_plot(table, plot)
+    written = [Path(tables) / f"{NAME}.md", Path(tables) / f"{NAME}.csv", Path(plots) / f"{NAME}.png"]
+    with atomic_path(written[0]) as tmp:
+        tmp.write_text("\n".join(lines + ["", CAPTION] + ([note] if note else []) + [""]))
+    with atomic_path(written[1]) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    _write_plot(table, written[2])
+    return written
 
 
 def _write_plot(table: pd.DataFrame, plot: str | Path) -> None:

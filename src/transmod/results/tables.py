@@ -1,17 +1,17 @@
 """`transmod tables RESULTS_DIR` and the workflow's aggregate_tables: tables and figures from finished runs.
 
 The workflow's `plan` job writes RESULTS_DIR/plan.json: every metrics file the config requests, with the
-run info the workflow records in it, the alignment files the figures read (paths inside RESULTS_DIR) and
-the tasks' declarations (the tables' names, metrics and captions).
+run info the workflow records in it, the alignment files the figures read and the fidelity files of the grid
+(paths inside RESULTS_DIR), and the tasks' declarations (the tables' names, metrics and captions).
 From that plan and whatever runs have finished, `write_results` writes RESULTS_DIR/tables/ and
-RESULTS_DIR/plots/. It trains nothing: a run without a metrics file is an empty cell with a footnote, and
-metrics of another config are refused before anything is written.
+RESULTS_DIR/plots/, the fidelity table (`transmod.results.fidelity_table`) included. It trains nothing: a run
+without a metrics file is an empty cell with a footnote, the fidelity table averages the fidelity files that
+exist (saying so when some do not), and metrics of another config are refused before anything is written.
 
 The two folders are one set: both are written as temporary siblings and moved into place together at the
 end, so a reader, a failed run (a full disk) and an interrupted one (Ctrl-C, SIGTERM) see the old set or
 the new one, never a mix. Each folder lists what transmod wrote there (`MANIFEST`, with checksums); a file
 it did not write, or one changed since, is named and refused instead of being dropped with the old set.
-The fidelity table's files (another job's) are carried over into the new set.
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from transmod.atomic import MARK, atomic_path
 from transmod.errors import TransmodError
 from transmod.results import plots, render
+from transmod.results.fidelity_table import NAME as FIDELITY, fidelity_of_runs, write_fidelity
 from transmod.results.runs import NAME_KEYS, PLAN_FIX, RUN_KEYS, Plan, Runs, check_names, gather, inside
 from transmod.train.tasks import BUILTIN_TASKS, METRICS, Task
 
@@ -36,7 +38,9 @@ PLAN_FILE = "plan.json"
 TABLES_DIR, HTML_DIR, PLOTS_DIR, RUNS_DIR = "tables", "tables/html", "plots", "runs"
 ALIGN_FILES = ("assignment", "correlation")  # the path-valued keys of a plan's alignment records
 MANIFEST = ".transmod-files.json"  # in tables/ and plots/: {file: sha256} of what transmod tables wrote there
-CARRIED = ("tables/fidelity.md", "tables/fidelity.csv", "plots/fidelity.png")  # fidelity_table's (align.smk)
+# The fidelity table's files, which an older workflow's fidelity_table rule wrote without listing them: transmod's
+# own, replaced with the rest of the set.
+UNLISTED_OWN = (f"{TABLES_DIR}/{FIDELITY}.md", f"{TABLES_DIR}/{FIDELITY}.csv", f"{PLOTS_DIR}/{FIDELITY}.png")
 LOCK = ".transmod-tables.lock"  # in RESULTS_DIR: one writer of tables/ and plots/ at a time
 
 
@@ -47,7 +51,7 @@ def write_plan(plan: Plan, results_dir: str | Path, target: str | Path) -> None:
 
     data = {MARK: "plan", "runs": {inside_results(p): info for p, info in plan["runs"].items()},
             "align": [{k: inside_results(v) if k in ALIGN_FILES else v for k, v in a.items()} for a in plan["align"]],
-            "tasks": plan.get("tasks", {})}
+            "fidelity": [inside_results(p) for p in plan.get("fidelity", [])], "tasks": plan.get("tasks", {})}
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
 
@@ -65,6 +69,7 @@ def load_plan(results_dir: str | Path) -> Plan:
         if data.get(MARK) != "plan":
             raise ValueError("no transmod plan mark")
         runs, align, tasks = dict(data["runs"]), list(data["align"]), dict(data.get("tasks", {}))  # older: no tasks
+        fidelity = list(data.get("fidelity", []))  # older: none
         declared = {name: Task.from_dict(task) for name, task in tasks.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise TransmodError(f"{path}: not a plan that transmod's workflow wrote ({exc}); run the workflow again "
@@ -74,9 +79,11 @@ def load_plan(results_dir: str | Path) -> Plan:
         check_names(record, f"{path}: align[{i}]", PLAN_FIX, NAME_KEYS + ("mapping",))
         for key in ALIGN_FILES:
             _check_relative(path, f"align[{i}].{key}", record.get(key))
+    for i, file in enumerate(fidelity):
+        _check_relative(path, f"fidelity[{i}]", file)
     return Plan(runs={str(results_dir / p): info for p, info in runs.items()},
                 align=[{k: str(results_dir / v) if k in ALIGN_FILES else v for k, v in a.items()} for a in align],
-                tasks=tasks)
+                fidelity=[str(results_dir / p) for p in fidelity], tasks=tasks)
 
 
 def _check_runs(path: Path, runs: Mapping[str, Any], declared: Mapping[str, Task]) -> None:
@@ -104,8 +111,8 @@ def _check_relative(path: Path, key: str, value: Any) -> None:
 
 
 def write_results(results_dir: str | Path, plan: Plan | None = None, log: Callable[[str], None] = print) -> list[Path]:
-    """Tables (Markdown, CSV, LaTeX, HTML) and figures (PNG, PDF) of the finished runs under results_dir, for
-    `plan` (the workflow's current one) or else the plan.json the workflow last wrote there."""
+    """Tables (Markdown, CSV, LaTeX, HTML) and figures (PNG, PDF) of the finished runs and fidelity files under
+    results_dir, for `plan` (the workflow's current one) or else the plan.json the workflow last wrote there."""
     results_dir = Path(results_dir)
     plan = load_plan(results_dir) if plan is None else plan
     tasks = {name: Task.from_dict(task) for name, task in plan.get("tasks", {}).items()}
@@ -116,12 +123,15 @@ def write_results(results_dir: str | Path, plan: Plan | None = None, log: Callab
     if runs.ignored:
         log(f"{len(runs.ignored)} metrics files of the same settings that the config does not request were not "
             "read (listed under the tables)")
+    fidelity, note = fidelity_of_runs(plan.get("fidelity", []), runs)
+    if note:
+        log(f"fidelity table: {note}")
     with exclusive(results_dir):
-        return _replace_set(results_dir, runs, plan["align"], log)
+        return _replace_set(results_dir, runs, plan["align"], fidelity, note, log)
 
 
-def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]],
-                 log: Callable[[str], None]) -> list[Path]:
+def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]], fidelity: pd.DataFrame | None,
+                 note: str, log: Callable[[str], None]) -> list[Path]:
     """tables/ and plots/ written as temporary siblings, then moved into place one right after the other."""
     folders = {name: results_dir / name for name in (TABLES_DIR, PLOTS_DIR)}
     for folder in folders.values():
@@ -132,6 +142,8 @@ def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]],
         staged = {TABLES_DIR: tables, PLOTS_DIR: figures}
         html = inside(tables, *Path(HTML_DIR).relative_to(TABLES_DIR).parts)
         written = render.write_all(runs, tables, html) + plots.write_all(runs, align, figures)
+        if fidelity is not None:  # no fidelity file yet: no table
+            written += write_fidelity(fidelity, tables, figures, note)
         final = [folders[name] / p.relative_to(tmp) for p in written for name, tmp in staged.items()
                  if p.is_relative_to(tmp)]
         twice = next((p for p in final if final.count(p) > 1), None)
@@ -161,20 +173,17 @@ def _write_manifest(staged: Path) -> None:
 
 
 def _keep_others(folder: Path, staged: Path) -> None:
-    """Carry the fidelity table's files from the old `folder` into the new set; refuse any other file there that
-    transmod tables did not write (or that changed since), naming it: the old folder goes as a whole."""
+    """Refuse any file in the old `folder` that transmod tables did not write (or that changed since), naming it:
+    the old folder goes as a whole."""
     if not folder.is_dir():
         return
     listed = _manifest(folder)
     for name in _files(folder):
         old, new = folder / name, staged / name
-        if name == MANIFEST:
+        if name == MANIFEST or (f"{folder.name}/{name}" in UNLISTED_OWN and name not in (listed or {})):
             continue
-        if f"{folder.name}/{name}" in CARRIED and not new.exists():
-            new.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(old, new, follow_symlinks=False)
-        elif not (new.exists() if listed is None else
-                  name in listed and not old.is_symlink() and _sha256(old) == listed[name]):
+        if not (new.exists() if listed is None else
+                name in listed and not old.is_symlink() and _sha256(old) == listed[name]):
             raise TransmodError(f"{old}: not written by transmod tables, or changed since; move it out of {folder} "
                                 "(transmod tables replaces the folder whole), then run again")
 
@@ -214,8 +223,7 @@ class _HeldSignals:
 
 @contextlib.contextmanager
 def exclusive(folder: str | Path) -> Iterator[None]:
-    """One writer of tables/ and plots/ at a time (transmod tables, aggregate_tables and fidelity_table write
-    there, and the first two replace both folders), through a lock file in `folder` that stays. A file system
+    """One writer of tables/ and plots/ at a time (transmod tables and aggregate_tables replace both folders), through a lock file in `folder` that stays. A file system
     without locks (Lustre mounted without flock) leaves it to the user not to run two at once."""
     import fcntl
 
