@@ -105,6 +105,15 @@ def test_encoder_one_shot_alignment_equals_the_sample_file_steps(encoders, tmp_p
     assert_same_alignment(streamed, from_files(encoders, tmp_path, "skip", method), exact=False)
 
 
+def test_a_one_shot_transfer_leaves_the_callers_autograd_as_it_was(encoders, monkeypatch):
+    """The passes run without autograd; the caller's thread keeps it (a notebook trains right after), also when
+    the token budget stops the passes before the text ends."""
+    import torch
+
+    one_shot(encoders, "skip", "lsa", monkeypatch)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
 def test_two_tokenizers_still_pair_tokens_through_sample_files(decoders, tmp_path, monkeypatch):
     """A student whose tokenizer differs (one more word) cannot pair rows one to one: the file path pairs spans."""
     student = tmp_path / "student"
