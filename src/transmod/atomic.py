@@ -208,8 +208,8 @@ def output_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
-def _files(folder: Path) -> list[str]:
-    """Every entry under `folder` that is not a folder, as relative POSIX paths, sorted."""
+def files_under(folder: Path) -> list[str]:
+    """Every entry under `folder` that is not a folder (links included), as relative POSIX paths, sorted."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink() or not p.is_dir())
 
 
@@ -218,7 +218,7 @@ def _foreign(folder: Path, written: Iterable[str]) -> str | None:
     wrote; a 0.x folder's mark does not, so only the names of the new output count as its own)."""
     mark = _folder_mark(folder) or {}
     own = set(mark.get("files") or written) | {MARK_FILE, _OLD_MARK_FILE}
-    return next((name for name in _files(folder) if name not in own), None)
+    return next((name for name in files_under(folder) if name not in own), None)
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -273,7 +273,7 @@ def _committer(target: str | os.PathLike, kind: str, overwrite: bool, option: st
                 return
             aside = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
             os.replace(path, aside / "old")  # now no one can add to it behind our back
-            if name := _foreign(aside / "old", _files(tmp)):
+            if name := _foreign(aside / "old", files_under(tmp)):
                 os.replace(aside / "old", path)
                 aside.rmdir()
                 _refuse_foreign(option, target, name)
@@ -306,7 +306,8 @@ def new_output(target: str | os.PathLike, kind: str, *, inputs: Iterable[str | o
         if is_dir:
             marker = tmp / MARK_FILE
             mark = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-            marker.write_text(json.dumps({**mark, MARK: kind, "files": [f for f in _files(tmp) if f != MARK_FILE]},
-                                         indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            files = [f for f in files_under(tmp) if f != MARK_FILE]
+            marker.write_text(json.dumps({**mark, MARK: kind, "files": files}, indent=2, sort_keys=True) + "\n",
+                              encoding="utf-8")
         elif output_kind(tmp) != kind:
             raise AssertionError(f"the {kind} writer did not mark {tmp}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from transmod.atomic import MARK, atomic_path
+from transmod.atomic import MARK, atomic_path, files_under
 from transmod.errors import TransmodError
 from transmod.results import plots, render
 from transmod.results.fidelity_table import NAME as FIDELITY, fidelity_of_runs, write_fidelity
@@ -161,13 +161,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _files(folder: Path) -> list[str]:
-    """Every entry under `folder` that is not a folder (links included), as relative POSIX paths, sorted."""
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink() or not p.is_dir())
-
-
 def _write_manifest(staged: Path) -> None:
-    files = {name: _sha256(staged / name) for name in _files(staged)}
+    files = {name: _sha256(staged / name) for name in files_under(staged)}
     (staged / MANIFEST).write_text(json.dumps({MARK: "tables", "files": files}, indent=1, sort_keys=True) + "\n",
                                    encoding="utf-8")
 
@@ -178,7 +173,7 @@ def _keep_others(folder: Path, staged: Path) -> None:
     if not folder.is_dir():
         return
     listed = _manifest(folder)
-    for name in _files(folder):
+    for name in files_under(folder):
         old, new = folder / name, staged / name
         if name == MANIFEST or (f"{folder.name}/{name}" in UNLISTED_OWN and name not in (listed or {})):
             continue
