@@ -134,7 +134,7 @@ def main() -> None:
     sentences = wikineural_like(args.steps * args.batch_size, seed=0)
     train = datasets.Dataset.from_dict({"tokens": sentences, "ner_tags": [[0] * len(s) for s in sentences]})
     cfg = TrainConfig(learning_rate=1e-4, batch_size=args.batch_size, epochs=1, max_length=128, seed=0,
-                      adapter_bottleneck=64)
+                      modules={"adapter": {"bottleneck": 64}})
     words = np.array([len(s) for s in sentences])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device {device}, {args.threads} threads, BERT {args.size} {SIZES[args.size]}, adapter, "

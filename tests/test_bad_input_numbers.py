@@ -145,13 +145,25 @@ def test_no_transmod_variable_is_named_outside_the_environment_module():
     ({"eval_batch_size": 0}, "eval_batch_size"), ({"weight_decay": math.nan}, "weight_decay"),
     ({"weight_decay": -0.1}, "weight_decay"), ({"warmup_ratio": math.inf}, "warmup_ratio"),
     ({"warmup_ratio": 1.0}, "warmup_ratio"), ({"max_grad_norm": math.nan}, "max_grad_norm"),
-    ({"max_grad_norm": math.inf}, "max_grad_norm"), ({"lora_dropout": -0.5}, "lora_dropout"),
+    ({"max_grad_norm": math.inf}, "max_grad_norm"),
     ({"seed": -1}, "seed"), ({"seed": 2**32}, "seed"), ({"seed": "12345678901234567890"}, "seed"),
     ({"patience": -1}, "patience"), ({"freeze_module": "yes"}, "freeze_module"),
 ])
 def test_training_options_out_of_range_are_refused_naming_the_key(values, key):
     with pytest.raises(TransmodError, match=rf"^config.yaml training: option {key}\b"):
         TrainConfig.from_dict(values, "config.yaml training")
+
+
+@pytest.mark.parametrize("modules, said", [
+    ({"lora": {"dropout": -0.5}}, "modules.lora: dropout is -0.5, but it must be a number from 0 up to, not including, 1"),
+    ({"lora": {"r": math.nan}}, "modules.lora: r is nan, but it must be a whole number of at least 1"),
+    ({"adapter": {"bottleneck": 0}}, "modules.adapter: bottleneck is 0"),
+    ({"lora": {"rank": 4}}, "modules.lora: unknown option.s. rank; known options are r, alpha, dropout"),
+    ({"prefix": {}}, "unknown peft 'prefix'"),
+])
+def test_module_options_out_of_range_are_refused_naming_the_kind_and_key(modules, said):
+    with pytest.raises(TransmodError, match=said):
+        TrainConfig.from_dict({"modules": modules}, "config.yaml training")
 
 
 def test_a_config_built_in_code_is_checked_as_well():
@@ -162,6 +174,7 @@ def test_a_config_built_in_code_is_checked_as_well():
 
 def test_numbers_spelled_as_strings_keep_their_value():
     cfg = TrainConfig.from_dict({"learning_rate": "1e-4", "epochs": "1e1", "seed": "4294967295", "weight_decay": 0,
-                                 "lora_alpha": 16.0})
-    assert (cfg.learning_rate, cfg.epochs, cfg.seed, cfg.weight_decay, cfg.lora_alpha) == (1e-4, 10, 2**32 - 1, 0.0, 16)
-    assert type(cfg.weight_decay) is float and type(cfg.lora_alpha) is int
+                                 "modules": {"lora": {"alpha": 16.0}}})
+    alpha = cfg.module_options("lora").alpha
+    assert (cfg.learning_rate, cfg.epochs, cfg.seed, cfg.weight_decay, alpha) == (1e-4, 10, 2**32 - 1, 0.0, 16)
+    assert type(cfg.weight_decay) is float and type(alpha) is int

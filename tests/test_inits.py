@@ -12,7 +12,7 @@ from conftest import DEMO_CONFIG, REPO
 from test_bad_input import SCHEMA, _config
 from test_tables import run_info
 
-from transmod.align import layermap, methods
+from transmod.align import methods
 from transmod.align.inits import (
     DEFAULT,
     ZERO_SHOT_BASELINE,
@@ -93,8 +93,8 @@ def test_the_config_check_refuses_a_bad_init_naming_its_key(change, expected):
 def test_every_schema_choice_is_its_library_table():
     schema = load_schema(SCHEMA)
     props, task = schema["properties"], schema["$defs"]["task"]["properties"]
-    assert props["peft"]["items"]["enum"] == list(kinds.MODULE_KINDS)
-    assert props["alignment"]["properties"]["methods"]["items"]["enum"] == list(methods.METHODS)
+    assert props["peft"]["items"]["enum"] == list(kinds.KINDS)
+    assert props["alignment"]["properties"]["methods"]["items"]["enum"] == list(methods.grid_methods())
     assert props["alignment"]["properties"]["lora_b"]["enum"] == ["study", "output"]
     assert props["sampling"]["properties"]["split"]["enum"] == list(tasks.SPLITS)
     assert (task["kind"]["enum"], task["metric"]["enum"]) == (list(tasks.TASK_KINDS), list(tasks.METRICS))
@@ -108,18 +108,6 @@ def _tables_named(node) -> list[str]:
         own = [node["x-enum"]] if "x-enum" in node else []
         return own + [n for v in node.values() for n in _tables_named(v)]
     return [n for v in node for n in _tables_named(v)] if isinstance(node, list) else []
-
-
-def test_a_method_and_a_mapping_added_to_the_tables_are_accepted_by_the_config(monkeypatch):
-    config = _config(**{"alignment.methods": ["lsa", "sparse"], "pairs.incompatible.inits": ["default", "zs-half-sparse"]})
-    with pytest.raises(TransmodError, match="config key alignment.methods.1: 'sparse' is not one of"):
-        validate_config(config, SCHEMA)
-    monkeypatch.setattr(methods, "METHODS", (*methods.METHODS, "sparse"))
-    with pytest.raises(TransmodError, match="config key pairs.incompatible.inits.1: 'zs-half-sparse' is not a student"):
-        validate_config(config, SCHEMA)
-    monkeypatch.setattr(layermap, "MAPPINGS", (*layermap.MAPPINGS, "half"))
-    validate_config(config, SCHEMA)
-    assert Init.parse("zs-half-sparse") == Init("half", "sparse", zero_shot=True)
 
 
 def test_tables_refuse_a_plan_or_metrics_file_whose_init_is_no_init(tmp_path):

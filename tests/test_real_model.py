@@ -33,8 +33,7 @@ def real(tmp_path_factory):
     build_pair(minilm_folder(), root / "teacher", root / "student")
     data = write_next_sentence_data(root / "data", max_rows={"train": 96, "validation": 48, "test": 48})
     with open(root / "sentences.txt", "w") as handle:
-        for row in pq.read_table(data / "en" / "train.parquet").to_pylist()[:40]:
-            handle.write(f"{row['sentence1']}\n")
+        handle.writelines(f"{row['sentence1']}\n" for row in pq.read_table(data / "en" / "train.parquet").to_pylist()[:40])
     return root
 
 
@@ -93,7 +92,7 @@ def test_matching_pair_transfer_loads_with_the_plain_call(real, tmp_path, peft):
 
 def test_short_training_and_evaluation_on_real_weights(real, tmp_path):
     splits = [load_split(str(real / "data"), "pi", "en", split) for split in SPLITS]
-    cfg = TrainConfig(seed=1, learning_rate=1e-3, batch_size=16, epochs=1, max_length=64, lora_r=4, lora_alpha=8)
+    cfg = TrainConfig(seed=1, learning_rate=1e-3, batch_size=16, epochs=1, max_length=64, modules={"lora": {"r": 4, "alpha": 8}})
     summary = train(real / "teacher", "pi", "lora", *splits, cfg, tmp_path / "run", threads=2)
     assert summary["best_epoch"] == 1 and 0.0 <= summary["best_val_metric"] <= 1.0
     metrics = write_metrics(tmp_path / "run" / "test_predictions.json", tmp_path / "metrics.json", {"run": "real"})

@@ -104,7 +104,7 @@ def test_token_tasks_score_each_word_once():
     pred, gold = [["NOUN", "VERB"], ["DET"]], [["NOUN", "NOUN"], ["DET"]]
     scores = score_lists(pos, pred, gold)
     assert scores["accuracy"] == pytest.approx(2 / 3) and scores["n"] == 2
-    flat = lambda s: list(itertools.chain(*s))  # noqa: E731
+    flat = lambda s: list(itertools.chain(*s))
     assert scores == {**class_scores(flat(pred), flat(gold)), "n": 2}
     topic = DEMO_TASKS["topic"]
     assert score_lists(topic, [0, 2, 1], [0, 2, 2])["macro_f1"] == pytest.approx(_reference_scores([0, 2, 1], [0, 2, 2])["macro_f1"])
@@ -205,7 +205,7 @@ def test_a_declared_word_level_task_trains_on_a_bpe_or_sentencepiece_model(kind,
     task = declare_task("pos", {"kind": "token-classification", "text_columns": ["tokens"], "label_column": "upos",
                                 "metric": "accuracy"})  # label names from the data's ClassLabel
     splits = [load_split(str(data), task, "en", split) for split in ("train", "validation", "test")]
-    summary = train(folder, task, "lora", *splits, TrainConfig(seed=1, epochs=1, batch_size=8, lora_r=2, lora_alpha=2),
+    summary = train(folder, task, "lora", *splits, TrainConfig(seed=1, epochs=1, batch_size=8, modules={"lora": {"r": 2, "alpha": 2}}),
                     out_dir=tmp_path / "run")
     assert summary["task"] == "pos" and summary["metric"] == "accuracy"
     predictions = json.loads((tmp_path / "run" / "test_predictions.json").read_text())

@@ -216,7 +216,7 @@ def _split(model, peft):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("peft", ["adapter", "lora"])
 def test_build_model_trains_only_module_and_head(models, arch, peft):
-    cfg = TrainConfig(seed=1, adapter_bottleneck=8, lora_r=4, lora_alpha=4)
+    cfg = TrainConfig(seed=1, modules={"adapter": {"bottleneck": 8}, "lora": {"r": 4, "alpha": 4}})
     task = "ner" if peft == "adapter" else "pi"
     model = build_model(models[arch], task, 9 if task == "ner" else 2, peft, cfg)
     module, head, base_trainable = _split(model, peft)
@@ -233,8 +233,7 @@ def test_build_model_trains_only_module_and_head(models, arch, peft):
             {"distilbert": {"q_lin", "v_lin"}, "deberta-v2": {"query_proj", "value_proj"}}.get(arch, {"query", "value"}))
     # the head is fresh but reproducible from the seed
     again = build_model(models[arch], task, 9 if task == "ner" else 2, peft, cfg)
-    other = build_model(models[arch], task, 9 if task == "ner" else 2, peft, TrainConfig(seed=2, adapter_bottleneck=8,
-                                                                                       lora_r=4, lora_alpha=4))
+    other = build_model(models[arch], task, 9 if task == "ner" else 2, peft, TrainConfig(seed=2, modules={"adapter": {"bottleneck": 8}, "lora": {"r": 4, "alpha": 4}}))
     sd, sd2, sd3 = model.state_dict(), again.state_dict(), other.state_dict()
     for n, _ in head + module:
         assert torch.equal(sd[n], sd2[n])
@@ -261,7 +260,7 @@ def test_reduction_factor_gives_the_bottleneck():
 
 @pytest.mark.parametrize("peft", ["adapter", "lora"])
 def test_init_module_loads_identical_weights(models, tmp_path, peft):
-    cfg = TrainConfig(seed=5, adapter_bottleneck=8, lora_r=4, lora_alpha=4)
+    cfg = TrainConfig(seed=5, modules={"adapter": {"bottleneck": 8}, "lora": {"r": 4, "alpha": 4}})
     teacher = build_model(models["bert"], "ner", 9, peft, cfg)
     with torch.no_grad():  # make the module non-trivial (LoRA B starts at zero)
         for n, p in teacher.named_parameters():
@@ -285,7 +284,7 @@ def test_init_module_loads_identical_weights(models, tmp_path, peft):
 
 
 def test_init_module_refuses_mismatches(models, tmp_path):
-    cfg = TrainConfig(seed=5, adapter_bottleneck=8)
+    cfg = TrainConfig(seed=5, modules={"adapter": {"bottleneck": 8}})
     bert = build_model(models["bert"], "ner", 9, "adapter", cfg)
     bert.save_adapter(str(tmp_path / "bert_mod"), ADAPTER_NAME, use_safetensors=True)
     with pytest.raises(TransmodError, match="bert_mod"):  # keys name bert's layers, distilbert has others
@@ -308,8 +307,8 @@ def test_train_config_from_dict():
 
 # ------------------------------------------------------------------------------------------ training
 
-FAST = dict(learning_rate=3e-3, batch_size=8, epochs=4, max_length=32, adapter_bottleneck=8, lora_r=4, lora_alpha=8,
-            eval_batch_size=32)
+FAST = dict(learning_rate=3e-3, batch_size=8, epochs=4, max_length=32, eval_batch_size=32,
+            modules={"adapter": {"bottleneck": 8}, "lora": {"r": 4, "alpha": 8}})
 
 
 @pytest.mark.parametrize("arch,peft,task", [("bert", "adapter", "ner"), ("distilbert", "lora", "pi"),

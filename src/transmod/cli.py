@@ -7,20 +7,19 @@ import contextlib
 import signal
 import sys
 import warnings
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 from transmod.align.api import DEFAULT_MAX_TOKENS, TransferNotice, transfer
 from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
-from transmod.align.methods import DEFAULT_RIDGE, METHODS, WEIGHT_METHODS, check_method, check_ridge
+from transmod.align.methods import DEFAULT_RIDGE, METHODS, check_method, check_ridge, data_free, dense, grid_methods
 from transmod.align.texts import read_texts
 from transmod.align.transfer import LORA_B_ALIGNMENTS
 from transmod.atomic import WRITTEN, check_output, new_output
 from transmod.errors import TransmodError
 from transmod.modules.io import MODULE_FORMATS
-from transmod.modules.kinds import MODULE_KINDS
+from transmod.modules.kinds import KINDS
 from transmod.progress import log_lines
 
 EXAMPLES = {
@@ -133,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 def _sample_verb(command: Command) -> None:
     p = command("sample", "Write the hidden states each module reads, per layer, to a parquet file.")
     p.add_argument("--model", required=True, help="hub id or local model folder")
-    p.add_argument("--peft", required=True, choices=MODULE_KINDS, help="module type: decides the hook point")
+    p.add_argument("--peft", required=True, choices=tuple(KINDS), help="module type: decides the hook point")
     p.add_argument("--data", required=True, help="text file (sentence, or tab-separated pair, per line) or task parquet")
     p.add_argument("--out", required=True, help="output .parquet")
     p.add_argument("--max-tokens", type=positive, default=None, help="keep the first N tokens (default: all)")
@@ -165,10 +164,14 @@ def _pair_verbs(command: Command) -> None:
 
     p = command("fit-alignment", "Fit per-layer maps between the two models' hidden spaces, for transfer --alignment.")
     _sample_pair(p)
-    p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(METHODS))
+    p.add_argument("--method", required=True, metavar="METHOD", help=", ".join(grid_methods()))
     p.add_argument("--out", required=True, help="output alignment file (safetensors)")
-    p.add_argument("--ridge", type=ridge, help=f"shrinkage of linear/procrustes maps towards lsa-signed (default "
+    p.add_argument("--ridge", type=ridge, help=f"shrinkage of the {_dense()} maps towards lsa-signed (default "
                    f"{DEFAULT_RIDGE})")
+
+
+def _dense() -> str:
+    return "/".join(m for m in METHODS if dense(m))
 
 
 def _transfer_verb(command: Command) -> None:
@@ -187,11 +190,12 @@ def _transfer_verb(command: Command) -> None:
     p.add_argument("--max-tokens", type=positive, help=f"tokens to sample with --samples (default {DEFAULT_MAX_TOKENS})")
     p.add_argument("--lora-b", default="study", choices=LORA_B_ALIGNMENTS,
                    help="align LoRA B with the input's permutation (study) or with query/value outputs (output)")
-    p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(METHODS + WEIGHT_METHODS)} (default "
-                   "lsa, the study's); select and embed (input embeddings of the shared vocabulary) need no data, "
-                   "lsa-signed/linear/procrustes need --samples or --alignment")
-    p.add_argument("--ridge", type=ridge, help=f"shrinkage of the linear/procrustes maps fitted on --samples towards "
-                   f"lsa-signed (default {DEFAULT_RIDGE})")
+    free = [m for m in METHODS if data_free(m)]
+    p.add_argument("--align", metavar="METHOD", help=f"alignment method: {', '.join(METHODS)} (default lsa, the "
+                   f"study's); {' and '.join(free)} need no data (embed: the input embeddings of the shared vocabulary), "
+                   "the others --samples or --alignment")
+    p.add_argument("--ridge", type=ridge, help=f"shrinkage of the {_dense()} maps "
+                   f"fitted on --samples towards lsa-signed (default {DEFAULT_RIDGE})")
     p.add_argument("--format", default=None, choices=MODULE_FORMATS,
                    help="output layout (peft: LoRA only; default: peft for a decoder LLM's LoRA, adapters otherwise)")
     p.add_argument("--out", required=True, help="output module folder")

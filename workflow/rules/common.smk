@@ -4,7 +4,7 @@ import os
 import re
 from pathlib import Path
 
-from transmod.align.alignment import METHODS
+from transmod.align.methods import grid_methods
 from transmod.align.inits import (
     STUDY_METHOD,
     TEACHER_RUN,
@@ -18,7 +18,7 @@ from transmod.align.inits import (
 )
 from transmod.align.layermap import MAPPINGS
 from transmod.hub import looks_local, slug
-from transmod.modules.kinds import MODULE_KINDS
+from transmod.modules.kinds import KINDS
 from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
 from transmod.workflow.config import declared_tasks, inits_of
 
@@ -41,10 +41,10 @@ wildcard_constraints:
     pair="|".join(config["pairs"]),
     task="|".join(re.escape(t) for t in DECLARED_TASKS),
     lang="[a-z]{2,3}",
-    peft="|".join(MODULE_KINDS),
+    peft="|".join(KINDS),
     init=init_pattern(),
     mapping="|".join(MAPPINGS),
-    method="|".join(re.escape(m) for m in METHODS),
+    method="|".join(re.escape(m) for m in grid_methods()),
     seed=r"\d+",
 
 
@@ -220,7 +220,7 @@ def zero_shot_run(w):
 
 
 def module_config(w):
-    return dict(config["modules"][w.peft])
+    return dict(config["modules"].get(w.peft, {}))
 
 
 def init_module(w):

@@ -50,12 +50,13 @@ from transmod.align.heads import (
 )
 from transmod.align.layermap import layer_map, pooled_groups
 from transmod.align.layersim import layer_groups
-from transmod.align.methods import (  # noqa: F401  (METHODS, WEIGHT_METHODS: named here too, for existing importers)
+from transmod.align.methods import (
     DEFAULT_RIDGE,
-    DENSE_METHODS,
     METHODS,
-    WEIGHT_METHODS,
+    WEIGHTS,
     check_method,
+    data_free,
+    dense,
 )
 from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
@@ -178,7 +179,7 @@ class Alignment:
         save_file(tensors, str(path), metadata={"transmod_alignment": json.dumps(meta), MARK: "alignment"})
 
     @classmethod
-    def load(cls, path: str | Path) -> "Alignment":
+    def load(cls, path: str | Path) -> Alignment:
         from safetensors import safe_open
 
         path = Path(path)
@@ -212,7 +213,7 @@ class Alignment:
                    meta["ridge"], meta["hook"], layers, meta.get("paired_share"))
 
     @classmethod
-    def _load_assignment(cls, path: Path) -> "Alignment":
+    def _load_assignment(cls, path: Path) -> Alignment:
         """An assignment .json written by transmod before alignments were one type: the `lsa` alignment it holds."""
         try:
             data = json.loads(path.read_text())
@@ -297,17 +298,17 @@ def fit_alignment(
     """
     spaces = check_pair(teacher, student)
     check_fit(describe(teacher), describe(student), spaces, method, ridge)
-    if method == "select":
-        return select_alignment(describe(teacher), describe(student), mapping, spaces)
-    if method == "embed":
-        raise TransmodError("--method embed reads the two models' input embeddings, not samples: give --teacher-model "
-                            "and --student-model (or use `transmod transfer --align embed`)")
+    if METHODS[method].reads == WEIGHTS:
+        raise TransmodError(f"--method {method} reads the two models' weights, not samples: use `transmod transfer "
+                            f"--align {method}` with --teacher-model and --student-model")
+    if data_free(method):
+        return METHODS[method].function()(describe(teacher), describe(student), mapping, spaces)
     shared = shared_rows(teacher, student)[2]  # checked before the pass over the samples
     n = split_point(shared, holdout)
     check_tokens(describe(teacher), describe(student), spaces, method, n, f"{teacher.path} and {student.path}")
     out = Alignment(method, mapping, describe(teacher), describe(student), n, ridge, teacher.meta["hook"],
                     paired_share=paired_share(teacher, student, shared))
-    moments = method in DENSE_METHODS  # covariances; lsa and lsa-signed read r alone
+    moments = dense(method)  # covariances; the assignments read r alone
     groups = layer_groups(mapping, teacher, student, holdout)
     for layers in layer_chunks(out.teacher, out.student, spaces, moments):  # bounded memory: a pass per chunk of layers
         read, acc, _ = accumulate(teacher, student, groups, accumulator(method), holdout, batch_size, workers,
@@ -318,7 +319,7 @@ def fit_alignment(
 
 def accumulator(method: str) -> type[PearsonAccumulator]:
     """What a method's fit reads: covariances for the dense maps, r alone for the assignments."""
-    return MomentAccumulator if method in DENSE_METHODS else PearsonAccumulator
+    return MomentAccumulator if dense(method) else PearsonAccumulator
 
 
 def fitted_maps(method: str, acc: dict[tuple[int, str], PearsonAccumulator], read: list[list[int]], ridge: float,
@@ -326,13 +327,14 @@ def fitted_maps(method: str, acc: dict[tuple[int, str], PearsonAccumulator], rea
     """The maps of one pass's accumulators (`read`: the teacher depths each student layer read), for `out`; each
     accumulator is dropped from `acc` as its maps are made (memory holds one layer's sums and maps at a time)."""
     intercept = get_kind(out.hook).read_bias is not None  # a bias to fold the read map's offset into
+    fit = METHODS[method].function()
     maps = []
     for l, s in list(acc):
         a = acc.pop((l, s))
         if s == "a":  # whole heads whatever the method (transmod.align.heads)
             maps += _head_maps(l, read[l], out.teacher, out.student, a.result()[0])
         else:
-            maps.append(_fit_layer(method, a, ridge, intercept, LayerMap(l, read[l], s)))
+            maps.append(fit(a, ridge, intercept, LayerMap(l, read[l], s)))
     return maps
 
 
@@ -348,44 +350,64 @@ def check_tokens(teacher: dict, student: dict, spaces: Sequence[str], method: st
     """Refuse too few shared tokens (`source`: where they come from): a dense map needs more than its width."""
     widest = max((s for s in spaces if s not in HEAD_SPACES), key=lambda s: space_width(teacher, s))
     d_t, d_s = space_width(teacher, widest), space_width(student, widest)  # dense maps: every space but heads
-    if method in DENSE_METHODS and n < max(d_t, d_s) + 1:
+    if dense(method) and n < max(d_t, d_s) + 1:
         raise TransmodError(f"--align {method} fits a {d_t} x {d_s} map per layer and needs at least {max(d_t, d_s) + 1} "
                             f"shared tokens to fit on, but {source} give {n}; sample more (--max-tokens)")
     if n == 0:
         raise TransmodError(f"{source}: no shared tokens to fit on; sample more text")
 
 
-def _fit_layer(method: str, acc: MomentAccumulator, ridge: float, intercept: bool, lm: LayerMap) -> LayerMap:
-    r = acc.result()[0]  # student dims x teacher dims, as `transmod correlate` computes it
-    if method == "lsa":
-        sigma, lm.mean_r = assign(r)
-        lm.sigma = sigma
-        return lm
-    sigma, lm.mean_r = assign(np.abs(r))
-    rows = np.arange(len(sigma))
-    sign = np.where(r[rows, sigma] < 0, -1.0, 1.0)
-    if method == "lsa-signed":
-        lm.sigma, lm.sign = sigma, sign
-        return lm
-    prior = np.zeros((r.shape[1], r.shape[0]))  # the lsa-signed in-map, d_t x d_s
-    prior[sigma, rows] = sign
+def fit_lsa(acc: PearsonAccumulator, ridge: float, intercept: bool, lm: LayerMap) -> LayerMap:
+    """The study's map: the assignment that maximises the summed signed r (student dims x teacher dims)."""
+    lm.sigma, lm.mean_r = assign(acc.result()[0])
+    return lm
+
+
+def _signed_assignment(acc: PearsonAccumulator) -> tuple[np.ndarray, np.ndarray, float]:
+    """The assignment on |r|, each match's sign, and its mean |r|: lsa-signed, and the dense maps' prior."""
+    r = acc.result()[0]
+    sigma, mean_r = assign(np.abs(r))
+    sign = np.where(r[np.arange(len(sigma)), sigma] < 0, -1.0, 1.0)
+    return sigma, sign, mean_r
+
+
+def fit_lsa_signed(acc: PearsonAccumulator, ridge: float, intercept: bool, lm: LayerMap) -> LayerMap:
+    lm.sigma, lm.sign, lm.mean_r = _signed_assignment(acc)
+    return lm
+
+
+def _prior(acc: MomentAccumulator, lm: LayerMap) -> np.ndarray:
+    """The lsa-signed in-map (d_t x d_s) that a dense map shrinks towards; sets the layer's mean |r|."""
+    sigma, sign, lm.mean_r = _signed_assignment(acc)
+    prior = np.zeros((acc.result()[0].shape[1], len(sigma)))
+    prior[sigma, np.arange(len(sigma))] = sign
+    return prior
+
+
+def fit_linear(acc: MomentAccumulator, ridge: float, intercept: bool, lm: LayerMap) -> LayerMap:
+    """Ridge least squares, student -> teacher for reads, teacher -> student for writes."""
+    prior = _prior(acc, lm)
     mx, my, cxx, cyy, cxy = acc.moments()
-    if method == "linear":
-        if intercept:
-            m_in = _ridge(cxy.T, cxx, prior, ridge)
-            lm.offset = (my - m_in @ mx).astype(np.float32)
-        else:  # LoRA A has no bias: the best map through the origin
-            _, _, rxx, _, rxy = acc.moments(centred=False)
-            m_in = _ridge(rxy.T, rxx, prior, ridge)
-        m_out = _ridge(cxy, cyy, prior.T, ridge)
-    else:  # procrustes on per-dimension standardised states; the narrower space is zero-padded
-        sd_x, sd_y = _std(cxx), _std(cyy)
-        q = _polar(cxy.T / np.outer(sd_y, sd_x) + ridge * prior)
-        m_in = sd_y[:, None] * q / sd_x[None, :]
-        m_out = sd_x[:, None] * q.T / sd_y[None, :]
-        if intercept:
-            lm.offset = (my - m_in @ mx).astype(np.float32)
-    lm.m_in, lm.m_out = m_in.astype(np.float32), m_out.astype(np.float32)
+    if intercept:
+        m_in = _ridge(cxy.T, cxx, prior, ridge)
+        lm.offset = (my - m_in @ mx).astype(np.float32)
+    else:  # LoRA A has no bias: the best map through the origin
+        _, _, rxx, _, rxy = acc.moments(centred=False)
+        m_in = _ridge(rxy.T, rxx, prior, ridge)
+    lm.m_in, lm.m_out = m_in.astype(np.float32), _ridge(cxy, cyy, prior.T, ridge).astype(np.float32)
+    return lm
+
+
+def fit_procrustes(acc: MomentAccumulator, ridge: float, intercept: bool, lm: LayerMap) -> LayerMap:
+    """An orthogonal map between per-dimension standardised states; the narrower space is zero-padded."""
+    prior = _prior(acc, lm)
+    mx, my, cxx, cyy, cxy = acc.moments()
+    sd_x, sd_y = _std(cxx), _std(cyy)
+    q = _polar(cxy.T / np.outer(sd_y, sd_x) + ridge * prior)
+    m_in = sd_y[:, None] * q / sd_x[None, :]
+    if intercept:
+        lm.offset = (my - m_in @ mx).astype(np.float32)
+    lm.m_in, lm.m_out = m_in.astype(np.float32), (sd_x[:, None] * q.T / sd_y[None, :]).astype(np.float32)
     return lm
 
 

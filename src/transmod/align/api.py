@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
-from transmod.align.methods import DATA_FREE, check_method, check_ridge
+from transmod.align.methods import (
+    METHODS,
+    NOTHING,
+    check_method,
+    check_ridge,
+    data_free,
+)
 from transmod.align.texts import read_texts
 from transmod.align.transfer import (
     LORA_B_ALIGNMENTS,
@@ -132,10 +138,10 @@ def _method(method: str | None, samples: object, alignment: object) -> str | Non
         raise TransmodError(f"--samples {samples} and --alignment {alignment}: the alignment file is used as it is, "
                             "so the samples would be ignored; give one of them")
     method = check_method(method) if method else ("lsa" if samples is not None else None)
-    if samples is not None and method in DATA_FREE:
+    if samples is not None and data_free(method):
         raise TransmodError(f"--align {method} reads no samples, so --samples {samples} would be ignored: drop "
                             "--samples, or name a method fitted on them")
-    if method not in (None, *DATA_FREE) and samples is None and alignment is None:
+    if method is not None and not data_free(method) and samples is None and alignment is None:
         raise TransmodError(f"--align {method} fits the alignment on sampled hidden states: give --samples or --alignment")
     return method
 
@@ -185,13 +191,10 @@ def _data_free(method: str | None, teacher: ModelShape, student: ModelShape, kin
                       "of the shared vocabulary (--align embed)", TransferNotice, stacklevel=3)
         method = "embed"
     spaces = kind.spaces(lora_b == "output", teacher.arch)
-    if method == "select":
-        from transmod.align.alignment import select_alignment
-
-        return select_alignment(teacher.describe(), student.describe(), mapping, spaces)
-    from transmod.align.embeddings import embedding_alignment
-
-    return embedding_alignment(teacher, student, mapping, spaces)
+    build = METHODS[method].function()
+    if METHODS[method].reads == NOTHING:  # from the shapes alone
+        return build(teacher.describe(), student.describe(), mapping, spaces)
+    return build(teacher, student, mapping, spaces)  # from the models' weights
 
 
 def _from_samples(examples: Sequence[Example], teacher: ModelShape, student: ModelShape, peft: str, mapping: str,

@@ -4,7 +4,7 @@ wildcards, the metrics files and the tables spell it: `default` (a fresh module)
 (`avg-procrustes`), each also zero-shot (`zs-skip`: the transferred module frozen, only the head trained).
 
 Names are parsed and built here only (`Init.parse`, `Init.name`); the grammar follows the library's tables
-(`MAPPINGS`, `METHODS`), so a new mapping or method is a new init without another edit.
+(`MAPPINGS`, `grid_methods`), so a new mapping or method is a new init without another edit.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _alternatives(names: Iterable[str]) -> str:
 
 def _other_methods() -> list[str]:
     """The methods an init names (a bare mapping aligns with the study's); the table is read now, not at import."""
-    return [m for m in methods.METHODS if m != STUDY_METHOD]
+    return [m for m in methods.grid_methods() if m != STUDY_METHOD]
 
 
 def transfer_pattern() -> str:
@@ -53,7 +53,7 @@ class Init:
 
     def __post_init__(self) -> None:
         fresh = self.mapping is None and self.method == STUDY_METHOD  # `default`: no alignment to name
-        if not fresh and (self.mapping not in layermap.MAPPINGS or self.method not in methods.METHODS):
+        if not fresh and (self.mapping not in layermap.MAPPINGS or self.method not in methods.grid_methods()):
             raise TransmodError(f"no init has mapping {self.mapping!r} and method {self.method!r}")
 
     @classmethod

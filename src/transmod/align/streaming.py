@@ -33,7 +33,7 @@ from transmod.align.correlation import (
 )
 from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map, monotone_map
 from transmod.align.layersim import CKA_TOKENS, cka_of_states
-from transmod.align.methods import DENSE_METHODS
+from transmod.align.methods import dense
 from transmod.align.pairing import Batch, prefetched
 from transmod.align.sampling import Sampled, load_model, pass_tokens, sampled_batches
 from transmod.align.texts import Example
@@ -127,7 +127,7 @@ def streamed_alignment(pair: ModelPair, mapping: str, method: str, ridge: float)
     lsa = method == "lsa"
     out = Alignment(method, mapping, teacher, student, 0, None if lsa else ridge, None if lsa else pair.peft,
                     paired_share=1.0)
-    for layers in layer_chunks(teacher, student, pair.spaces, method in DENSE_METHODS):  # a run per chunk of layers
+    for layers in layer_chunks(teacher, student, pair.spaces, dense(method)):  # a run per chunk of layers
         acc = new_accumulators(teacher, student, pair.spaces, layers, accumulator(method), pearson_only=("a",))
         read, out.num_tokens = pair.accumulate(acc, groups)
         check_tokens(teacher, student, pair.spaces, method, out.num_tokens, f"{pair.names[0]} and {pair.names[1]}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from transmod.align.layermap import SAMPLED_MAPPINGS, layer_map, pooled_groups
-from transmod.align.methods import DENSE_METHODS
+from transmod.align.methods import dense
 from transmod.atomic import check_output
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ModelShape, module_depths
@@ -62,7 +62,7 @@ def transfer_weights(
             "width: give --samples (to align on the way) or --alignment"
         )
     kind = module.spec
-    factored = alignment is not None and alignment.method in DENSE_METHODS and kind.product is not None
+    factored = alignment is not None and dense(alignment.method) and kind.product is not None
     params = sorted({(site, param) for _, site, param in module.weights})
     out: dict[tuple[int, str, str], np.ndarray] = {}
     for l, group in enumerate(groups):

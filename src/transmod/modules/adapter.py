@@ -9,13 +9,21 @@ LoRA's samples, which is after input_layernorm).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ADAPTER_MODEL_TYPES, Architecture
-from transmod.modules.kind import Hook, ModuleKind, Weights, config_number
+from transmod.modules.kind import (
+    Hook,
+    ModuleKind,
+    Options,
+    Weights,
+    config_number,
+    option,
+)
 
 
 def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:
@@ -24,6 +32,14 @@ def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:
     if int(hidden_size // factor) != bottleneck:
         factor = hidden_size / (bottleneck + 0.5)
     return int(factor) if float(factor).is_integer() else factor
+
+
+@dataclass(frozen=True)
+class AdapterOptions(Options):
+    """A fresh adapter's size: teacher and student get the same bottleneck, whatever their widths."""
+
+    bottleneck: int = option(128, "count", "the bottleneck width (the reduction factor is hidden size / this)",
+                             width=True)
 
 
 class BottleneckAdapter(ModuleKind):
@@ -36,6 +52,7 @@ class BottleneckAdapter(ModuleKind):
     inner_label = "bottleneck"
     sites = ("adapter",)
     read_bias = "adapter_down.0.bias"
+    options = AdapterOptions
 
     def check_arch(self, arch: Architecture, source: str) -> None:
         if not arch.has_adapters:
@@ -79,10 +96,10 @@ class BottleneckAdapter(ModuleKind):
         self.check_arch(arch, arch.model_types[0])
         return [layer.get_submodule(arch.adapter_input).register_forward_hook(keep(f"adapter:h{l}", False))]
 
-    def new_config(self, hidden_size: int, settings: Any) -> Any:
+    def new_config(self, hidden_size: int, options: AdapterOptions) -> Any:
         import adapters
 
-        return adapters.SeqBnConfig(reduction_factor=reduction_factor(hidden_size, settings.adapter_bottleneck))
+        return adapters.SeqBnConfig(reduction_factor=reduction_factor(hidden_size, options.bottleneck))
 
     def effect(self, w: Weights, section: dict[str, Any], h: np.ndarray, source: str) -> np.ndarray:
         scaling = section.get("scaling", 1.0)

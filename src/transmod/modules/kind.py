@@ -10,7 +10,8 @@ is one subclass and one entry in `transmod.modules.kinds.KINDS`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,26 +22,78 @@ from transmod.modules.architectures import Architecture
 
 Weights = dict[str, np.ndarray]  # one layer and site's parameters, by name
 Hook = Callable[[str, bool], Callable]  # keep(name, from_input) -> a forward (pre-)hook storing under `name`
-# a config number's valid range: its words in an error, and the test
-RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
-    "positive": ("a finite number above 0", lambda x: 0 < x < math.inf),
-    "count": ("a whole number of at least 1", lambda x: x >= 1 and (isinstance(x, int) or x.is_integer())),
-    "fraction": ("a number from 0 to 1", lambda x: 0 <= x <= 1),
-    "finite": ("a finite number", lambda x: -math.inf < x < math.inf),
+
+
+@dataclass(frozen=True)
+class Range:
+    """A number's valid range, three ways: words for an error, the test, and the JSON-schema bounds."""
+
+    words: str
+    test: Callable[[float], bool]
+    schema: dict[str, Any]
+
+
+RANGES: dict[str, Range] = {
+    "positive": Range("a finite number above 0", lambda x: 0 < x < math.inf, {"type": "number", "exclusiveMinimum": 0}),
+    "count": Range("a whole number of at least 1", lambda x: x >= 1 and (isinstance(x, int) or x.is_integer()),
+                   {"type": "integer", "minimum": 1}),
+    "fraction": Range("a number from 0 to 1", lambda x: 0 <= x <= 1, {"type": "number", "minimum": 0, "maximum": 1}),
+    "dropout": Range("a number from 0 up to, not including, 1", lambda x: 0 <= x < 1,
+                     {"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
+    "finite": Range("a finite number", lambda x: -math.inf < x < math.inf, {"type": "number"}),
 }
 
 
-def config_number(config: dict[str, Any], key: str, source: str | Path, valid: str, *, prefix: str = "",
-                  default: float | None = None) -> float:
+def config_number(config: Mapping[str, Any], key: str, source: str | Path, valid: str, *, prefix: str = "",
+                  default: float | None = None, fix: str = "fix it or save the module again") -> float:
     """The number at `key` of a module config, in its `RANGES` range: a NaN, inf, string or out-of-range value
     would otherwise move into the student's config (or divide by zero), so it is refused naming file and key."""
     value = config.get(key, default)
-    words, ok = RANGES[valid]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+    valid_range = RANGES[valid]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid_range.test(value):
         shown = "missing" if value is None and key not in config else repr(value)
-        raise TransmodError(f"{source}: {prefix}{key} is {shown}, but it must be {words}; fix it or save the "
-                            "module again")
+        raise TransmodError(f"{source}: {prefix}{key} is {shown}, but it must be {valid_range.words}; {fix}")
     return int(value) if valid == "count" else value
+
+
+def option(default: float, valid: str, doc: str, *, width: bool = False) -> Any:
+    """A field of a kind's `Options`: its default, its `RANGES` range, what it means (the config schema's
+    description), and `width`: whether it may not exceed the model's hidden size."""
+    return field(default=default, metadata={"range": valid, "doc": doc, "width": width})
+
+
+@dataclass(frozen=True)
+class Options:
+    """A kind's training options, as peft's `LoraConfig` is LoRA's: the config's `modules.<kind>` section and
+    the Python API's settings of a fresh module. A kind subclasses it with `option` fields; reading, the
+    range checks and the config schema's section all follow the fields."""
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str) -> Options:
+        """Options from a mapping, each number in its range; an unknown key is refused, not ignored."""
+        if not isinstance(values, Mapping):
+            raise TransmodError(f"{source}: must be a mapping of options ({', '.join(cls.names())}), got {values!r}")
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise TransmodError(f"{source}: unknown option(s) {', '.join(map(str, unknown))}; known options are "
+                                f"{', '.join(cls.names())}")
+        checked = {f.name: config_number(values, f.name, source, f.metadata["range"], default=f.default, fix="fix it")
+                   for f in fields(cls)}
+        return cls(**checked)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """The JSON schema of the config's `modules.<kind>` section, made from the fields."""
+        properties = {f.name: {**RANGES[f.metadata["range"]].schema, "description": f.metadata["doc"]} for f in fields(cls)}
+        return {"type": "object", "additionalProperties": False, "default": {}, "properties": properties}
+
+    def too_wide(self, hidden_size: int) -> str | None:
+        """The first option that may not exceed the hidden size and does (a bottleneck wider than the model)."""
+        return next((f.name for f in fields(self) if f.metadata["width"] and getattr(self, f.name) > hidden_size), None)
 
 
 def check_tensor(tensor: np.ndarray, ndim: int, file: str | Path, key: str) -> None:
@@ -70,6 +123,7 @@ class ModuleKind:
     # (writer, reader) when the update is their product alone, writer @ reader (LoRA): a transfer may then
     # average the products and refactorise them (transmod.align.transfer); None for a non-linear kind
     product: ClassVar[tuple[str, str] | None] = None
+    options: ClassVar[type[Options]]  # its training options: the config's `modules.<kind>`
 
     @property
     def reader(self) -> str:
@@ -125,8 +179,8 @@ class ModuleKind:
         """Register read-only hooks on one layer that store the sampled spaces; returns their handles."""
         raise NotImplementedError
 
-    def new_config(self, hidden_size: int, settings: Any) -> Any:
-        """The `adapters` config of a fresh module for training (`settings`: a TrainConfig)."""
+    def new_config(self, hidden_size: int, options: Any) -> Any:
+        """The `adapters` config of a fresh module for training (`options`: an instance of `self.options`)."""
         raise NotImplementedError
 
     def effect(self, w: Weights, section: dict[str, Any], h: np.ndarray, source: str) -> np.ndarray:

@@ -9,8 +9,8 @@ from transmod.modules.adapter import BottleneckAdapter
 from transmod.modules.kind import ModuleKind
 from transmod.modules.lora import LoRA
 
+# the CLI's --peft and the config's `peft` and `modules` read it when they are built, so an entry is all it takes
 KINDS: dict[str, ModuleKind] = {kind.name: kind for kind in (BottleneckAdapter(), LoRA())}
-MODULE_KINDS: tuple[str, ...] = tuple(KINDS)  # the CLI's --peft and the config's `peft`
 
 
 def get_kind(name: str, option: str = "--peft") -> ModuleKind:

@@ -3,17 +3,34 @@ a decoder LLM's projections (peft's LORA on `DECODER_SITES`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from transmod.errors import TransmodError
 from transmod.modules.architectures import DECODER_SITES, Architecture
-from transmod.modules.kind import Hook, ModuleKind, Weights, config_number
+from transmod.modules.kind import (
+    Hook,
+    ModuleKind,
+    Options,
+    Weights,
+    config_number,
+    option,
+)
 
 SPACE_OF_SITE = {"query": "q", "value": "v"}  # the space a LoRA B writes, when aligned on its own outputs
 DECODER_SPACES = ("h", "f", "a", "m")  # sampled on a decoder, each at the input of the projection that reads it
 _HOOK_OF_SPACE = {"h": "q_proj", "f": "gate_proj", "a": "o_proj", "m": "down_proj"}
+
+
+@dataclass(frozen=True)
+class LoRAOptions(Options):
+    """A fresh LoRA's rank and scale (alpha / r), as peft's LoraConfig names them."""
+
+    r: int = option(8, "count", "the rank")
+    alpha: int = option(8, "count", "LoRA's scale is alpha / r; an integer, as training takes it")
+    dropout: float = option(0.0, "dropout", "dropout on the LoRA's input while training")
 
 
 class LoRA(ModuleKind):
@@ -26,6 +43,7 @@ class LoRA(ModuleKind):
     product = ("lora_B", "lora_A")
     sites = ("query", "value", *DECODER_SITES)
     peft_type = "LORA"
+    options = LoRAOptions
 
     def site_paths(self, arch: Architecture) -> dict[str, str]:
         return {site: f"{path}.loras" for site, path in arch.lora_paths.items()}
@@ -66,10 +84,10 @@ class LoRA(ModuleKind):
             handles.append(layer.get_submodule(arch.value).register_forward_hook(keep(f"lora:v{l}", False)))
         return handles
 
-    def new_config(self, hidden_size: int, settings: Any) -> Any:
+    def new_config(self, hidden_size: int, options: LoRAOptions) -> Any:
         import adapters
 
-        return adapters.LoRAConfig(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
+        return adapters.LoRAConfig(r=options.r, alpha=options.alpha, dropout=options.dropout,
                                    attn_matrices=["q", "v"])
 
     def effect(self, w: Weights, section: dict[str, Any], h: np.ndarray, source: str) -> np.ndarray:

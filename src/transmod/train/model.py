@@ -90,7 +90,7 @@ def build_model(
     """A frozen pre-trained model with one module named 'task' and a fresh trainable head; the module
     trains too unless `cfg.freeze_module`.
 
-    The module is new (adapter: bottleneck `cfg.adapter_bottleneck`; LoRA: r/alpha on query and
+    The module is new (its kind's options from `cfg.modules`: adapter bottleneck; LoRA r/alpha on query and
     value) or loaded from `init_module` (adapters folder layout, safetensors), which must fill every
     module weight with nothing left over. The head is re-initialised from the seed on its own random
     stream, so a default and a transferred run of one seed start from the same head.
@@ -134,7 +134,7 @@ def build_model(
 
     if init_module is None:
         hidden = int(getattr(model.config, "hidden_size", None) or model.config.dim)
-        module_cfg = get_kind(peft, "peft").new_config(hidden, cfg)
+        module_cfg = get_kind(peft, "peft").new_config(hidden, cfg.module_options(peft))
         with quiet_transformers():
             model.add_adapter(ADAPTER_NAME, config=module_cfg, set_active=True)
     else:

@@ -172,12 +172,10 @@ def train_run(
 ) -> dict[str, Any]:
     """One run of the workflow, a teacher's or a student's, on the task's three splits of `dataset` in `lang`.
 
-    `hyper` is the config's training options; `module` its `modules.<peft>` section, whose `<key>` is the
-    TrainConfig option `<peft>_<key>` (adapter: bottleneck; LoRA: r, alpha), so no kind needs a branch here.
-    The run's other cores pad the next batches.
+    `hyper` is the config's training options; `module` its `modules.<peft>` section, which the kind's own
+    `Options` reads, so no kind needs a branch here. The run's other cores pad the next batches.
     """
-    options = {**hyper, "seed": seed, "checkpoint_every": checkpoint_every,
-               **{f"{peft}_{key}": value for key, value in module.items()}}
+    options = {**hyper, "seed": seed, "checkpoint_every": checkpoint_every, "modules": {peft: dict(module)}}
     cfg = TrainConfig.from_dict(options, source="config.yaml training")
     data = {split: load_split(dataset, task, lang, split) for split in SPLITS}
     return train(model, task, peft, data["train"], data["validation"], data["test"], cfg, out_dir, init_module,

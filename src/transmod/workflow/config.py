@@ -5,6 +5,7 @@ Every problem becomes one line that names the key, so `snakemake -n` refuses a b
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -104,13 +105,14 @@ def check_values(value: Any, path: tuple = ()) -> None:
 def schema_enums() -> dict[str, tuple[str, ...]]:
     """The choices a schema takes from the library's tables (`x-enum: <table>`), read when a config is checked:
     a new module kind, alignment method or metric is one entry in its table, and the config accepts it."""
-    return {"module kinds": kinds.MODULE_KINDS, "alignment methods": methods.METHODS,
+    return {"module kinds": tuple(kinds.KINDS), "alignment methods": methods.grid_methods(),
             "lora_b alignments": transfer.LORA_B_ALIGNMENTS, "task kinds": tasks.TASK_KINDS,
             "metrics": tuple(tasks.METRICS), "splits": tasks.SPLITS}
 
 
 def fill_enums(schema: Any) -> Any:
-    """The schema with each `x-enum: <table>` given that table's names as its `enum`."""
+    """The schema with each `x-enum: <table>` given that table's names as its `enum`, and the `x-options`
+    section given each module kind's options."""
     if isinstance(schema, list):
         return [fill_enums(item) for item in schema]
     if not isinstance(schema, dict):
@@ -118,6 +120,9 @@ def fill_enums(schema: Any) -> Any:
     filled = {key: fill_enums(value) for key, value in schema.items()}
     if "x-enum" in schema:
         filled["enum"] = list(schema_enums()[schema["x-enum"]])
+    if schema.get("x-options") == "module kinds":
+        filled.update(type="object", additionalProperties=False,
+                      properties={name: kind.options.schema() for name, kind in kinds.KINDS.items()})
     return filled
 
 
@@ -243,7 +248,8 @@ def check_semantics(config: dict, read_data: bool = True) -> None:
     built = [prefix for section, prefix in BUILT_ASSETS.items() if section in config]
     check_tasks(config, built, read_data)
     check_models(config, built)
-    bottleneck = config["modules"]["adapter"]["bottleneck"]
+    options = {peft: kinds.get_kind(peft).options.from_dict(config.get("modules", {}).get(peft, {}), f"config key modules.{peft}")
+               for peft in config["peft"]}
     for pair, spec in config["pairs"].items():
         for task in spec["tasks"]:
             if task not in config["tasks"]:
@@ -259,11 +265,12 @@ def check_semantics(config: dict, read_data: bool = True) -> None:
                 f"config key pairs.{pair}.aligned: the teacher is {teacher[1]} wide and the student {student[1]}; "
                 "a module moves between different widths only with `aligned: true`"
             )
-        for role, dims in (("teacher", teacher), ("student", student)):
-            if dims and "adapter" in config["peft"] and bottleneck > dims[1]:
+        for (role, dims), (peft, opts) in itertools.product((("teacher", teacher), ("student", student)), options.items()):
+            key = dims and opts.too_wide(dims[1])
+            if key:
                 raise TransmodError(
-                    f"config key modules.adapter.bottleneck: {bottleneck} is wider than the {role} of pair {pair} "
-                    f"({spec[role]}, hidden size {dims[1]}); a bottleneck must be at most the hidden size"
+                    f"config key modules.{peft}.{key}: {getattr(opts, key)} is wider than the {role} of pair {pair} "
+                    f"({spec[role]}, hidden size {dims[1]}); it must be at most the hidden size"
                 )
 
 
