@@ -343,7 +343,7 @@ def test_training_beats_chance(models, tmp_path, arch, peft, task):
 @pytest.mark.parametrize("peft,module,weight,rows", [("adapter", {"bottleneck": 4}, "adapter_down.0.weight", 4),
                                                     ("lora", {"r": 2, "alpha": 4}, "lora_A", 2)])
 def test_train_run_takes_the_configs_module_section_and_the_tasks_splits(models, tmp_path, peft, module, weight, rows):
-    """What the workflow's train jobs call: `modules.<peft>.<key>` is the run's `<peft>_<key>`, for either kind."""
+    """What the workflow's train jobs call: `modules.<peft>` is the run's module options, for either kind."""
     from transmod.demo.language import write_demo_dataset
     from transmod.train.tasks import get_task
     from transmod.train.training import train_run
@@ -353,7 +353,7 @@ def test_train_run_takes_the_configs_module_section_and_the_tasks_splits(models,
     train_run(str(models["bert"]), str(data), get_task("ner"), "en", peft, hyper, module, "3", tmp_path / "run",
               checkpoint_every=5)
     config = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())["config"]
-    assert {k: config[f"{peft}_{k}"] for k in module} == module and config["seed"] == 3 and config["epochs"] == 1
+    assert config["modules"] == {peft: module} and config["seed"] == 3 and config["epochs"] == 1
     saved = load_file(str(tmp_path / "run" / MODULE_DIR / "adapter.safetensors"))
     assert {t.shape[0] for k, t in saved.items() if k.endswith(weight)} == {rows}
     preds = json.loads((tmp_path / "run" / PREDICTIONS_FILE).read_text())

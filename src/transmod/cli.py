@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from transmod.align.api import DEFAULT_MAX_TOKENS, TransferNotice, transfer
-from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
+from transmod.align.layermap import mapping_names
 from transmod.align.methods import DEFAULT_RIDGE, METHODS, check_method, check_ridge, data_free, dense, grid_methods
 from transmod.align.texts import read_texts
 from transmod.align.transfer import LORA_B_ALIGNMENTS
@@ -144,7 +144,7 @@ def _sample_verb(command: Command) -> None:
 def _sample_pair(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher sample parquet")
     p.add_argument("--student", required=True, help="student sample parquet")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
+    p.add_argument("--mapping", required=True, choices=mapping_names())
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
     p.add_argument("--teacher-model", help="check the teacher samples against this model's shape")
     p.add_argument("--student-model", help="check the student samples against this model's shape")
@@ -179,7 +179,7 @@ def _transfer_verb(command: Command) -> None:
     p.add_argument("--module", required=True, help="module folder written by adapters' save_adapter or peft's save_pretrained")
     p.add_argument("--teacher-model", required=True, help="hub id or local folder of the module's model")
     p.add_argument("--student-model", required=True, help="hub id or local folder of the target model")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
+    p.add_argument("--mapping", required=True, choices=mapping_names())
     source = p.add_mutually_exclusive_group()
     source.add_argument("--samples", help="text or parquet data: both models are sampled on it and the alignment "
                         "fitted on the way (lsa, or the --align method), for a same-width pair too (without "
@@ -207,7 +207,7 @@ def _fidelity_verb(command: Command) -> None:
     p.add_argument("--transferred", required=True, help="the transferred module folder")
     p.add_argument("--teacher", required=True, help="teacher sample parquet")
     p.add_argument("--student", required=True, help="student sample parquet")
-    p.add_argument("--mapping", required=True, choices=MAPPINGS + SAMPLED_MAPPINGS)
+    p.add_argument("--mapping", required=True, choices=mapping_names())
     p.add_argument("--holdout", type=float, default=0.2, help="measure on the last fraction of the shared tokens")
     p.add_argument("--ridge", type=ridge, default=DEFAULT_RIDGE, help="ridge of the reference map")
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")

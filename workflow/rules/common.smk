@@ -60,7 +60,7 @@ def grid():
 def all_targets():
     targets = ["results/tables/summary.md", "results/tables/fidelity.md"]
     for w in grid():
-        targets += expand(f"{ALIGN}/{{mapping}}.lsa.alignment.safetensors", mapping=MAPPINGS, **w)
+        targets += expand(f"{ALIGN}/{{mapping}}.lsa.alignment.safetensors", mapping=list(MAPPINGS), **w)
         targets += [FIDELITY.format(**w, seed=seed) for seed in config["seeds"]]
     return targets
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS
+from transmod.align.layermap import SAMPLED_MAPPINGS, mapping_names
 from transmod.align.methods import (
     METHODS,
     NOTHING,
@@ -99,7 +99,7 @@ def transfer(
     elif overwrite:
         raise TransmodError("overwrite=True replaces an earlier transferred module at out=, but no out= was given: "
                             "give out=, or drop overwrite")
-    _check_choice("--mapping", mapping, MAPPINGS + SAMPLED_MAPPINGS)
+    _check_choice("--mapping", mapping, mapping_names())
     _check_choice("--lora-b", lora_b, LORA_B_ALIGNMENTS)
     method = _method(method, samples, alignment)
     ridge, max_tokens = _fit_options(method, samples, alignment, ridge, max_tokens)

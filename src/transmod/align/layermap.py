@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from transmod.errors import TransmodError
 
-MAPPINGS = ("skip", "avg")  # from the depths alone (the workflow's grid runs these)
-SAMPLED_MAPPINGS = ("cka",)  # from the two models' sampled states (transmod.align.layersim)
+SAMPLED_MAPPINGS = ("cka",)  # from the two models' sampled states (transmod.align.layersim.layer_groups)
 
 
 def _check_depths(teacher_layers: int, student_layers: int) -> None:
@@ -37,16 +38,23 @@ def avg_map(teacher_layers: int, student_layers: int) -> list[list[int]]:
     return [list(range(bounds[l], bounds[l + 1])) for l in range(student_layers)]
 
 
+# from the depths alone, one entry each: the workflow's grid runs these, and they name inits
+MAPPINGS: dict[str, Callable[[int, int], list[list[int]]]] = {"skip": skip_map, "avg": avg_map}
+
+
+def mapping_names() -> tuple[str, ...]:
+    """Every mapping a transfer takes: from the depths, and from samples."""
+    return (*MAPPINGS, *SAMPLED_MAPPINGS)
+
+
 def layer_map(mapping: str, teacher_layers: int, student_layers: int) -> list[list[int]]:
     """The teacher layer group of each student layer, for a mapping named in MAPPINGS."""
-    if mapping == "skip":
-        return skip_map(teacher_layers, student_layers)
-    if mapping == "avg":
-        return avg_map(teacher_layers, student_layers)
+    if mapping in MAPPINGS:
+        return MAPPINGS[mapping](teacher_layers, student_layers)
     if mapping in SAMPLED_MAPPINGS:
         raise TransmodError(f"--mapping {mapping} picks teacher layers by their similarity on sampled states: give "
                             "--samples, or an alignment fitted with that mapping")
-    raise TransmodError(f"unknown --mapping {mapping!r}: use one of {', '.join(MAPPINGS + SAMPLED_MAPPINGS)}")
+    raise TransmodError(f"unknown --mapping {mapping!r}: use one of {', '.join(mapping_names())}")
 
 
 def monotone_map(similarity: np.ndarray) -> list[list[int]]:
