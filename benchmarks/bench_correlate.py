@@ -183,7 +183,7 @@ def run_fast(t_path: Path, s_path: Path, track_numpy: bool) -> dict:
     """The project's code path; returns times, memory and the result (call in a fresh process)."""
     import tracemalloc
 
-    from transmod.align.assignment import assign_correlation
+    from transmod.align.alignment import assign_correlation
     from transmod.align.correlation import correlate_samples
     from transmod.align.samplefile import SampleFile
 
@@ -353,7 +353,7 @@ def report(args: argparse.Namespace, base: Path) -> None:
         sklearn = None
     from scipy.optimize import linear_sum_assignment
 
-    from transmod.align.assignment import assign_correlation
+    from transmod.align.alignment import assign_correlation
     from transmod.align.correlation import correlate_samples
     from transmod.align.samplefile import SampleFile
 
@@ -379,7 +379,7 @@ def report(args: argparse.Namespace, base: Path) -> None:
           f"{data_gib(args.tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
 
     # ---- fast method at the main token count, in a fresh process
-    print("\n-- fast method: transmod.align.correlation.correlate_samples + transmod.align.assignment.assign_correlation --")
+    print("\n-- fast method: transmod.align.correlation.correlate_samples + transmod.align.alignment.assign_correlation --")
     fast, fast_arrays, seen = fast_in_child(t_path, s_path, base, "main", ref_dims, False, cap)
     if fast is None:
         print(f"killed: its RSS passed the {gib(cap)} cap ({gib(seen)} seen) at {args.tokens} tokens; no figures")
@@ -437,7 +437,7 @@ def report(args: argparse.Namespace, base: Path) -> None:
             sigma_ref = np.empty(S_HIDDEN, np.int64)
             sigma_ref[rows] = cols
             ref_s = time.perf_counter() - t0
-            sigma_fast = small.sigma(l)
+            sigma_fast = small.get(l).sigma
             diff = float(np.abs(c_ref - corr.layers[l].r).max())
             same = int((sigma_fast == sigma_ref).sum())
             print(f"full reference check on the first {args.check_tokens} tokens of the same data (a reduced case: the full "
