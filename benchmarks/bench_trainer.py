@@ -206,6 +206,7 @@ def training_arguments(args: argparse.Namespace, cfg, out: Path):
 
 
 def accuracy(pred) -> dict:
+    """The Trainer's metric, the one transmod keeps the best epoch by."""
     return {"accuracy": float((np.asarray(pred.predictions).argmax(-1) == np.asarray(pred.label_ids)).mean())}
 
 
