@@ -183,7 +183,7 @@ def run_fast(t_path: Path, s_path: Path, track_numpy: bool) -> dict:
     """The project's code path; returns times, memory and the result (call in a fresh process)."""
     import tracemalloc
 
-    from transmod.align.assignment import assign_correlation
+    from transmod.align.alignment import assign_correlation
     from transmod.align.correlation import correlate_samples
     from transmod.align.samplefile import SampleFile
 
@@ -345,19 +345,19 @@ def main() -> None:
     print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s; {load()} (temporary files removed)")
 
 
-def report(args: argparse.Namespace, base: Path) -> None:
-    import scipy
+def optional_sklearn():
+    """scikit-learn if installed: only the reference method needs it, and the project does not require it."""
     try:
-        import sklearn  # only for the reference method; optional, not a project requirement
+        import sklearn
     except ImportError:
-        sklearn = None
-    from scipy.optimize import linear_sum_assignment
+        return None
+    return sklearn
 
-    from transmod.align.assignment import assign_correlation
-    from transmod.align.correlation import correlate_samples
-    from transmod.align.samplefile import SampleFile
 
-    cap = min(args.mem_cap_gib * 2**30, 0.8 * mem_available())
+def print_setup(sklearn) -> None:
+    """What is compared, on what machine and library versions, and how the synthetic data is made."""
+    import scipy
+
     print("== transmod correlate + assign benchmark (XLM-R large -> base shapes, SKIP) ==")
     print(f"teacher {T_LAYERS} layers x {T_HIDDEN} dims, student {S_LAYERS} layers x {S_HIDDEN} dims, "
           f"student layer l <- teacher layer 2l")
@@ -367,97 +367,98 @@ def report(args: argparse.Namespace, base: Path) -> None:
           "r 0.25..0.9); teacher dims share a low-rank part, 4 outlier dims per layer (|mean| 20..60)")
     print("sample parquet written with the project's SampleWriter (as `transmod sample` writes them), "
           f"row groups of {CHUNK} tokens; odd teacher layers (never read under SKIP) hold zeros")
-    plant = planted()
-    rng = np.random.default_rng([SEED, 2])
-    ref_dims = {l: np.sort(rng.choice(S_HIDDEN, args.ref_dims, replace=False)).tolist() for l in args.ref_layers}
-    data_gib = lambda n: gib(n * (T_LAYERS // 2 * T_HIDDEN + S_LAYERS * S_HIDDEN) * 4)  # noqa: E731
 
-    # ---- files at the main token count
-    main_dir = base / f"n{args.tokens}"
-    t_path, s_path, wt = write_samples(main_dir, args.tokens, plant)
-    print(f"\nwrote {args.tokens} tokens ({gib(t_path.stat().st_size + s_path.stat().st_size)} of parquet; "
-          f"{data_gib(args.tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
 
-    # ---- fast method at the main token count, in a fresh process
-    print("\n-- fast method: transmod.align.correlation.correlate_samples + transmod.align.assignment.assign_correlation --")
-    fast, fast_arrays, seen = fast_in_child(t_path, s_path, base, "main", ref_dims, False, cap)
-    if fast is None:
-        print(f"killed: its RSS passed the {gib(cap)} cap ({gib(seen)} seen) at {args.tokens} tokens; no figures")
-        return
-    print(f"{args.tokens} tokens: correlate {fast['correlate_s']:.1f} s + assign {fast['assign_s']:.1f} s "
-          f"= {fast['total_s']:.1f} s (12 layer pairs; parquet reading included; fresh process, no tracemalloc); {load()}")
+def write_reported(directory: Path, num_tokens: int, plant: dict) -> tuple[Path, Path]:
+    """`write_samples`, printing the files' size against the float32 data SKIP reads from them."""
+    t_path, s_path, wt = write_samples(directory, num_tokens, plant)
+    data = num_tokens * (T_LAYERS // 2 * T_HIDDEN + S_LAYERS * S_HIDDEN) * 4
+    print(f"wrote {num_tokens} tokens ({gib(t_path.stat().st_size + s_path.stat().st_size)} of parquet; "
+          f"{gib(data)} of float32 in the layers SKIP reads) in {wt:.0f} s")
+    return t_path, s_path
 
-    # ---- reference method on a subset of dims, scaled linearly
-    if sklearn is None:
-        print("\n-- reference method skipped: scikit-learn is not installed "
-              "(`pip install scikit-learn==1.9.1` runs it and the full reference check) --")
-    else:
-        print("\n-- reference method (the study's public code): one sklearn r_regression(teacher n x 1024, student[:, i]) "
-              "call per student dim, then linear_sum_assignment(-C) --")
-        ref_times, ref_diff = [], 0.0
-        for l in args.ref_layers:
-            teacher = read_layer(t_path, skip_teacher_layer(l))
-            student = read_layer(s_path, l)
-            reference_rows(teacher, student, [0])  # warm-up call, not timed
-            rows, times = reference_rows(teacher, student, ref_dims[l])
-            ref_times += times
-            ref_diff = max(ref_diff, float(np.abs(rows - fast_arrays[f"r{l}"]).max()))
-            del teacher, student
-        per_dim = float(np.mean(ref_times))
-        lsa_s = fast["assign_s"]  # the same linear_sum_assignment calls in both methods
-        ref_total = per_dim * S_HIDDEN * S_LAYERS + lsa_s
-        print(f"MEASURED: {len(ref_times)} r_regression calls ({args.ref_dims} random student dims of each of student layers "
-              f"{args.ref_layers}) on the same {args.tokens}-token data, held in memory as float32 (loading not counted): "
-              f"{per_dim:.3f} s per dim (min {min(ref_times):.3f}, max {max(ref_times):.3f}); {load()}")
-        print(f"EXTRAPOLATED (linear in the number of dims): {S_LAYERS} layers x {S_HIDDEN} dims = {S_LAYERS * S_HIDDEN} calls "
-              f"= {per_dim * S_HIDDEN * S_LAYERS:.0f} s ({per_dim * S_HIDDEN / 60:.1f} min per layer pair), "
-              f"+ {lsa_s:.1f} s of linear_sum_assignment (taken equal to the fast method's) = {ref_total:.0f} s")
-        speedup = ref_total / fast["total_s"]
-        print(f"SPEEDUP at {args.tokens} tokens (extrapolated reference / measured fast): {speedup:.0f}x "
-              f"-> {'MEETS' if speedup >= 200 else 'DOES NOT MEET'} the >= 200x target")
-        print(f"agreement on the {len(ref_times)} reference rows computed above: max |r_reference - r_fast| = {ref_diff:.2e} "
-              f"({'<=' if ref_diff <= 1e-6 else 'ABOVE'} 1e-6)")
 
-    # ---- assignments
-    print("\n-- assignment --")
-    match = [int((fast_arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS)]
-    print(f"fast assignment at {args.tokens} tokens vs the planted one: {sum(match)}/{S_LAYERS * S_HIDDEN} dims "
-          f"(per layer: {', '.join(map(str, match))})")
-    if sklearn is not None:  # the full reference check needs r_regression
-        check_dir = base / f"n{args.check_tokens}"
-        ct_path, cs_path, _ = write_samples(check_dir, args.check_tokens, plant)
-        corr = correlate_samples(SampleFile.open(ct_path), SampleFile.open(cs_path), "skip")
-        small = assign_correlation(corr)
-        for l in args.check_layers:
-            teacher = read_layer(ct_path, skip_teacher_layer(l))
-            student = read_layer(cs_path, l)
-            t0 = time.perf_counter()
-            c_ref, _ = reference_rows(teacher, student, range(S_HIDDEN))
-            rows, cols = linear_sum_assignment(-c_ref)
-            sigma_ref = np.empty(S_HIDDEN, np.int64)
-            sigma_ref[rows] = cols
-            ref_s = time.perf_counter() - t0
-            sigma_fast = small.sigma(l)
-            diff = float(np.abs(c_ref - corr.layers[l].r).max())
-            same = int((sigma_fast == sigma_ref).sum())
-            print(f"full reference check on the first {args.check_tokens} tokens of the same data (a reduced case: the full "
-                  f"reference at {args.tokens} tokens is not affordable), student layer {l} <- teacher layer "
-                  f"{skip_teacher_layer(l)}: full {S_HIDDEN} x {T_HIDDEN} reference matrix + LSA ({ref_s:.0f} s) vs the fast "
-                  f"method on files of those {args.check_tokens} tokens: max |r diff| = {diff:.2e}; assignments agree on "
-                  f"{same}/{S_HIDDEN} dims -> {'SAME ASSIGNMENT' if same == S_HIDDEN else 'DIFFERENT ASSIGNMENT'}; "
-                  f"vs planted: fast {int((sigma_fast == plant['sigma'][l]).sum())}/{S_HIDDEN}, "
-                  f"reference {int((sigma_ref == plant['sigma'][l]).sum())}/{S_HIDDEN}")
-        shutil.rmtree(check_dir, ignore_errors=True)
+def read_pair(t_path: Path, s_path: Path, l: int) -> tuple[np.ndarray, np.ndarray]:
+    """Student layer `l` and the teacher layer SKIP maps to it, as the reference method reads them."""
+    return read_layer(t_path, skip_teacher_layer(l)), read_layer(s_path, l)
 
-    # ---- peak memory at the two token counts, each in a fresh process
+
+def report_reference(args: argparse.Namespace, t_path: Path, s_path: Path, ref_dims: dict, fast: dict,
+                     fast_arrays: dict) -> None:
+    """Time the study's method on a few dims, extrapolate to all of them, and compare its rows with the fast ones."""
+    print("\n-- reference method (the study's public code): one sklearn r_regression(teacher n x 1024, student[:, i]) "
+          "call per student dim, then linear_sum_assignment(-C) --")
+    ref_times, ref_diff = [], 0.0
+    for l in args.ref_layers:
+        teacher, student = read_pair(t_path, s_path, l)
+        reference_rows(teacher, student, [0])  # warm-up call, not timed
+        rows, times = reference_rows(teacher, student, ref_dims[l])
+        ref_times += times
+        ref_diff = max(ref_diff, float(np.abs(rows - fast_arrays[f"r{l}"]).max()))
+        del teacher, student
+    per_dim = float(np.mean(ref_times))
+    lsa_s = fast["assign_s"]  # the same linear_sum_assignment calls in both methods
+    ref_total = per_dim * S_HIDDEN * S_LAYERS + lsa_s
+    print(f"MEASURED: {len(ref_times)} r_regression calls ({args.ref_dims} random student dims of each of student layers "
+          f"{args.ref_layers}) on the same {args.tokens}-token data, held in memory as float32 (loading not counted): "
+          f"{per_dim:.3f} s per dim (min {min(ref_times):.3f}, max {max(ref_times):.3f}); {load()}")
+    print(f"EXTRAPOLATED (linear in the number of dims): {S_LAYERS} layers x {S_HIDDEN} dims = {S_LAYERS * S_HIDDEN} calls "
+          f"= {per_dim * S_HIDDEN * S_LAYERS:.0f} s ({per_dim * S_HIDDEN / 60:.1f} min per layer pair), "
+          f"+ {lsa_s:.1f} s of linear_sum_assignment (taken equal to the fast method's) = {ref_total:.0f} s")
+    speedup = ref_total / fast["total_s"]
+    print(f"SPEEDUP at {args.tokens} tokens (extrapolated reference / measured fast): {speedup:.0f}x "
+          f"-> {'MEETS' if speedup >= 200 else 'DOES NOT MEET'} the >= 200x target")
+    print(f"agreement on the {len(ref_times)} reference rows computed above: max |r_reference - r_fast| = {ref_diff:.2e} "
+          f"({'<=' if ref_diff <= 1e-6 else 'ABOVE'} 1e-6)")
+
+
+def full_reference_check(args: argparse.Namespace, base: Path, plant: dict) -> None:
+    """On a few thousand tokens, the study's full matrix and assignment of whole layers against the fast method's."""
+    from scipy.optimize import linear_sum_assignment
+
+    from transmod.align.alignment import assign_correlation
+    from transmod.align.correlation import correlate_samples
+    from transmod.align.samplefile import SampleFile
+
+    check_dir = base / f"n{args.check_tokens}"
+    ct_path, cs_path, _ = write_samples(check_dir, args.check_tokens, plant)
+    corr = correlate_samples(SampleFile.open(ct_path), SampleFile.open(cs_path), "skip")
+    small = assign_correlation(corr)
+    for l in args.check_layers:
+        teacher, student = read_pair(ct_path, cs_path, l)
+        t0 = time.perf_counter()
+        c_ref, _ = reference_rows(teacher, student, range(S_HIDDEN))
+        rows, cols = linear_sum_assignment(-c_ref)
+        sigma_ref = np.empty(S_HIDDEN, np.int64)
+        sigma_ref[rows] = cols
+        ref_s = time.perf_counter() - t0
+        sigma_fast = small.get(l).sigma
+        diff = float(np.abs(c_ref - corr.layers[l].r).max())
+        same = int((sigma_fast == sigma_ref).sum())
+        print(f"full reference check on the first {args.check_tokens} tokens of the same data (a reduced case: the full "
+              f"reference at {args.tokens} tokens is not affordable), student layer {l} <- teacher layer "
+              f"{skip_teacher_layer(l)}: full {S_HIDDEN} x {T_HIDDEN} reference matrix + LSA ({ref_s:.0f} s) vs the fast "
+              f"method on files of those {args.check_tokens} tokens: max |r diff| = {diff:.2e}; assignments agree on "
+              f"{same}/{S_HIDDEN} dims -> {'SAME ASSIGNMENT' if same == S_HIDDEN else 'DIFFERENT ASSIGNMENT'}; "
+              f"vs planted: fast {int((sigma_fast == plant['sigma'][l]).sum())}/{S_HIDDEN}, "
+              f"reference {int((sigma_ref == plant['sigma'][l]).sum())}/{S_HIDDEN}")
+    shutil.rmtree(check_dir, ignore_errors=True)
+
+
+def planted_match(arrays: dict, plant: dict) -> list[int]:
+    """Per student layer, how many dims the fast assignment gives the planted teacher dim."""
+    return [int((arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS)]
+
+
+def report_memory(args: argparse.Namespace, base: Path, plant: dict, main_files: tuple[Path, Path], cap: float,
+                  fast: dict) -> None:
+    """Peak memory at the two token counts, each in a fresh process: it should not grow with the tokens."""
     print("\n-- peak memory of the fast method (fresh process each; peak RSS = VmHWM of the child; "
           "numpy = tracemalloc peak; Arrow = default pool max_memory) --")
-    small, _, small_seen = fast_in_child(t_path, s_path, base, "small", {}, True, cap)
+    small, _, small_seen = fast_in_child(*main_files, base, "small", {}, True, cap)
     rows_out = {args.tokens: (small, small_seen)}
-    shutil.rmtree(main_dir, ignore_errors=True)
-    tp, sp, wt = write_samples(base / f"n{args.big_tokens}", args.big_tokens, plant)
-    print(f"wrote {args.big_tokens} tokens ({gib(tp.stat().st_size + sp.stat().st_size)} of parquet; "
-          f"{data_gib(args.big_tokens)} of float32 in the layers SKIP reads) in {wt:.0f} s")
+    shutil.rmtree(main_files[0].parent, ignore_errors=True)
+    tp, sp = write_reported(base / f"n{args.big_tokens}", args.big_tokens, plant)
     big, big_arrays, big_seen = fast_in_child(tp, sp, base, "big", {}, True, cap)
     rows_out[args.big_tokens] = (big, big_seen)
     for n, (figures, seen_n) in rows_out.items():
@@ -469,7 +470,7 @@ def report(args: argparse.Namespace, base: Path) -> None:
               f"numpy peak {mib(figures['numpy_peak'])}; Arrow pool peak ({figures['arrow_backend']}) "
               f"{mib(figures['arrow_peak'])}; fast method {figures['total_s']:.1f} s")
     if big is not None and small is not None:
-        match = sum(int((big_arrays[f"sigma{l}"] == plant["sigma"][l]).sum()) for l in range(S_LAYERS))
+        match = sum(planted_match(big_arrays, plant))
         ratio = big["rss_peak"] / small["rss_peak"]
         print(f"peak RSS ratio {args.big_tokens} / {args.tokens} tokens: {ratio:.2f} for x{args.big_tokens / args.tokens:.0f} "
               f"the tokens (numpy {big['numpy_peak'] / small['numpy_peak']:.2f}, Arrow "
@@ -479,6 +480,41 @@ def report(args: argparse.Namespace, base: Path) -> None:
     else:
         print(f"peak RSS ratio {args.big_tokens} / {args.tokens} tokens: >= {big_seen / (small or fast)['rss_peak']:.2f} "
               f"(the run was killed) -> peak memory GROWS with the token count")
+
+
+def report(args: argparse.Namespace, base: Path) -> None:
+    """Every section in turn; none after the fast method if it had to be killed (no figures to compare)."""
+    cap = min(args.mem_cap_gib * 2**30, 0.8 * mem_available())
+    sklearn = optional_sklearn()
+    print_setup(sklearn)
+    plant = planted()
+    rng = np.random.default_rng([SEED, 2])
+    ref_dims = {l: np.sort(rng.choice(S_HIDDEN, args.ref_dims, replace=False)).tolist() for l in args.ref_layers}
+
+    print()
+    t_path, s_path = write_reported(base / f"n{args.tokens}", args.tokens, plant)
+
+    print("\n-- fast method: transmod.align.correlation.correlate_samples + transmod.align.alignment.assign_correlation --")
+    fast, fast_arrays, seen = fast_in_child(t_path, s_path, base, "main", ref_dims, False, cap)
+    if fast is None:
+        print(f"killed: its RSS passed the {gib(cap)} cap ({gib(seen)} seen) at {args.tokens} tokens; no figures")
+        return
+    print(f"{args.tokens} tokens: correlate {fast['correlate_s']:.1f} s + assign {fast['assign_s']:.1f} s "
+          f"= {fast['total_s']:.1f} s (12 layer pairs; parquet reading included; fresh process, no tracemalloc); {load()}")
+
+    if sklearn is None:
+        print("\n-- reference method skipped: scikit-learn is not installed "
+              "(`pip install scikit-learn==1.9.1` runs it and the full reference check) --")
+    else:
+        report_reference(args, t_path, s_path, ref_dims, fast, fast_arrays)
+
+    print("\n-- assignment --")
+    match = planted_match(fast_arrays, plant)
+    print(f"fast assignment at {args.tokens} tokens vs the planted one: {sum(match)}/{S_LAYERS * S_HIDDEN} dims "
+          f"(per layer: {', '.join(map(str, match))})")
+    if sklearn is not None:  # the full reference check needs r_regression
+        full_reference_check(args, base, plant)
+    report_memory(args, base, plant, (t_path, s_path), cap, fast)
 
 
 if __name__ == "__main__":

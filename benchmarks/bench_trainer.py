@@ -135,6 +135,11 @@ def trainable(model: torch.nn.Module) -> list[list]:
     return sorted([n, list(p.shape)] for n, p in model.named_parameters() if p.requires_grad)
 
 
+def timed(meter: Meter, epochs: int, start: float, end: float, **figures) -> dict:
+    """A run's result: the meter's loop figures and the job's span, then each side's own figures."""
+    return {**meter.figures(epochs), "wall_s": end - start, "start": start, "end": end, **figures}
+
+
 def run_project(args: argparse.Namespace, splits: dict, out: Path) -> dict:
     from transmod.train import training
 
@@ -156,9 +161,65 @@ def run_project(args: argparse.Namespace, splits: dict, out: Path) -> dict:
     preds = json.loads((out / training.PREDICTIONS_FILE).read_text(encoding="utf-8"))
     test_acc = float(np.mean(np.asarray(preds["predictions"]) == np.asarray(preds["gold"])))
     val = [e["val_accuracy"] for e in summary["epochs"]]
-    return {**meter.figures(cfg.epochs), "wall_s": end - start, "start": start, "end": end, "val": val,
-            "best_val": summary["best_val_metric"],
-            "best_epoch": summary["best_epoch"], "test_acc": test_acc, "trainable": built["trainable"]}
+    return timed(meter, cfg.epochs, start, end, val=val, best_val=summary["best_val_metric"],
+                 best_epoch=summary["best_epoch"], test_acc=test_acc, trainable=built["trainable"])
+
+
+def tokenised(splits: dict, tokenizer, max_length: int) -> dict:
+    """The splits as a Trainer user tokenises them: sentence pairs, truncated, text columns dropped."""
+    def tokenize(batch):
+        return tokenizer(batch["sentence1"], batch["sentence2"], truncation=True, max_length=max_length)
+
+    drop = ["id", "sentence1", "sentence2"]
+    # load_from_cache_file=False: every run tokenises, as the project does (the data folder is shared by all runs)
+    return {s: ds.map(tokenize, batched=True, remove_columns=[c for c in drop if c in ds.column_names],
+                      load_from_cache_file=False) for s, ds in splits.items()}
+
+
+def adapters_config(peft: str, model: torch.nn.Module, cfg):
+    """The `adapters` config of the module transmod builds from the same TrainConfig."""
+    import adapters
+
+    from transmod.modules.adapter import reduction_factor
+
+    if peft == "adapter":
+        return adapters.SeqBnConfig(reduction_factor=reduction_factor(model.config.hidden_size, cfg.adapter_bottleneck))
+    return adapters.LoRAConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, attn_matrices=["q", "v"])
+
+
+def training_arguments(args: argparse.Namespace, cfg, out: Path):
+    """The Trainer's settings that match transmod's loop (schedule, clipping, grouping, best epoch kept)."""
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    # As a user would: the Trainer's default precision (fp32; on CUDA bf16, else fp16, as the project), or
+    # `bf16=True` on the CPU too (trainer_bf16: what a user who knows the CPU has bf16 units would set).
+    bf16 = (cuda and torch.cuda.is_bf16_supported()) or args.worker == "trainer_bf16"
+    return TrainingArguments(
+        output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=cfg.max_grad_norm,
+        group_by_length=True, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+        metric_for_best_model="accuracy", report_to=[], seed=args.seed, bf16=bf16, fp16=cuda and not bf16,
+        tf32=True if cuda else None, use_cpu=not cuda,  # bf16 on a CPU: the Trainer asks for use_cpu
+    )
+
+
+def accuracy(pred) -> dict:
+    """The Trainer's metric, the one transmod keeps the best epoch by."""
+    return {"accuracy": float((np.asarray(pred.predictions).argmax(-1) == np.asarray(pred.label_ids)).mean())}
+
+
+def kept_state(trainer, data: dict, epochs: int) -> dict:
+    """Not timed: whether the kept state reproduces the best validation accuracy (adapter AND head restored),
+    the tokens the Trainer should have counted, what its best checkpoint holds and which optimizer it ran."""
+    best_ckpt = trainer.state.best_model_checkpoint
+    optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    return {"restored_val": trainer.evaluate()["eval_accuracy"],
+            "expected_tokens": sum(sum(m) for m in data["train"]["attention_mask"]) * epochs,
+            "best_checkpoint_files": sorted(str(p.relative_to(best_ckpt)) for p in Path(best_ckpt).rglob("*")
+                                            if p.is_file()) if best_ckpt else [],
+            "optimizer": type(optimizer).__name__ + (" (fused)" if trainer.args.optim.value.endswith("fused") else "")}
 
 
 def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
@@ -169,11 +230,9 @@ def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
         AutoTokenizer,
         DataCollatorWithPadding,
         TrainerCallback,
-        TrainingArguments,
         set_seed,
     )
 
-    from transmod.modules.adapter import reduction_factor
     from transmod.train.model import ADAPTER_NAME
 
     cfg = train_config(args, args.seed)
@@ -184,66 +243,28 @@ def run_trainer(args: argparse.Namespace, splits: dict, out: Path) -> dict:
         def on_step_end(self, *_a, **_k):
             meter.step_end()
 
-    def accuracy(pred) -> dict:
-        return {"accuracy": float((np.asarray(pred.predictions).argmax(-1) == np.asarray(pred.label_ids)).mean())}
-
     start = time.perf_counter()
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-
-    def tokenize(batch):
-        return tokenizer(batch["sentence1"], batch["sentence2"], truncation=True, max_length=cfg.max_length)
-
-    drop = ["id", "sentence1", "sentence2"]
-    # load_from_cache_file=False: every run tokenises, as the project does (the data folder is shared by all runs)
-    data = {s: ds.map(tokenize, batched=True, remove_columns=[c for c in drop if c in ds.column_names],
-                      load_from_cache_file=False) for s, ds in splits.items()}
+    data = tokenised(splits, tokenizer, cfg.max_length)
     model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=2)
     adapters.init(model)
-    if args.peft == "adapter":
-        module = adapters.SeqBnConfig(reduction_factor=reduction_factor(model.config.hidden_size,
-                                                                        cfg.adapter_bottleneck))
-    else:
-        module = adapters.LoRAConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                                     attn_matrices=["q", "v"])
-    model.add_adapter(ADAPTER_NAME, config=module)
+    model.add_adapter(ADAPTER_NAME, config=adapters_config(args.peft, model, cfg))
     model.train_adapter(ADAPTER_NAME)
     meter.attach(model)
-    cuda = torch.cuda.is_available()
-    # As a user would: the Trainer's default precision (fp32; on CUDA bf16, else fp16, as the project), or
-    # `bf16=True` on the CPU too (trainer_bf16: what a user who knows the CPU has bf16 units would set).
-    bf16 = (cuda and torch.cuda.is_bf16_supported()) or args.worker == "trainer_bf16"
-    targs = TrainingArguments(
-        output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-        lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=cfg.max_grad_norm,
-        group_by_length=True, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-        metric_for_best_model="accuracy", report_to=[], seed=args.seed, bf16=bf16, fp16=cuda and not bf16,
-        tf32=True if cuda else None, use_cpu=not cuda,  # bf16 on a CPU: the Trainer asks for use_cpu
-    )
-    trainer = AdapterTrainer(model=model, args=targs, train_dataset=data["train"], eval_dataset=data["validation"],
-                             data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                             compute_metrics=accuracy, callbacks=[StepEnd()])
+    trainer = AdapterTrainer(model=model, args=training_arguments(args, cfg, out), train_dataset=data["train"],
+                             eval_dataset=data["validation"], data_collator=DataCollatorWithPadding(tokenizer),
+                             processing_class=tokenizer, compute_metrics=accuracy, callbacks=[StepEnd()])
     trainer.train()
     test = trainer.predict(data["test"])
     trainer.save_model(str(out / "model"))
     (out / "metrics.json").write_text(json.dumps({"log": trainer.state.log_history, **test.metrics}), encoding="utf-8")
     end = time.perf_counter()
     val = [e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e]
-    best_ckpt = trainer.state.best_model_checkpoint
-    # not timed: does the kept state reproduce the best validation accuracy (adapter AND head restored)?
-    restored = trainer.evaluate()["eval_accuracy"]
-    expected = sum(sum(m) for m in data["train"]["attention_mask"]) * cfg.epochs
-    return {**meter.figures(cfg.epochs), "wall_s": end - start, "start": start, "end": end, "val": val,
-            "best_val": trainer.state.best_metric,
-            "best_epoch": val.index(trainer.state.best_metric) + 1 if trainer.state.best_metric in val else None,
-            "test_acc": test.metrics["test_accuracy"], "restored_val": restored, "expected_tokens": expected,
-            "best_checkpoint_files": sorted(str(p.relative_to(best_ckpt)) for p in Path(best_ckpt).rglob("*")
-                                            if p.is_file()) if best_ckpt else [],
-            "optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
-                              else trainer.optimizer).__name__ + (" (fused)" if targs.optim.value.endswith("fused")
-                                                                  else ""),
-            "trainable": trainable(model)}
+    best = trainer.state.best_metric
+    return timed(meter, cfg.epochs, start, end, val=val, best_val=best,
+                 best_epoch=val.index(best) + 1 if best in val else None, test_acc=test.metrics["test_accuracy"],
+                 **kept_state(trainer, data, cfg.epochs), trainable=trainable(model))
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -316,7 +337,7 @@ def line(name: str, r: dict) -> str:
             f"test acc {r['test_acc']:.4f}")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("minilm", "bert-base"), default="minilm")
     parser.add_argument("--peft", choices=("adapter", "lora"), default="adapter")
@@ -335,7 +356,92 @@ def main() -> None:
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run_seeds(args: argparse.Namespace, model_dir: Path, data_dir: Path, cache: Path) -> dict[str, list[dict]]:
+    """Every trainer once per seed, each first in turn, printing each seed's figures as they come."""
+    whichs = ["project", "trainer", *(["trainer_bf16"] if bf16_cpu(model_dir) else [])]
+    runs: dict[str, list[dict]] = {which: [] for which in whichs}
+    for i, seed in enumerate(args.seeds):
+        order = whichs[i % len(whichs):] + whichs[:i % len(whichs)]  # each trainer first in turn
+        done = {which: spawn(which, args, model_dir, data_dir, cache, seed) for which in order}
+        print(f"seed {seed} (ran {NAMES[order[0]]} first):")
+        for which in whichs:
+            runs[which].append(done[which])
+            print(line(NAMES[which], done[which]))
+        for other in whichs[1:]:
+            print(f"  transmod / {NAMES[other]}: {done['project']['tps'] / done[other]['tps']:.2f}x tokens/s; "
+                  f"wall time {done['project']['wall_s'] / done[other]['wall_s']:.2f}x")
+    return runs
+
+
+def print_checks(runs: dict[str, list[dict]], steps: int) -> None:
+    """Whether the trainers did the same work: parameters, steps, tokens, and the Trainer's kept state."""
+    p, t = runs["project"][0], runs["trainer"][0]
+    same = p["trainable"] == t["trainable"]
+    count = {k: sum(math.prod(s) for _, s in r["trainable"]) for k, r in (("project", p), ("trainer", t))}
+    print(f"\ntrainable parameters: transmod {count['project']:,}, AdapterTrainer {count['trainer']:,} "
+          f"({'same names and shapes' if same else 'DIFFERENT names or shapes'})")
+    for which, rs in runs.items():
+        bad = [r for r in rs if r["steps"] != steps or r["forwards"] != steps]
+        if bad:
+            print(f"WARNING: {NAMES[which]} ran {bad[0]['steps']} optimizer steps / {bad[0]['forwards']} training "
+                  f"forwards, expected {steps}")
+    if any(r["tokens"] != r["expected_tokens"] for r in runs["trainer"]):
+        print("WARNING: the AdapterTrainer's counted tokens differ from the tokenised training set x epochs")
+    if any(r["tokens"] != p["tokens"] for r in runs["project"] + runs["trainer"]):
+        print("WARNING: the two trainers did not train on the same number of real tokens")
+    mismatch = [r for r in runs["trainer"] if abs(r["restored_val"] - r["best_val"]) > 1e-9]
+    print(f"AdapterTrainer optimizer: {t['optimizer']}; best checkpoint holds: {', '.join(t['best_checkpoint_files'])}")
+    print("AdapterTrainer kept state, validation accuracy after load_best_model_at_end vs its best: "
+          + ", ".join(f"{r['restored_val']:.4f} vs {r['best_val']:.4f}" for r in runs["trainer"])
+          + (" (MISMATCH: the kept state is not the best epoch's)" if mismatch else " (match)"))
+
+
+def accuracy_within_noise(runs: dict[str, list[dict]], validation: int) -> bool:
+    """The issue's accuracy bar: the seed means' difference within 2 x the larger of the binomial and seeds' se."""
+    acc = {k: [r["best_val"] for r in rs] for k, rs in runs.items()}
+    diff = statistics.fmean(acc["project"]) - statistics.fmean(acc["trainer"])
+    pooled = statistics.fmean(acc["project"] + acc["trainer"])
+    binomial = math.sqrt(2 * pooled * (1 - pooled) / validation)
+    n = len(acc["project"])
+    seeds_se = 0.0
+    if n > 1:
+        seeds_se = math.sqrt((statistics.variance(acc["project"]) + statistics.variance(acc["trainer"])) / n)
+    noise = 2 * max(binomial, seeds_se)
+    acc_ok = abs(diff) <= noise
+    print(f"  best val acc difference transmod - AdapterTrainer: {diff:+.4f} (noise bound ±{noise:.4f}: 2 x max of "
+          f"binomial se {binomial:.4f}, seeds' se {seeds_se:.4f}{'' if n > 1 else ' (one seed)'}): "
+          f"{'within noise' if acc_ok else 'NOT within noise'}")
+    return acc_ok
+
+
+def print_verdict(args: argparse.Namespace, runs: dict[str, list[dict]], validation: int, device: str) -> None:
+    """Means over the seeds and the issue's bar: >= 1.1x tokens/s on CPU, accuracy within noise (pretrained only)."""
+    print(f"\nover {len(args.seeds)} seed(s), mean ± sd:")
+    for which, rs in runs.items():
+        print(f"  {NAMES[which]:<15} tokens/s {spread([r['tps'] for r in rs], '.0f')}; "
+              f"best val acc {spread([r['best_val'] for r in rs], '.4f')}; "
+              f"wall {spread([r['wall_s'] for r in rs], '.1f')} s")
+    tps = {k: statistics.fmean(r["tps"] for r in rs) for k, rs in runs.items()}
+    ratio = tps["project"] / tps["trainer"]
+    speed_ok = ratio >= 1.1
+    print(f"  tokens/s ratio of the means: {ratio:.2f}x (target >= 1.1x on CPU): {'met' if speed_ok else 'NOT met'}")
+    if "trainer_bf16" in tps:
+        print(f"  against AdapterTrainer with bf16=True: {tps['project'] / tps['trainer_bf16']:.2f}x")
+    if args.model != "minilm":
+        print("  validation accuracy: not meaningful for random weights (bert-base is a speed setting); not judged")
+        return
+    acc_ok = accuracy_within_noise(runs, validation)
+    verdict = "met" if speed_ok and acc_ok else "NOT met"
+    if device != "cpu":
+        verdict = f"the bar is for CPU; this ran on {device} (speed {'met' if speed_ok else 'NOT met'})"
+    print(f"  issue's bar (>= 1.1x tokens/s on CPU, accuracy within noise): {verdict}")
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker:
         worker(args)
         return
@@ -359,70 +465,9 @@ def main() -> None:
               f"{sizes['validation']} validation / {sizes['test']} test examples; {args.epochs} epoch(s) x "
               f"{steps // args.epochs} steps of {args.batch_size}, lr {args.lr:g}, max_length {args.max_length}; "
               f"{device}, {args.threads} threads; seeds {' '.join(map(str, args.seeds))}")
-        whichs = ["project", "trainer", *(["trainer_bf16"] if bf16_cpu(model_dir) else [])]
-        runs: dict[str, list[dict]] = {which: [] for which in whichs}
-        for i, seed in enumerate(args.seeds):
-            order = whichs[i % len(whichs):] + whichs[:i % len(whichs)]  # each trainer first in turn
-            done = {which: spawn(which, args, model_dir, data_dir, root / "cache", seed) for which in order}
-            print(f"seed {seed} (ran {NAMES[order[0]]} first):")
-            for which in whichs:
-                runs[which].append(done[which])
-                print(line(NAMES[which], done[which]))
-            for other in whichs[1:]:
-                print(f"  transmod / {NAMES[other]}: {done['project']['tps'] / done[other]['tps']:.2f}x tokens/s; "
-                      f"wall time {done['project']['wall_s'] / done[other]['wall_s']:.2f}x")
-
-    p, t = runs["project"][0], runs["trainer"][0]
-    same = p["trainable"] == t["trainable"]
-    count = {k: sum(math.prod(s) for _, s in r["trainable"]) for k, r in (("project", p), ("trainer", t))}
-    print(f"\ntrainable parameters: transmod {count['project']:,}, AdapterTrainer {count['trainer']:,} "
-          f"({'same names and shapes' if same else 'DIFFERENT names or shapes'})")
-    for which, rs in runs.items():
-        bad = [r for r in rs if r["steps"] != steps or r["forwards"] != steps]
-        if bad:
-            print(f"WARNING: {NAMES[which]} ran {bad[0]['steps']} optimizer steps / {bad[0]['forwards']} training "
-                  f"forwards, expected {steps}")
-    if any(r["tokens"] != r["expected_tokens"] for r in runs["trainer"]):
-        print("WARNING: the AdapterTrainer's counted tokens differ from the tokenised training set x epochs")
-    if any(r["tokens"] != p["tokens"] for r in runs["project"] + runs["trainer"]):
-        print("WARNING: the two trainers did not train on the same number of real tokens")
-    mismatch = [r for r in runs["trainer"] if abs(r["restored_val"] - r["best_val"]) > 1e-9]
-    print(f"AdapterTrainer optimizer: {t['optimizer']}; best checkpoint holds: {', '.join(t['best_checkpoint_files'])}")
-    print("AdapterTrainer kept state, validation accuracy after load_best_model_at_end vs its best: "
-          + ", ".join(f"{r['restored_val']:.4f} vs {r['best_val']:.4f}" for r in runs["trainer"])
-          + (" (MISMATCH: the kept state is not the best epoch's)" if mismatch else " (match)"))
-
-    print(f"\nover {len(args.seeds)} seed(s), mean ± sd:")
-    for which, rs in runs.items():
-        print(f"  {NAMES[which]:<15} tokens/s {spread([r['tps'] for r in rs], '.0f')}; "
-              f"best val acc {spread([r['best_val'] for r in rs], '.4f')}; "
-              f"wall {spread([r['wall_s'] for r in rs], '.1f')} s")
-    tps = {k: statistics.fmean(r["tps"] for r in rs) for k, rs in runs.items()}
-    ratio = tps["project"] / tps["trainer"]
-    speed_ok = ratio >= 1.1
-    print(f"  tokens/s ratio of the means: {ratio:.2f}x (target >= 1.1x on CPU): {'met' if speed_ok else 'NOT met'}")
-    if "trainer_bf16" in tps:
-        print(f"  against AdapterTrainer with bf16=True: {tps['project'] / tps['trainer_bf16']:.2f}x")
-    if args.model != "minilm":
-        print("  validation accuracy: not meaningful for random weights (bert-base is a speed setting); not judged")
-        return
-    acc = {k: [r["best_val"] for r in rs] for k, rs in runs.items()}
-    diff = statistics.fmean(acc["project"]) - statistics.fmean(acc["trainer"])
-    pooled = statistics.fmean(acc["project"] + acc["trainer"])
-    binomial = math.sqrt(2 * pooled * (1 - pooled) / sizes["validation"])
-    n = len(args.seeds)
-    seeds_se = 0.0
-    if n > 1:
-        seeds_se = math.sqrt((statistics.variance(acc["project"]) + statistics.variance(acc["trainer"])) / n)
-    noise = 2 * max(binomial, seeds_se)
-    acc_ok = abs(diff) <= noise
-    print(f"  best val acc difference transmod - AdapterTrainer: {diff:+.4f} (noise bound ±{noise:.4f}: 2 x max of "
-          f"binomial se {binomial:.4f}, seeds' se {seeds_se:.4f}{'' if n > 1 else ' (one seed)'}): "
-          f"{'within noise' if acc_ok else 'NOT within noise'}")
-    verdict = "met" if speed_ok and acc_ok else "NOT met"
-    if device != "cpu":
-        verdict = f"the bar is for CPU; this ran on {device} (speed {'met' if speed_ok else 'NOT met'})"
-    print(f"  issue's bar (>= 1.1x tokens/s on CPU, accuracy within noise): {verdict}")
+        runs = run_seeds(args, model_dir, data_dir, root / "cache")
+    print_checks(runs, steps)
+    print_verdict(args, runs, sizes["validation"], device)
 
 
 if __name__ == "__main__":

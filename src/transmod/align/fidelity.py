@@ -127,6 +127,76 @@ class LinearCKA:
         return float(np.linalg.norm(cxy) ** 2 / denom) if denom > 1e-12 else None
 
 
+def _check_modules(teacher_module: Module, student_module: Module, teacher: SampleFile, student: SampleFile) -> None:
+    """Both modules of one kind, each reading its own samples' widths: else the effects cannot be compared."""
+    if teacher_module.kind != student_module.kind:
+        raise TransmodError(f"{teacher_module.path} is a {teacher_module.kind} but {student_module.path} is a {student_module.kind}")
+    _check_width(teacher_module, teacher, "teacher")
+    _check_width(student_module, student, "student")
+
+
+def _ridge_reference(teacher: SampleFile, student: SampleFile, mapping: str, split: int, *, holdout: float,
+                     ridge: float, batch_size: int) -> Alignment:
+    """The default reference: the ridge slope on the tokens before the held-out ones, which must outnumber the dims."""
+    if split < max(teacher.hidden_size, student.hidden_size) + 1:
+        raise TransmodError(
+            f"the reference map needs at least {max(teacher.hidden_size, student.hidden_size) + 1} tokens to fit on "
+            f"but the first {1 - holdout:.0%} of {teacher.path} and {student.path} give {split}; sample more (--max-tokens)"
+        )
+    return fit_alignment(teacher, student, mapping, "linear", ridge=ridge, holdout=holdout, batch_size=batch_size)
+
+
+def _cells(teacher_module: Module, t_shape: ModelShape, read: list[list[int]], mapping: str) -> list[tuple[int, str]]:
+    """The (student layer, site) pairs whose mapped teacher layers hold module weights: what can be measured."""
+    present = {(t, s) for t, s, _ in teacher_module.weights}
+    cells = [(l, site) for l in range(len(read)) for site in _sites(teacher_module)
+             if any((t_shape.module_layer(t), site) in present for t in read[l])]
+    if not cells:
+        raise TransmodError(f"{teacher_module.path}: no module weights in the teacher layers that {mapping} maps to the student")
+    return cells
+
+
+def _write_maps(reference: Alignment, cells: list[tuple[int, str]],
+                effect_space: dict[str, str]) -> dict[tuple[int, str], LayerMap]:
+    """The reference's write map of each cell; all are checked before the pass over the samples starts."""
+    maps: dict[tuple[int, str], LayerMap] = {}
+    for l, site in cells:
+        lm = reference.get(l, effect_space[site])
+        if lm is None or (lm.m_out is None and lm.sigma is None):
+            raise TransmodError(f"the reference has no write map for student layer {l} space {effect_space[site]!r}")
+        maps[(l, site)] = lm
+    return maps
+
+
+def _teacher_effect(module: Module, t_shape: ModelShape, depths: list[int], site: str, batch: dict, space: str) -> np.ndarray:
+    """The teacher module's effect in the teacher's space, averaged over the teacher depths one student depth stands for."""
+    effects = [e for t in depths
+               if (e := module_effect(module, t_shape.module_layer(t), site, batch[f"{space}{t}"])) is not None]
+    return np.mean(effects, axis=0)
+
+
+class _Agreement:
+    """One cell's running comparison: the student's effect against the reference's image of the teacher's (error,
+    cosine) and against the teacher's own effect (CKA, which needs no map)."""
+
+    def __init__(self, d_student: int, d_teacher: int) -> None:
+        self.sums = np.zeros(4)  # squared error, squared reference, summed cosine, cosine count
+        self.cka = LinearCKA(d_student, d_teacher)
+
+    def update(self, got: np.ndarray, ref: np.ndarray, own: np.ndarray) -> None:
+        norms = np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1)
+        ok = norms > 0
+        self.sums += [np.sum((got - ref) ** 2), np.sum(ref**2),
+                      np.sum(np.einsum("ij,ij->i", got[ok], ref[ok]) / norms[ok]), ok.sum()]
+        self.cka.update(got, own)
+
+
+def _summary(s: np.ndarray) -> dict:
+    """Relative error and mean cosine from an `_Agreement`'s sums; None where nothing was there to measure."""
+    return {"rel_error": math.sqrt(s[0] / s[1]) if s[1] > 0 else None,
+            "cosine": s[2] / s[3] if s[3] > 0 else None}
+
+
 def transfer_fidelity(
     teacher_module: Module, student_module: Module, teacher: SampleFile, student: SampleFile, mapping: str, *,
     holdout: float = 0.2, ridge: float = DEFAULT_RIDGE, reference: Alignment | None = None, batch_size: int = 2048,
@@ -137,10 +207,7 @@ def transfer_fidelity(
     default the ridge slope fitted on the non-held-out tokens (see the module docstring).
     """
     spaces = check_pair(teacher, student)
-    if teacher_module.kind != student_module.kind:
-        raise TransmodError(f"{teacher_module.path} is a {teacher_module.kind} but {student_module.path} is a {student_module.kind}")
-    _check_width(teacher_module, teacher, "teacher")
-    _check_width(student_module, student, "student")
+    _check_modules(teacher_module, student_module, teacher, student)
     groups = layer_groups(mapping, teacher, student, holdout)  # per student depth
     depths = module_depths(student.describe())  # per student module layer: the depths it acts at
     t_shape = sample_shape(teacher)
@@ -150,60 +217,33 @@ def transfer_fidelity(
         raise TransmodError(f"--holdout {holdout} leaves none of the {n} shared tokens to measure on; raise it or sample more")
     label = "given" if reference is not None else "ridge"
     if reference is None:
-        if split < max(teacher.hidden_size, student.hidden_size) + 1:
-            raise TransmodError(
-                f"the reference map needs at least {max(teacher.hidden_size, student.hidden_size) + 1} tokens to fit on "
-                f"but the first {1 - holdout:.0%} of {teacher.path} and {student.path} give {split}; sample more (--max-tokens)"
-            )
-        reference = fit_alignment(teacher, student, mapping, "linear", ridge=ridge, holdout=holdout, batch_size=batch_size)
+        reference = _ridge_reference(teacher, student, mapping, split, holdout=holdout, ridge=ridge, batch_size=batch_size)
     effect_space = {site: _effect_space(site, spaces) for site in teacher_module.spec.sites}
     reads = {site: teacher_module.spec.input_space(site) for site in teacher_module.spec.sites}
-    present = {(t, s) for t, s, _ in teacher_module.weights}
     read = pooled_groups(groups, depths)
-    cells = [(l, site) for l in range(len(depths)) for site in _sites(teacher_module)
-             if any((t_shape.module_layer(t), site) in present for t in read[l])]
-    if not cells:
-        raise TransmodError(f"{teacher_module.path}: no module weights in the teacher layers that {mapping} maps to the student")
-    maps: dict[tuple[int, str], LayerMap] = {}
-    for l, site in cells:
-        lm = reference.get(l, effect_space[site])
-        if lm is None or (lm.m_out is None and lm.sigma is None):
-            raise TransmodError(f"the reference has no write map for student layer {l} space {effect_space[site]!r}")
-        maps[(l, site)] = lm
-    sums = {cell: np.zeros(4) for cell in cells}  # squared error, squared reference, summed cosine, cosine count
-    cka = {(l, site): LinearCKA(student.width(effect_space[site]), teacher.width(effect_space[site])) for l, site in cells}
+    cells = _cells(teacher_module, t_shape, read, mapping)
+    maps = _write_maps(reference, cells, effect_space)
+    agree = {(l, site): _Agreement(student.width(effect_space[site]), teacher.width(effect_space[site])) for l, site in cells}
     t_cols = sorted({f"{reads[site]}{t}" for l, site in cells for t in read[l]})
     s_cols = sorted({f"{reads[site]}{a}" for l, site in cells for a in depths[l]})
     progress = Progress(f"fidelity of {Path(student_module.path).name} on held-out tokens", "tokens", n - split)
     for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
         progress.update(len(next(iter(s_batch.values()))))
         for (l, site), a in ((cell, a) for cell in cells for a in depths[cell[0]]):
-            effects = [e for t in groups[a] if (e := module_effect(teacher_module, t_shape.module_layer(t), site,
-                                                                   t_batch[f"{reads[site]}{t}"])) is not None]
-            own = np.mean(effects, axis=0)  # the teacher's effect in the teacher's space
+            own = _teacher_effect(teacher_module, t_shape, groups[a], site, t_batch, reads[site])
             ref = maps[(l, site)].write(own.T).T
             got = module_effect(student_module, l, site, s_batch[f"{reads[site]}{a}"])
-            got = np.zeros_like(ref) if got is None else got
-            norms = np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1)
-            ok = norms > 0
-            sums[(l, site)] += [np.sum((got - ref) ** 2), np.sum(ref**2),
-                                np.sum(np.einsum("ij,ij->i", got[ok], ref[ok]) / norms[ok]), ok.sum()]
-            cka[(l, site)].update(got, own)
-
+            agree[(l, site)].update(np.zeros_like(ref) if got is None else got, ref, own)
     progress.close()
 
-    def summary(s: np.ndarray) -> dict:
-        return {"rel_error": math.sqrt(s[0] / s[1]) if s[1] > 0 else None,
-                "cosine": s[2] / s[3] if s[3] > 0 else None}
-
-    layers = [dict(student_layer=l, teacher_layers=read[l], site=site, space=effect_space[site], **summary(sums[(l, site)]),
-                   cka=cka[(l, site)].result()) for l, site in cells]
+    layers = [dict(student_layer=l, teacher_layers=read[l], site=site, space=effect_space[site],
+                   **_summary(agree[(l, site)].sums), cka=agree[(l, site)].cka.result()) for l, site in cells]
     ckas = [d["cka"] for d in layers if d["cka"] is not None]
     provenance = student_module.config.get("transmod") or {}
     return {
         "method": provenance.get("align"), "mapping": mapping, "kind": teacher_module.kind, "holdout": holdout,
         "heldout_tokens": n - split, "fit_tokens": split, "reference": label,
-        "overall": {**summary(np.sum(list(sums.values()), axis=0)), "cka": float(np.mean(ckas)) if ckas else None},
+        "overall": {**_summary(np.sum([a.sums for a in agree.values()], axis=0)), "cka": float(np.mean(ckas)) if ckas else None},
         "layers": layers,
     }
 

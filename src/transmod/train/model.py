@@ -78,6 +78,39 @@ def _check_mismatched(model: torch.nn.Module, mismatched: Sequence, source: str)
                             f"{f' (and {len(base) - 1} more)' if len(base) > 1 else ''}; restore the model's files")
 
 
+def _pretrained(source: str, task: Task, label_names: list[str]) -> torch.nn.Module:
+    """The pre-trained model with a head of the task's kind for `label_names`: one error line for any load failure."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    model_cls = AutoModelForTokenClassification if task.is_token else AutoModelForSequenceClassification
+    try:
+        config = AutoConfig.from_pretrained(
+            source, trust_remote_code=False, num_labels=len(label_names), local_files_only=local_files_only(source),
+            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
+        )
+        if type(config) not in model_cls._model_mapping:  # e.g. bert-generation: an encoder without task heads
+            raise TransmodError(
+                f"{source}: transformers has no {task.kind} model for {config.model_type}, so transmod "
+                f"cannot train on it; train its module elsewhere and move it with `transmod transfer`")
+        with quiet_transformers():
+            # Mismatched sizes are allowed for a saved head of another label set; `_check_mismatched` refuses the rest.
+            model, info = model_cls.from_pretrained(
+                source, config=config, trust_remote_code=False, ignore_mismatched_sizes=True, dtype=torch.float32,
+                local_files_only=local_files_only(source), output_loading_info=True,
+            )
+    except (OSError, ValueError) as exc:
+        raise TransmodError(
+            f"cannot load the model {source!r}: give a local model folder (config.json + weights) or a hub id "
+            f"reachable from here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
+    _check_mismatched(model, info.get("mismatched_keys", []), source)
+    return model
+
+
 def build_model(
     model_path: str | os.PathLike,
     task: Task | str,
@@ -97,39 +130,14 @@ def build_model(
     """
     check_peft(peft)
     import adapters
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
 
     source = str(model_path)
     label_names = list(labels) if labels is not None else [str(i) for i in range(num_labels)]
     if len(label_names) != num_labels:
         raise TransmodError(f"{len(label_names)} label names given for {num_labels} labels; give one name per label")
-    model_cls = AutoModelForTokenClassification if get_task(task).is_token else AutoModelForSequenceClassification
+    task = get_task(task)
     torch.manual_seed(cfg.seed)
-    try:
-        config = AutoConfig.from_pretrained(
-            source, trust_remote_code=False, num_labels=num_labels, local_files_only=local_files_only(source),
-            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
-        )
-        if type(config) not in model_cls._model_mapping:  # e.g. bert-generation: an encoder without task heads
-            raise TransmodError(
-                f"{source}: transformers has no {get_task(task).kind} model for {config.model_type}, so transmod "
-                f"cannot train on it; train its module elsewhere and move it with `transmod transfer`")
-        with quiet_transformers():
-            # Mismatched sizes are allowed for a saved head of another label set; `_check_mismatched` refuses the rest.
-            model, info = model_cls.from_pretrained(
-                source, config=config, trust_remote_code=False, ignore_mismatched_sizes=True, dtype=torch.float32,
-                local_files_only=local_files_only(source), output_loading_info=True,
-            )
-    except (OSError, ValueError) as exc:
-        raise TransmodError(
-            f"cannot load the model {source!r}: give a local model folder (config.json + weights) or a hub id "
-            f"reachable from here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
-    _check_mismatched(model, info.get("mismatched_keys", []), source)
+    model = _pretrained(source, task, label_names)
     adapters.init(model)
 
     if init_module is None:
@@ -144,17 +152,27 @@ def build_model(
     head = set(head_parameter_names(model))
     if not head:
         raise TransmodError(f"{source}: the model has no classification head outside its base model")
+    _set_trainable(model, head, cfg.freeze_module)
+    _init_head(model, head, cfg.seed)
+    return model
+
+
+def _set_trainable(model: torch.nn.Module, head: set[str], freeze_module: bool) -> None:
+    """Only the head and (unless frozen) the module learn: belt and braces over `train_adapter`'s own freezing."""
     for name, param in model.named_parameters():
         if name in head:
             param.requires_grad_(True)
-        elif param.requires_grad and (cfg.freeze_module or f".{ADAPTER_NAME}." not in name):
-            param.requires_grad_(False)  # belt and braces: only the module (unless frozen) and the head learn
+        elif param.requires_grad and (freeze_module or f".{ADAPTER_NAME}." not in name):
+            param.requires_grad_(False)
+
+
+def _init_head(model: torch.nn.Module, head: set[str], seed: int) -> None:
+    """Re-initialise the head on its own random stream, so that how the module began does not change it."""
     head_modules = {n.rsplit(".", 1)[0] for n in head}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed + _HEAD_SEED_OFFSET)
+        torch.manual_seed(seed + _HEAD_SEED_OFFSET)
         for name in sorted(head_modules):
             model._init_weights(model.get_submodule(name))
-    return model
 
 
 def _load_module(model: torch.nn.Module, init_module: Path, peft: str) -> None:

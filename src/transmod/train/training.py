@@ -120,26 +120,7 @@ def train(
     (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)  # a stale file must not pass for this run's result
     set_seeds(cfg.seed)
     run = _prepare(model_path, task, peft, (train_ds, val_ds, test_ds), cfg, init_module, labels, cache_dir, out_dir)
-    progress, best_state = Progress(), None
-    ckpt = latest_checkpoint(state_dir) if state_dir.is_dir() else None
-    if ckpt is not None:
-        progress, best_state = load_checkpoint(ckpt, run.named, run.optimizer, run.scaler, run.fingerprint)
-        log.info("resuming from checkpoint %s (epoch %d, step %d)", ckpt, progress.epoch, progress.global_step)
-    clock = Clock(progress.global_step, run.total_steps)
-
-    run.model.train()
-    for epoch in range(progress.epoch, cfg.epochs):
-        if cfg.patience and progress.best_epoch and epoch - progress.best_epoch >= cfg.patience:  # resumed runs too
-            log.info("stopping early: %d epochs without a better validation %s (patience %d)",
-                     epoch - progress.best_epoch, run.metric, cfg.patience)
-            break
-        _train_epoch(run, cfg, epoch, progress, clock, state_dir, best_state, workers, step_callback)
-        best_state = _end_epoch(run, cfg, epoch, progress, clock, best_state)
-        save_checkpoint(state_dir, run.named, run.optimizer, run.scaler, progress, best_state, run.fingerprint)
-
-    with torch.no_grad():
-        for n, p in run.named:
-            p.copy_(best_state[n])
+    progress = _train_to_best(run, cfg, state_dir, workers, step_callback)
     test_pred = predict(run.model, run.splits["test"], task, run.labels, cfg.eval_batch_size, run.pad_id, run.dev)
     summary = {"task": task.name, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
                "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
@@ -244,6 +225,34 @@ def _prepare(
              len(splits["test"]), cfg.epochs, total_steps // cfg.epochs, cfg.batch_size, cfg.learning_rate,
              dev.device, dev.precision)
     return run
+
+
+def _train_to_best(
+    run: _Run, cfg: TrainConfig, state_dir: Path, workers: int, step_callback: Callable[[int], None] | None
+) -> Progress:
+    """Train the epochs left (from a checkpoint in `state_dir` if there is one, until patience runs out), then
+    put the best epoch's trainable state back into the model: what the outputs are written from."""
+    progress, best_state = Progress(), None
+    ckpt = latest_checkpoint(state_dir) if state_dir.is_dir() else None
+    if ckpt is not None:
+        progress, best_state = load_checkpoint(ckpt, run.named, run.optimizer, run.scaler, run.fingerprint)
+        log.info("resuming from checkpoint %s (epoch %d, step %d)", ckpt, progress.epoch, progress.global_step)
+    clock = Clock(progress.global_step, run.total_steps)
+
+    run.model.train()
+    for epoch in range(progress.epoch, cfg.epochs):
+        if cfg.patience and progress.best_epoch and epoch - progress.best_epoch >= cfg.patience:  # resumed runs too
+            log.info("stopping early: %d epochs without a better validation %s (patience %d)",
+                     epoch - progress.best_epoch, run.metric, cfg.patience)
+            break
+        _train_epoch(run, cfg, epoch, progress, clock, state_dir, best_state, workers, step_callback)
+        best_state = _end_epoch(run, cfg, epoch, progress, clock, best_state)
+        save_checkpoint(state_dir, run.named, run.optimizer, run.scaler, progress, best_state, run.fingerprint)
+
+    with torch.no_grad():
+        for n, p in run.named:
+            p.copy_(best_state[n])
+    return progress
 
 
 def _train_epoch(
