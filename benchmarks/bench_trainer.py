@@ -177,14 +177,10 @@ def tokenised(splits: dict, tokenizer, max_length: int) -> dict:
 
 
 def adapters_config(peft: str, model: torch.nn.Module, cfg):
-    """The `adapters` config of the module transmod builds from the same TrainConfig."""
-    import adapters
+    """The `adapters` config of the module transmod builds from the same TrainConfig (the kind's own)."""
+    from transmod.modules.kinds import get_kind
 
-    from transmod.modules.adapter import reduction_factor
-
-    if peft == "adapter":
-        return adapters.SeqBnConfig(reduction_factor=reduction_factor(model.config.hidden_size, cfg.adapter_bottleneck))
-    return adapters.LoRAConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, attn_matrices=["q", "v"])
+    return get_kind(peft).new_config(model.config.hidden_size, cfg.module_options(peft))
 
 
 def training_arguments(args: argparse.Namespace, cfg, out: Path):
