@@ -25,20 +25,20 @@ from transmod.modules.module import Module
 D, LAYERS, TRAIN, TEST = 16, 2, 400, 100
 
 
-def _write_samples(path, states, model):
-    """A sample parquet of synthetic hidden states (`states`: column -> tokens x D)."""
+def _write_samples(path, states, model, hook="adapter"):
+    """A sample parquet of synthetic hidden states (`states`: column -> tokens x D), as sampled for `hook`'s kind."""
     n = len(next(iter(states.values())))
     keys = {"sent": np.arange(n, dtype=np.int32), "seq": np.zeros(n, np.int8), "start": np.zeros(n, np.int32),
             "end": np.ones(n, np.int32), "token": ["x"] * n}
     with SampleWriter(path, list(states), D) as writer:
         writer.write(keys, states)
-        writer.finish({"model": model, "model_type": "bert", "hook": "adapter", "spaces": ["h"], "num_layers": LAYERS,
+        writer.finish({"model": model, "model_type": "bert", "hook": hook, "spaces": ["h"], "num_layers": LAYERS,
                        "layers": list(range(LAYERS)), "hidden_size": D, "num_tokens": n, "data": "synthetic",
                        "tokenizer": "synthetic", "max_length": 128})
     return SampleFile.open(path)
 
 
-def _rotated_pair(tmp_path, rng):
+def _rotated_pair(tmp_path, rng, hook="adapter"):
     """Teacher states, and a student whose space is a known rotation of the teacher's (plus an offset).
 
     The fitting rows are whitened exactly, so per-dimension standardisation keeps the rotation
@@ -53,7 +53,8 @@ def _rotated_pair(tmp_path, rng):
         rotation = np.linalg.qr(rng.standard_normal((D, D)))[0]
         teacher[f"h{l}"], student[f"h{l}"] = h, h @ rotation.T + rng.standard_normal(D)
         rotations.append(rotation)
-    return _write_samples(tmp_path / "t.parquet", teacher, "t"), _write_samples(tmp_path / "s.parquet", student, "s"), rotations
+    return (_write_samples(tmp_path / "t.parquet", teacher, "t", hook), _write_samples(tmp_path / "s.parquet", student, "s", hook),
+            rotations)
 
 
 def _adapter(rng, shape):
@@ -295,3 +296,69 @@ def test_fidelity_of_inits_moves_the_module_with_each_inits_mapping_and_alignmen
                            ("skip-lsa", "fidelity init: 'skip-lsa' is not a student init")):
         with pytest.raises(TransmodError, match=expected):
             fidelity_of_inits(tmp_path / "m", *paths, (samples[0].path, samples[1].path), {name: None})
+
+
+# ------------------------------------------------------------------------------------------ healing, auto
+
+
+def _lora(rng, shape):
+    weights = {(l, site, p): rng.standard_normal(dims).astype(np.float32) * 0.3
+               for l in range(LAYERS) for site in ("query", "value")
+               for p, dims in (("lora_A", (4, D)), ("lora_B", (D, 4)))}
+    return Module(shape.name, {"config": {"architecture": "lora", "r": 4, "alpha": 8, "selfattn_lora": True,
+                                          "attn_matrices": ["q", "v"]}}, weights)
+
+
+@pytest.mark.parametrize("kind", ["adapter", "lora"])
+def test_healing_a_module_that_is_already_exact_changes_nothing(tmp_path, kind):
+    from transmod.align.healing import heal
+
+    rng = np.random.default_rng(1)
+    teacher, _, _ = _rotated_pair(tmp_path, rng, hook=kind)
+    shape = ModelShape("t", "bert", LAYERS, D, "BertModel")
+    module = (_adapter if kind == "adapter" else _lora)(rng, shape)
+    healed, report = heal(module, module, teacher, teacher, "skip", None, holdout=0.2, steps=50, learning_rate=1e-2)
+    assert all(np.array_equal(healed.weights[key], module.weights[key]) for key in module.weights)
+    assert report and all(cell["rel_error_before"] == cell["rel_error_after"] < 1e-6 for cell in report.values())
+    assert healed.config["transmod"]["healed"]["steps"] == 50
+
+
+@pytest.mark.parametrize("kind", ["adapter", "lora"])
+def test_healing_fits_a_misaligned_module_to_the_teachers_mapped_effect_on_held_out_tokens(tmp_path, kind):
+    """A student whose space is a rotation of the teacher's: lsa can only select dimensions, so its moved module is
+    far off; healed towards the teacher's effect under the true map, it comes close on tokens it never saw."""
+    from transmod.align.healing import heal
+
+    rng = np.random.default_rng(0)
+    teacher, student, rotations = _rotated_pair(tmp_path, rng, hook=kind)
+    t_shape, s_shape = ModelShape("t", "bert", LAYERS, D, "BertModel"), ModelShape("s", "bert", LAYERS, D, "BertModel")
+    module = (_adapter if kind == "adapter" else _lora)(rng, t_shape)
+    known = Alignment("known", "skip", {}, {}, 0, layers=[LayerMap(l, [l], "h", m_out=r) for l, r in enumerate(rotations)])
+    holdout = TEST / (TRAIN + TEST)
+    lsa = fit_alignment(teacher, student, "skip", "lsa", holdout=holdout)
+    moved = Module(s_shape.name, module.config, transfer_weights(module, t_shape, s_shape, "skip", alignment=lsa))
+    healed, report = heal(module, moved, teacher, student, "skip", known, holdout=holdout, steps=400, learning_rate=2e-2)
+    before, after = (transfer_fidelity(module, m, teacher, student, "skip", holdout=holdout, reference=known)["overall"]
+                     for m in (moved, healed))
+    print(f"\n{kind}: held-out rel_error {before['rel_error']:.3f} -> {after['rel_error']:.3f}")
+    assert before["rel_error"] > 0.5 and after["rel_error"] < 0.5 * before["rel_error"]
+    assert all(cell["rel_error_after"] < cell["rel_error_before"] for cell in report.values())
+    assert all(healed.weights[k].shape == moved.weights[k].shape and healed.weights[k].dtype == np.float32
+               for k in moved.weights)
+
+
+def test_auto_chooses_the_method_of_lowest_error_for_its_mapping_and_refuses_a_bad_score(tmp_path):
+    from transmod.align.fidelity import choose_method
+    from transmod.errors import TransmodError
+
+    def result(error):
+        return {"overall": {"rel_error": error, "cosine": 0.5, "cka": 0.5}}
+
+    fidelity = {"skip": result(0.9), "skip-linear": result(0.4), "skip-procrustes": result(0.6), "avg-linear": result(0.1),
+                "avg": result(0.2)}
+    assert choose_method(fidelity, "skip", "f.json") == "linear" and choose_method(fidelity, "avg", "f.json") == "linear"
+    assert choose_method({"skip": result(0.3), "skip-linear": result(0.3)}, "skip", "f.json") == "lsa"  # first on a tie
+    with pytest.raises(TransmodError, match="f.json: skip-linear.overall.rel_error is nan"):
+        choose_method({**fidelity, "skip-linear": result(float("nan"))}, "skip", "f.json")
+    with pytest.raises(TransmodError, match="f.json: no avg init was measured"):
+        choose_method({"skip": result(0.3)}, "avg", "f.json")

@@ -375,3 +375,30 @@ def test_an_output_path_stays_inside_its_folder(tmp_path):
     for names in (("..",), ("a/b",), (".",), ("",), ("a", "../../x"), ("x\0",)):
         with pytest.raises(TransmodError, match="refused to write"):
             inside(tmp_path, *names)
+
+
+def test_the_wins_table_counts_every_cell_won_or_lost_and_its_mean_relative_gain(tmp_path):
+    def score(info):  # AVG loses to the Student with LoRA, wins with adapters
+        if info["init"] == "avg" and info["peft"] == "lora":
+            return score_of({**info, "init": "default"}) - 0.04
+        return score_of(info)
+
+    plan = make_plan(tmp_path)
+    write_metrics(plan, score=score)
+    runs = gather(plan, tmp_path / "results/runs")
+    write_all(runs, tmp_path / "tables")
+    wins = pd.read_csv(tmp_path / "tables" / "wins.csv").set_index(["setting", "model"])
+
+    def cell_mean(pair, task, peft, init):  # the mean over languages and seeds, x 100
+        return 100 * np.mean([score(i) for i in plan.values() if (i["pair"], i["task"], i["peft"], i["init"]) ==
+                              (pair, task, peft, init)])
+
+    for pair, tasks in GRID.items():
+        for init, row in (("skip", "TM-Student SKIP"), ("avg", "TM-Student AVG")):
+            rel = [100 * (cell_mean(pair, t, m, init) - cell_mean(pair, t, m, "default")) / cell_mean(pair, t, m, "default")
+                   for t in tasks for m in ("adapter", "lora")]
+            got = wins.loc[(pair, row)]
+            assert (got.won, got.cells) == (sum(r > 0 for r in rel), len(rel)) and got.mean_rel == pytest.approx(np.mean(rel), abs=1e-3)
+    assert wins.loc[("matching", "TM-Student AVG")].won == 2 and wins.loc[("matching", "TM-Student SKIP")].won == 4
+    md = (tmp_path / "tables" / "wins.md").read_text()
+    assert "| adapter, lora | TM-Student AVG | 2 | 4 |" in md and "Every cell counts, won or lost" in md

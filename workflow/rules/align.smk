@@ -90,7 +90,7 @@ if EXTRA_METHODS:
 
 rule prune_align:
     input:
-        unpack(alignment_input),
+        unpack(start_inputs),
         module=lambda w: f"{teacher_run(w)}/{MODULE_DIR}",
         teacher=model_input("teacher"),
         student=model_input("student"),
@@ -99,8 +99,10 @@ rule prune_align:
     params:
         teacher=model_of("teacher"),
         student=model_of("student"),
-        mapping=lambda w: init_of(w).mapping,
+        methods=start_methods,
         lora_b=lora_b,
+        holdout=config["alignment"]["holdout"],
+        healing=lambda w: config["alignment"]["heal"] if init_of(w).heal else None,  # re-runs only healed starts
     log:
         "results/logs/prune_align/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.log",
     benchmark:

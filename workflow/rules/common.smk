@@ -240,8 +240,23 @@ def alignment_files(pair, task, lang, peft, init):
     return {"alignment": f"{folder}/{init.mapping}.{init.method}.alignment.safetensors"}
 
 
-def alignment_input(w):
-    return alignment_files(w.pair, w.task, w.lang, w.peft, init_of(w))
+def start_methods(w):
+    """The alignment methods a transferred init may use: its own, or for `auto` every method fidelity measured."""
+    init = init_of(w)
+    return [i.method for i in fidelity_inits(w.pair) if i.mapping == init.mapping] if init.auto else [init.method]
+
+
+def start_inputs(w):
+    """What prune_align reads besides the teacher's module: each of `start_methods`' alignment files (none for an
+    unaligned pair), the cell's fidelity file for `auto`, and for `-heal` the two sample files it heals on."""
+    init = init_of(w)
+    files = {f"alignment_{method}": file for method in start_methods(w)
+             for file in alignment_files(w.pair, w.task, w.lang, w.peft, Init(init.mapping, method)).values()}
+    if init.auto:
+        files["fidelity"] = FIDELITY.format(**w)
+    if init.heal:
+        files.update(teacher_samples=samples_of("teacher")(w), student_samples=samples_of("student")(w))
+    return files
 
 
 def run_info(w):

@@ -269,3 +269,29 @@ def fidelity_of_inits(
         results[init.name] = transfer_fidelity(module, moved, teacher_samples, student_samples, init.mapping,
                                                holdout=holdout)
     return results
+
+
+CHOICE_MEASURE = "rel_error"  # what the `auto` init minimises: the moved module's error against the reference
+
+
+def choose_method(fidelity: Mapping[str, Mapping], mapping: str, source: str | Path) -> str:
+    """The alignment method of the `auto` init: among the inits of `mapping` that one grid cell's fidelity file
+    (`fidelity_of_inits`) measured, the method whose moved module has the lowest relative error on held-out tokens
+    (the first in the file's order on a tie). No test score, no training: it is known before any student trains.
+
+    The reference map of that error is the ridge slope (see the module docstring), so `linear`'s write side is the
+    reference itself: the choice leans towards `linear` wherever its read side is as good as the others'."""
+    scores = {}
+    for name, result in fidelity.items():
+        init = Init.parse(name, f"{source}: init")
+        value = (result.get("overall") or {}).get(CHOICE_MEASURE) if isinstance(result, Mapping) else None
+        if init.mapping != mapping or init.heal or init.auto:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise TransmodError(f"{source}: {name}.overall.{CHOICE_MEASURE} is {value!r}, not a finite number of at "
+                                "least 0; run the fidelity job again")
+        scores[init.method] = value
+    if not scores:
+        raise TransmodError(f"{source}: no {mapping} init was measured, so there is no method to choose; measure "
+                            f"{mapping} with the methods to choose from")
+    return min(scores, key=scores.__getitem__)

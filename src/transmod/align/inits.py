@@ -1,7 +1,9 @@
 """How a student run starts, as one value: `Init`. Its name is how the config, the workflow's paths and
 wildcards, the metrics files and the tables spell it: `default` (a fresh module), a layer mapping (`skip`,
 `avg`: transferred and aligned with the study's `lsa`), a mapping and another alignment method
-(`avg-procrustes`), each also zero-shot (`zs-skip`: the transferred module frozen, only the head trained).
+(`avg-procrustes`) or `auto` (the method of best fidelity, `transmod.align.fidelity.choose_method`), each also
+healed on unlabelled text before training (`skip-heal`, `transmod.align.healing`) and zero-shot (`zs-skip`:
+the transferred module frozen, only the head trained).
 
 Names are parsed and built here only (`Init.parse`, `Init.name`); the grammar follows the library's tables
 (`MAPPINGS`, `grid_methods`), so a new mapping or method is a new init without another edit.
@@ -19,6 +21,8 @@ from transmod.errors import TransmodError
 DEFAULT_NAME = "default"
 ZERO_SHOT = "zs-"  # prefix of zero-shot runs
 STUDY_METHOD = "lsa"  # what a bare mapping aligns with
+AUTO = "auto"  # the method whose moved module has the best fidelity on held-out tokens (never a test score)
+HEAL = "-heal"  # suffix: the moved module healed on unlabelled text before training (transmod.align.healing)
 TEACHER_RUN = "teacher"  # run folder names: `teacher`, or `student-<init>`
 STUDENT_PREFIX = "student-"
 
@@ -34,7 +38,8 @@ def _other_methods() -> list[str]:
 
 def transfer_pattern() -> str:
     """A transferred init (zero-shot left out) as a regular expression: a wildcard constraint, groups unnamed."""
-    return rf"({_alternatives(layermap.MAPPINGS)})(-({_alternatives(_other_methods())}))?"
+    methods_or_auto = _alternatives([*_other_methods(), AUTO])
+    return rf"({_alternatives(layermap.MAPPINGS)})(-({methods_or_auto}))?({re.escape(HEAL)})?"
 
 
 def init_pattern() -> str:
@@ -45,15 +50,18 @@ def init_pattern() -> str:
 @dataclass(frozen=True)
 class Init:
     """A student run's start: a fresh module (`mapping` None) or the teacher's module moved with a layer
-    mapping and aligned with `method`; `zero_shot` freezes the module and trains the head only."""
+    mapping and aligned with `method` (`auto`: the method of best fidelity, chosen per grid cell and seed);
+    `heal` trains the moved module on unlabelled text first; `zero_shot` freezes it and trains the head only."""
 
     mapping: str | None = None
     method: str = STUDY_METHOD
     zero_shot: bool = False
+    heal: bool = False
 
     def __post_init__(self) -> None:
-        fresh = self.mapping is None and self.method == STUDY_METHOD  # `default`: no alignment to name
-        if not fresh and (self.mapping not in layermap.MAPPINGS or self.method not in methods.grid_methods()):
+        fresh = self.mapping is None and self.method == STUDY_METHOD and not self.heal  # `default`
+        known = self.mapping in layermap.MAPPINGS and self.method in (*methods.grid_methods(), AUTO)
+        if not fresh and not known:
             raise TransmodError(f"no init has mapping {self.mapping!r} and method {self.method!r}")
 
     @classmethod
@@ -63,17 +71,18 @@ class Init:
         if match is None:
             raise TransmodError(
                 f"{key}: {name!r} is not a student init; use {DEFAULT_NAME}, a layer mapping "
-                f"({', '.join(layermap.MAPPINGS)}), or <mapping>-<method> (methods: {', '.join(_other_methods())}), "
-                f"each optionally prefixed with {ZERO_SHOT} (zero-shot)")
-        zero_shot, _, mapping, _, method = match.groups()
-        return cls(mapping, method or STUDY_METHOD, zero_shot is not None)
+                f"({', '.join(layermap.MAPPINGS)}), or <mapping>-<method> (methods: {', '.join(_other_methods())}, "
+                f"or {AUTO}: chosen by fidelity), each optionally followed by {HEAL} (healed on unlabelled text) "
+                f"and prefixed with {ZERO_SHOT} (zero-shot)")
+        zero_shot, _, mapping, _, method, heal = match.groups()
+        return cls(mapping, method or STUDY_METHOD, zero_shot is not None, heal is not None)
 
     @property
     def name(self) -> str:
         """The init's one spelling (the study's method goes unnamed): `skip`, `zs-avg-linear`, `default`."""
         start = DEFAULT_NAME if self.mapping is None else (
             self.mapping if self.method == STUDY_METHOD else f"{self.mapping}-{self.method}")
-        return f"{ZERO_SHOT if self.zero_shot else ''}{start}"
+        return f"{ZERO_SHOT if self.zero_shot else ''}{start}{HEAL if self.heal else ''}"
 
     def __str__(self) -> str:
         return self.name
@@ -82,6 +91,10 @@ class Init:
     def transferred(self) -> bool:
         """Whether the run starts from the teacher's moved module (not from a fresh one)."""
         return self.mapping is not None
+
+    @property
+    def auto(self) -> bool:
+        return self.method == AUTO
 
     @property
     def base(self) -> Init:

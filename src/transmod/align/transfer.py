@@ -8,7 +8,7 @@ axis of each weight (its kind's `hidden_axes`) is permuted, pruned or mapped by 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -257,9 +257,11 @@ def transfer_module(
     *,
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
+    then: Callable[[Module, Module], Module] | None = None,
 ) -> Module:
     """Read, transfer and save a module (`fmt`: adapters' or peft's layout, by default `default_format`'s); returns
-    the teacher module read.
+    the teacher module read. `then(teacher_module, moved)` may change the moved module before it is written
+    (healing, `transmod.align.starts`).
 
     `out` must be new, or an earlier transferred module with `overwrite`; it may not touch `inputs`, the
     module or the models (`transmod.atomic.check_output`)."""
@@ -269,5 +271,7 @@ def transfer_module(
     fmt = fmt or default_format(module.spec, student)
     check_student_format(student, fmt, module.spec, module_dir)
     moved = transfer(module, teacher, student, mapping, alignment, lora_b)
+    if then is not None:
+        moved = then(module, moved)
     write_module(moved, module, student, out, fmt, overwrite=overwrite, inputs=inputs)
     return module

@@ -113,13 +113,16 @@ class BottleneckAdapter(ModuleKind):
         section["reduction_factor"] = reduction_factor(student_hidden, int(teacher_hidden // section["reduction_factor"]))
 
 
-def _activation(name: str | None, x: np.ndarray) -> np.ndarray:
-    """The adapters library's activation (transformers' functions), applied in float64."""
+def _activation(name: str | None, x: Any) -> Any:
+    """The adapters library's activation (transformers' functions), on a float64 array (fidelity) or on a tensor
+    that keeps its gradient (healing, `transmod.align.healing`)."""
     if name is None:
         return x
     import torch
     from transformers.activations import get_activation
 
     f = torch.nn.functional.leaky_relu if name.lower() == "leakyrelu" else get_activation(name.lower())
+    if isinstance(x, torch.Tensor):
+        return f(x)
     with torch.no_grad():
         return f(torch.from_numpy(x)).numpy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ class Column:
     signed: bool = False
     task: str | None = None  # a summary column belongs to one task (left out for settings that do not run it)
     p_holm: pd.Series | None = None  # Holm-adjusted p-value: the marker, and `{p_csv}_holm` in the CSV
+    digits: int = 1  # decimals shown (0 for counts)
 
 
 @dataclass
@@ -62,8 +63,7 @@ class Table:
         def sub(s: pd.Series | None) -> pd.Series | None:
             return None if s is None else s.reindex(idx)
 
-        cols = [Column(c.name, c.csv, sub(c.mean), sub(c.sd), c.sd_csv, sub(c.partial), sub(c.p), c.p_csv, c.signed,
-                       c.task, sub(c.p_holm))
+        cols = [replace(c, mean=sub(c.mean), sd=sub(c.sd), partial=sub(c.partial), p=sub(c.p), p_holm=sub(c.p_holm))
                 for c in self.columns if c.task is None or pair not in self.tasks or c.task in self.tasks[pair]]
         return Table(self.title, idx, cols, self.missing.reindex(idx), {pair: self.settings.get(pair, "")},
                      self.notes, {k: v.reindex(idx) for k, v in self.extra_csv.items()},
@@ -251,3 +251,26 @@ def summary_table(runs: Runs) -> Table:
                  _settings_of(runs.plan), notes=notes, tasks=tasks, scored=scored(runs, unique(long.task)))
 
 
+WINS_NOTE = ("A cell is a task of a setting and module type (its score: the mean over languages and seeds). Won: the "
+             "TM-Student's mean is above its Student's (the zero-shot rows: above the zero-shot Student's); mean REL: "
+             "the mean over cells of 100 * (TM-Student - Student) / Student. Every cell counts, won or lost, whatever "
+             "its p-value (the summary table has those).")
+
+
+def wins_table(runs: Runs) -> Table:
+    """Per setting and transferred start, over every module type and task: the cells it won against its Student, of
+    how many, and its mean relative gain: whether a start helps, in two numbers."""
+    long = summary_long(runs)
+    moved = long[long.model.map(_is_transferred) & long.REL.notna()]
+    moved = moved.assign(module=", ".join(unique(long.module)))  # one row per start, over the module types
+    keys = ["setting", "module", "model"]
+    grouped = moved.groupby(keys, sort=False).REL
+    counts = pd.DataFrame({"won": grouped.apply(lambda rel: float((rel > 0).sum())), "cells": grouped.size().astype(float),
+                           "rel": grouped.mean()})
+    index = _order(counts.index)
+    counts = counts.reindex(index)
+    cols = [Column("cells won", "won", counts.won, digits=0), Column("cells", "cells", counts.cells, digits=0),
+            Column("mean REL %", "mean_rel", counts.rel, signed=True)]
+    return Table("Cells won: each transferred start against its Student", index, cols,
+                 pd.Series([[] for _ in index], index=index, dtype=object), _settings_of(runs.plan), notes=[WINS_NOTE],
+                 scored=scored(runs, unique(long.task)))

@@ -19,6 +19,7 @@ from transmod.results.cells import (
     summary_long,
     summary_table,
     unique,
+    wins_table,
 )
 from transmod.results.runs import Runs, inside
 from transmod.results.stats import MARKER_NOTE, stars
@@ -49,7 +50,7 @@ def _cell(column: Column, key: tuple, fmt: str) -> str:
     mean = column.mean.get(key, math.nan)
     if _isnan(mean):
         return ""
-    text = f"{mean:+.1f}" if column.signed else f"{mean:.1f}"
+    text = f"{mean:+.{column.digits}f}" if column.signed else f"{mean:.{column.digits}f}"
     sd = None if column.sd is None else column.sd.get(key, math.nan)
     mark = stars(column.p_holm.get(key, math.nan)) if column.p_holm is not None else ""
     partial = bool(column.partial.get(key, False)) if column.partial is not None else False
@@ -221,7 +222,7 @@ def ignored_note(runs: Runs) -> list[str]:
 
 
 def write_all(runs: Runs, outdir: str | Path, html_dir: str | Path | None = None) -> list[Path]:
-    """summary.{md,csv,tex} and <task>.{md,csv,tex} under outdir; <pair>.summary.html and <pair>.<task>.html
+    """summary.{md,csv,tex}, wins.{md,csv,tex} and <task>.{md,csv,tex} under outdir; <pair>.summary.html and <pair>.<task>.html
     (one page per setting) under html_dir."""
     summary = summary_table(runs)
     summary.notes += ignored_note(runs)
@@ -231,6 +232,7 @@ def write_all(runs: Runs, outdir: str | Path, html_dir: str | Path | None = None
         tables[task] = per_language_table(runs, task)
         tables[task].notes += ignored_note(runs)
         written += write_tables(tables[task], inside(outdir, task))
+    written += write_tables(wins_table(runs), inside(outdir, "wins"))
     if html_dir is not None:
         for name, table in tables.items():
             for pair in _settings_in(table):
