@@ -45,7 +45,8 @@ def shipped_init_names() -> list[str]:
 def test_every_shipped_init_round_trips_and_matches_the_wildcard():
     names = shipped_init_names()
     assert {"default", "skip", "avg", "zs-skip", "zs-avg"} <= set(names)
-    for name in names + ["zs-default", "skip-procrustes", "zs-avg-lsa-signed", "avg-select", "skip-linear"]:
+    for name in names + ["zs-default", "skip-procrustes", "zs-avg-lsa-signed", "avg-select", "skip-linear", "cka",
+                         "skip-auto", "zs-avg-auto-heal", "skip-heal", "cka-linear-heal", "avg-lsa-signed-heal"]:
         init = Init.parse(name)
         assert init.name == str(init) == name and Init.parse(init.name) == init
         assert re.fullmatch(init_pattern(), name)
@@ -60,9 +61,13 @@ def test_what_an_init_name_encodes():
     assert Init.parse("default") == DEFAULT and not DEFAULT.transferred
     assert Init.parse("zs-default") == ZERO_SHOT_BASELINE == Init(zero_shot=True)
     assert Init.parse("zs-skip-linear").base == Init.parse("skip-linear")  # the module a zero-shot run starts from
+    assert Init.parse("skip-auto") == Init("skip", "auto") and Init.parse("skip-auto").auto
+    assert Init.parse("zs-avg-lsa-signed-heal") == Init("avg", "lsa-signed", zero_shot=True, heal=True)
+    assert Init.parse("cka-heal") == Init("cka", heal=True) and Init.parse("zs-cka-heal").base == Init("cka", heal=True)
 
 
-@pytest.mark.parametrize("name", ["skip-lsa", "default-linear", "zs-", "zs-zs-skip", "cka", "Skip", "skip-", "", 3, None])
+@pytest.mark.parametrize("name", ["skip-lsa", "default-linear", "zs-", "zs-zs-skip", "ckaa", "Skip", "skip-", "", 3, None,
+                                  "default-heal", "skip-heal-auto", "auto", "skip-heal-heal"])
 def test_a_bad_init_name_is_one_error_naming_the_key(name):
     with pytest.raises(TransmodError) as info:
         Init.parse(name, "config key inits.1")
@@ -72,7 +77,7 @@ def test_a_bad_init_name_is_one_error_naming_the_key(name):
 
 
 def test_an_init_value_without_a_name_is_refused():
-    for mapping, method in ((None, "linear"), ("cka", "lsa"), ("skip", "embedding")):
+    for mapping, method in ((None, "linear"), ("half", "lsa"), ("skip", "embedding"), (None, "auto")):
         with pytest.raises(TransmodError, match="no init has mapping"):
             Init(mapping, method)
 
@@ -83,6 +88,9 @@ def test_an_init_value_without_a_name_is_refused():
      "config key pairs.incompatible.inits.1: 'zs-skip-lsa' is not a student init"),
     ({"pairs.matching.inits": ["skip"], "inits": ["avg", "default-skip"]},  # the top level, though no pair uses it
      "config key inits.1: 'default-skip' is not a student init"),
+    ({"pairs.matching.inits": ["skip", "cka", "skip-auto"]},
+     "config key pairs.matching.inits: cka, skip-auto align hidden dimensions or pick layers on samples, but pair "
+     "matching is not aligned"),
 ])
 def test_the_config_check_refuses_a_bad_init_naming_its_key(change, expected):
     with pytest.raises(TransmodError) as info:

@@ -16,7 +16,7 @@ from transmod.align.inits import (
     run_pattern,
     transfer_pattern,
 )
-from transmod.align.layermap import MAPPINGS
+from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS, mapping_names
 from transmod.hub import looks_local, slug
 from transmod.modules.kinds import KINDS
 from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
@@ -43,7 +43,7 @@ wildcard_constraints:
     lang="[a-z]{2,3}",
     peft="|".join(KINDS),
     init=init_pattern(),
-    mapping="|".join(MAPPINGS),
+    mapping="|".join(mapping_names()),
     method="|".join(re.escape(m) for m in grid_methods()),
     seed=r"\d+",
 
@@ -71,9 +71,11 @@ def fidelity_files():
 
 
 def fidelity_inits(pair):
-    """Every mapping x alignment method measured without training (unaligned pairs: the mappings only)."""
+    """Every mapping x alignment method measured without training (unaligned pairs: the mappings only; a layer
+    map chosen on samples where the pair's inits use it)."""
     methods = config["alignment"]["methods"] if config["pairs"][pair]["aligned"] else [STUDY_METHOD]
-    return [Init(m, method) for m in MAPPINGS for method in methods]
+    sampled = [m for m in SAMPLED_MAPPINGS if any(init.mapping == m for init in inits(pair))]
+    return [Init(m, method) for m in [*MAPPINGS, *sampled] for method in methods]
 
 
 EXTRA_METHODS = [m for m in config["alignment"]["methods"] if m != STUDY_METHOD]

@@ -1,12 +1,13 @@
 """How a student run starts, as one value: `Init`. Its name is how the config, the workflow's paths and
 wildcards, the metrics files and the tables spell it: `default` (a fresh module), a layer mapping (`skip`,
-`avg`: transferred and aligned with the study's `lsa`), a mapping and another alignment method
+`avg`, or `cka`: the teacher layers most similar on samples, for aligned pairs; transferred and aligned with the
+study's `lsa`), a mapping and another alignment method
 (`avg-procrustes`) or `auto` (the method of best fidelity, `transmod.align.fidelity.choose_method`), each also
 healed on unlabelled text before training (`skip-heal`, `transmod.align.healing`) and zero-shot (`zs-skip`:
 the transferred module frozen, only the head trained).
 
 Names are parsed and built here only (`Init.parse`, `Init.name`); the grammar follows the library's tables
-(`MAPPINGS`, `grid_methods`), so a new mapping or method is a new init without another edit.
+(`mapping_names`, `grid_methods`), so a new mapping or method is a new init without another edit.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _other_methods() -> list[str]:
 def transfer_pattern() -> str:
     """A transferred init (zero-shot left out) as a regular expression: a wildcard constraint, groups unnamed."""
     methods_or_auto = _alternatives([*_other_methods(), AUTO])
-    return rf"({_alternatives(layermap.MAPPINGS)})(-({methods_or_auto}))?({re.escape(HEAL)})?"
+    return rf"({_alternatives(layermap.mapping_names())})(-({methods_or_auto}))?({re.escape(HEAL)})?"
 
 
 def init_pattern() -> str:
@@ -60,7 +61,7 @@ class Init:
 
     def __post_init__(self) -> None:
         fresh = self.mapping is None and self.method == STUDY_METHOD and not self.heal  # `default`
-        known = self.mapping in layermap.MAPPINGS and self.method in (*methods.grid_methods(), AUTO)
+        known = self.mapping in layermap.mapping_names() and self.method in (*methods.grid_methods(), AUTO)
         if not fresh and not known:
             raise TransmodError(f"no init has mapping {self.mapping!r} and method {self.method!r}")
 
@@ -71,7 +72,7 @@ class Init:
         if match is None:
             raise TransmodError(
                 f"{key}: {name!r} is not a student init; use {DEFAULT_NAME}, a layer mapping "
-                f"({', '.join(layermap.MAPPINGS)}), or <mapping>-<method> (methods: {', '.join(_other_methods())}, "
+                f"({', '.join(layermap.mapping_names())}), or <mapping>-<method> (methods: {', '.join(_other_methods())}, "
                 f"or {AUTO}: chosen by fidelity), each optionally followed by {HEAL} (healed on unlabelled text) "
                 f"and prefixed with {ZERO_SHOT} (zero-shot)")
         zero_shot, _, mapping, _, method, heal = match.groups()

@@ -17,6 +17,7 @@ import yaml
 
 from transmod.align import methods, transfer
 from transmod.align.inits import STUDY_METHOD, Init
+from transmod.align.layermap import SAMPLED_MAPPINGS
 from transmod.atomic import MAX_NAME
 from transmod.errors import TransmodError, read_json
 from transmod.hub import is_hub_id, looks_local, slug
@@ -284,14 +285,16 @@ def inits_of(config: dict, pair: str | None = None) -> tuple[str, list[Init]]:
 
 def check_inits(config: dict) -> None:
     """Every init name parses (the top-level ones too where each pair has its own); inits with another alignment
-    method than the study's only on aligned pairs."""
+    method than the study's, or a layer map chosen on samples (whose choice an alignment records), only on aligned
+    pairs."""
     inits_of(config)
     for pair, spec in config["pairs"].items():
         key, inits = inits_of(config, pair)
-        aligning = [init.name for init in inits if init.method != STUDY_METHOD]
+        aligning = [init.name for init in inits if init.method != STUDY_METHOD or init.mapping in SAMPLED_MAPPINGS]
         if aligning and not spec["aligned"]:
             raise TransmodError(
-                f"config key {key}: {', '.join(aligning)} align hidden dimensions, but pair {pair} is not aligned "
+                f"config key {key}: {', '.join(aligning)} align hidden dimensions or pick layers on samples, but pair "
+                f"{pair} is not aligned "
                 f"(`aligned: false`); " + ("drop them" if key != "inits" else f"give pair {pair} its own `inits` without them")
             )
 
