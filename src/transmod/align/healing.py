@@ -9,7 +9,9 @@ module's effect on the student's own states is fitted to it (feature distillatio
 labels, no task data). Each layer and site is fitted apart, on the states the base models produce, so the cost
 is a few hundred small matrix products per cell, not forward passes of the model. A cell whose moved module
 already reproduces the target (relative error below `EXACT`) is left as it is, and a healed cell is kept only
-if its error on the fit tokens went down.
+if its error on the fit tokens went down. A LoRA moved with `linear` is typically already the best fit of its
+rank (its read map is the least-squares map onto the same tokens, and a LoRA is linear), so healing then keeps
+it; a selection (`lsa`), `procrustes` and the non-linear adapter are where it has room to work.
 """
 
 from __future__ import annotations

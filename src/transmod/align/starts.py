@@ -30,8 +30,7 @@ def transferred_start(
     `healing` (steps, learning_rate, max_tokens) for a `-heal` init."""
     if not init.transferred or init.zero_shot:
         raise TransmodError(f"init {init.name!r}: only a transferred, trained init has a start to write")
-    method = choose_method(read_json(fidelity, "run the fidelity job again"), init.mapping, fidelity) if init.auto \
-        else init.method
+    method = choose_method(_measured(fidelity), init.mapping, fidelity) if init.auto else init.method
     if method not in alignments:
         raise TransmodError(f"init {init.name}: no alignment of method {method!r} was given (given: "
                             f"{', '.join(alignments)}); add the method to alignment.methods")
@@ -51,3 +50,14 @@ def transferred_start(
     transfer_module(module_dir, load_model_shape(teacher), load_model_shape(student), init.mapping, out,
                     alignment=alignment, lora_b=lora_b, overwrite=True, then=finish)
     return method
+
+
+def _measured(fidelity: str | Path | None) -> dict:
+    """The inits a grid cell's fidelity file measured (`fidelity_of_inits`, under `inits`)."""
+    if fidelity is None:
+        raise TransmodError("an auto init chooses its method by the grid cell's fidelity file; give it")
+    data = read_json(fidelity, "run the fidelity job again")
+    if not isinstance(data, dict) or not isinstance(data.get("inits"), dict):
+        raise TransmodError(f"{fidelity}: not a fidelity file of the workflow (no `inits` mapping); run the fidelity "
+                            "job again")
+    return data["inits"]
