@@ -50,14 +50,7 @@ from transmod.align.heads import (
 )
 from transmod.align.layermap import layer_map, pooled_groups
 from transmod.align.layersim import layer_groups
-from transmod.align.methods import (
-    DEFAULT_RIDGE,
-    METHODS,
-    WEIGHTS,
-    check_method,
-    data_free,
-    dense,
-)
+from transmod.align.methods import DEFAULT_RIDGE, METHODS, WEIGHTS, check_method, data_free, dense
 from transmod.align.pairing import check_pair, paired_share, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK

@@ -20,13 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transmod.align.layermap import SAMPLED_MAPPINGS, mapping_names
-from transmod.align.methods import (
-    METHODS,
-    NOTHING,
-    check_method,
-    check_ridge,
-    data_free,
-)
+from transmod.align.methods import METHODS, NOTHING, check_method, check_ridge, data_free
 from transmod.align.texts import read_texts
 from transmod.align.transfer import (
     LORA_B_ALIGNMENTS,

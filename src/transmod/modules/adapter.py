@@ -16,14 +16,7 @@ import numpy as np
 
 from transmod.errors import TransmodError
 from transmod.modules.architectures import ADAPTER_MODEL_TYPES, Architecture
-from transmod.modules.kind import (
-    Hook,
-    ModuleKind,
-    Options,
-    Weights,
-    config_number,
-    option,
-)
+from transmod.modules.kind import Hook, ModuleKind, Options, Weights, config_number, option
 
 
 def reduction_factor(hidden_size: int, bottleneck: int) -> float | int:

@@ -10,14 +10,7 @@ import numpy as np
 
 from transmod.errors import TransmodError
 from transmod.modules.architectures import DECODER_SITES, Architecture
-from transmod.modules.kind import (
-    Hook,
-    ModuleKind,
-    Options,
-    Weights,
-    config_number,
-    option,
-)
+from transmod.modules.kind import Hook, ModuleKind, Options, Weights, config_number, option
 
 SPACE_OF_SITE = {"query": "q", "value": "v"}  # the space a LoRA B writes, when aligned on its own outputs
 DECODER_SPACES = ("h", "f", "a", "m")  # sampled on a decoder, each at the input of the projection that reads it
