@@ -15,7 +15,7 @@ sys.path.insert(0, SRC)
 
 from transmod.workflow.config import as_workflow_error, check_config_files, validate_config, validate_section
 from transmod.workflow.joblog import add_to_pythonpath
-from transmod.workflow.profile_check import check_slurm_profile
+from transmod.workflow.profile_check import check_gpu_count, check_slurm_profile
 
 add_to_pythonpath(SRC)
 # A YAML error or YTE templating (`__use_yte__`, which would run Python) in config.yaml: file and line, before
@@ -60,3 +60,4 @@ rule all:
 
 
 check_slurm_profile(workflow)  # a SLURM profile with "<set-me>" left stops here, naming the key
+check_gpu_count(workflow, config["gpus_per_job"])  # fewer GPUs than a GPU job asks for: stop here, naming both keys

@@ -36,7 +36,6 @@ from conftest import DEMO_CONFIG, SLURM_UP, SLURM_WHY, job_counts, run_snakemake
 from transmod.workflow import profile_check
 
 GPU_RULES = ("train_teacher", "train_student", "sample_embeddings")
-CPU_RULES = ("correlate", "solve_lsa", "prune_align", "evaluate", "aggregate_tables")
 CLUSTER_TIMEOUT_S = 240
 
 
@@ -69,12 +68,6 @@ def test_production_profile_contents():
     assert profile_check.is_placeholder(res["slurm_partition"])
     assert profile_check.is_placeholder(res["slurm_account"])
     assert "attempt" in str(res["runtime"]) and "attempt" in str(res["mem_mb"])
-    for rule in GPU_RULES:
-        r = prof["set-resources"][rule]
-        assert r.get("gpu", 0) >= 1 or "gpu" in str(r.get("gres", "")), rule
-    for rule in CPU_RULES:
-        r = prof["set-resources"][rule]
-        assert not r.get("gpu") and "gpu" not in str(r.get("gres", "")), rule
     groups = prof["groups"]  # short jobs ride along with the job they follow
     assert groups["train_teacher"] == groups["train_student"] == groups["evaluate"]
     assert groups["correlate"] == groups["solve_lsa"] != groups["evaluate"]
@@ -90,10 +83,8 @@ def test_ci_profile_in_sync_with_production():
     for key in set(prod_res) - {"slurm_partition", "slurm_account"}:
         assert str(ci_res.get(key)) == str(prod_res[key]), f"default-resources: {key} differs"
     assert set(ci_res) - {"slurm_partition"} <= set(prod_res)
-    assert set(ci["set-resources"]) == set(prod["set-resources"])
-    for rule, res in ci["set-resources"].items():
-        assert not res.get("gpu") and "gres" not in res, f"{rule} asks for a GPU on CI"
-        assert set(res) == set(prod["set-resources"][rule]), rule
+    assert ci.get("set-resources") == prod.get("set-resources")  # none: the rules declare their GPU
+    assert ci["config"] == {"gpus_per_job": 0}  # no GPU on the CI node: the GPU rules ask for none
     assert set(prod["set-threads"]) == {"train_teacher", "train_student"} <= set(ci["set-threads"])
     assert set(ci["set-threads"].values()) == {1}  # two real cores on CI: one thread per job
     assert ci["slurm-status-command"] == "squeue"
@@ -101,6 +92,62 @@ def test_ci_profile_in_sync_with_production():
     # MinJobAge (write_conf.sh: 3600 s, at least 600) must exceed 3x the initial interval,
     # otherwise the plugin silently switches to sacct.
     assert 3 * int(ci["slurm-init-seconds-before-status-checks"]) <= 600
+
+
+def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job that a dry-run lists, the members of group jobs included."""
+    jobs, rule = [], None
+    for line in output.splitlines():
+        if header := re.match(r"^\s*(?:local)?rule (\w+):$", line):
+            rule = header.group(1)
+        elif rule and (listed := re.match(r"^\s*resources: (.*)$", line)):
+            jobs.append((rule, dict(item.split("=", 1) for item in listed.group(1).split(", "))))
+            rule = None
+    return jobs
+
+
+def gpus_asked(workdir: Path, *args: str) -> dict[str, set[str | None]]:
+    """Rule -> the `gpu` resource of its jobs (None: not asked) in a dry-run of a small paper grid."""
+    small = _write(workdir / "small.yaml", """
+        pairs: {matching: {tasks: [pi]}, incompatible: {tasks: [pi]}}
+        tasks: {pi: {languages: [en]}}
+        """)
+    done = run_snakemake(["-s", ROOT / "Snakefile", "-n", *args, "--configfile", ROOT / "config.yaml", small],
+                         workdir, 300)
+    assert done.returncode == 0, done.stdout[-4000:]
+    jobs = job_resources(done.stdout)
+    assert Counter(rule for rule, _ in jobs) == job_counts(done.stdout), "a job without its resources"
+    asked: dict[str, set[str | None]] = {}
+    for rule, resources in jobs:
+        asked.setdefault(rule, set()).add(resources.get("gpu"))
+    return asked
+
+
+def test_the_rules_that_run_models_ask_for_a_gpu_and_no_profile_repeats_it(tmp_path):
+    """The GPU rules declare `resources: gpu` (config gpus_per_job); a profile says how many GPUs there are
+    (profiles/local) and nothing per rule, so the production cluster gets `--gpus=1` for those rules alone and
+    the CI cluster, which has no GPU, none."""
+    for profile in [*sorted((ROOT / "profiles").iterdir()), CI_PROFILE]:
+        for rule, res in (_load(profile).get("set-resources") or {}).items():
+            assert not {"gpu", "gres", "gpu_model"} & set(res), f"{profile}: {rule} repeats the GPU need"
+    assert _load(ROOT / "profiles" / "local")["resources"] == {"gpu": 1}  # the machine's GPUs
+    production = gpus_asked(tmp_path, "--profile", PROFILE, "--default-resources", "slurm_partition=gpu")
+    assert {rule for rule, gpus in production.items() if gpus != {None}} == set(GPU_RULES), production
+    assert all(production[rule] == {"1"} for rule in GPU_RULES), production
+    ci = gpus_asked(tmp_path, "--profile", PROFILE, "--profile", CI_PROFILE)
+    assert ci == {rule: {"0"} if rule in GPU_RULES else {None} for rule in production}, ci
+
+
+def test_fewer_gpus_than_a_job_asks_for_is_refused_before_any_job(tmp_path):
+    """profiles/local on a machine without a GPU: `resources: gpu=0` stops the run at once, naming both keys
+    (Snakemake itself would stop at the first GPU job, blaming pipes); with `gpus_per_job: 0` it runs."""
+    local = ("--profile", ROOT / "profiles" / "local", "--resources", "gpu=0")
+    done = run_snakemake(["-s", ROOT / "Snakefile", "-n", *local], tmp_path, 300)
+    assert done.returncode != 0
+    assert "`resources: gpu` is 0" in done.stdout and "`gpus_per_job: 1` of the config" in done.stdout, done.stdout
+    assert "Job stats" not in done.stdout
+    cpu_only = gpus_asked(tmp_path, *local, "--config", "gpus_per_job=0")
+    assert all(cpu_only[rule] == {"0"} for rule in GPU_RULES), cpu_only
 
 
 def test_find_placeholders():

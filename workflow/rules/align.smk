@@ -22,7 +22,9 @@ rule sample_embeddings:
         "results/logs/sample_embeddings/{model}/{task}/{lang}/{peft}.log",
     benchmark:
         "results/benchmarks/sample_embeddings/{model}/{task}/{lang}/{peft}.tsv"
-    threads: 1  # the forward passes run on the GPU when there is one (profiles request it)
+    threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,  # the forward passes run on the GPU when there is one
     conda:
         "../envs/transmod.yaml"
     script:

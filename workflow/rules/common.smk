@@ -34,6 +34,9 @@ FIDELITY = "results/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.json"
 
 MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
 DECLARED_TASKS = declared_tasks(config)  # every task's declaration (the built-in ones filled in)
+# `resources: gpu` of the rules that run models on a GPU when there is one (training, sampling): the rule says
+# that it needs one, a profile only how many the machine has (profiles/local: `resources: gpu`).
+GPUS_PER_JOB = config["gpus_per_job"]
 
 
 wildcard_constraints:

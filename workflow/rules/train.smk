@@ -22,6 +22,8 @@ rule train_teacher:
         "results/benchmarks/train_teacher/{model}/{task}/{lang}/{peft}/seed{seed}.tsv"
     priority: 1  # every transfer waits for its teacher: schedule teachers before the alignment jobs
     threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
     conda:
         "../envs/transmod.yaml"
     script:
@@ -48,6 +50,8 @@ rule train_student:
     benchmark:
         "results/benchmarks/train_student/{pair}/{task}/{lang}/{peft}/{init}/seed{seed}.tsv"
     threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
     conda:
         "../envs/transmod.yaml"
     script:

@@ -1,4 +1,5 @@
-"""Fail early, with a clear message, when a SLURM profile still has placeholders.
+"""Fail early, with a clear message, when a profile cannot run the workflow: a SLURM profile that still
+has placeholders, or a GPU count below what each GPU job asks for.
 
 profiles/slurm/config.yaml ships with ``slurm_partition: "<set-me>"`` and
 ``slurm_account: "<set-me>"``. Left unchanged, snakemake-executor-plugin-slurm
@@ -24,6 +25,11 @@ after all rules are defined::
 It runs before the DAG is built, so ``snakemake -n --profile profiles/slurm``
 already fails, and it is skipped inside SLURM jobs (the jobs re-parse the
 Snakefile).
+
+:func:`check_gpu_count` compares the run's ``resources: gpu`` (profiles/local's
+count of the machine's GPUs, or ``--resources``) with what each of the rules
+that run models asks for (config ``gpus_per_job``): below it, Snakemake would
+only stop at the first such job, blaming pipes or service outputs.
 """
 
 from __future__ import annotations
@@ -87,8 +93,8 @@ def format_message(
         )
     lines.append(
         "  (Do not set them with --default-resources/--set-resources on the command "
-        "line: those replace the profile's whole key, e.g. runtime/mem_mb or the GPU "
-        "requests. To keep a separate copy, add a second profile with full "
+        "line: those replace the profile's whole key, e.g. runtime and mem_mb. "
+        "To keep a separate copy, add a second profile with full "
         "default-resources: snakemake --profile profiles/slurm --profile my-site.)"
     )
     return "\n".join(lines)
@@ -134,3 +140,20 @@ def check_slurm_profile(workflow, profiles: Sequence[Path] | None = None) -> Non
     if found:
         where = placeholder_file(used_profiles() if profiles is None else profiles, found)
         raise WorkflowError(format_message(found, rule_resources, where))
+
+
+def check_gpu_count(workflow, per_job: int) -> None:
+    """Raise ``WorkflowError`` where the run gives fewer GPUs (``resources: gpu``) than one GPU job asks for
+    (``per_job``, config ``gpus_per_job``), naming both keys."""
+    from snakemake.exceptions import WorkflowError
+
+    if getattr(workflow, "remote_exec", False) or getattr(workflow, "subprocess_exec", False):
+        return  # a job's own process: the main one has checked
+    given = workflow.global_resources["gpu"].value if "gpu" in workflow.global_resources else None
+    if given is not None and given < per_job:
+        raise WorkflowError(
+            f"`resources: gpu` is {given} (the profile's or --resources), below the {per_job} GPU that each "
+            f"training and sampling job asks for (`gpus_per_job: {per_job}` of the config): none of them could "
+            "start; set `resources: gpu` to this machine's GPUs, or `gpus_per_job: 0` in config.yaml where it has "
+            "none"
+        )
