@@ -9,6 +9,7 @@ byte. An interrupted or failed run leaves the earlier tables and plots as they w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,9 +25,10 @@ import pytest
 from test_bad_input import TRANSMOD, tree
 from test_tables import make_plan, write_metrics
 
+from transmod.atomic import MARK, MARK_FILE
 from transmod.cli import main
 from transmod.results.runs import Plan
-from transmod.results.tables import MANIFEST, write_plan
+from transmod.results.tables import write_plan
 from transmod.train.tasks import declare_task
 
 GRID = {"matching": ["pi"], "incompatible": ["pi"]}
@@ -194,9 +197,42 @@ def linked_tables(results: Path) -> None:
 def older_folder_with(relative: str):
     """A tables folder of an older transmod (no list of what it wrote) holding a file of the user's."""
     def make(results: Path) -> None:
-        (results / "tables" / MANIFEST).unlink()
+        (results / "tables" / MARK_FILE).unlink()
         user_file(relative)(results)
     return make
+
+
+OLD_LIST = ".transmod-files.json"  # where transmod tables listed its files before it used the folder mark
+
+
+def listed_the_old_way(results: Path) -> None:
+    """tables/ and plots/ as the transmod before one folder mark left them: the same list, under another name."""
+    for folder in ("tables", "plots"):
+        (results / folder / MARK_FILE).rename(results / folder / OLD_LIST)
+
+
+def old_list_with(relative: str, text: str = "mine\n"):
+    def make(results: Path) -> None:
+        listed_the_old_way(results)
+        user_file(relative, text)(results)
+    return make
+
+
+def figure_where_plots_held_none(results: Path) -> None:
+    """The user's figure, named as the next run names one, in plots/ that transmod left empty (no finished run):
+    its mark lists no file, which must not read as a mark that lists nothing."""
+    metrics = {path: path.read_bytes() for path in (results / "runs").rglob("metrics.json")}
+    for path in metrics:
+        path.unlink()
+    assert main(["tables", str(results)]) == 0
+    assert files_of(results / "plots") == [MARK_FILE]
+    for path, data in metrics.items():
+        path.write_bytes(data)
+    user_file("plots/incompatible/pi/scores.adapter.png", "my figure")(results)
+
+
+def files_of(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 USER_CASES = {
@@ -208,6 +244,11 @@ USER_CASES = {
                                    "scores.adapter.png: not written by transmod tables, or changed since"),
     "tables/ a link to the user's folder": (linked_tables, "tables: not the folder transmod tables writes"),
     "a file in an older transmod's tables/": (older_folder_with("tables/notes.md"), "tables/notes.md: not written"),
+    "a file beside the old list of tables/": (old_list_with("tables/notes.md"), "tables/notes.md: not written"),
+    "a table the user replaced, listed the old way": (old_list_with("tables/summary.md"),
+                                                      "tables/summary.md: not written by transmod tables, or changed"),
+    "a figure of the user's where plots/ held none": (figure_where_plots_held_none,
+                                                       "scores.adapter.png: not written by transmod tables"),
 }
 
 
@@ -231,18 +272,39 @@ def test_an_older_workflows_fidelity_files_and_stale_outputs_go(sandbox, capsys)
     assert not any((results / name).exists() for name in theirs)
     assert not (results / "plots/incompatible").exists() and not (results / "tables/html/incompatible.pi.html").exists()
     assert (results / "plots/matching/pi/scores.adapter.pdf").is_file()
-    listed = json.loads((results / "tables" / MANIFEST).read_text())["files"]
+    listed = json.loads((results / "tables" / MARK_FILE).read_text())["files"]
     assert "summary.md" in listed and "fidelity.md" not in listed
     assert not [p for p in results.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_an_older_transmods_folder_is_replaced(sandbox):
-    """Tables and plots of a transmod that listed nothing: the files the new set writes were its own."""
+def the_marks_list_every_file(results: Path) -> None:
+    """Each folder holds one mark (no list of an older transmod beside it), listing every other file with its
+    SHA-256."""
+    for folder in (results / "tables", results / "plots"):
+        mark = json.loads((folder / MARK_FILE).read_text())
+        assert mark[MARK] == "tables" and not (folder / OLD_LIST).exists()
+        assert {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files_of(folder)
+                if name != MARK_FILE} == mark["files"]
+
+
+@pytest.mark.parametrize("older", ["listed nothing", "listed its files apart"])
+def test_an_older_transmods_folder_is_replaced(sandbox, older):
+    """Tables and plots of a transmod that listed nothing (the files the new set writes were its own), or listed
+    them in a file of their own: replaced, new scores and all, and marked like every transmod folder."""
     results = results_of(sandbox)
-    for folder in ("tables", "plots"):
-        (results / folder / MANIFEST).unlink()
+    if older == "listed nothing":
+        for folder in ("tables", "plots"):
+            (results / folder / MARK_FILE).unlink()
+    else:
+        listed_the_old_way(results)
+    before = the_set(results)
+    rescore(results)
     assert main(["tables", str(results)]) == 0
-    assert (results / "tables" / MANIFEST).is_file() and (results / "plots" / MANIFEST).is_file()
+    after = the_set(results)
+    assert after["tables/summary.md"] != before["tables/summary.md"]
+    assert {name for name in after if not name.endswith(MARK_FILE)} == {
+        name for name in before if not name.endswith((MARK_FILE, OLD_LIST))}
+    the_marks_list_every_file(results)
 
 
 def test_without_a_plan_the_error_names_the_command_that_writes_it(tmp_path, capfd):
@@ -260,7 +322,7 @@ def test_no_finished_run_says_so_in_one_line_and_draws_no_empty_figure(sandbox, 
     out = capfd.readouterr().out.splitlines()
     assert out[0] == "0 of 32 runs finished (32 without a metrics file: empty cells, listed under the tables)", out
     assert len(out) == 2 and "no metrics file" not in "\n".join(out), out
-    assert [p.name for p in (results / "plots").rglob("*") if p.is_file()] == [MANIFEST]
+    assert files_of(results / "plots") == [MARK_FILE]
     assert "matching/pi/de/adapter/student-skip/seed2" in (results / "tables/pi.md").read_text()
 
 
@@ -324,6 +386,40 @@ def test_an_interrupted_run_keeps_the_previous_tables_and_plots(larger, tmp_path
     assert main(["tables", str(results)]) == 0
     assert leftovers(results) == []
     assert the_set(results).keys() == before.keys() and the_set(results) != before
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_between_the_two_moves_waits_until_the_new_set_is_whole(sandbox, capfd, monkeypatch, number):
+    """The worst moment: the new plots/ is in place, tables/ not yet. The signal waits for tables/, then stops the
+    command, which says so; another thread (torch and BLAS run some in every job) does not let it through."""
+    results = results_of(sandbox)
+    rescore(results)
+    real_replace = os.replace
+
+    def replace_then_signal(source, target):
+        real_replace(source, target)
+        if Path(target) == results / "plots":
+            os.kill(os.getpid(), number)
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    other = threading.Event()
+    threading.Thread(target=other.wait, daemon=True).start()
+    capfd.readouterr()
+    try:
+        code = main(["tables", str(results)])
+    finally:
+        other.set()
+        monkeypatch.undo()
+    out, err = capfd.readouterr()
+    name = signal.Signals(number).name
+    assert code == 128 + number, err
+    assert f"{name} came while the new tables and plots replaced the old ones: both are in place" in out, out
+    assert err == f"transmod tables: interrupted; {results / 'tables'} was written whole before that\n", err
+    assert leftovers(results) == []
+    signalled = the_set(results)
+    assert main(["tables", str(results)]) == 0
+    assert the_set(results) == signalled  # the whole new set: a run that nothing stops writes the same
+    the_marks_list_every_file(results)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -176,6 +177,34 @@ def test_a_stopped_one_shot_transfer_leaves_nothing(inputs, tmp_path, sig):
     _one_line(done.stderr)
     assert not list(scratch.rglob("*")), (list(scratch.rglob("*")), done.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
+def test_sigterm_while_an_output_moves_into_place_waits_for_it_beside_other_threads(tmp_path):
+    """A job installs no SIGTERM handler, and its process runs other threads (torch's, BLAS's), to which the kernel
+    hands a signal that the main thread holds back: the default action then ends the process, but only once the
+    output is in place."""
+    out = tmp_path / "out.txt"
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, threading
+        from transmod.atomic import atomic_path
+
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        real_replace = os.replace
+
+        def replace_after_sigterm(source, target):
+            os.kill(os.getpid(), signal.SIGTERM)
+            real_replace(source, target)
+
+        os.replace = replace_after_sigterm
+        with atomic_path({str(out)!r}) as tmp:
+            tmp.write_text("whole\\n")
+        print("not stopped")
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == -signal.SIGTERM, (done.returncode, done.stdout, done.stderr)
+    assert out.read_text() == "whole\n" and "not stopped" not in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.py", "out.txt"]
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import pytest
 from test_bad_input_tables import edit_plan, make_results, refused, results_of
 from test_tables import run_info
 
+from transmod.atomic import MARK_FILE
 from transmod.cli import main
 from transmod.results.runs import Plan
-from transmod.results.tables import MANIFEST, load_plan, write_plan
+from transmod.results.tables import load_plan, write_plan
 
 CELLS = [("matching", "pi", lang, "adapter") for lang in ("en", "de")] + \
         [("incompatible", "pi", lang, "adapter") for lang in ("en", "de")]
@@ -58,7 +59,7 @@ def test_tables_write_the_fidelity_table_from_the_fidelity_files_written_so_far(
     assert rows.loc[("incompatible", "avg", "procrustes"), "rel_error"] == pytest.approx(2 * (0.3 + 0.4) / 2)
     assert "3 of 4 fidelity files" in (results / "tables" / "fidelity.md").read_text()
     assert (results / "plots" / "fidelity.png").stat().st_size > 1000
-    listed = json.loads((results / "tables" / MANIFEST).read_text())["files"]
+    listed = json.loads((results / "tables" / MARK_FILE).read_text())["files"]
     assert {"fidelity.md", "fidelity.csv"} <= set(listed)  # transmod's own now, checked like the others
 
     fidelity_file(results, CELLS[1], 0.3)  # the missing cell finishes: the next run regenerates the table

@@ -3,8 +3,9 @@
 Every output appears by renaming a temporary sibling into place, so a failed or killed job never
 leaves a file that looks finished. Outputs that a user names (`--out`) are also marked with their
 kind (`MARK` in a file's own metadata, or a `MARK_FILE` inside a folder that also lists the files
-transmod wrote there), so that transmod can tell its own earlier output, which `--overwrite` may
-replace, from anything else, which it never touches. Creating a new output is one atomic step (a
+transmod wrote there, with their SHA-256 where transmod replaces the folder unasked, as `transmod tables`
+does), so that transmod can tell its own earlier output, which `--overwrite` may replace, from anything
+else, which it never touches. Creating a new output is one atomic step (a
 hard link or a rename that fails if the name exists), so of two concurrent writers exactly one wins.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -26,8 +28,11 @@ from pathlib import Path
 from transmod.errors import TransmodError
 
 MARK = "transmod_output"  # metadata key naming the kind of a transmod output (samples, correlation, ...)
-MARK_FILE = "transmod.json"  # inside an output folder: {MARK: kind, "files": [what transmod wrote], provenance...}
+MARK_FILE = "transmod.json"  # inside an output folder: {MARK: kind, "files": what transmod wrote, provenance...}
 _OLD_MARK_FILE = ".transmod-output"  # the plain-text mark of transmod 0.x folders: read, never written
+_OLD_LIST_FILE = ".transmod-files.json"  # where `transmod tables` listed its files before MARK_FILE: read, never written
+_MARK_FILES = (MARK_FILE, _OLD_LIST_FILE, _OLD_MARK_FILE)
+HELD = (signal.SIGINT, signal.SIGTERM)  # what `uninterrupted` holds back
 _HOST = socket.gethostname().replace(".", "-")
 WRITTEN: list[Path] = []  # what this process has moved into place, for an honest message when it is stopped
 MAX_NAME = 64  # longest name (pair, task, language, model folder) that becomes one path component
@@ -107,7 +112,7 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False,
     try:
         yield tmp
         _share(tmp, umask())
-        with _uninterrupted():  # a signal now would leave an old folder moved aside, or a false "nothing written"
+        with uninterrupted():  # a signal now would leave an old folder moved aside, or a false "nothing written"
             commit(tmp, target)
             WRITTEN.append(target)
     except BaseException as exc:
@@ -124,16 +129,25 @@ def atomic_path(target: str | os.PathLike, is_dir: bool = False,
 
 
 @contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """SIGINT and SIGTERM held back (delivered when the block ends), where the main thread can hold them."""
+def uninterrupted(on_signal: Callable[[str], None] | None = None) -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the block moves outputs into place, and delivered when it ends (after
+    `on_signal` hears the name of the first that came). Held by handlers, not a signal mask: a mask on the main
+    thread holds nothing once other threads run (torch's, BLAS's), since the kernel then hands the signal to one of
+    them. Only the main thread sets handlers: elsewhere the block runs unguarded."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    saved = {number: signal.signal(number, lambda number, frame: caught.append(number)) for number in HELD}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for number, handler in saved.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            if on_signal is not None:
+                on_signal(signal.Signals(caught[0]).name)
+            signal.raise_signal(caught[0])  # an enclosing `uninterrupted` holds it in turn
 
 
 def _out_of_space(exc: BaseException, folder: Path) -> bool:
@@ -167,11 +181,16 @@ def _remove(path: Path) -> None:
 
 
 def _folder_mark(path: Path) -> dict | None:
-    """The mark of an output folder: {MARK: kind, "files": [...]} (no "files" for a 0.x folder), or None."""
-    marker = path / MARK_FILE
-    if marker.is_file() and not marker.is_symlink():
-        data = json.loads(marker.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) and isinstance(data.get(MARK), str) else None
+    """The mark of an output folder: {MARK: kind, "files": [names] or {name: sha256}} (no "files" for a 0.x
+    folder), or None (a file of that name that is no mark is the user's)."""
+    for name in (MARK_FILE, _OLD_LIST_FILE):
+        marker = path / name
+        if marker.is_file() and not marker.is_symlink():
+            try:
+                data = json.loads(marker.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return data if isinstance(data, dict) and isinstance(data.get(MARK), str) else None
     old = path / _OLD_MARK_FILE
     if old.is_file() and not old.is_symlink():
         return {MARK: old.read_text(encoding="utf-8").strip()}
@@ -213,12 +232,36 @@ def files_under(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink() or not p.is_dir())
 
 
-def _foreign(folder: Path, written: Iterable[str]) -> str | None:
-    """The first file in an earlier output folder that transmod did not write there (its mark lists what it
-    wrote; a 0.x folder's mark does not, so only the names of the new output count as its own)."""
-    mark = _folder_mark(folder) or {}
-    own = set(mark.get("files") or written) | {MARK_FILE, _OLD_MARK_FILE}
-    return next((name for name in files_under(folder) if name not in own), None)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mark_folder(folder: Path, kind: str, digests: bool = False) -> None:
+    """Write `folder`'s mark: its kind and the files in it, with their SHA-256 where `digests` (then a file changed
+    since no longer counts as transmod's). Whatever a writer put in `MARK_FILE` first (provenance) is kept."""
+    marker = folder / MARK_FILE
+    mark = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+    names = [name for name in files_under(folder) if name != MARK_FILE]
+    files = {name: _sha256(folder / name) for name in names} if digests else names
+    marker.write_text(json.dumps({**mark, MARK: kind, "files": files}, indent=2, sort_keys=True) + "\n",
+                      encoding="utf-8")
+
+
+def foreign_file(folder: Path, written: Iterable[str] = (), unlisted: Iterable[str] = ()) -> str | None:
+    """The first file in an earlier output folder that transmod did not write there, or that changed since (where
+    the mark holds digests). A folder whose mark lists nothing (transmod 0.x, or no mark) counts the names of the
+    new output, `written`, as its own; `unlisted`: files an older transmod wrote there without listing them."""
+    mark = _folder_mark(folder)
+    listed = (mark or {}).get("files")
+    own = set(written if listed is None else listed) | set(unlisted)
+    for name in files_under(folder):
+        if mark is not None and name in _MARK_FILES:
+            continue
+        path = folder / name
+        if name not in own or (isinstance(listed, dict) and name in listed
+                               and (path.is_symlink() or _sha256(path) != listed[name])):
+            return name
+    return None
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -253,7 +296,7 @@ def check_output(target: str | os.PathLike, kind: str, inputs: Iterable[str | os
         if not overwrite:
             raise TransmodError(f"{option} {target}: a transmod {kind} output is already there; "
                                 "pass --overwrite to replace it")
-        if path.is_dir() and "files" in (_folder_mark(path) or {}) and (name := _foreign(path, ())):
+        if path.is_dir() and "files" in (_folder_mark(path) or {}) and (name := foreign_file(path)):
             _refuse_foreign(option, target, name)  # a 0.x folder lists nothing: checked against the new files
     return path
 
@@ -273,7 +316,7 @@ def _committer(target: str | os.PathLike, kind: str, overwrite: bool, option: st
                 return
             aside = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
             os.replace(path, aside / "old")  # now no one can add to it behind our back
-            if name := _foreign(aside / "old", files_under(tmp)):
+            if name := foreign_file(aside / "old", files_under(tmp)):
                 os.replace(aside / "old", path)
                 aside.rmdir()
                 _refuse_foreign(option, target, name)
@@ -304,10 +347,6 @@ def new_output(target: str | os.PathLike, kind: str, *, inputs: Iterable[str | o
     with atomic_path(path, is_dir=is_dir, commit=_committer(target, kind, overwrite, option)) as tmp:
         yield tmp
         if is_dir:
-            marker = tmp / MARK_FILE
-            mark = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-            files = [f for f in files_under(tmp) if f != MARK_FILE]
-            marker.write_text(json.dumps({**mark, MARK: kind, "files": files}, indent=2, sort_keys=True) + "\n",
-                              encoding="utf-8")
+            mark_folder(tmp, kind)
         elif output_kind(tmp) != kind:
             raise AssertionError(f"the {kind} writer did not mark {tmp}")

@@ -10,24 +10,22 @@ exist (saying so when some do not), and metrics of another config are refused be
 
 The two folders are one set: both are written as temporary siblings and moved into place together at the
 end, so a reader, a failed run (a full disk) and an interrupted one (Ctrl-C, SIGTERM) see the old set or
-the new one, never a mix. Each folder lists what transmod wrote there (`MANIFEST`, with checksums); a file
-it did not write, or one changed since, is named and refused instead of being dropped with the old set.
+the new one, never a mix. Each folder's mark (`atomic.MARK_FILE`) lists what transmod wrote there, with
+checksums; a file it did not write, or one changed since, is named and refused instead of being dropped with
+the old set.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import signal
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from transmod.atomic import MARK, atomic_path, files_under
+from transmod.atomic import MARK, atomic_path, foreign_file, files_under, mark_folder, uninterrupted
 from transmod.errors import TransmodError
 from transmod.results import plots, render
 from transmod.results.fidelity_table import NAME as FIDELITY, fidelity_of_runs, write_fidelity
@@ -37,10 +35,10 @@ from transmod.train.tasks import BUILTIN_TASKS, METRICS, Task
 PLAN_FILE = "plan.json"
 TABLES_DIR, HTML_DIR, PLOTS_DIR, RUNS_DIR = "tables", "tables/html", "plots", "runs"
 ALIGN_FILES = ("assignment", "correlation")  # the path-valued keys of a plan's alignment records
-MANIFEST = ".transmod-files.json"  # in tables/ and plots/: {file: sha256} of what transmod tables wrote there
+KIND = "tables"  # the mark of tables/ and plots/
 # The fidelity table's files, which an older workflow's fidelity_table rule wrote without listing them: transmod's
 # own, replaced with the rest of the set.
-UNLISTED_OWN = (f"{TABLES_DIR}/{FIDELITY}.md", f"{TABLES_DIR}/{FIDELITY}.csv", f"{PLOTS_DIR}/{FIDELITY}.png")
+UNLISTED_OWN = {TABLES_DIR: (f"{FIDELITY}.md", f"{FIDELITY}.csv"), PLOTS_DIR: (f"{FIDELITY}.png",)}
 LOCK = ".transmod-tables.lock"  # in RESULTS_DIR: one writer of tables/ and plots/ at a time
 
 
@@ -137,7 +135,8 @@ def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]], 
     for folder in folders.values():
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise TransmodError(f"{folder}: not the folder transmod tables writes (a link or a file); move it away")
-    with _HeldSignals(log) as held, atomic_path(folders[TABLES_DIR], is_dir=True) as tables, \
+    # `held` is left last: once entered, signals wait until both folders are in place
+    with contextlib.ExitStack() as held, atomic_path(folders[TABLES_DIR], is_dir=True) as tables, \
             atomic_path(folders[PLOTS_DIR], is_dir=True) as figures:
         staged = {TABLES_DIR: tables, PLOTS_DIR: figures}
         html = inside(tables, *Path(HTML_DIR).relative_to(TABLES_DIR).parts)
@@ -151,69 +150,20 @@ def _replace_set(results_dir: Path, runs: Runs, align: list[Mapping[str, str]], 
             raise TransmodError(f"{twice}: two tables would be written there (a task named like a table?); "
                                 "rename the task in the config")
         for name, tmp in staged.items():
-            _write_manifest(tmp)
-            _keep_others(folders[name], tmp)
-        held.start()  # from here on both folders are replaced, even if a signal comes
+            _keep_others(folders[name], tmp, UNLISTED_OWN[name])
+            mark_folder(tmp, KIND, digests=True)
+        # from here on both folders are replaced, even if a signal comes: it stops the command once they are
+        held.enter_context(uninterrupted(lambda name: log(f"{name} came while the new tables and plots replaced "
+                                                           "the old ones: both are in place, whole; stopping now")))
     return final
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write_manifest(staged: Path) -> None:
-    files = {name: _sha256(staged / name) for name in files_under(staged)}
-    (staged / MANIFEST).write_text(json.dumps({MARK: "tables", "files": files}, indent=1, sort_keys=True) + "\n",
-                                   encoding="utf-8")
-
-
-def _keep_others(folder: Path, staged: Path) -> None:
+def _keep_others(folder: Path, staged: Path, unlisted: tuple[str, ...]) -> None:
     """Refuse any file in the old `folder` that transmod tables did not write (or that changed since), naming it:
     the old folder goes as a whole."""
-    if not folder.is_dir():
-        return
-    listed = _manifest(folder)
-    for name in files_under(folder):
-        old, new = folder / name, staged / name
-        if name == MANIFEST or (f"{folder.name}/{name}" in UNLISTED_OWN and name not in (listed or {})):
-            continue
-        if not (new.exists() if listed is None else
-                name in listed and not old.is_symlink() and _sha256(old) == listed[name]):
-            raise TransmodError(f"{old}: not written by transmod tables, or changed since; move it out of {folder} "
-                                "(transmod tables replaces the folder whole), then run again")
-
-
-def _manifest(folder: Path) -> dict[str, str] | None:
-    """What transmod tables wrote in `folder`; None for a folder of an older transmod, which listed nothing
-    (then the files the new set writes count as its own)."""
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        return dict(data["files"]) if data.get(MARK) == "tables" else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-class _HeldSignals:
-    """Once `start` is called, SIGINT and SIGTERM wait until the block ends: the new set, once it starts to
-    replace the old one, replaces it whole (a signal then is logged, and the command ends as done)."""
-
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self.log, self.saved, self.caught = log, {}, []
-
-    def __enter__(self) -> _HeldSignals:
-        return self
-
-    def start(self) -> None:
-        if threading.current_thread() is threading.main_thread():  # only the main thread sets handlers
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self.saved[number] = signal.signal(number, lambda caught, frame: self.caught.append(caught))
-
-    def __exit__(self, kind: type | None, *rest: Any) -> None:
-        for number, handler in self.saved.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
-        if self.caught and kind is None:
-            self.log(f"{signal.Signals(self.caught[0]).name} came while the new tables and plots replaced the old "
-                     "ones; they did, whole")
+    if folder.is_dir() and (name := foreign_file(folder, files_under(staged), unlisted)):
+        raise TransmodError(f"{folder / name}: not written by transmod tables, or changed since; move it out of "
+                            f"{folder} (transmod tables replaces the folder whole), then run again")
 
 
 @contextlib.contextmanager
