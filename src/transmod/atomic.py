@@ -32,7 +32,7 @@ MARK_FILE = "transmod.json"  # inside an output folder: {MARK: kind, "files": wh
 _OLD_MARK_FILE = ".transmod-output"  # the plain-text mark of transmod 0.x folders: read, never written
 _OLD_LIST_FILE = ".transmod-files.json"  # where `transmod tables` listed its files before MARK_FILE: read, never written
 _MARK_FILES = (MARK_FILE, _OLD_LIST_FILE, _OLD_MARK_FILE)
-HELD = (signal.SIGINT, signal.SIGTERM)  # what `uninterrupted` holds back
+_HELD = (signal.SIGINT, signal.SIGTERM)  # what `uninterrupted` holds back
 _HOST = socket.gethostname().replace(".", "-")
 WRITTEN: list[Path] = []  # what this process has moved into place, for an honest message when it is stopped
 MAX_NAME = 64  # longest name (pair, task, language, model folder) that becomes one path component
@@ -138,7 +138,7 @@ def uninterrupted(on_signal: Callable[[str], None] | None = None) -> Iterator[No
         yield
         return
     caught: list[int] = []
-    saved = {number: signal.signal(number, lambda number, frame: caught.append(number)) for number in HELD}
+    saved = {number: signal.signal(number, lambda number, frame: caught.append(number)) for number in _HELD}
     try:
         yield
     finally:
