@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from transmod.atomic import MARK, atomic_path, foreign_file, files_under, mark_folder, uninterrupted
+from transmod.atomic import MARK, atomic_path, files_under, foreign_file, mark_folder, uninterrupted
 from transmod.errors import TransmodError
 from transmod.results import plots, render
 from transmod.results.fidelity_table import NAME as FIDELITY, fidelity_of_runs, write_fidelity
