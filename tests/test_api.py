@@ -102,6 +102,7 @@ def test_options_the_call_would_not_use_are_refused(folders, tmp_path, text_file
         "unknown --mapping 'skp'": dict(mapping="skp"),
         "unknown --lora-b": dict(lora_b="both"),
         "unknown alignment method 'magic'": dict(method="magic"),
+        "--lora-b output aligns an encoder LoRA's B .* bottleneck adapter .* would be ignored": dict(lora_b="output"),
     }
     for expected, options in refused.items():
         with pytest.raises(TransmodError, match=expected):
@@ -109,6 +110,19 @@ def test_options_the_call_would_not_use_are_refused(folders, tmp_path, text_file
     moved = transmod.transfer(folders["adapter"], **same)
     with pytest.raises(TransmodError, match="LoRA modules only"):
         moved.save(tmp_path / "peft", format="peft")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_max_length_beyond_the_models_positions_is_refused_before_a_pass(folders, tmp_path, text_file):
+    from transmod.align.sampling import position_limit, sample_model
+    from transmod.align.texts import read_texts
+    from transformers import AutoConfig
+
+    assert position_limit(AutoConfig.from_pretrained(folders["teacher"])) == 64
+    wide = AutoConfig.from_pretrained(folders["wide"])
+    assert position_limit(wide) == 64 - wide.pad_token_id - 1  # RoBERTa's positions start after the padding index
+    with pytest.raises(TransmodError, match="--max-length 65 is longer than .* reads .64 positions.; give --max-length 64 or less"):
+        sample_model(folders["teacher"], read_texts(text_file), {"adapter": tmp_path / "s.parquet"}, max_length=65)
     assert not list(tmp_path.iterdir())
 
 

@@ -137,7 +137,8 @@ def _sample_verb(command: Command) -> None:
     p.add_argument("--out", required=True, help="output .parquet")
     p.add_argument("--max-tokens", type=positive, default=None, help="keep the first N tokens (default: all)")
     p.add_argument("--batch-size", type=positive, default=32)
-    p.add_argument("--max-length", type=positive, default=128, help="truncate examples to this many tokens")
+    p.add_argument("--max-length", type=positive, help="truncate examples to this many tokens (default 128, or what "
+                   "the model reads where that is fewer)")
     p.add_argument("--lora-outputs", action="store_true", help="also sample query/value outputs (for --lora-b output)")
 
 

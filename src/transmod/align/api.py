@@ -102,6 +102,10 @@ def transfer(
     check_teacher_student(teacher_shape, student_shape)
     given = _load_alignment(alignment, method)
     source = read_module(module, teacher_shape)  # a bad module or format is refused before any sampling
+    if lora_b != "study" and source.spec.spaces(True, teacher_shape.arch) == source.spec.spaces(False, teacher_shape.arch):
+        raise TransmodError(f"--lora-b {lora_b} aligns an encoder LoRA's B on its query/value outputs, but {module} is "
+                            f"a {source.spec.label} on {teacher_shape.model_type}, which has none to align, so it "
+                            "would be ignored: drop --lora-b")
     fmt = format or default_format(source.spec, student_shape)
     check_student_format(student_shape, fmt, source.spec, module)
     if given is None and examples is not None:

@@ -135,13 +135,14 @@ def sample_hidden_states(
     model_name: str,
     max_tokens: int | None = None,
     batch_size: int = 32,
-    max_length: int = 128,
+    max_length: int | None = None,
     lora_outputs: bool = False,
     seed: int = 0,
 ) -> int:
     """Run the bare model over `examples` once and write, per hook type in `outs` (adapter, lora),
     the module inputs of every layer to that file (see `sampled_batches`). Returns the number of tokens written."""
     tokenizer = batchable(tokenizer, model_name)
+    max_length = input_length(model.config, max_length, model_name)  # as the sample file records it
     shape = model_shape(model.config, model_name)
     spaces = {peft: get_kind(peft).spaces(lora_outputs, shape.arch) for peft in outs}
     columns = {peft: [f"{s}{l}" for s in spaces[peft] for l in range(shape.num_layers)] for peft in outs}
@@ -182,7 +183,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def sampled_batches(
     model: torch.nn.Module, tokenizer, examples: Sequence[Example], spaces: Mapping[str, Sequence[str]], *,
-    model_name: str, max_tokens: int | None = None, batch_size: int = 32, max_length: int = 128, seed: int = 0,
+    model_name: str, max_tokens: int | None = None, batch_size: int = 32, max_length: int | None = None, seed: int = 0,
     columns: Collection[str] | None = None, tokens_per_pass: int | None = None,
 ) -> Iterator[Sampled]:
     """The module inputs (per hook type in `spaces`: adapter, lora) of the kept tokens, one forward pass at a time.
@@ -194,6 +195,7 @@ def sampled_batches(
     order (`tokens_per_pass`: padded tokens, by default `pass_tokens(model)`); its tokens come in example order.
     `columns`: the `{peft}:{space}{layer}` states to return (default all). `tokenizer` pads on the right (`batchable`).
     """
+    max_length = input_length(model.config, max_length, model_name)
     _check_sampling(tokenizer, examples, model_name, max_tokens, batch_size, max_length)
     shape = model_shape(model.config, model_name)
     model.eval()
@@ -232,6 +234,31 @@ def pass_tokens(shape: ModelShape) -> int:
     one kind) keeps the same tokens with the same states, bit for bit."""
     spaces = {s for kind in KINDS.values() for s in kind.spaces(True, shape.arch)}
     return max(1, STATES_BUDGET // (4 * shape.num_layers * sum(shape.width(s) for s in spaces)))
+
+
+DEFAULT_MAX_LENGTH = 128  # tokens per example unless told otherwise (or the model reads fewer)
+
+
+def position_limit(config) -> int | None:
+    """The longest input a model embeds positions for (None: no learned limit, e.g. rotary positions without
+    one); RoBERTa-style models count positions from after the padding index, so two of theirs are never used."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    return limit - (config.pad_token_id + 1) if config.model_type in ("roberta", "xlm-roberta", "camembert") else limit
+
+
+def input_length(config, max_length: int | None, model_name: str) -> int:
+    """The tokens an example is truncated to: `max_length`, refused beyond the model's positions (its longer inputs
+    would index past the position table, or run on positions it never learned); by default DEFAULT_MAX_LENGTH, or
+    the model's limit where that is shorter."""
+    limit = position_limit(config)
+    if max_length is None:
+        return DEFAULT_MAX_LENGTH if limit is None else min(DEFAULT_MAX_LENGTH, limit)
+    if limit is not None and max_length > limit:
+        raise TransmodError(f"--max-length {max_length} is longer than {model_name} reads ({limit} positions); give "
+                            f"--max-length {limit} or less")
+    return max_length
 
 
 def _check_sampling(tokenizer, examples: Sequence[Example], model_name: str, max_tokens: int | None, batch_size: int,
@@ -288,7 +315,7 @@ def sample_model(
     *,
     max_tokens: int | None = None,
     batch_size: int = 32,
-    max_length: int = 128,
+    max_length: int | None = None,
     lora_outputs: bool = False,
 ) -> int:
     """Load a hub id or local folder (no remote code) and sample it; see `sample_hidden_states`."""
