@@ -24,10 +24,10 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, SENTENCES, add_module, make_model, save_model, snakemake
+from transmod_demo.language import DEMO_TASKS, generate_task_data, write_demo_dataset
 
 from transmod.atomic import MARK_FILE
 from transmod.cli import main
-from transmod.demo.language import DEMO_TASKS, generate_task_data, write_demo_dataset
 from transmod.errors import TransmodError
 from transmod.train.data import write_hub_folder
 from transmod.workflow.config import validate_config, validate_section

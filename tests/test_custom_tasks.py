@@ -21,10 +21,10 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 from localhub import LocalHub
+from transmod_demo.language import DEMO_TASKS, UPOS, folder_texts, write_demo_dataset
+from transmod_demo.models import pretrain_mlm
+from transmod_demo.tokenizer import MAX_LENGTH
 
-from transmod.demo.language import DEMO_TASKS, UPOS, folder_texts, write_demo_dataset
-from transmod.demo.models import pretrain_mlm
-from transmod.demo.tokenizer import MAX_LENGTH
 from transmod.train.tasks import declare_task
 
 SIZES = {"train": 320, "validation": 80, "test": 80}

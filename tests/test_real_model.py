@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 from test_plain_load import LOAD
-
-from transmod.cli import main
-from transmod.demo.minilm import (
+from transmod_demo.minilm import (
     STUDENT_LAYERS,
     build_pair,
     minilm_folder,
     write_next_sentence_data,
 )
+
+from transmod.cli import main
 from transmod.train.config import TrainConfig
 from transmod.train.data import load_split
 from transmod.train.evaluation import write_metrics

@@ -344,7 +344,8 @@ def test_training_beats_chance(models, tmp_path, arch, peft, task):
                                                     ("lora", {"r": 2, "alpha": 4}, "lora_A", 2)])
 def test_train_run_takes_the_configs_module_section_and_the_tasks_splits(models, tmp_path, peft, module, weight, rows):
     """What the workflow's train jobs call: `modules.<peft>` is the run's module options, for either kind."""
-    from transmod.demo.language import write_demo_dataset
+    from transmod_demo.language import write_demo_dataset
+
     from transmod.train.tasks import get_task
     from transmod.train.training import train_run
 
