@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SENTENCES, add_module, make_model, save_model
+from helpers.models import SENTENCES, add_module, make_model, save_model
 
 from transmod.align.samplefile import from_vectors, to_vectors
 from transmod.cli import main
@@ -181,7 +181,7 @@ def test_console_script_exit_code(tmp_path, models):
 def test_two_families_are_refused_as_such_whichever_is_deeper(tmp_path, capsys):
     """A Qwen teacher and a deeper Llama student: swapping them would not help, so the family is what is said."""
     pytest.importorskip("peft")
-    from decoders import make_decoder, peft_lora, save_decoder
+    from helpers.decoders import make_decoder, peft_lora, save_decoder
 
     teacher = make_decoder("qwen2", layers=2)
     peft_lora(teacher, tmp_path / "lora")

@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
-from localhub import LocalHub
+from helpers import REPO
+from helpers.commands import run_snakemake
+from helpers.localhub import LocalHub
 from transmod_demo.language import DEMO_TASKS, UPOS, folder_texts, write_demo_dataset
 from transmod_demo.models import pretrain_mlm
 from transmod_demo.tokenizer import MAX_LENGTH

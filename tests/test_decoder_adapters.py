@@ -8,14 +8,14 @@ import re
 
 import pytest
 import torch
-from conftest import SENTENCES
-from decoders import (
+from helpers.decoders import (
     logits,
     make_decoder,
     make_decoder_tokenizer,
     permute_decoder,
     save_decoder,
 )
+from helpers.models import SENTENCES
 from safetensors.torch import load_file
 
 from transmod.align.alignment import assign_correlation, fit_alignment

@@ -6,8 +6,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import SENTENCES
-from decoders import (
+from helpers.decoders import (
+    decoder_samples,
     load_peft,
     logits,
     make_decoder,
@@ -15,26 +15,15 @@ from decoders import (
     peft_lora,
     permute_decoder,
 )
+from helpers.models import SENTENCES
 
 from transmod.align.alignment import assign_correlation, fit_alignment
 from transmod.align.correlation import correlate_samples
-from transmod.align.samplefile import SampleFile
-from transmod.align.sampling import sample_hidden_states
 from transmod.align.transfer import transfer_module
 from transmod.modules.architectures import model_shape
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.filterwarnings("ignore:Could not find a config file")
-
-
-def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None):
-    """Sample files of (teacher, student) causal LMs on the same plain text."""
-    files = []
-    for i, (who, model) in enumerate(zip("ts", models)):
-        files.append(tmp_path / f"{who}.parquet")
-        tok = (tokenizers or [make_decoder_tokenizer()] * 2)[i]
-        sample_hidden_states(model.model, tok, [(s,) for s in sentences], {"lora": files[-1]}, model_name=who)
-    return SampleFile.open(files[0]), SampleFile.open(files[1])
 
 
 def planted(family, seed=3):

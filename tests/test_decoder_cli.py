@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import SENTENCES
-from decoders import (
+from helpers.decoders import (
     SITES,
     load_peft,
     logits,
@@ -14,6 +13,7 @@ from decoders import (
     peft_lora,
     save_decoder,
 )
+from helpers.models import SENTENCES
 
 from transmod.cli import main
 

@@ -5,8 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import add_module, make_model, save_model
-from test_alignment import _samples
+from helpers.models import add_module, encoder_samples, make_model, save_model
 
 from transmod.align.alignment import Alignment, LayerMap, fit_alignment
 from transmod.align.fidelity import (
@@ -111,7 +110,7 @@ def test_module_effect_matches_the_adapters_forward(tmp_path):
 @pytest.mark.parametrize("peft", ["adapter", "lora"])
 def test_fidelity_of_identity_and_planted_permutation_is_exact(tmp_path, peft):
     import torch
-    from conftest import permute_hidden
+    from helpers.models import permute_hidden
 
     base = make_model("bert", 2)
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(3))
@@ -120,7 +119,7 @@ def test_fidelity_of_identity_and_planted_permutation_is_exact(tmp_path, peft):
     shape = model_shape(base.config, "m")
     teacher_module = read_module(tmp_path / "m", shape)
     for student, name in ((base, "same"), (student_base, "permuted")):
-        samples = _samples((base, student), tmp_path, peft, lora_outputs=peft == "lora")
+        samples = encoder_samples((base, student), tmp_path, peft, lora_outputs=peft == "lora")
         for method in ("lsa", "linear", "procrustes"):
             alignment = fit_alignment(*samples, "skip", method, holdout=0.2)
             transfer_module(tmp_path / "m", shape, shape, "skip", tmp_path / f"{name}-{method}", alignment=alignment,
@@ -281,7 +280,7 @@ def test_fidelity_of_inits_moves_the_module_with_each_inits_mapping_and_alignmen
     teacher, student = make_model("bert", 4), make_model("bert", 2, seed=1)
     paths = save_model(teacher, tmp_path / "t"), save_model(student, tmp_path / "s")
     add_module(copy.deepcopy(teacher), "adapter").save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
-    samples = _samples((teacher, student), tmp_path, "adapter")
+    samples = encoder_samples((teacher, student), tmp_path, "adapter")
     fit_alignment(*samples, "avg", "procrustes", holdout=0.2).save(tmp_path / "avg.procrustes.alignment.safetensors")
     files = {"skip": None, "avg-procrustes": tmp_path / "avg.procrustes.alignment.safetensors"}
     results = fidelity_of_inits(tmp_path / "m", *paths, (samples[0].path, samples[1].path), files, holdout=0.2)

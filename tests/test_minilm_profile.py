@@ -12,7 +12,8 @@ import random
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, REQUIRED_ON_CI, job_counts, snakemake
+from helpers import REPO, REQUIRED_ON_CI
+from helpers.commands import job_counts, snakemake
 from safetensors.numpy import save_file
 from transmod_demo import onnx_bert
 from transmod_demo.minilm import (

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SENTENCES, add_module, make_model, save_model
+from helpers.models import SENTENCES, add_module, make_model, save_model
 
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK, MARK_FILE

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers import REPO
 from transmod_demo.language import (
     DEMO_TASKS,
     TOPICS,
