@@ -1,5 +1,5 @@
-"""Running the project's commands as a user does: the `transmod` console script, and Snakemake on the project's
-Snakefile (killed, with its SLURM jobs cancelled, when it runs too long)."""
+"""Running the project's commands as a user does: `transmod` (its console script, or its main in this process),
+and Snakemake on the project's Snakefile (killed, with its SLURM jobs cancelled, when it runs too long)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ from helpers import REPO
 
 TRANSMOD = str(Path(sys.executable).parent / "transmod")  # the console script of this environment
 DEMO_RUN_LOG = "demo-run.log"  # the demo fixture's snakemake output, in its working directory
+
+
+def run_cli(capsys, *argv) -> tuple[int | None, str, str]:
+    """`transmod ARGV` in this process: its exit code, stdout and stderr."""
+    from transmod.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def run_snakemake(args, cwd, timeout: int) -> subprocess.CompletedProcess:

@@ -135,6 +135,18 @@ def permute_decoder(model, residual: torch.Tensor, kv_groups: torch.Tensor, grou
     return q_dims, kv_dims
 
 
+def planted(family: str, seed: int = 3):
+    """A teacher and the same function with residual stream, heads (groups kept) and MLP neurons permuted; the
+    permutation of each sampled space (h, f, a, kv, m)."""
+    teacher = make_decoder(family)
+    gen = torch.Generator().manual_seed(seed)
+    perms = dict(residual=torch.randperm(64, generator=gen), kv_groups=torch.tensor([1, 0]),
+                 group_heads=[torch.randperm(4, generator=gen) for _ in range(2)], neurons=torch.randperm(128, generator=gen))
+    student = copy.deepcopy(teacher)
+    q_dims, kv_dims = permute_decoder(student, **perms)
+    return teacher, student, dict(h=perms["residual"], f=perms["residual"], m=perms["neurons"], a=q_dims, kv=kv_dims)
+
+
 def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None):
     """Sample files of (teacher, student) causal LMs on the same plain text."""
     from transmod.align.samplefile import SampleFile
