@@ -36,6 +36,12 @@ validate(config, SCHEMA)  # the schema's defaults, filled in
 
 
 include: "workflow/rules/common.smk"
+# The demo's and the real-weights profile's builders (workflow/demo/transmod_demo) are not in the library: only
+# their profiles put them on the path, of this process and of every job, as src above.
+if "demo" in config or "minilm" in config:
+    DEMO = str(Path(workflow.basedir) / "workflow" / "demo")
+    sys.path.insert(0, DEMO)
+    add_to_pythonpath(DEMO)
 if "demo" in config:
 
     include: "workflow/rules/demo.smk"

@@ -9,7 +9,7 @@ is `transmod.train.training.train`; the other side is what a user of `adapters` 
 `adapters.init` on an `AutoModelForSequenceClassification`, `add_adapter` + `train_adapter`,
 `TrainingArguments` (eval/save every epoch, `load_best_model_at_end`), `DataCollatorWithPadding`,
 `AdapterTrainer`. Task: `pi` only (sentence pairs, sequence classification; sentence1, sentence2,
-label), on next-sentence pairs from Python's documentation (`transmod.demo.minilm.write_next_sentence_data`).
+label), on next-sentence pairs from Python's documentation (`transmod_demo.minilm.write_next_sentence_data`).
 
 On a CPU with AMX tiles (bf16 matrix units) the project trains under bf16 autocast, as it does on GPUs
 (`transmod.train.runtime.Device`; TRANSMOD_FP32=1 turns that off); the Trainer's default there is fp32, so
@@ -58,6 +58,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# transmod_demo (MiniLM's data and tokenizer files) is the workflow's, not the installed library's
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "demo"))
 BERT_BASE = (768, 12, 12, 3072)  # hidden, layers, heads, intermediate
 NAMES = {"project": "transmod train", "trainer": "AdapterTrainer", "trainer_bf16": "AdapterTrainer bf16"}
 
@@ -68,8 +70,7 @@ NAMES = {"project": "transmod train", "trainer": "AdapterTrainer", "trainer_bf16
 def build_bert_base(root: Path, tokenizer_dir: Path) -> Path:
     """A BERT-base-shaped classifier with random weights, next to a copy of MiniLM's tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from transmod.demo.minilm import TOKENIZER_FILES
+    from transmod_demo.minilm import TOKENIZER_FILES
 
     folder = root / "bert-base"
     folder.mkdir(parents=True, exist_ok=True)
@@ -443,8 +444,7 @@ def main() -> None:
         return
 
     import datasets
-
-    from transmod.demo.minilm import minilm_folder, write_next_sentence_data
+    from transmod_demo.minilm import minilm_folder, write_next_sentence_data
 
     datasets.disable_progress_bars()
     source = minilm_folder()

@@ -6,13 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from helpers.models import (
     SENTENCES,
-    _hidden_axes,
     add_module,
+    encoder_samples,
+    hidden_axes,
     make_config,
     make_model,
     make_tokenizer,
+    model_inputs,
     permute_hidden,
 )
 from safetensors.torch import load_file
@@ -31,23 +33,6 @@ from transmod.modules.architectures import model_shape
 DATA_METHODS = ["lsa", "lsa-signed", "linear", "procrustes"]
 
 
-def _inputs(model):
-    enc = make_tokenizer()(SENTENCES[:6], SENTENCES[6:12], padding=True, return_tensors="pt")
-    if model.config.model_type == "distilbert":
-        enc.pop("token_type_ids")
-    return enc
-
-
-def _samples(models, tmp_path, peft, lora_outputs=False, sentences=SENTENCES):
-    files = []
-    for who, model in zip("ts", models):
-        files.append(tmp_path / f"{who}-{peft}-{lora_outputs}-{len(sentences)}.parquet")
-        if not files[-1].exists():
-            sample_hidden_states(model, make_tokenizer(), [(s,) for s in sentences], {peft: files[-1]}, model_name=who,
-                                 lora_outputs=lora_outputs)
-    return SampleFile.open(files[0]), SampleFile.open(files[1])
-
-
 def _transfer_and_run(teacher, student_base, alignment, tmp_path, peft, lora_b="study", name="out"):
     import adapters
 
@@ -60,7 +45,7 @@ def _transfer_and_run(teacher, student_base, alignment, tmp_path, peft, lora_b="
     student.load_adapter(str(tmp_path / name), load_as="task", use_safetensors=True)
     student.set_active_adapters("task")
     with torch.no_grad():
-        return teacher(**_inputs(teacher)).last_hidden_state, student(**_inputs(student)).last_hidden_state
+        return teacher(**model_inputs(teacher)).last_hidden_state, student(**model_inputs(student)).last_hidden_state
 
 
 def flip_all_hidden(model):
@@ -74,7 +59,7 @@ def flip_all_hidden(model):
         for name, param in model.named_parameters():
             if ("LayerNorm" in name or "layer_norm" in name) and name.endswith("weight"):
                 continue
-            for _ in _hidden_axes(name, model.config.model_type):
+            for _ in hidden_axes(name, model.config.model_type):
                 param.neg_()
     return model
 
@@ -107,7 +92,7 @@ def test_cli_help_lists_every_method(capsys):
 @pytest.mark.parametrize("peft", ["adapter", "lora"])
 def test_every_method_is_the_identity_on_the_same_model(tmp_path, base, peft):
     teacher = add_module(copy.deepcopy(base), peft)
-    samples = _samples((base, base), tmp_path, peft)
+    samples = encoder_samples((base, base), tmp_path, peft)
     for method in grid_methods():
         alignment = fit_alignment(*samples, "skip", method)
         if method in ("lsa", "lsa-signed", "select"):
@@ -123,7 +108,7 @@ def test_planted_permutation_is_reproduced_by_every_data_method(tmp_path, base, 
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(3))
     student_base = permute_hidden(copy.deepcopy(base), perm)
     teacher = add_module(copy.deepcopy(base), peft)
-    samples = _samples((base, student_base), tmp_path, peft, lora_outputs=peft == "lora")
+    samples = encoder_samples((base, student_base), tmp_path, peft, lora_outputs=peft == "lora")
     for method in DATA_METHODS:
         alignment = fit_alignment(*samples, "skip", method)
         for lm in alignment.layers:
@@ -141,7 +126,7 @@ def test_planted_sign_flip_of_the_residual_stream_is_recovered_by_lsa_signed_not
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(5))
     student_base = flip_all_hidden(permute_hidden(copy.deepcopy(base), perm))
     teacher = add_module(copy.deepcopy(base), "adapter")
-    samples = _samples((base, student_base), tmp_path, "adapter")
+    samples = encoder_samples((base, student_base), tmp_path, "adapter")
     outputs = {}
     for method in DATA_METHODS:
         alignment = fit_alignment(*samples, "skip", method)
@@ -161,10 +146,10 @@ def test_partial_sign_flip_of_lora_output_spaces_is_recovered_by_lsa_signed_not_
     dims = torch.tensor([1, 4, 5, 11, 17, 20])
     student_base = flip_heads(copy.deepcopy(base), dims)
     with torch.no_grad():  # the flip is an exact symmetry of the bare model
-        torch.testing.assert_close(student_base(**_inputs(base)).last_hidden_state,
-                                   base(**_inputs(base)).last_hidden_state, rtol=0, atol=1e-5)
+        torch.testing.assert_close(student_base(**model_inputs(base)).last_hidden_state,
+                                   base(**model_inputs(base)).last_hidden_state, rtol=0, atol=1e-5)
     teacher = add_module(copy.deepcopy(base), "lora")
-    samples = _samples((base, student_base), tmp_path, "lora", lora_outputs=True)
+    samples = encoder_samples((base, student_base), tmp_path, "lora", lora_outputs=True)
     signs = np.ones(24)
     signs[dims] = -1
     results = {}
@@ -189,7 +174,7 @@ def test_lsa_alignment_folds_exactly_as_the_study_assignment(tmp_path, base):
     narrow = make_model("bert", 2, hidden=16, seed=5)
     teacher = add_module(copy.deepcopy(wide), "adapter", bottleneck=6)
     teacher.save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
-    samples = _samples((wide, narrow), tmp_path, "adapter")
+    samples = encoder_samples((wide, narrow), tmp_path, "adapter")
     shapes = model_shape(wide.config, "t"), model_shape(narrow.config, "s")
     transfer_module(tmp_path / "m", *shapes, "avg", tmp_path / "a", assign_correlation(correlate_samples(*samples, "avg")))
     alignment = fit_alignment(*samples, "avg", "lsa")
@@ -217,7 +202,7 @@ def test_select_takes_every_kth_dimension():
 
 
 def test_bad_method_and_too_few_tokens_say_what_to_do(tmp_path, base):
-    samples = _samples((base, base), tmp_path, "adapter", sentences=SENTENCES[:3])
+    samples = encoder_samples((base, base), tmp_path, "adapter", sentences=SENTENCES[:3])
     with pytest.raises(TransmodError, match="use one of lsa, lsa-signed, linear, procrustes, select"):
         fit_alignment(*samples, "skip", "hungarian")
     assert samples[0].num_tokens < 24  # three short sentences: fewer tokens than dims
@@ -235,7 +220,7 @@ def test_an_older_assignment_file_loads_as_the_lsa_alignment_and_folds_alike(tmp
 
     wide, narrow = make_model("bert", 4, hidden=24), make_model("bert", 2, hidden=16, seed=5)
     add_module(copy.deepcopy(wide), "adapter", bottleneck=6).save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
-    samples = _samples((wide, narrow), tmp_path, "adapter")
+    samples = encoder_samples((wide, narrow), tmp_path, "adapter")
     shapes = model_shape(wide.config, "t"), model_shape(narrow.config, "s")
     current = assign_correlation(correlate_samples(*samples, "skip"))
     legacy = {MARK: "assignment", "mapping": "skip", "teacher": current.teacher, "student": current.student,
@@ -315,7 +300,7 @@ def test_sentencepiece_and_wordpiece_tokens_of_one_word_pair_up(tmp_path):
 def test_samples_keyed_by_an_older_transmod_are_refused(tmp_path):
     import pyarrow.parquet as pq
 
-    teacher, student = _samples((make_model("bert", 2), make_model("bert", 2, seed=1)), tmp_path, "adapter")
+    teacher, student = encoder_samples((make_model("bert", 2), make_model("bert", 2, seed=1)), tmp_path, "adapter")
     table = pq.read_table(teacher.path)
     meta = json.loads(pq.read_metadata(teacher.path).metadata[b"transmod"])
     del meta["spans"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import add_module, make_model, save_model
+from helpers.models import add_module, make_model, save_model
 from safetensors.numpy import load_file
 
 import transmod
@@ -137,7 +137,7 @@ def test_importing_transmod_loads_no_heavy_library():
 def test_a_decoders_data_free_fallback_is_a_warning(tmp_path):
     """What the CLI prints as a one-line notice a notebook sees as a warning (`TransferNotice`)."""
     pytest.importorskip("peft")
-    from decoders import make_decoder, peft_lora, save_decoder
+    from helpers.decoders import make_decoder, peft_lora, save_decoder
 
     teacher = make_decoder("qwen2", layers=4)
     peft_lora(teacher, tmp_path / "lora")

@@ -11,25 +11,40 @@ from pathlib import Path
 import transmod
 
 PACKAGE = Path(transmod.__file__).parent
+REPO = PACKAGE.parents[1]
 SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+# The demo's builders: outside the installed package, held to a row of the table of their own.
+DEMO = REPO / "workflow" / "demo" / "transmod_demo"
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every dotted name a file imports (`a.b` and `a.b.c` for `from a.b import c`), at top level or inside
+    functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
 
 
 def imported_subpackages(path: Path) -> set[str]:
-    """Subpackages of transmod that a file imports, at top level or inside functions."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        found |= {n.split(".")[1] for n in names if n.startswith("transmod.") and n.split(".")[1] in SUBPACKAGES}
-    return found
+    """Subpackages of transmod that a file imports."""
+    parts = [n.split(".") for n in imported_names(path)]
+    return {p[1] for p in parts if p[0] == "transmod" and len(p) > 1 and p[1] in SUBPACKAGES}
+
+
+def files_of(name: str) -> list[Path]:
+    """The files that a row of the table of directions covers."""
+    if name == DEMO.name:
+        return sorted(DEMO.glob("*.py"))
+    return sorted((PACKAGE / name).rglob("*.py")) if name in SUBPACKAGES else [PACKAGE / f"{name}.py"]
 
 
 def stated_layers() -> dict[str, set[str]]:
     """ARCHITECTURE.md's table of who may import whom: {package or top-level module: allowed subpackages}."""
-    text = (PACKAGE.parents[1] / "ARCHITECTURE.md").read_text()
+    text = (REPO / "ARCHITECTURE.md").read_text()
     table = text[text.index("| package | may import |"):].split("\n\n", 1)[0]
     allowed = {}
     for row in table.splitlines()[2:]:
@@ -42,12 +57,19 @@ def stated_layers() -> dict[str, set[str]]:
 def test_every_import_follows_the_stated_directions():
     allowed = stated_layers()
     tops = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-    assert set(SUBPACKAGES) | set(tops) == set(allowed), "every subpackage and top-level module has a row"
-    for name in SUBPACKAGES + tops:
-        files = (PACKAGE / name).rglob("*.py") if name in SUBPACKAGES else [PACKAGE / f"{name}.py"]
-        for path in files:
+    names = SUBPACKAGES + tops + [DEMO.name]
+    assert set(names) == set(allowed), "every subpackage, top-level module and the demo has a row"
+    for name in names:
+        for path in files_of(name):
             extra = imported_subpackages(path) - {name} - allowed[name]
-            assert not extra, f"{path.relative_to(PACKAGE)} imports {sorted(extra)}, against ARCHITECTURE.md"
+            assert not extra, f"{path.relative_to(REPO)} imports {sorted(extra)}, against ARCHITECTURE.md"
+
+
+def test_the_installed_library_never_imports_the_demo():
+    """`pip install` leaves workflow/demo out, so the library must work without it."""
+    for path in PACKAGE.rglob("*.py"):
+        demo = sorted(n for n in imported_names(path) if n.split(".")[0] == DEMO.name)
+        assert not demo, f"{path.relative_to(REPO)} imports {demo}"
 
 
 def test_the_stated_directions_have_no_cycle():
@@ -71,10 +93,9 @@ def test_the_conda_environment_pins_what_requirements_pin_and_points_nowhere_in_
     """Snakemake builds the environment wherever it likes (--conda-prefix): no relative path may be in it."""
     import yaml
 
-    repo = PACKAGE.parents[1]
-    env = yaml.safe_load((repo / "workflow/envs/transmod.yaml").read_text())
+    env = yaml.safe_load((REPO / "workflow/envs/transmod.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    pins = dict(line.split("==") for line in (repo / "requirements.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
                 if line.strip() and not line.startswith("#"))
     assert pip and all("==" in p and not p.startswith(("-", ".", "/")) for p in pip), pip
     assert {p.split("==")[0]: p.split("==")[1] for p in pip}.items() <= pins.items()

@@ -44,8 +44,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, WORDS, job_counts, make_model, save_model
-from localhub import LocalHub
+from helpers import REPO
+from helpers.commands import job_counts
+from helpers.localhub import LocalHub
+from helpers.models import WORDS, make_model, save_model
 
 # ---------------------------------------------------------------------------------------------
 # The served repos and how to run clients against them.

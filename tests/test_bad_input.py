@@ -8,7 +8,6 @@ non-zero exit, at most two lines on stderr and no traceback, the sandbox unchang
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -23,74 +22,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import REPO, SENTENCES, add_module, make_model, save_model, snakemake
+from helpers import REPO
+from helpers.commands import TRANSMOD, snakemake
+from helpers.config import SCHEMA, study_config
+from helpers.sandbox import tree
 
 from transmod.atomic import MARK_FILE
 from transmod.cli import main
-from transmod.demo.language import DEMO_TASKS, generate_task_data, write_demo_dataset
 from transmod.errors import TransmodError
-from transmod.train.data import write_hub_folder
 from transmod.workflow.config import validate_config, validate_section
-
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-TRANSMOD = str(Path(sys.executable).parent / "transmod")
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Every path under `root` with its kind, mode and content digest (symlinks by their target)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if rel.startswith(".snakemake"):
-            continue  # Snakemake's own bookkeeping of a dry run
-        st = path.lstat()
-        if path.is_symlink():
-            out[rel] = ("link", os.readlink(path))
-        elif path.is_dir():
-            out[rel] = ("dir", st.st_mode)
-        else:
-            out[rel] = ("file", st.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
-    return out
-
-
-def _peft_lora(base, path: Path) -> None:
-    peft = pytest.importorskip("peft")
-    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]))
-    lora.save_pretrained(path)
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory) -> Path:
-    """Inputs (tiny real models, modules, samples, alignment files) beside unrelated user files."""
-    root = tmp_path_factory.mktemp("sandbox")
-    m = root / "inputs"
-    save_model(make_model("bert", 4), m / "teacher")
-    save_model(make_model("distilbert", 2), m / "student")
-    save_model(make_model("xlm-roberta", 4, hidden=24), m / "wide")
-    save_model(make_model("xlm-roberta", 2, hidden=16), m / "narrow")
-    add_module(make_model("bert", 4), "adapter").save_adapter(str(m / "adapter"), "task", use_safetensors=True)
-    add_module(make_model("bert", 4), "lora").save_adapter(str(m / "lora"), "task", use_safetensors=True)
-    _peft_lora(make_model("bert", 4), m / "peft")
-    (m / "text.txt").write_text("\n".join(SENTENCES[:30]) + "\n")
-    (m / "other.txt").write_text("\n".join(SENTENCES[30:]) + "\n")
-    (m / "garbage.bin").write_bytes(bytes(range(256)) * 8)
-    ok = lambda *argv: main([str(a) for a in argv]) == 0  # noqa: E731
-    for name, model, data in (("t", "teacher", "text"), ("s", "student", "text"), ("o", "student", "other")):
-        assert ok("sample", "--model", m / model, "--peft", "adapter", "--data", m / f"{data}.txt", "--out", m / f"{name}.parquet")
-    assert ok("correlate", "--teacher", m / "t.parquet", "--student", m / "s.parquet", "--mapping", "skip",
-              "--out", m / "corr.safetensors")
-    assert ok("assign", "--correlation", m / "corr.safetensors", "--out", m / "lsa.safetensors")
-    assert ok("transfer", "--module", m / "adapter", "--teacher-model", m / "teacher", "--student-model", m / "student",
-              "--mapping", "skip", "--out", m / "moved")
-    # unrelated user files, which no case may touch
-    (root / "notes.txt").write_text("my notes\n")
-    (root / "mydata").mkdir()
-    (root / "mydata" / "keep.csv").write_text("a,b\n1,2\n")
-    (root / "results.json").write_text('{"mine": true}\n')
-    (root / "home").mkdir()
-    (root / "home" / ".bashrc").write_text("export X=1\n")
-    (root / "link.json").symlink_to(root / "notes.txt")
-    return root
 
 
 def _broken(sandbox: Path, name: str, source: str, edit) -> Path:
@@ -394,13 +334,13 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_refused_and_nothing_is_touched(sandbox, monkeypatch, capfd, case):
+def test_bad_input_is_refused_and_nothing_is_touched(cli_sandbox, monkeypatch, capfd, case):
     make, out, expected = CASES[case]
-    monkeypatch.chdir(sandbox)
-    monkeypatch.setenv("HOME", str(sandbox / "home"))
-    argv = [str(a) for a in make(sandbox)]
+    monkeypatch.chdir(cli_sandbox)
+    monkeypatch.setenv("HOME", str(cli_sandbox / "home"))
+    argv = [str(a) for a in make(cli_sandbox)]
     out = out or "out"
-    before = tree(sandbox)
+    before = tree(cli_sandbox)
     capfd.readouterr()
     try:
         code = main(argv + ["--out", out])
@@ -411,12 +351,12 @@ def test_bad_input_is_refused_and_nothing_is_touched(sandbox, monkeypatch, capfd
     assert code not in (0, None), err
     assert 1 <= len(lines) <= 2 and "Traceback" not in err, err
     assert expected in err and "weights_only=False" not in err, err
-    assert tree(sandbox) == before, "the sandbox changed"
-    assert not (sandbox / "out").exists()
+    assert tree(cli_sandbox) == before, "the sandbox changed"
+    assert not (cli_sandbox / "out").exists()
 
 
-def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(sandbox, tmp_path, capfd):
-    m = sandbox / "inputs"
+def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(cli_sandbox, tmp_path, capfd):
+    m = cli_sandbox / "inputs"
     common = ["transfer", "--module", m / "adapter", "--teacher-model", m / "teacher", "--student-model", m / "student",
               "--mapping", "avg", "--out", tmp_path / "moved"]
     old = os.umask(0o002)  # a group-shared cluster folder
@@ -435,8 +375,8 @@ def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(sandbox, tmp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
-def test_a_killed_writers_temporary_is_cleaned_on_the_next_run(sandbox, tmp_path):
-    m = sandbox / "inputs"
+def test_a_killed_writers_temporary_is_cleaned_on_the_next_run(cli_sandbox, tmp_path):
+    m = cli_sandbox / "inputs"
     argv = ["sample", "--model", m / "teacher", "--peft", "adapter", "--data", m / "text.txt", "--out", tmp_path / "s.parquet"]
     code = ("import os, sys, transmod.align.sampling as s; from transmod.cli import main\n"
             "s.sample_hidden_states = lambda *a, **k: os.kill(os.getpid(), 9)  # killed mid-sampling\n"
@@ -449,11 +389,11 @@ def test_a_killed_writers_temporary_is_cleaned_on_the_next_run(sandbox, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
 
 
-def test_hub_id_fails_at_once_without_a_route_to_the_hub(sandbox, tmp_path):
+def test_hub_id_fails_at_once_without_a_route_to_the_hub(cli_sandbox, tmp_path):
     """Not in offline mode, but the endpoint refuses: one line within seconds, not a minute of retries."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
-    m = sandbox / "inputs"
+    m = cli_sandbox / "inputs"
     started = time.monotonic()
     done = subprocess.run([TRANSMOD, "transfer", "--module", str(m / "adapter"), "--teacher-model", "nobody/no-model",
                            "--student-model", str(m / "student"), "--mapping", "skip", "--out", str(tmp_path / "o")],
@@ -473,67 +413,35 @@ def test_hub_id_fails_at_once_without_a_route_to_the_hub(sandbox, tmp_path):
 
 # ---------------------------------------------------------------- the workflow's config validation
 
-def _config(**changes) -> dict:
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for key, value in changes.items():
-        target = config
-        *path, last = key.split(".")
-        for part in path:
-            target = target[part]
-        target[last] = value
-    return config
-
-
-@pytest.fixture(scope="module")
-def model_folders(tmp_path_factory) -> dict[str, str]:
-    """config.json-only model folders: what the validation reads before any job."""
-    root = tmp_path_factory.mktemp("configs")
-    out = {}
-    for name, (kind, layers, hidden) in {"t": ("bert", 4, 24), "s": ("distilbert", 2, 24), "w": ("xlm-roberta", 4, 32),
-                                         "n": ("xlm-roberta", 2, 16)}.items():
-        make_model(kind, layers, hidden=hidden).config.save_pretrained(root / name)
-        out[name] = str(root / name)
-    (root / "bad").mkdir()
-    (root / "bad" / "config.json").write_text("{oops")
-    out["bad"] = str(root / "bad")
-    # task data in hub layout: demo part-of-speech tags, and a copy with a label id past the 17 names
-    sizes = {"train": 4, "validation": 2, "test": 2}
-    out["pos"] = str(write_demo_dataset(DEMO_TASKS["pos"], root / "pos", ["en"], sizes))
-    rows = generate_task_data("pos", ["en"], 4, 2, 2)
-    rows[("en", "test")][1]["upos"][0] = 17
-    out["pos-bad-ids"] = str(write_hub_folder(root / "pos-bad-ids", DEMO_TASKS["pos"], rows))
-    return out
-
-
 def _pos(folder: str, **changes) -> dict:
     """config.yaml with a declared part-of-speech task on `folder` (changes override its keys), run by the matching pair."""
     task = {"dataset": folder, "languages": ["en"], "kind": "token-classification", "text_columns": ["tokens"],
             "label_column": "upos", "metric": "accuracy", **changes}
-    return _config(**{"tasks.pos": task, "pairs.matching.tasks": ["ner", "pos"]})
+    return study_config(**{"tasks.pos": task, "pairs.matching.tasks": ["ner", "pos"]})
 
 
 CONFIG_CASES = {
-    "seeds: [1.0]": (lambda f: _config(seeds=[1.0]), "config key seeds.0"),
-    "epochs: 1.5": (lambda f: _config(**{"training.student.epochs": 1.5}), "config key training.student.epochs"),
-    "unknown key": (lambda f: _config(sedes=[1]), "unknown key(s) sedes"),
-    "missing local teacher folder": (lambda f: _config(**{"pairs.matching.teacher": "/no/such/teacher"}),
+    "seeds: [1.0]": (lambda f: study_config(seeds=[1.0]), "config key seeds.0"),
+    "epochs: 1.5": (lambda f: study_config(**{"training.student.epochs": 1.5}), "config key training.student.epochs"),
+    "unknown key": (lambda f: study_config(sedes=[1]), "unknown key(s) sedes"),
+    "missing local teacher folder": (lambda f: study_config(**{"pairs.matching.teacher": "/no/such/teacher"}),
                                      "config key pairs.matching.teacher"),
-    "missing local dataset folder": (lambda f: _config(**{"tasks.ner.dataset": "./data/no-ner"}),
+    "missing local dataset folder": (lambda f: study_config(**{"tasks.ner.dataset": "./data/no-ner"}),
                                      "config key tasks.ner.dataset"),
-    "aligned false across widths": (lambda f: _config(**{"pairs.incompatible.aligned": False}),
+    "aligned false across widths": (lambda f: study_config(**{"pairs.incompatible.aligned": False}),
                                     "config key pairs.incompatible.aligned"),
-    "aligned false across local widths": (lambda f: _config(**{"pairs.matching.teacher": f["w"],
+    "aligned false across local widths": (lambda f: study_config(**{"pairs.matching.teacher": f["w"],
                                                                "pairs.matching.student": f["n"]}),
                                           "config key pairs.matching.aligned"),
-    "bottleneck wider than the model": (lambda f: _config(**{"modules.adapter.bottleneck": 800}),
+    "bottleneck wider than the model": (lambda f: study_config(**{"modules.adapter.bottleneck": 800}),
                                         "config key modules.adapter.bottleneck"),
-    "method inits on an unaligned pair": (lambda f: _config(inits=["default", "skip", "skip-procrustes"]),
+    "method inits on an unaligned pair": (lambda f: study_config(inits=["default", "skip", "skip-procrustes"]),
                                           "config key inits"),
-    "a pair's method inits, unaligned": (lambda f: _config(**{"pairs.matching.inits": ["default", "avg-linear"]}),
+    "a pair's method inits, unaligned": (lambda f: study_config(**{"pairs.matching.inits": ["default", "avg-linear"]}),
                                          "config key pairs.matching.inits"),
-    "student deeper than teacher": (lambda f: _config(**{"pairs.matching.teacher": f["s"], "pairs.matching.student": f["t"]}),
+    "student deeper than teacher": (lambda f: study_config(**{"pairs.matching.teacher": f["s"], "pairs.matching.student": f["t"]}),
                                     "config key pairs.matching.student"),
-    "invalid model config.json": (lambda f: _config(**{"pairs.matching.teacher": f["bad"]}), "not readable as JSON"),
+    "invalid model config.json": (lambda f: study_config(**{"pairs.matching.teacher": f["bad"]}), "not readable as JSON"),
     # tasks declared in the config
     "a task of unknown kind": (lambda f: _pos(f["pos"], kind="regression"), "config key tasks.pos.kind"),
     "an unknown metric": (lambda f: _pos(f["pos"], metric="bleu"), "config key tasks.pos.metric"),
@@ -552,9 +460,9 @@ CONFIG_CASES = {
     "a split name with a stray placeholder": (lambda f: _pos(f["pos"], splits={"train": "train_{language}",
                                                                                 "validation": "v", "test": "t"}),
                                               "config key tasks.pos.splits.train"),
-    "a custom task without its declaration": (lambda f: _config(**{"tasks.pos": {"dataset": f["pos"], "languages": ["en"]}}),
+    "a custom task without its declaration": (lambda f: study_config(**{"tasks.pos": {"dataset": f["pos"], "languages": ["en"]}}),
                                               "config key tasks.pos: 'pos' is not a built-in task"),
-    "a pair's task not declared": (lambda f: _config(**{"pairs.matching.tasks": ["ner", "pos"]}),
+    "a pair's task not declared": (lambda f: study_config(**{"pairs.matching.tasks": ["ner", "pos"]}),
                                    "config key pairs.matching.tasks: task 'pos' has no entry"),
 }
 
@@ -568,7 +476,7 @@ def test_bad_config_is_refused_naming_the_key(model_folders, case):
 
 
 def test_shipped_configs_are_valid():
-    validate_config(_config(), SCHEMA, [REPO / "config.yaml"])
+    validate_config(study_config(), SCHEMA, [REPO / "config.yaml"])
     for profile in ("demo", "minilm"):  # each profile's own section, against the schema that lives with it
         config = yaml.safe_load((REPO / "profiles" / profile / f"{profile}-config.yaml").read_text())
         validate_section(config, profile, REPO / "profiles" / profile / f"{profile}.schema.yaml")
@@ -585,7 +493,7 @@ def test_bad_config_file_names_file_and_line(tmp_path, case):
     text, expected = BAD_FILES[case]
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(TransmodError) as info:
-        validate_config(_config(), SCHEMA, [tmp_path / "c.yaml"])
+        validate_config(study_config(), SCHEMA, [tmp_path / "c.yaml"])
     assert f"{tmp_path / 'c.yaml'}, {expected}" in str(info.value)
 
 

@@ -13,12 +13,15 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, make_model, snakemake
-from test_bad_input import SCHEMA, _config, model_folders, tree  # noqa: F401  (model_folders: a fixture)
+from helpers import REPO
+from helpers.commands import snakemake
+from helpers.config import SCHEMA, study_config
+from helpers.models import make_model
+from helpers.sandbox import tree
 
+from transmod.atomic import MAX_NAME
 from transmod.errors import TransmodError
 from transmod.hub import slug
-from transmod.atomic import MAX_NAME
 from transmod.workflow.config import validate_config
 
 NAN, INF = float("nan"), float("inf")
@@ -27,7 +30,7 @@ LONG = "p" * 300  # a pair name that once failed only after sampling, with "File
 
 def _renamed(old: str, new: str | bool) -> dict:
     """config.yaml with one pair renamed."""
-    config = _config()
+    config = study_config()
     config["pairs"] = {new if name == old else name: spec for name, spec in config["pairs"].items()}
     return config
 
@@ -36,40 +39,40 @@ def _task_named(name: str, f: dict) -> dict:
     """config.yaml with a part-of-speech task of this name declared on local data, run by the matching pair."""
     task = {"dataset": f["pos"], "languages": ["en"], "kind": "token-classification", "text_columns": ["tokens"],
             "label_column": "upos", "metric": "accuracy"}
-    return _config(**{f"tasks.{name}": task, "pairs.matching.tasks": ["ner", name]})
+    return study_config(**{f"tasks.{name}": task, "pairs.matching.tasks": ["ner", name]})
 
 
 CASES = {
     # every number finite: YAML's .nan and .inf pass every schema bound
-    "learning_rate: .nan": (lambda f: _config(**{"training.teacher.learning_rate": NAN}),
+    "learning_rate: .nan": (lambda f: study_config(**{"training.teacher.learning_rate": NAN}),
                             "config key training.teacher.learning_rate: nan is not a finite number"),
-    "learning_rate: .inf": (lambda f: _config(**{"training.student.learning_rate": INF}),
+    "learning_rate: .inf": (lambda f: study_config(**{"training.student.learning_rate": INF}),
                             "config key training.student.learning_rate: inf is not a finite number"),
-    "a task's learning_rate: -.inf": (lambda f: _config(**{"tasks.ner.training": {"teacher": {"learning_rate": -INF}}}),
+    "a task's learning_rate: -.inf": (lambda f: study_config(**{"tasks.ner.training": {"teacher": {"learning_rate": -INF}}}),
                                       "config key tasks.ner.training.teacher.learning_rate: -inf is not a finite"),
-    "zero_shot learning_rate: .nan": (lambda f: _config(**{"zero_shot.learning_rate": NAN}),
+    "zero_shot learning_rate: .nan": (lambda f: study_config(**{"zero_shot.learning_rate": NAN}),
                                       "config key zero_shot.learning_rate: nan"),
-    "holdout: .nan": (lambda f: _config(**{"alignment.holdout": NAN}), "config key alignment.holdout: nan"),
-    "alpha: .inf": (lambda f: _config(**{"modules.lora.alpha": INF}), "config key modules.lora.alpha: inf"),
-    "alpha: 8.5": (lambda f: _config(**{"modules.lora.alpha": 8.5}),
+    "holdout: .nan": (lambda f: study_config(**{"alignment.holdout": NAN}), "config key alignment.holdout: nan"),
+    "alpha: .inf": (lambda f: study_config(**{"modules.lora.alpha": INF}), "config key modules.lora.alpha: inf"),
+    "alpha: 8.5": (lambda f: study_config(**{"modules.lora.alpha": 8.5}),
                    "config key modules.lora.alpha: 8.5 is not of type 'integer'"),
-    "a seed past 2**32": (lambda f: _config(seeds=[2**32]),
+    "a seed past 2**32": (lambda f: study_config(seeds=[2**32]),
                           "config key seeds.0: 4294967296 is greater than the maximum"),
     "a pair named `yes` (a bool in YAML)": (lambda f: _renamed("matching", True),
                                             "config key pairs: the name True is read as a bool, not as text; quote it"),
     # model names: a model folder (config.json) or a hub id
-    "teacher: ..": (lambda f: _config(**{"pairs.matching.teacher": ".."}),
+    "teacher: ..": (lambda f: study_config(**{"pairs.matching.teacher": ".."}),
                     "config key pairs.matching.teacher: '..' is not a model folder (it holds no config.json)"),
-    "teacher: /": (lambda f: _config(**{"pairs.matching.teacher": "/"}),
+    "teacher: /": (lambda f: study_config(**{"pairs.matching.teacher": "/"}),
                    "config key pairs.matching.teacher: '/' is not a model folder"),
-    "student: .": (lambda f: _config(**{"pairs.matching.student": "."}),
+    "student: .": (lambda f: study_config(**{"pairs.matching.student": "."}),
                    "config key pairs.matching.student: '.' is not a model folder"),
-    "teacher: a data folder": (lambda f: _config(**{"pairs.matching.teacher": f["pos"]}),
+    "teacher: a data folder": (lambda f: study_config(**{"pairs.matching.teacher": f["pos"]}),
                                "(it holds no config.json); give a model folder or a hub id"),
-    "teacher: neither a folder nor a hub id": (lambda f: _config(**{"pairs.matching.teacher": "my teacher"}),
+    "teacher: neither a folder nor a hub id": (lambda f: study_config(**{"pairs.matching.teacher": "my teacher"}),
                                                "config key pairs.matching.teacher: 'my teacher' is neither a local "
                                                "folder nor a hub id"),
-    "dataset: neither a folder nor a hub id": (lambda f: _config(**{"tasks.ner.dataset": "wiki neural"}),
+    "dataset: neither a folder nor a hub id": (lambda f: study_config(**{"tasks.ner.dataset": "wiki neural"}),
                                                "config key tasks.ner.dataset: 'wiki neural' is neither"),
     # names that become folder names
     "a pair name of 300 characters": (lambda f: _renamed("matching", LONG),
@@ -81,14 +84,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_config_is_refused_naming_the_key(model_folders, case):  # noqa: F811  (the imported fixture)
+def test_bad_config_is_refused_naming_the_key(model_folders, case):
     make, expected = CASES[case]
     with pytest.raises(TransmodError) as info:
         validate_config(make(model_folders), SCHEMA)
     assert expected in str(info.value) and "\n" not in str(info.value), str(info.value)
 
 
-def test_names_at_the_limit_pass(model_folders):  # noqa: F811
+def test_names_at_the_limit_pass(model_folders):
     """The limit refuses only what it must: a pair and a task of MAX_NAME characters pass."""
     config = _task_named("n" * MAX_NAME, model_folders)
     config["pairs"]["m" * MAX_NAME] = config["pairs"].pop("matching")
@@ -106,7 +109,7 @@ def colliding(tmp_path, monkeypatch) -> dict:
     monkeypatch.chdir(tmp_path)
     pairs = {"one": {"teacher": first, "student": "student", "aligned": False, "tasks": ["ner"]},
              "two": {"teacher": slug(first), "student": "student", "aligned": False, "tasks": ["ner"]}}
-    return _config(pairs=pairs, **{"modules.adapter.bottleneck": 8})
+    return study_config(pairs=pairs, **{"modules.adapter.bottleneck": 8})
 
 
 def test_two_models_with_one_results_folder_are_refused(colliding):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_bad_input import sandbox  # noqa: F401  (the fixture: tiny models, modules, samples and lsa.safetensors)
 
 from transmod.align.alignment import fit_alignment
 from transmod.align.samplefile import SampleFile
@@ -28,13 +27,13 @@ def _transfer(sandbox, capsys, out, *extra) -> str:
 
 
 @pytest.mark.parametrize("align", [[], ["--align", "lsa"]])
-def test_samples_on_a_same_width_pair_fit_the_alignment(sandbox, tmp_path, capsys, align):  # noqa: F811
+def test_samples_on_a_same_width_pair_fit_the_alignment(cli_sandbox, tmp_path, capsys, align):
     """Teacher and student are both 24 wide: the samples are sampled, correlated and assigned all the same, so the
     module equals the one moved with the step-by-step lsa alignment of the same text, not the unaligned one."""
-    m = sandbox / "inputs"
-    out = _transfer(sandbox, capsys, tmp_path / "one-shot", "--samples", m / "text.txt", *align)
+    m = cli_sandbox / "inputs"
+    out = _transfer(cli_sandbox, capsys, tmp_path / "one-shot", "--samples", m / "text.txt", *align)
     assert "lsa alignment on" in out
-    _transfer(sandbox, capsys, tmp_path / "step-by-step", "--alignment", m / "lsa.safetensors")
+    _transfer(cli_sandbox, capsys, tmp_path / "step-by-step", "--alignment", m / "lsa.safetensors")
     weights = (tmp_path / "one-shot" / "adapter.safetensors").read_bytes()
     assert weights == (tmp_path / "step-by-step" / "adapter.safetensors").read_bytes()
     assert weights != (m / "moved" / "adapter.safetensors").read_bytes()  # the identity is not what the data says
@@ -43,7 +42,7 @@ def test_samples_on_a_same_width_pair_fit_the_alignment(sandbox, tmp_path, capsy
 
 
 @pytest.mark.parametrize("ridge", [float("nan"), float("inf"), -1.0])
-def test_fit_alignment_refuses_a_ridge_that_is_not_finite_and_non_negative(sandbox, ridge):  # noqa: F811
-    m = sandbox / "inputs"
+def test_fit_alignment_refuses_a_ridge_that_is_not_finite_and_non_negative(cli_sandbox, ridge):
+    m = cli_sandbox / "inputs"
     with pytest.raises(TransmodError, match="--ridge must be a finite number of at least 0"):
         fit_alignment(SampleFile.open(m / "t.parquet"), SampleFile.open(m / "s.parquet"), "skip", "linear", ridge=ridge)

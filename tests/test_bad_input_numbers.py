@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SENTENCES, make_model, save_model
-from test_bad_input import tree
+from helpers.models import SENTENCES, make_model, save_model
+from helpers.sandbox import tree
 
 from transmod import environment
 from transmod.cli import main
@@ -126,7 +126,7 @@ def test_a_bad_thread_count_is_refused_naming_the_variable(monkeypatch, value):
 
 def test_no_transmod_variable_is_named_outside_the_environment_module():
     """One parser: every TRANSMOD_* variable of the library and the workflow is read through `environment`."""
-    from conftest import REPO
+    from helpers import REPO
 
     files = [*(REPO / "src").rglob("*.py"), *(REPO / "workflow").rglob("*.py"), *(REPO / "workflow").rglob("*.smk"),
              REPO / "Snakefile"]

@@ -16,38 +16,23 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from test_bad_input import TRANSMOD, tree
-from test_tables import make_plan, write_metrics
+from helpers.commands import TRANSMOD
+from helpers.results import (
+    edit_plan,
+    make_results,
+    refused,
+    results_of,
+)
+from helpers.sandbox import tree
 
 from transmod.atomic import MARK, MARK_FILE
 from transmod.cli import main
-from transmod.results.runs import Plan
-from transmod.results.tables import write_plan
 from transmod.train.tasks import declare_task
-
-GRID = {"matching": ["pi"], "incompatible": ["pi"]}
-
-
-def results_of(root: Path) -> Path:
-    return root / "work" / "results"
-
-
-def make_results(root: Path, grid=GRID, langs=("en", "de"), pefts=("adapter",)) -> Path:
-    """A workflow's results folder without training: plan.json, a metrics file per run, and the tables and
-    plots of one `transmod tables` run. Returns the results folder."""
-    results = results_of(root)
-    plan = make_plan(root / "work", grid=grid, langs=list(langs), pefts=pefts)
-    write_metrics(plan)
-    write_plan(Plan(runs=dict(plan), align=[]), results, results / "plan.json")
-    assert main(["tables", str(results)]) == 0
-    (root / "notes.txt").write_text("the user's own notes\n")
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -60,26 +45,6 @@ def sandbox(pristine, tmp_path) -> Path:
     root = tmp_path / "root"
     shutil.copytree(pristine, root, symlinks=True)
     return root
-
-
-def refused(root: Path, capfd, *expected: str) -> None:
-    """`transmod tables` on the sandbox's results: refused in one line that holds `expected`, nothing changed."""
-    before = tree(root)
-    capfd.readouterr()
-    code = main(["tables", str(results_of(root))])
-    err = capfd.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code not in (0, None), err
-    assert 1 <= len(lines) <= 2 and "Traceback" not in err, err
-    assert all(text in err for text in expected), err
-    assert tree(root) == before, "the sandbox changed"
-
-
-def edit_plan(root: Path, change) -> None:
-    path = results_of(root) / "plan.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def add_run(**names):

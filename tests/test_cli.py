@@ -4,17 +4,14 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SENTENCES, add_module, make_model, save_model
+from helpers.commands import TRANSMOD, run_cli
+from helpers.models import SENTENCES, add_module, make_model, save_model
 
 from transmod.align.samplefile import from_vectors, to_vectors
-from transmod.cli import main
-
-TRANSMOD = str(Path(sys.executable).parent / "transmod")  # the console script of this environment
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +38,20 @@ def models(tmp_path_factory):
     return paths
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_step_by_step_and_one_shot_agree(tmp_path, models, text_file, capsys):
     for who, model in (("t", models["wide"]), ("s", models["narrow"])):
-        code, out, err = run(capsys, "sample", "--model", model, "--peft", "adapter", "--data", text_file,
+        code, out, err = run_cli(capsys, "sample", "--model", model, "--peft", "adapter", "--data", text_file,
                              "--out", tmp_path / f"{who}.parquet", "--max-tokens", 200)
         assert code == 0, err
-    assert run(capsys, "correlate", "--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet",
+    assert run_cli(capsys, "correlate", "--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet",
                "--mapping", "skip", "--out", tmp_path / "c.safetensors", "--teacher-model", models["wide"],
                "--student-model", models["narrow"])[0] == 0
-    code, out, _ = run(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "a.safetensors")
+    code, out, _ = run_cli(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "a.safetensors")
     assert code == 0 and "mean matched r" in out
     common = ["--module", models["wide_module"], "--teacher-model", models["wide"], "--student-model", models["narrow"],
               "--mapping", "skip"]
-    assert run(capsys, "transfer", *common, "--alignment", tmp_path / "a.safetensors", "--out", tmp_path / "x")[0] == 0
-    assert run(capsys, "transfer", *common, "--samples", text_file, "--max-tokens", 200, "--out", tmp_path / "y")[0] == 0
+    assert run_cli(capsys, "transfer", *common, "--alignment", tmp_path / "a.safetensors", "--out", tmp_path / "x")[0] == 0
+    assert run_cli(capsys, "transfer", *common, "--samples", text_file, "--max-tokens", 200, "--out", tmp_path / "y")[0] == 0
     a = (tmp_path / "x" / "adapter.safetensors").read_bytes()
     assert a == (tmp_path / "y" / "adapter.safetensors").read_bytes()
     config = json.loads((tmp_path / "x" / "adapter_config.json").read_text())
@@ -105,7 +96,7 @@ def _samples(tmp_path, models, capsys, model="teacher"):
     if not out.exists():
         text = tmp_path / "s.txt"
         text.write_text("\n".join(SENTENCES[:8]))
-        assert run(capsys, "sample", "--model", models[model], "--peft", "adapter", "--data", text, "--out", out)[0] == 0
+        assert run_cli(capsys, "sample", "--model", models[model], "--peft", "adapter", "--data", text, "--out", out)[0] == 0
     return out
 
 
@@ -159,7 +150,7 @@ EXPECTED = {
 def test_bad_input_gives_one_line_and_no_output(tmp_path, models, capsys, case):
     argv = CASES[case](tmp_path, models, capsys)
     out = tmp_path / "result"
-    code, _, err = run(capsys, *argv, "--out", out)
+    code, _, err = run_cli(capsys, *argv, "--out", out)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "error:" in lines[0], err
@@ -181,14 +172,14 @@ def test_console_script_exit_code(tmp_path, models):
 def test_two_families_are_refused_as_such_whichever_is_deeper(tmp_path, capsys):
     """A Qwen teacher and a deeper Llama student: swapping them would not help, so the family is what is said."""
     pytest.importorskip("peft")
-    from decoders import make_decoder, peft_lora, save_decoder
+    from helpers.decoders import make_decoder, peft_lora, save_decoder
 
     teacher = make_decoder("qwen2", layers=2)
     peft_lora(teacher, tmp_path / "lora")
     argv = ["transfer", "--module", tmp_path / "lora", "--teacher-model", save_decoder(teacher, tmp_path / "qwen"),
             "--student-model", save_decoder(make_decoder("llama", layers=4), tmp_path / "llama"), "--mapping", "skip",
             "--out", tmp_path / "out"]
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2 and err.count("\n") == 1, err
     assert "a qwen2 model" in err and "a llama model" in err and "one family" in err and "swap" not in err, err
     assert not (tmp_path / "out").exists()

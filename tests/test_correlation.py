@@ -50,7 +50,7 @@ def test_assignment_maximises_signed_correlation():
 
 
 def test_files_cut_into_different_row_groups_pair_the_same_rows(tmp_path):
-    from conftest import SENTENCES, make_model, make_tokenizer
+    from helpers.models import SENTENCES, make_model, make_tokenizer
 
     from transmod.align.correlation import correlate_samples
     from transmod.align.samplefile import SampleFile

@@ -13,18 +13,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
-from localhub import LocalHub
+from helpers import REPO
+from helpers.commands import TRANSMOD, run_snakemake
+from helpers.localhub import LocalHub
+from transmod_demo.language import DEMO_TASKS, UPOS, folder_texts, write_demo_dataset
+from transmod_demo.models import pretrain_mlm
+from transmod_demo.tokenizer import MAX_LENGTH
 
-from transmod.demo.language import DEMO_TASKS, UPOS, folder_texts, write_demo_dataset
-from transmod.demo.models import pretrain_mlm
-from transmod.demo.tokenizer import MAX_LENGTH
 from transmod.train.tasks import declare_task
 
 SIZES = {"train": 320, "validation": 80, "test": 80}
@@ -134,8 +134,7 @@ def test_transmod_tables_regenerates_the_declared_tables_from_the_plan(study, tm
     work, _ = study
     copy = tmp_path / "results"
     shutil.copytree(work / "results", copy, ignore=shutil.ignore_patterns("tables", "plots"))
-    done = subprocess.run([str(Path(sys.executable).parent / "transmod"), "tables", str(copy)], capture_output=True,
-                          text=True)
+    done = subprocess.run([TRANSMOD, "tables", str(copy)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for name in ("summary.md", "pos.md", "topic.md", "topic.csv"):
         assert (copy / "tables" / name).read_text() == (work / "results" / "tables" / name).read_text(), name

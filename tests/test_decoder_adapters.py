@@ -8,14 +8,15 @@ import re
 
 import pytest
 import torch
-from conftest import SENTENCES
-from decoders import (
+from helpers.commands import run_cli
+from helpers.decoders import (
     logits,
     make_decoder,
     make_decoder_tokenizer,
-    permute_decoder,
+    planted,
     save_decoder,
 )
+from helpers.models import SENTENCES
 from safetensors.torch import load_file
 
 from transmod.align.alignment import assign_correlation, fit_alignment
@@ -26,7 +27,6 @@ from transmod.align.methods import METHODS
 from transmod.align.samplefile import SampleFile
 from transmod.align.sampling import sample_hidden_states
 from transmod.align.transfer import transfer_module
-from transmod.cli import main
 from transmod.errors import TransmodError
 from transmod.modules.architectures import load_model_shape, model_shape
 from transmod.modules.io import read_module
@@ -137,25 +137,14 @@ def test_skip_takes_teacher_layers_0_2_into_a_student_of_every_second_layer(tmp_
         assert torch.equal(got, teacher.model.layers[2 * l].output_adapters.adapters["task"].adapter_up.weight)
 
 
-def planted(family: str, seed: int = 3):
-    """A teacher and the same function with its residual stream, heads (groups kept) and MLP neurons permuted."""
-    teacher = make_decoder(family)
-    gen = torch.Generator().manual_seed(seed)
-    residual = torch.randperm(64, generator=gen)
-    student = copy.deepcopy(teacher)
-    permute_decoder(student, residual, torch.tensor([1, 0]), [torch.randperm(4, generator=gen) for _ in range(2)],
-                    torch.randperm(128, generator=gen))
-    return teacher, student, residual
-
-
 @pytest.mark.parametrize("family", ["llama", "mistral"])
 def test_planted_symmetry_is_recovered_and_the_moved_adapter_reproduces_the_teacher_logits(tmp_path, family):
-    teacher_base, student_base, residual = planted(family)
+    teacher_base, student_base, perms = planted(family)
     torch.testing.assert_close(logits(student_base), logits(teacher_base), rtol=0, atol=1e-4)  # the same function
     teacher = with_adapter(teacher_base)
     alignment = assign_correlation(correlate_samples(*samples(teacher_base, student_base, tmp_path), "skip"))
     for lm in alignment.layers:
-        assert lm.space == "h" and lm.sigma.tolist() == residual.tolist() and lm.mean_r == pytest.approx(1.0, abs=1e-5)
+        assert lm.space == "h" and lm.sigma.tolist() == perms["h"].tolist() and lm.mean_r == pytest.approx(1.0, abs=1e-5)
     shape = model_shape(teacher_base.config, family)
     transfer_module(_save(teacher, tmp_path / "m"), shape, shape, "skip", tmp_path / "out", alignment)
     want = logits(teacher)
@@ -197,26 +186,20 @@ def test_every_method_moves_an_adapter_to_a_narrower_student_that_loads_and_runs
     assert all(math.isfinite(d["rel_error"]) and -1 <= d["cosine"] <= 1 for d in result["layers"])
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_moves_a_llama_adapter_in_one_shot_and_adapters_loads_it(narrow, tmp_path, capsys):
     text = tmp_path / "text.txt"
     text.write_text("\n".join(SENTENCES) + "\n")
     t_shape, s_shape = narrow["shapes"]
     common = ["transfer", "--module", narrow["adapter"], "--teacher-model", t_shape.name, "--student-model", s_shape.name,
               "--mapping", "skip"]
-    code, out, err = run(capsys, *common, "--samples", text, "--out", tmp_path / "X")
+    code, out, err = run_cli(capsys, *common, "--samples", text, "--out", tmp_path / "X")
     assert code == 0, err
     assert "wrote the transferred module" in out and (tmp_path / "X" / "pytorch_adapter.bin").is_file()
     config = json.loads((tmp_path / "X" / "adapter_config.json").read_text())
     assert config["model_type"] == "llama" and config["transmod"]["align"] == "lsa" and config["hidden_size"] == 48
     got = logits(load_moved(narrow["student"], tmp_path / "X"))
     assert torch.isfinite(got).all() and (got - logits(narrow["student"])).abs().max() > 1e-3
-    code, _, err = run(capsys, *common, "--samples", text, "--format", "peft", "--out", tmp_path / "Y")
+    code, _, err = run_cli(capsys, *common, "--samples", text, "--format", "peft", "--out", tmp_path / "Y")
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "LoRA modules only" in lines[0] and not (tmp_path / "Y").exists()
 
@@ -234,7 +217,7 @@ def test_an_adapter_on_a_family_adapters_does_not_support_is_refused_in_one_line
                    "skip", "--samples", text],
              "s.parquet": ["sample", "--model", model, "--peft", "adapter", "--data", text]}
     for out, argv in argvs.items():
-        code, _, err = run(capsys, *argv, "--out", tmp_path / out)
+        code, _, err = run_cli(capsys, *argv, "--out", tmp_path / out)
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, err
         assert f"no bottleneck adapter in {family} layers" in lines[0] and "llama, mistral" in lines[0], lines[0]

@@ -1,51 +1,28 @@
 """Decoder LLMs: three spaces sampled in one pass, aligned on their own (heads whole, with their key/value
 head), and folded into each LoRA weight's axes; the planted symmetry of docs/method.md section 7, extended."""
 
-import copy
 
 import numpy as np
 import pytest
 import torch
-from conftest import SENTENCES
-from decoders import (
+from helpers.decoders import (
+    decoder_samples,
     load_peft,
     logits,
     make_decoder,
     make_decoder_tokenizer,
     peft_lora,
-    permute_decoder,
+    planted,
 )
+from helpers.models import SENTENCES
 
 from transmod.align.alignment import assign_correlation, fit_alignment
 from transmod.align.correlation import correlate_samples
-from transmod.align.samplefile import SampleFile
-from transmod.align.sampling import sample_hidden_states
 from transmod.align.transfer import transfer_module
 from transmod.modules.architectures import model_shape
 
 pytest.importorskip("peft")
 pytestmark = pytest.mark.filterwarnings("ignore:Could not find a config file")
-
-
-def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None):
-    """Sample files of (teacher, student) causal LMs on the same plain text."""
-    files = []
-    for i, (who, model) in enumerate(zip("ts", models)):
-        files.append(tmp_path / f"{who}.parquet")
-        tok = (tokenizers or [make_decoder_tokenizer()] * 2)[i]
-        sample_hidden_states(model.model, tok, [(s,) for s in sentences], {"lora": files[-1]}, model_name=who)
-    return SampleFile.open(files[0]), SampleFile.open(files[1])
-
-
-def planted(family, seed=3):
-    """A teacher and the same function with residual stream, heads (groups kept) and MLP neurons permuted."""
-    teacher = make_decoder(family)
-    gen = torch.Generator().manual_seed(seed)
-    perms = dict(residual=torch.randperm(64, generator=gen), kv_groups=torch.tensor([1, 0]),
-                 group_heads=[torch.randperm(4, generator=gen) for _ in range(2)], neurons=torch.randperm(128, generator=gen))
-    student = copy.deepcopy(teacher)
-    q_dims, kv_dims = permute_decoder(student, **perms)
-    return teacher, student, dict(h=perms["residual"], f=perms["residual"], m=perms["neurons"], a=q_dims, kv=kv_dims)
 
 
 def test_sampling_captures_each_space_at_its_hook_point_in_one_pass(tmp_path):

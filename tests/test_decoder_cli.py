@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import SENTENCES
-from decoders import (
+from helpers.commands import run_cli
+from helpers.decoders import (
     SITES,
     load_peft,
     logits,
@@ -14,6 +14,7 @@ from decoders import (
     peft_lora,
     save_decoder,
 )
+from helpers.models import SENTENCES
 
 from transmod.cli import main
 
@@ -40,12 +41,6 @@ def folders(tmp_path_factory):
     return paths
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _student(folders):
     from transformers import AutoModelForCausalLM
 
@@ -54,22 +49,22 @@ def _student(folders):
 
 def test_step_by_step_verbs_then_fidelity(folders, tmp_path, capsys):
     for who in ("teacher", "student"):
-        code, out, err = run(capsys, "sample", "--model", folders[who], "--peft", "lora", "--data", folders["text"],
+        code, out, err = run_cli(capsys, "sample", "--model", folders[who], "--peft", "lora", "--data", folders["text"],
                              "--out", tmp_path / f"{who}.parquet")
         assert code == 0, err
     pair = ["--teacher", tmp_path / "teacher.parquet", "--student", tmp_path / "student.parquet", "--mapping", "skip",
             "--teacher-model", folders["teacher"], "--student-model", folders["student"], "--holdout", "0.2"]
-    assert run(capsys, "correlate", *pair, "--out", tmp_path / "c.safetensors")[0] == 0
-    code, out, err = run(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "lsa.safetensors")
+    assert run_cli(capsys, "correlate", *pair, "--out", tmp_path / "c.safetensors")[0] == 0
+    code, out, err = run_cli(capsys, "assign", "--correlation", tmp_path / "c.safetensors", "--out", tmp_path / "lsa.safetensors")
     assert code == 0 and "[a]: mean matched r" in out and "[m]: mean matched r" in out, err
-    assert run(capsys, "fit-alignment", *pair, "--method", "procrustes", "--out", tmp_path / "p.safetensors")[0] == 0
+    assert run_cli(capsys, "fit-alignment", *pair, "--method", "procrustes", "--out", tmp_path / "p.safetensors")[0] == 0
     for name in ("lsa", "p"):
-        code, out, err = run(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
+        code, out, err = run_cli(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
                              "--student-model", folders["student"], "--mapping", "skip", "--alignment",
                              tmp_path / f"{name}.safetensors", "--out", tmp_path / f"moved-{name}")
         assert code == 0, err
         assert torch.isfinite(logits(load_peft(_student(folders), tmp_path / f"moved-{name}"))).all()
-        code, out, err = run(capsys, "fidelity", "--module", folders["lora"], "--transferred", tmp_path / f"moved-{name}",
+        code, out, err = run_cli(capsys, "fidelity", "--module", folders["lora"], "--transferred", tmp_path / f"moved-{name}",
                              "--teacher", tmp_path / "teacher.parquet", "--student", tmp_path / "student.parquet",
                              "--mapping", "skip", "--out", tmp_path / f"fidelity-{name}.json")
         assert code == 0 and "relative error" in out, err
@@ -80,7 +75,7 @@ def test_step_by_step_verbs_then_fidelity(folders, tmp_path, capsys):
 @pytest.mark.parametrize("extra", [[], ["--align", "linear"], ["--mapping", "cka"]])
 def test_one_shot_transfer_with_samples_from_plain_text(folders, tmp_path, capsys, extra):
     mapping = [] if "--mapping" in extra else ["--mapping", "skip"]
-    code, out, err = run(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
+    code, out, err = run_cli(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
                          "--student-model", folders["student"], *mapping, *extra, "--samples", folders["text"],
                          "--out", tmp_path / "out")
     assert code == 0, err
@@ -91,7 +86,7 @@ def test_one_shot_transfer_with_samples_from_plain_text(folders, tmp_path, capsy
 
 
 def test_without_samples_a_narrower_student_falls_back_to_the_embedding_alignment(folders, tmp_path, capsys):
-    code, out, err = run(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
+    code, out, err = run_cli(capsys, "transfer", "--module", folders["lora"], "--teacher-model", folders["teacher"],
                          "--student-model", folders["student"], "--mapping", "skip", "--out", tmp_path / "out")
     assert code == 0 and "--align embed" in err, err
     assert json.loads((tmp_path / "out" / "transmod.json").read_text())["align"] == "embed"
@@ -106,7 +101,7 @@ def test_help_shows_a_llama_and_a_qwen_pair(capsys):
 
 
 def _refused(capsys, tmp_path, *argv):
-    code, out, err = run(capsys, *argv, "--out", tmp_path / "out")
+    code, out, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
     return err

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from decoders import (
+from helpers.decoders import (
     load_peft,
     logits,
     make_decoder,

@@ -5,9 +5,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-from decoders import make_decoder, peft_lora
+from helpers.decoders import decoder_samples, make_decoder, peft_lora
 from safetensors.torch import load_file
-from test_decoder_alignment import decoder_samples
 
 from transmod.align.alignment import Alignment, fit_alignment
 from transmod.align.layermap import layer_map, monotone_map, skip_map

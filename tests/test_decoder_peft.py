@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from decoders import SITES, load_peft, logits, make_decoder, peft_lora
+from helpers.decoders import SITES, load_peft, logits, make_decoder, peft_lora
 from safetensors.torch import load_file
 
 from transmod.align.transfer import transfer_module

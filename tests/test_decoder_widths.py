@@ -5,8 +5,14 @@ import math
 
 import pytest
 import torch
-from decoders import SITES, load_peft, logits, make_decoder, peft_lora
-from test_decoder_alignment import decoder_samples
+from helpers.decoders import (
+    SITES,
+    decoder_samples,
+    load_peft,
+    logits,
+    make_decoder,
+    peft_lora,
+)
 
 from transmod.align.alignment import (
     METHODS,

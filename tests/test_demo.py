@@ -10,21 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer
-
-from transmod.demo.language import (
+from transmod_demo.language import (
     DEMO_LANGS,
     folder_texts,
     generate_task_data,
     make_lexicon,
     write_demo_dataset,
 )
-from transmod.demo.models import (
+from transmod_demo.models import (
     DEMO_MODELS,
     DEMO_PAIRS,
     STUDENT_LAYERS,
     build_demo_models,
 )
-from transmod.demo.tokenizer import train_tokenizer
+from transmod_demo.tokenizer import train_tokenizer
+
 from transmod.errors import TransmodError
 from transmod.train.data import load_split
 from transmod.train.tasks import BUILTIN_TASKS, SPLITS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from conftest import REPO
+from helpers import REPO
 
 
 def _tracked() -> dict[str, str]:

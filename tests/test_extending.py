@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import add_module, make_model
-from test_alignment import _samples
-from test_bad_input import SCHEMA, _config
+from helpers.config import SCHEMA, study_config
+from helpers.models import add_module, encoder_samples, make_model
 
 from transmod import cli
 from transmod.align import layermap, methods
@@ -49,7 +48,7 @@ def _sample_args(peft: str) -> argparse.Namespace:
 
 def test_a_kind_that_is_not_registered_is_refused_everywhere():
     with pytest.raises(TransmodError, match="config key peft.1: 'gate' is not one of"):
-        validate_config(_config(peft=["adapter", "gate"]), SCHEMA)
+        validate_config(study_config(peft=["adapter", "gate"]), SCHEMA)
     with pytest.raises(TransmodError, match="unknown peft 'gate'"):
         TrainConfig.from_dict({"modules": {"gate": {}}})
     with pytest.raises(SystemExit):
@@ -57,12 +56,12 @@ def test_a_kind_that_is_not_registered_is_refused_everywhere():
 
 
 def test_a_kind_added_to_the_table_is_accepted_by_the_config_the_training_options_and_the_cli(gate):
-    validate_config(_config(peft=["adapter", "gate"], **{"modules.gate": {"width": 2, "temperature": 0.5}}), SCHEMA)
+    validate_config(study_config(peft=["adapter", "gate"], **{"modules.gate": {"width": 2, "temperature": 0.5}}), SCHEMA)
     for bad, said in (({"width": 0}, "config key modules.gate.width: 0 is less than the minimum of 1"),
                       ({"depth": 2}, "config key modules.gate: unknown key.s. depth; allowed: width, temperature"),
                       ({"width": 900}, "config key modules.gate.width: 900 is wider than the teacher")):
         with pytest.raises(TransmodError, match=said):
-            validate_config(_config(peft=["gate"], **{"modules.gate": bad}), SCHEMA)
+            validate_config(study_config(peft=["gate"], **{"modules.gate": bad}), SCHEMA)
     cfg = TrainConfig.from_dict({"modules": {"gate": {"width": 3}}})
     assert cfg.module_options("gate") == GateOptions(width=3, temperature=1.0)
     with pytest.raises(TransmodError, match="modules.gate: temperature is -1, but it must be a finite number above 0"):
@@ -83,7 +82,7 @@ def first(monkeypatch):
 
 
 def test_a_method_added_to_the_table_is_offered_parsed_and_fitted(first, tmp_path, capsys):
-    validate_config(_config(**{"alignment.methods": ["lsa", "first"], "pairs.incompatible.inits": ["zs-avg-first"]}),
+    validate_config(study_config(**{"alignment.methods": ["lsa", "first"], "pairs.incompatible.inits": ["zs-avg-first"]}),
                     SCHEMA)
     assert Init.parse("zs-avg-first") == Init("avg", "first", zero_shot=True)
     with pytest.raises(SystemExit):
@@ -92,12 +91,12 @@ def test_a_method_added_to_the_table_is_offered_parsed_and_fitted(first, tmp_pat
     base = make_model("bert", 2)
     student = make_model("bert", 1, hidden=16, seed=3)
     add_module(copy.deepcopy(base), "adapter")
-    alignment = fit_alignment(*_samples((base, student), tmp_path, "adapter"), "skip", "first")
+    alignment = fit_alignment(*encoder_samples((base, student), tmp_path, "adapter"), "skip", "first")
     assert alignment.method == "first" and all(lm.sigma.tolist() == list(range(16)) for lm in alignment.layers)
 
 
 def test_a_method_or_mapping_not_in_the_tables_is_refused_by_the_config_and_the_inits(monkeypatch):
-    config = _config(**{"alignment.methods": ["lsa", "sparse"], "pairs.incompatible.inits": ["default", "zs-half-sparse"]})
+    config = study_config(**{"alignment.methods": ["lsa", "sparse"], "pairs.incompatible.inits": ["default", "zs-half-sparse"]})
     with pytest.raises(TransmodError, match="config key alignment.methods.1: 'sparse' is not one of"):
         validate_config(config, SCHEMA)
     monkeypatch.setitem(methods.METHODS, "sparse", methods.Method("sparse", f"{__name__}:fit_first_dims"))

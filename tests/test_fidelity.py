@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import add_module, make_model, save_model
-from test_alignment import _samples
+from helpers.commands import run_cli
+from helpers.models import add_module, encoder_samples, make_model, save_model
 
 from transmod.align.alignment import Alignment, LayerMap, fit_alignment
 from transmod.align.fidelity import (
@@ -17,7 +17,6 @@ from transmod.align.fidelity import (
 )
 from transmod.align.samplefile import SampleFile, SampleWriter
 from transmod.align.transfer import transfer_module, transfer_weights
-from transmod.cli import main
 from transmod.modules.architectures import ModelShape, model_shape
 from transmod.modules.io import read_module
 from transmod.modules.module import Module
@@ -111,7 +110,7 @@ def test_module_effect_matches_the_adapters_forward(tmp_path):
 @pytest.mark.parametrize("peft", ["adapter", "lora"])
 def test_fidelity_of_identity_and_planted_permutation_is_exact(tmp_path, peft):
     import torch
-    from conftest import permute_hidden
+    from helpers.models import permute_hidden
 
     base = make_model("bert", 2)
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(3))
@@ -120,7 +119,7 @@ def test_fidelity_of_identity_and_planted_permutation_is_exact(tmp_path, peft):
     shape = model_shape(base.config, "m")
     teacher_module = read_module(tmp_path / "m", shape)
     for student, name in ((base, "same"), (student_base, "permuted")):
-        samples = _samples((base, student), tmp_path, peft, lora_outputs=peft == "lora")
+        samples = encoder_samples((base, student), tmp_path, peft, lora_outputs=peft == "lora")
         for method in ("lsa", "linear", "procrustes"):
             alignment = fit_alignment(*samples, "skip", method, holdout=0.2)
             transfer_module(tmp_path / "m", shape, shape, "skip", tmp_path / f"{name}-{method}", alignment=alignment,
@@ -131,12 +130,6 @@ def test_fidelity_of_identity_and_planted_permutation_is_exact(tmp_path, peft):
             sites = ["adapter"] if peft == "adapter" else ["query", "value"]
             assert [(d["student_layer"], d["site"]) for d in result["layers"]] == [(l, s) for l in range(2) for s in sites]
             assert all(d["cosine"] > 0.9999 for d in result["layers"])
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -153,19 +146,19 @@ def models(tmp_path_factory):
 
 def test_cli_fit_transfer_and_measure(tmp_path, models, text_file, capsys):
     for who, model in (("t", models["wide"]), ("s", models["narrow"])):
-        assert run(capsys, "sample", "--model", model, "--peft", "adapter", "--data", text_file,
+        assert run_cli(capsys, "sample", "--model", model, "--peft", "adapter", "--data", text_file,
                    "--out", tmp_path / f"{who}.parquet")[0] == 0
     pair = ["--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet", "--mapping", "skip"]
     common = ["--module", models["module"], "--teacher-model", models["wide"], "--student-model", models["narrow"],
               "--mapping", "skip"]
     results = {}
     for method in ("lsa", "lsa-signed", "linear", "procrustes", "select"):
-        code, out, err = run(capsys, "fit-alignment", *pair, "--method", method, "--holdout", 0.2,
+        code, out, err = run_cli(capsys, "fit-alignment", *pair, "--method", method, "--holdout", 0.2,
                              "--out", tmp_path / f"{method}.safetensors")
         assert code == 0, err
-        assert run(capsys, "transfer", *common, "--alignment", tmp_path / f"{method}.safetensors",
+        assert run_cli(capsys, "transfer", *common, "--alignment", tmp_path / f"{method}.safetensors",
                    "--out", tmp_path / method)[0] == 0
-        code, out, err = run(capsys, "fidelity", "--module", models["module"], "--transferred", tmp_path / method,
+        code, out, err = run_cli(capsys, "fidelity", "--module", models["module"], "--transferred", tmp_path / method,
                              *pair, "--out", tmp_path / f"{method}.json")
         assert code == 0 and "relative error" in out, err
         results[method] = json.loads((tmp_path / f"{method}.json").read_text())
@@ -173,9 +166,9 @@ def test_cli_fit_transfer_and_measure(tmp_path, models, text_file, capsys):
     print({m: round(r["overall"]["rel_error"], 3) for m, r in results.items()})
     assert results["linear"]["overall"]["rel_error"] < results["lsa"]["overall"]["rel_error"]
     # one shot (fitted on all tokens) equals the step-by-step path with --holdout 0
-    assert run(capsys, "fit-alignment", *pair, "--method", "linear", "--out", tmp_path / "all.safetensors")[0] == 0
-    assert run(capsys, "transfer", *common, "--alignment", tmp_path / "all.safetensors", "--out", tmp_path / "x")[0] == 0
-    assert run(capsys, "transfer", *common, "--align", "linear", "--samples", text_file, "--out", tmp_path / "y")[0] == 0
+    assert run_cli(capsys, "fit-alignment", *pair, "--method", "linear", "--out", tmp_path / "all.safetensors")[0] == 0
+    assert run_cli(capsys, "transfer", *common, "--alignment", tmp_path / "all.safetensors", "--out", tmp_path / "x")[0] == 0
+    assert run_cli(capsys, "transfer", *common, "--align", "linear", "--samples", text_file, "--out", tmp_path / "y")[0] == 0
     from safetensors.numpy import load_file
 
     stepwise, one_shot = (load_file(tmp_path / name / "adapter.safetensors") for name in ("x", "y"))
@@ -188,7 +181,7 @@ def test_cli_bad_alignment_input_gives_one_line(tmp_path, models, text_file, cap
     short = tmp_path / "short.txt"
     short.write_text("the cat sat\nthe dog\n")
     for who, model in (("t", models["wide"]), ("s", models["narrow"])):
-        assert run(capsys, "sample", "--model", model, "--peft", "adapter", "--data", short,
+        assert run_cli(capsys, "sample", "--model", model, "--peft", "adapter", "--data", short,
                    "--out", tmp_path / f"{who}.parquet")[0] == 0
     pair = ["--teacher", tmp_path / "t.parquet", "--student", tmp_path / "s.parquet", "--mapping", "skip"]
     common = ["transfer", "--module", models["module"], "--teacher-model", models["wide"],
@@ -201,7 +194,7 @@ def test_cli_bad_alignment_input_gives_one_line(tmp_path, models, text_file, cap
         "writes LoRA modules only": [*common, "--align", "select", "--format", "peft"],
     }
     for expected, argv in cases.items():
-        code, _, err = run(capsys, *argv, "--out", tmp_path / "result")
+        code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "result")
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and expected in lines[0], (expected, err)
         assert not (tmp_path / "result").exists()
@@ -281,7 +274,7 @@ def test_fidelity_of_inits_moves_the_module_with_each_inits_mapping_and_alignmen
     teacher, student = make_model("bert", 4), make_model("bert", 2, seed=1)
     paths = save_model(teacher, tmp_path / "t"), save_model(student, tmp_path / "s")
     add_module(copy.deepcopy(teacher), "adapter").save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
-    samples = _samples((teacher, student), tmp_path, "adapter")
+    samples = encoder_samples((teacher, student), tmp_path, "adapter")
     fit_alignment(*samples, "avg", "procrustes", holdout=0.2).save(tmp_path / "avg.procrustes.alignment.safetensors")
     files = {"skip": None, "avg-procrustes": tmp_path / "avg.procrustes.alignment.safetensors"}
     results = fidelity_of_inits(tmp_path / "m", *paths, (samples[0].path, samples[1].path), files, holdout=0.2)

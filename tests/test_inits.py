@@ -8,9 +8,9 @@ import re
 
 import pytest
 import yaml
-from conftest import DEMO_CONFIG, REPO
-from test_bad_input import SCHEMA, _config
-from test_tables import run_info
+from helpers import REPO
+from helpers.config import DEMO_CONFIG, SCHEMA, study_config
+from helpers.results import run_info
 
 from transmod.align import methods
 from transmod.align.inits import (
@@ -94,7 +94,7 @@ def test_an_init_value_without_a_name_is_refused():
 ])
 def test_the_config_check_refuses_a_bad_init_naming_its_key(change, expected):
     with pytest.raises(TransmodError) as info:
-        validate_config(_config(**change), SCHEMA)
+        validate_config(study_config(**change), SCHEMA)
     assert str(info.value).startswith(expected) and "\n" not in str(info.value)
 
 

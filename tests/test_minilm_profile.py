@@ -1,5 +1,5 @@
 """profiles/minilm's independent pair and truecasing task: paraphrase-MiniLM-L3-v2 rebuilt from its ONNX export
-(transmod.demo.onnx_bert) computes what onnxruntime computes; a graph or vocabulary that does not fit is refused;
+(transmod_demo.onnx_bert) computes what onnxruntime computes; a graph or vocabulary that does not fit is refused;
 the truecasing data; and the profile's dry run plans both pairs on both tasks."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import random
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, REQUIRED_ON_CI, job_counts, snakemake
+from helpers import REPO, REQUIRED_ON_CI
+from helpers.commands import job_counts, snakemake
 from safetensors.numpy import save_file
-
-from transmod.demo import onnx_bert
-from transmod.demo.minilm import (
+from transmod_demo import onnx_bert
+from transmod_demo.minilm import (
     CASE_LABELS,
     TOKENIZER_FILES,
     build_independent,
@@ -27,6 +27,7 @@ from transmod.demo.minilm import (
     write_next_sentence_data,
     write_truecase_data,
 )
+
 from transmod.errors import TransmodError
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None

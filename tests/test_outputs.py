@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SENTENCES, add_module, make_model, save_model
+from helpers.commands import TRANSMOD
+from helpers.models import SENTENCES, add_module, make_model, save_model
 
 from transmod.align.samplefile import SampleFile
 from transmod.atomic import MARK, MARK_FILE
 from transmod.cli import main
-
-TRANSMOD = str(Path(sys.executable).parent / "transmod")
 
 
 @pytest.fixture(scope="module")

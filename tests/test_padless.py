@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SENTENCES
-from decoders import make_decoder, make_decoder_tokenizer, peft_lora
+from helpers.decoders import make_decoder, make_decoder_tokenizer, peft_lora
+from helpers.models import SENTENCES
 
 from transmod.align.samplefile import from_vectors
 from transmod.align.sampling import sample_hidden_states

@@ -5,8 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_model
-from test_alignment import _inputs, _samples
+from helpers.models import encoder_samples, make_model, model_inputs
 
 from transmod.align.alignment import fit_alignment
 from transmod.align.transfer import transfer_module
@@ -50,7 +49,7 @@ def _merged(student, teacher_state, pairs, scaling, names=("query", "value")):
 
 def _out(model):
     with torch.no_grad():
-        return model(**_inputs(model)).last_hidden_state
+        return model(**model_inputs(model)).last_hidden_state
 
 
 def test_identity_round_trip_in_peft_and_adapters_format(tmp_path):
@@ -97,7 +96,7 @@ def test_skip_to_a_shallower_student_loads_in_peft_and_adds_the_teacher_deltas(t
 
 @pytest.mark.parametrize("arch", ["bert", "albert"])  # ALBERT: peft's one LoRA of the shared layer
 def test_adapters_lora_written_for_peft_and_an_aligned_peft_transfer(tmp_path, arch):
-    from conftest import add_module, permute_hidden
+    from helpers.models import add_module, permute_hidden
 
     base = make_model(arch, 2)
     teacher = add_module(copy.deepcopy(base), "lora")  # adapters LoRA r=4, alpha=4
@@ -109,7 +108,7 @@ def test_adapters_lora_written_for_peft_and_an_aligned_peft_transfer(tmp_path, a
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(3))  # a peft teacher, a permuted student
     student_base = permute_hidden(copy.deepcopy(base), perm)
     peft_teacher = _peft_teacher(copy.deepcopy(base), tmp_path / "teacher")
-    alignment = fit_alignment(*_samples((base, student_base), tmp_path, "lora", lora_outputs=True), "skip", "procrustes")
+    alignment = fit_alignment(*encoder_samples((base, student_base), tmp_path, "lora", lora_outputs=True), "skip", "procrustes")
     transfer_module(tmp_path / "teacher", shape, shape, "skip", tmp_path / "aligned", lora_b="output",
                     alignment=alignment, fmt="peft")
     got = _out(_load_peft(copy.deepcopy(student_base), tmp_path / "aligned"))
@@ -119,7 +118,7 @@ def test_adapters_lora_written_for_peft_and_an_aligned_peft_transfer(tmp_path, a
 
 
 def test_head_model_lora_keeps_its_base_prefix_and_leaves_the_head(tmp_path):
-    from conftest import make_config
+    from helpers.models import make_config
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)

@@ -1,31 +1,11 @@
 """A transferred module loads the way AdapterHub's docs say: `model.load_adapter(path)`, nothing else."""
 
-import json
-import subprocess
-import sys
 
 import pytest
-from conftest import add_module, make_model, save_model
+from helpers.models import add_module, load_plainly, make_model, save_model
 from safetensors.numpy import load_file
 
 from transmod.cli import main
-
-LOAD = """
-import json, sys
-import adapters, torch
-from transformers import AutoModel
-
-results = {}
-for name, model_dir, module_dir in json.loads(sys.argv[1]):
-    model = AutoModel.from_pretrained(model_dir)
-    adapters.init(model)
-    info = {}
-    loaded = model.load_adapter(module_dir, loading_info=info)  # the plain call: use_safetensors left at its default
-    weights = {k: v.tolist() for k, v in model.state_dict().items() if f".{loaded}." in k}
-    results[name] = {"missing": info.get("missing_keys", []), "unexpected": info.get("unexpected_keys", []),
-                     "weights": weights}
-print(json.dumps(results))
-"""
 
 PAIRS = {  # student name: (teacher type, layers, width), (student type, layers, width)
     "bert": (("bert", 4, 24), ("bert", 2, 24)),
@@ -52,9 +32,7 @@ def transferred(tmp_path_factory, text_file):
 
 
 def test_plain_load_adapter_in_a_fresh_process(transferred):
-    done = subprocess.run([sys.executable, "-c", LOAD, json.dumps(transferred)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout.splitlines()[-1])
+    results = load_plainly(transferred)
     assert set(results) == {job[0] for job in transferred}
     for name, _, out in transferred:
         assert results[name]["missing"] == [] and results[name]["unexpected"] == [], name

@@ -6,11 +6,12 @@ import filecmp
 
 import numpy as np
 import pytest
+from helpers.results import find, make_plan, write_metrics
 from PIL import Image
-from test_tables import find, make_plan, write_metrics
 
 from transmod.align.alignment import Alignment, assign, assign_correlation
 from transmod.align.correlation import Correlation, LayerCorrelation
+from transmod.results.cells import task_stats
 from transmod.results.plots import (
     alignment_figure,
     figure_paths,
@@ -19,7 +20,6 @@ from transmod.results.plots import (
     score_figure,
     write_all,
 )
-from transmod.results.cells import task_stats
 from transmod.results.runs import gather
 from transmod.train.tasks import Task, declare_task
 

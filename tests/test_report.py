@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import DEMO_CONFIG, REPO, REQUIRED_ON_CI, job_counts, snakemake
+from helpers import REPO, REQUIRED_ON_CI
+from helpers.commands import job_counts, snakemake
+from helpers.config import DEMO_CONFIG
 
 from transmod.hub import slug
-from transmod.results.tables import LOCK
 from transmod.results.stats import sign_flip_test
+from transmod.results.tables import LOCK
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and REQUIRED_ON_CI:

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import SENTENCES, add_module, make_model
+from helpers.models import SENTENCES, add_module, make_model
 
 from transmod.align.samplefile import SampleFile, from_vectors
 from transmod.align.sampling import capture, sample_hidden_states

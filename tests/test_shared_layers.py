@@ -10,16 +10,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from helpers.models import (
     SENTENCES,
     add_module,
+    load_module,
     make_config,
     make_model,
     make_tokenizer,
     save_model,
+    save_module,
 )
 from safetensors.numpy import load_file
-from test_transfer import _load_module, _save_module
 
 from transmod.align.alignment import fit_alignment
 from transmod.align.correlation import correlate_samples
@@ -87,13 +88,13 @@ def test_a_deeper_wider_albert_module_moves_to_a_smaller_albert(tmp_path, peft, 
     aligned = fit_alignment(*samples, "skip", method)
     t_shape, s_shape = model_shape(teacher_base.config, "t"), model_shape(student_base.config, "s")
     out = tmp_path / "out"
-    transfer_module(_save_module(teacher, tmp_path / "m"), t_shape, s_shape, "skip", out, aligned)
+    transfer_module(save_module(teacher, tmp_path / "m"), t_shape, s_shape, "skip", out, aligned)
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["config"]["leave_out"] == [] and config["hidden_size"] == 16
     moved = load_file(out / "adapter.safetensors")
     assert {k.split(".task.")[0] for k in moved} <= {PREFIX + p for p in ("output_adapters.adapters",
                                                                           "attention.query.loras", "attention.value.loras")}
-    student = _load_module(copy.deepcopy(student_base), out)
+    student = load_module(copy.deepcopy(student_base), out)
     with torch.no_grad():
         enc = make_tokenizer()(SENTENCES[:3], padding=True, return_tensors="pt")
         changed = student(**enc).last_hidden_state
@@ -108,7 +109,7 @@ def test_an_albert_teacher_gives_its_one_module_to_every_layer_of_a_bert_student
     teacher = add_module(make_model("albert", 4), "adapter")
     shape_t = model_shape(teacher.config, "t")
     shape_s = model_shape(make_config("bert", 2), "s")
-    transfer_module(_save_module(teacher, tmp_path / "m"), shape_t, shape_s, "skip", tmp_path / "out")
+    transfer_module(save_module(teacher, tmp_path / "m"), shape_t, shape_s, "skip", tmp_path / "out")
     before = load_file(tmp_path / "m" / "adapter.safetensors")
     after = load_file(tmp_path / "out" / "adapter.safetensors")
     assert len(after) == 2 * len(before)
@@ -116,7 +117,7 @@ def test_an_albert_teacher_gives_its_one_module_to_every_layer_of_a_bert_student
         leaf = key.split("output_adapters.adapters.")[1]
         for l in range(2):
             np.testing.assert_array_equal(after[f"encoder.layer.{l}.output.adapters.{leaf}"], value)
-    _load_module(make_model("bert", 2), tmp_path / "out")
+    load_module(make_model("bert", 2), tmp_path / "out")
 
 
 @pytest.mark.parametrize("mapping, layers", [("skip", [0, 2]), ("avg", [0, 1, 2, 3])])
@@ -125,7 +126,7 @@ def test_an_albert_student_takes_the_mean_of_the_teacher_modules_its_depths_map_
     shape_t = model_shape(teacher.config, "t")
     shape_s = model_shape(make_config("albert", 2), "s")
     out = tmp_path / mapping
-    transfer_module(_save_module(teacher, tmp_path / "m"), shape_t, shape_s, mapping, out)
+    transfer_module(save_module(teacher, tmp_path / "m"), shape_t, shape_s, mapping, out)
     before = load_file(tmp_path / "m" / "adapter.safetensors")
     after = load_file(out / "adapter.safetensors")
     for site in ("query", "value"):
@@ -133,7 +134,7 @@ def test_an_albert_student_takes_the_mean_of_the_teacher_modules_its_depths_map_
             group = [before[f"encoder.layer.{l}.attention.self.{site}.loras.task.{leaf}"] for l in layers]
             want = np.mean(group, axis=0, dtype=np.float64).astype(np.float32)
             np.testing.assert_array_equal(after[f"{PREFIX}attention.{site}.loras.task.{leaf}"], want)
-    _load_module(make_model("albert", 2), out)
+    load_module(make_model("albert", 2), out)
 
 
 def test_albert_with_several_layer_groups_is_refused_naming_the_keys(tmp_path):

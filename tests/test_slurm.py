@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "slurm"
 CI_PROFILE = ROOT / "tests" / "slurm" / "profile"
 
-from conftest import DEMO_CONFIG, SLURM_UP, SLURM_WHY, job_counts, run_snakemake
+from helpers.commands import job_counts, run_snakemake
+from helpers.config import DEMO_CONFIG
+from helpers.slurm import SLURM_UP, SLURM_WHY
 
 from transmod.workflow import profile_check
 

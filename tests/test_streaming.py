@@ -9,8 +9,13 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SENTENCES, make_model, save_model
-from decoders import make_decoder, make_decoder_tokenizer, peft_lora, save_decoder
+from helpers.decoders import (
+    make_decoder,
+    make_decoder_tokenizer,
+    peft_lora,
+    save_decoder,
+)
+from helpers.models import SENTENCES, make_model, save_model
 
 import transmod
 from transmod.align import samplefile, sampling

@@ -13,6 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.results import (
+    GRID,
+    LANGS,
+    find,
+    make_plan,
+    run_info,
+    score_of,
+    write_metrics,
+)
 
 from transmod.cli import main
 from transmod.errors import TransmodError
@@ -28,56 +37,8 @@ from transmod.results.stats import holm, sign_flip_test, stars
 from transmod.results.tables import load_plan, write_plan
 from transmod.train.tasks import Task, declare_task
 
-RUNS = ["teacher", "student-default", "student-skip", "student-avg"]
 ROW = {"teacher": "Teacher", "student-default": "Student", "student-skip": "TM-Student SKIP",
        "student-avg": "TM-Student AVG"}
-GRID = {"matching": ["ner", "pi"], "incompatible": ["ner"]}
-LANGS = ["en", "de", "fr"]
-
-
-def run_info(pair, task, lang, peft, run, seed, epochs=3):
-    role, _, init = run.partition("-")
-    return dict(pair=pair, task=task, lang=lang, peft=peft, seed=seed, role=role, init=init or None,
-                teacher=f"teacher-{pair}", student=f"student-{pair}",
-                training={"learning_rate": 1e-3, "batch_size": 16, "epochs": epochs, "max_length": 64},
-                module={"bottleneck": 16} if peft == "adapter" else {"r": 4, "alpha": 8})
-
-
-def make_plan(root: Path, seeds=(1, 2), grid=None, langs=LANGS, pefts=("adapter", "lora")) -> Plan:
-    plan = {}
-    for pair, tasks in (grid or GRID).items():
-        for task in tasks:
-            for lang in langs:
-                for peft in pefts:
-                    for run in RUNS:
-                        for seed in seeds:
-                            path = root / "results/runs" / pair / task / lang / peft / run / f"seed{seed}" / "metrics.json"
-                            plan[str(path)] = run_info(pair, task, lang, peft, run, seed)
-    return Plan(plan)
-
-
-def score_of(info) -> float:
-    """A known score per run: teacher > skip > avg > student, varying with language and seed."""
-    run = info["role"] if info["role"] == "teacher" else f"student-{info['init']}"
-    base = {"teacher": 0.8, "student-default": 0.5, "student-skip": 0.7, "student-avg": 0.6}[run]
-    return base + 0.01 * LANGS.index(info["lang"]) + 0.02 * info["seed"] + (0.05 if info["task"] == "pi" else 0)
-
-
-def write_metrics(plan, skip=(), score=score_of, metric=None, **override) -> None:
-    """A metrics file per run of the plan, as evaluate writes it (`metric`: the built-in task's by default)."""
-    for path, info in plan.items():
-        if path in skip:
-            continue
-        info = {**info, **override}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        scored = metric or ("f1" if info["task"] == "ner" else "accuracy")
-        Path(path).write_text(json.dumps({"task": info["task"], "metric": scored, "score": score(info), "run": info}))
-
-
-def find(plan, **keys) -> str:
-    hits = [p for p, info in plan.items() if all(info[k] == v for k, v in keys.items())]
-    assert len(hits) == 1, (keys, hits)
-    return hits[0]
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_bad_input_tables import edit_plan, make_results, refused, results_of
-from test_tables import run_info
+from helpers.results import edit_plan, make_results, refused, results_of, run_info
 
 from transmod.atomic import MARK_FILE
 from transmod.cli import main

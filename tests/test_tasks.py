@@ -8,15 +8,15 @@ import random
 
 import numpy as np
 import pytest
-from conftest import REPO
-
-from transmod.demo.language import (
+from helpers import REPO
+from transmod_demo.language import (
     DEMO_TASKS,
     TOPICS,
     UPOS,
     generate_task_data,
     write_demo_dataset,
 )
+
 from transmod.errors import TransmodError
 from transmod.train.batching import IGNORE_INDEX, encode
 from transmod.train.data import check_dataset, load_split

@@ -2,7 +2,7 @@
 
 import datasets
 import pytest
-from conftest import SENTENCES, make_tokenizer
+from helpers.models import SENTENCES, make_tokenizer
 
 import transmod.train.tokencache as tokencache
 

@@ -8,13 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from helpers.models import (
     SENTENCES,
     add_module,
+    load_module,
     make_model,
     make_tokenizer,
+    model_inputs,
     permute_hidden,
     save_model,
+    save_module,
 )
 from safetensors.torch import load_file
 
@@ -28,29 +31,6 @@ from transmod.modules.architectures import load_model_shape, model_shape
 from transmod.modules.io import read_module
 
 ARCHS = ["bert", "distilbert", "xlm-roberta", "electra", "deberta-v2", "albert", "bert-generation"]
-
-
-def _inputs(model):
-    enc = make_tokenizer()(SENTENCES[:6], SENTENCES[6:12], padding=True, return_tensors="pt")
-    if model.config.model_type in ("distilbert", "bert-generation"):
-        enc.pop("token_type_ids")
-    return enc
-
-
-def _save_module(model, path):
-    model.save_adapter(str(path), "task", use_safetensors=True)
-    return path
-
-
-def _load_module(model, path):
-    import adapters
-
-    adapters.init(model)
-    info = {}
-    model.load_adapter(str(path), load_as="task", use_safetensors=True, loading_info=info)
-    assert info["missing_keys"] == [] and info["unexpected_keys"] == [], info
-    model.set_active_adapters("task")
-    return model
 
 
 def _assignment(teacher, student, tmp_path, peft, mapping="skip", lora_outputs=False):
@@ -72,14 +52,14 @@ def test_transfer_to_the_same_model_is_the_identity(tmp_path, arch, peft):
     assert all(la.sigma.tolist() == list(range(24)) for la in aligned.layers)
     for assignment in (None, aligned):
         out = tmp_path / f"out-{assignment is None}"
-        transfer_module(_save_module(teacher, tmp_path / "m"), shape, shape, "skip", out, assignment)
+        transfer_module(save_module(teacher, tmp_path / "m"), shape, shape, "skip", out, assignment)
         before = load_file(tmp_path / "m" / "adapter.safetensors")
         after = load_file(out / "adapter.safetensors")
         assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-        student = _load_module(copy.deepcopy(base), out)
+        student = load_module(copy.deepcopy(base), out)
         with torch.no_grad():
-            torch.testing.assert_close(student(**_inputs(base)).last_hidden_state,
-                                       teacher(**_inputs(base)).last_hidden_state, rtol=0, atol=0)
+            torch.testing.assert_close(student(**model_inputs(base)).last_hidden_state,
+                                       teacher(**model_inputs(base)).last_hidden_state, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -95,11 +75,11 @@ def test_planted_permutation_is_recovered_and_reproduces_the_teacher(tmp_path, a
         assert la.sigma.tolist() == expected and la.mean_r == pytest.approx(1.0, abs=1e-6)
     shape = model_shape(base.config, "m")
     out = tmp_path / "out"
-    transfer_module(_save_module(teacher, tmp_path / "m"), shape, shape, "skip", out, assignment, lora_b=lora_b)
-    student = _load_module(copy.deepcopy(student_base), out)
+    transfer_module(save_module(teacher, tmp_path / "m"), shape, shape, "skip", out, assignment, lora_b=lora_b)
+    student = load_module(copy.deepcopy(student_base), out)
     with torch.no_grad():
-        want = teacher(**_inputs(base)).last_hidden_state[..., perm]
-        got = student(**_inputs(base)).last_hidden_state
+        want = teacher(**model_inputs(base)).last_hidden_state[..., perm]
+        got = student(**model_inputs(base)).last_hidden_state
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
@@ -109,7 +89,7 @@ def test_lora_study_variant_aligns_a_exactly_and_b_by_the_input_permutation(tmp_
     teacher = add_module(copy.deepcopy(base), "lora")
     assignment = _assignment(base, permute_hidden(copy.deepcopy(base), perm), tmp_path, "lora")
     shape = model_shape(base.config, "m")
-    transfer_module(_save_module(teacher, tmp_path / "m"), shape, shape, "skip", tmp_path / "out", assignment)
+    transfer_module(save_module(teacher, tmp_path / "m"), shape, shape, "skip", tmp_path / "out", assignment)
     before, after = load_file(tmp_path / "m" / "adapter.safetensors"), load_file(tmp_path / "out" / "adapter.safetensors")
     for key, value in before.items():
         expected = value[:, perm] if key.endswith("lora_A") else value[perm, :]
@@ -126,7 +106,7 @@ def test_skip_with_ratio_one_copies_and_avg_of_identical_layers_is_that_layer(tm
     base = make_model("bert", 4)
     teacher = add_module(copy.deepcopy(base), peft)
     shape = model_shape(base.config, "t")
-    transfer_module(_save_module(teacher, tmp_path / "m"), shape, shape, "skip", tmp_path / "copy")
+    transfer_module(save_module(teacher, tmp_path / "m"), shape, shape, "skip", tmp_path / "copy")
     assert _tensors(tmp_path / "m") == _tensors(tmp_path / "copy")
 
     params = dict(teacher.named_parameters())
@@ -134,7 +114,7 @@ def test_skip_with_ratio_one_copies_and_avg_of_identical_layers_is_that_layer(tm
         for key, p in params.items():
             if ".task." in key:
                 p.copy_(params[_layer0(key)])
-    _save_module(teacher, tmp_path / "u")
+    save_module(teacher, tmp_path / "u")
     small = model_shape(make_model("bert", 2).config, "s")
     transfer_module(tmp_path / "u", shape, small, "avg", tmp_path / "avg")
     avg, src = load_file(tmp_path / "avg" / "adapter.safetensors"), load_file(tmp_path / "u" / "adapter.safetensors")
@@ -152,7 +132,7 @@ def test_matching_pair_skip_takes_teacher_layers_0_2(tmp_path, peft):
     teacher = add_module(make_model("bert", 4), peft)
     student = make_model("distilbert", 2)
     t_shape, s_shape = model_shape(teacher.config, "t"), model_shape(student.config, "s")
-    transfer_module(_save_module(teacher, tmp_path / "m"), t_shape, s_shape, "skip", tmp_path / "out")
+    transfer_module(save_module(teacher, tmp_path / "m"), t_shape, s_shape, "skip", tmp_path / "out")
     src = read_module(tmp_path / "m", t_shape)
     dst = read_module(tmp_path / "out", s_shape)
     assert sorted({l for l, _, _ in dst.weights}) == [0, 1]
@@ -160,7 +140,7 @@ def test_matching_pair_skip_takes_teacher_layers_0_2(tmp_path, peft):
         np.testing.assert_array_equal(tensor, src.weights[(2 * l, site, param)])
     config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert config["model_type"] == "distilbert" and config["model_class"] == "DistilBertModel"
-    _load_module(student, tmp_path / "out")
+    load_module(student, tmp_path / "out")
 
 
 def test_incompatible_widths_keep_the_bottleneck_and_load_in_a_fresh_process(tmp_path):
@@ -170,7 +150,7 @@ def test_incompatible_widths_keep_the_bottleneck_and_load_in_a_fresh_process(tmp
     assignment = _assignment(teacher_base, student_base, tmp_path, "adapter", mapping="avg")
     assert all(len(la.sigma) == 16 and len(set(la.sigma)) == 16 for la in assignment.layers)
     t_shape, s_shape = model_shape(teacher_base.config, "t"), model_shape(student_base.config, "s")
-    transfer_module(_save_module(teacher, tmp_path / "m"), t_shape, s_shape, "avg", tmp_path / "out", assignment)
+    transfer_module(save_module(teacher, tmp_path / "m"), t_shape, s_shape, "avg", tmp_path / "out", assignment)
     weights = load_file(tmp_path / "out" / "adapter.safetensors")
     assert weights["encoder.layer.1.output.adapters.task.adapter_down.0.weight"].shape == (6, 16)
     student_dir = save_model(student_base, tmp_path / "student")

@@ -10,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import DEMO_CONFIG, DEMO_RUN_LOG, REPO, dry_run, job_counts, snakemake
+from helpers import REPO
+from helpers.commands import DEMO_RUN_LOG, dry_run, job_counts, snakemake
+from helpers.config import DEMO_CONFIG
 
 from transmod.hub import slug
 

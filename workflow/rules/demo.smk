@@ -1,7 +1,7 @@
 # The offline demo: tiny models from transformers configs, a tokenizer trained here, and generated
 # data in each task's hub layout. Only active when the config has a `demo` section (profiles/demo).
 
-from transmod.demo.models import DEMO_MODELS
+from transmod_demo.models import DEMO_MODELS
 
 as_workflow_error(validate_section, config, "demo", Path(workflow.basedir) / "profiles/demo/demo.schema.yaml")
 validate(config["demo"], Path(workflow.basedir) / "profiles/demo/demo.schema.yaml")  # its defaults

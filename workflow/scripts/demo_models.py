@@ -7,9 +7,8 @@ from transmod.workflow.joblog import log_to
 log_to(snakemake.log[0])
 
 import torch
-
-from transmod.demo.language import folder_texts
-from transmod.demo.models import build_demo_models
+from transmod_demo.language import folder_texts
+from transmod_demo.models import build_demo_models
 
 torch.set_num_threads(snakemake.threads)
 folders = {task: path for task, path in snakemake.input.items() if task != "tokenizer"}

@@ -4,9 +4,10 @@ from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
+from transmod_demo.language import folder_texts
+from transmod_demo.tokenizer import train_tokenizer
+
 from transmod.atomic import atomic_path
-from transmod.demo.language import folder_texts
-from transmod.demo.tokenizer import train_tokenizer
 
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:
     train_tokenizer(folder_texts(dict(snakemake.input.items()), snakemake.params.langs), tmp)

@@ -5,8 +5,9 @@ from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
+from transmod_demo.minilm import DATASETS
+
 from transmod.atomic import atomic_path
-from transmod.demo.minilm import DATASETS
 
 with atomic_path(snakemake.output[0], is_dir=True) as tmp:
     DATASETS[snakemake.wildcards.dataset](tmp, max_rows=snakemake.params.sizes)

@@ -4,8 +4,9 @@ from transmod.workflow.joblog import log_to
 
 log_to(snakemake.log[0])
 
+from transmod_demo.minilm import STUDENT_LAYERS, build_pair, minilm_folder
+
 from transmod.atomic import atomic_path
-from transmod.demo.minilm import STUDENT_LAYERS, build_pair, minilm_folder
 
 out = snakemake.output
 with atomic_path(out.teacher, is_dir=True) as teacher, atomic_path(out.student, is_dir=True) as student:

@@ -1,11 +1,13 @@
-"""Tiny decoder LLMs built offline from configs, peft LoRAs on them, and the planted symmetries of a decoder."""
+"""Tiny decoder LLMs built offline from configs, peft LoRAs on them, the planted symmetries of a decoder, and
+the hidden states of a pair of them sampled."""
 
 from __future__ import annotations
 
 import copy
 
 import torch
-from conftest import SENTENCES, WORDS
+
+from helpers.models import SENTENCES, WORDS
 
 SITES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VOCAB = 120
@@ -131,3 +133,28 @@ def permute_decoder(model, residual: torch.Tensor, kv_groups: torch.Tensor, grou
             else:
                 raise AssertionError(f"unhandled parameter {name}")
     return q_dims, kv_dims
+
+
+def planted(family: str, seed: int = 3):
+    """A teacher and the same function with residual stream, heads (groups kept) and MLP neurons permuted; the
+    permutation of each sampled space (h, f, a, kv, m)."""
+    teacher = make_decoder(family)
+    gen = torch.Generator().manual_seed(seed)
+    perms = dict(residual=torch.randperm(64, generator=gen), kv_groups=torch.tensor([1, 0]),
+                 group_heads=[torch.randperm(4, generator=gen) for _ in range(2)], neurons=torch.randperm(128, generator=gen))
+    student = copy.deepcopy(teacher)
+    q_dims, kv_dims = permute_decoder(student, **perms)
+    return teacher, student, dict(h=perms["residual"], f=perms["residual"], m=perms["neurons"], a=q_dims, kv=kv_dims)
+
+
+def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None):
+    """Sample files of (teacher, student) causal LMs on the same plain text."""
+    from transmod.align.samplefile import SampleFile
+    from transmod.align.sampling import sample_hidden_states
+
+    files = []
+    for i, (who, model) in enumerate(zip("ts", models)):
+        files.append(tmp_path / f"{who}.parquet")
+        tok = (tokenizers or [make_decoder_tokenizer()] * 2)[i]
+        sample_hidden_states(model.model, tok, [(s,) for s in sentences], {"lora": files[-1]}, model_name=who)
+    return SampleFile.open(files[0]), SampleFile.open(files[1])

@@ -204,6 +204,6 @@ DATASETS: dict[str, Callable[..., Path]] = {"pi": write_next_sentence_data, "tru
 def build_independent(out_dir: str | Path) -> dict[str, Any]:
     """paraphrase-MiniLM-L3-v2 as a Hugging Face BERT folder, with all-MiniLM-L6-v2's tokenizer (the ONNX
     package ships none; `onnx_bert.check_vocabulary` confirms it is the same vocabulary)."""
-    from transmod.demo.onnx_bert import convert, paraphrase_onnx
+    from transmod_demo.onnx_bert import convert, paraphrase_onnx
 
     return convert(paraphrase_onnx(), minilm_folder(), out_dir, TOKENIZER_FILES)

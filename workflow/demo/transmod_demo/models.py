@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from transmod.atomic import atomic_path
-from transmod.demo.tokenizer import MAX_LENGTH
 from transmod.errors import TransmodError
+from transmod_demo.tokenizer import MAX_LENGTH
 
 # Model folders written by build_demo_models, and the two pairs of the study they stand for.
 DEMO_MODELS: tuple[str, ...] = ("teacher-bert", "student-distilbert", "teacher-xlmr", "student-xlmr")
@@ -116,7 +116,7 @@ def build_demo_models(tokenizer_dir: str | Path, out_root: str | Path, seed: int
 
     tokenizer_dir, out_root = Path(tokenizer_dir), Path(out_root)
     if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise TransmodError(f"{tokenizer_dir}: no tokenizer.json; build it first with transmod.demo.train_tokenizer")
+        raise TransmodError(f"{tokenizer_dir}: no tokenizer.json; build it first with transmod_demo.tokenizer.train_tokenizer")
     tok = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
     common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id)
     xlmr_common = dict(common, max_position_embeddings=MAX_LENGTH + tok.pad_token_id + 1, type_vocab_size=1,
