@@ -14,14 +14,10 @@ from helpers.decoders import (
     peft_lora,
 )
 
-from transmod.align.alignment import (
-    METHODS,
-    assign_correlation,
-    fit_alignment,
-    select_alignment,
-)
+from transmod.align.alignment import assign_correlation, fit_alignment, select_alignment
 from transmod.align.correlation import correlate_samples
 from transmod.align.fidelity import transfer_fidelity
+from transmod.align.methods import grid_methods
 from transmod.align.transfer import transfer_module
 from transmod.errors import TransmodError
 from transmod.modules.architectures import model_shape
@@ -48,7 +44,7 @@ def _alignment(pair, method):
     return fit_alignment(t, s, "skip", method, holdout=0.2)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", grid_methods())
 def test_every_method_moves_a_lora_to_a_narrower_student_that_peft_loads_and_runs(pair, tmp_path, method):
     alignment = _alignment(pair, method)
     heads = alignment.get(0, "a")
