@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers.sandbox import tree
+from helpers.sandbox import refused_in_one_line
 from transmod.cli import main
 from transmod.results.runs import Plan
 from transmod.results.tables import write_plan
@@ -85,15 +85,7 @@ def make_results(root: Path, grid=PI_GRID, langs=("en", "de"), pefts=("adapter",
 
 def refused(root: Path, capfd, *expected: str) -> None:
     """`transmod tables` on the sandbox's results: refused in one line that holds `expected`, nothing changed."""
-    before = tree(root)
-    capfd.readouterr()
-    code = main(["tables", str(results_of(root))])
-    err = capfd.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code not in (0, None), err
-    assert 1 <= len(lines) <= 2 and "Traceback" not in err, err
-    assert all(text in err for text in expected), err
-    assert tree(root) == before, "the sandbox changed"
+    refused_in_one_line(["tables", str(results_of(root))], root, capfd, expected)
 
 
 def edit_plan(root: Path, change) -> None:

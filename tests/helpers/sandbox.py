@@ -22,3 +22,19 @@ def tree(root: Path) -> dict[str, tuple]:
         else:
             out[rel] = ("file", st.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
     return out
+
+
+def refused_in_one_line(argv: list[str], root: Path, capfd, expected) -> None:
+    """`transmod <argv>` refused with one error line (two at most) holding each of `expected`, no traceback, and
+    nothing under `root` changed."""
+    from transmod.cli import main
+
+    before = tree(root)
+    capfd.readouterr()
+    code = main(argv)
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None), err
+    assert 1 <= len(lines) <= 2 and "Traceback" not in err, err
+    assert all(text in err for text in expected), err
+    assert tree(root) == before, "the sandbox changed"

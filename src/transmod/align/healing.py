@@ -23,7 +23,6 @@ import numpy as np
 
 from transmod.align.alignment import Alignment
 from transmod.align.fidelity import module_effect, sample_shape
-from transmod.align.layermap import pooled_groups
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
@@ -82,8 +81,7 @@ def _targets(
     """Per cell: the student's read states and the mapped teacher effects on the first fit tokens (float32)."""
     kind = moved.spec
     groups = layer_groups(mapping, teacher, student, holdout)  # per student depth, as fidelity reads them
-    depths = module_depths(student.describe())
-    read = pooled_groups(groups, depths)
+    depths = module_depths(student.describe())  # per student module layer: the depths it acts at
     t_shape = sample_shape(teacher)
     mask_t, mask_s, n = shared_rows(teacher, student)
     stop = min(split_point(n, holdout), max_tokens)
