@@ -28,7 +28,7 @@ def demo_grid():
 
 def test_demo_produces_every_table_with_numbers(demo):
     tables = demo / "results" / "tables"
-    for stem in ("summary", "ner", "pi", "nli"):
+    for stem in ("summary", "wins", "ner", "pi", "nli"):
         for ext in (".md", ".csv", ".tex"):
             assert (tables / f"{stem}{ext}").is_file(), f"{stem}{ext} missing"
     for task in ("ner", "pi", "nli"):
@@ -37,11 +37,32 @@ def test_demo_produces_every_table_with_numbers(demo):
             if t != task:
                 continue
             rows = table[(table.setting == pair) & (table.module == peft)]
-            zero_shot = {"Student (zero-shot)", "TM-Student SKIP (zero-shot)"} if pair == "incompatible" else set()
-            assert set(rows.model) == {"Teacher", "Student", "TM-Student SKIP", "TM-Student AVG"} | zero_shot
+            own = {"Student (zero-shot)", "TM-Student SKIP (zero-shot)", "TM-Student SKIP-AUTO-HEAL"} \
+                if pair == "incompatible" else set()
+            assert set(rows.model) == {"Teacher", "Student", "TM-Student SKIP", "TM-Student AVG"} | own
             assert rows[lang].notna().all(), (pair, task, lang, peft)
     summary = pd.read_csv(tables / "summary.csv")
     assert summary.filter(like="AVG").notna().all().all()
+
+
+def test_an_auto_healed_start_records_its_choice_and_its_healing(demo):
+    """skip-auto-heal: the method of best fidelity in the cell's fidelity file, then healed without labels."""
+    from transmod.align.fidelity import choose_method
+
+    for pair, task, lang, peft in demo_grid():
+        if pair != "incompatible":
+            continue
+        fidelity = json.loads((demo / f"results/fidelity/{pair}/{task}/{lang}/{peft}/seed1.json").read_text())["inits"]
+        folder = demo / "results" / "transferred" / pair / task / lang / peft / "skip-auto-heal" / "seed1"
+        provenance = json.loads((folder / "adapter_config.json").read_text())["transmod"]
+        assert provenance["align"] == choose_method(fidelity, "skip", "f") and provenance["chosen_by"].startswith("fidelity")
+        cells = provenance["healed"]["cells"]
+        assert cells and all(0 <= c["rel_error_after"] <= c["rel_error_before"] for c in cells.values())
+        history = json.loads((demo / f"results/runs/{pair}/{task}/{lang}/{peft}/student-skip-auto-heal/seed1/history.json")
+                             .read_text())
+        assert history["init_module"].endswith("skip-auto-heal/seed1")
+    wins = pd.read_csv(demo / "results" / "tables" / "wins.csv")
+    assert set(wins[wins.setting == "incompatible"].model) >= {"TM-Student SKIP", "TM-Student SKIP-AUTO-HEAL"}
 
 
 def test_table_numbers_are_the_metrics(demo):
