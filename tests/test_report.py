@@ -264,7 +264,8 @@ def demo_metrics(demo: Path):
 
 
 ROW_NAMES = {"teacher": "Teacher", "default": "Student", "skip": "TM-Student SKIP", "avg": "TM-Student AVG",
-             "zs-default": "Student (zero-shot)", "zs-skip": "TM-Student SKIP (zero-shot)"}
+             "zs-default": "Student (zero-shot)", "zs-skip": "TM-Student SKIP (zero-shot)",
+             "skip-auto-heal": "TM-Student SKIP-AUTO-HEAL"}
 
 
 def row_name(run) -> str:
