@@ -168,11 +168,13 @@ def _write_maps(reference: Alignment, cells: list[tuple[int, str]],
     return maps
 
 
-def _teacher_effect(module: Module, t_shape: ModelShape, depths: list[int], site: str, batch: dict, space: str) -> np.ndarray:
-    """The teacher module's effect in the teacher's space, averaged over the teacher depths one student depth stands for."""
+def teacher_effect(module: Module, t_shape: ModelShape, depths: list[int], site: str, batch: dict,
+                   space: str) -> np.ndarray | None:
+    """The teacher module's effect in the teacher's space, averaged over the teacher depths one student depth stands
+    for (None where none of them holds the module); fidelity and healing (`transmod.align.healing`) both read it."""
     effects = [e for t in depths
                if (e := module_effect(module, t_shape.module_layer(t), site, batch[f"{space}{t}"])) is not None]
-    return np.mean(effects, axis=0)
+    return np.mean(effects, axis=0) if effects else None
 
 
 class _Agreement:
@@ -230,7 +232,7 @@ def transfer_fidelity(
     for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
         progress.update(len(next(iter(s_batch.values()))))
         for (l, site), a in ((cell, a) for cell in cells for a in depths[cell[0]]):
-            own = _teacher_effect(teacher_module, t_shape, groups[a], site, t_batch, reads[site])
+            own = teacher_effect(teacher_module, t_shape, groups[a], site, t_batch, reads[site])
             ref = maps[(l, site)].write(own.T).T
             got = module_effect(student_module, l, site, s_batch[f"{reads[site]}{a}"])
             agree[(l, site)].update(np.zeros_like(ref) if got is None else got, ref, own)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from transmod.align.alignment import Alignment
-from transmod.align.fidelity import module_effect, sample_shape
+from transmod.align.fidelity import sample_shape, teacher_effect
 from transmod.align.layersim import layer_groups
 from transmod.align.pairing import check_pair, paired_batches, shared_rows, split_point
 from transmod.align.samplefile import SampleFile
@@ -95,11 +95,9 @@ def _targets(
     ys: dict[Cell, list] = {c: [] for c in cells}
     for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, 2048, 0, stop, (mask_t, mask_s)):
         for (l, site), a in ((c, a) for c in cells for a in depths[c[0]]):
-            effects = [e for t in groups[a] if (e := module_effect(teacher_module, t_shape.module_layer(t), site,
-                                                                   t_batch[f"{reads[site]}{t}"])) is not None]
-            if not effects:
+            own = teacher_effect(teacher_module, t_shape, groups[a], site, t_batch, reads[site])
+            if own is None:
                 continue
-            own = np.mean(effects, axis=0)
             lm = None if alignment is None else alignment.get(l, kind.space(site, "out", lora_b == "output"))
             xs[(l, site)].append(s_batch[f"{reads[site]}{a}"])
             ys[(l, site)].append(own if lm is None else lm.write(own.T).T)
