@@ -1,6 +1,6 @@
-"""profiles/minilm's independent pair and truecasing task: paraphrase-MiniLM-L3-v2 rebuilt from its ONNX export
+"""profiles/minilm's independent pair and its tasks: paraphrase-MiniLM-L3-v2 rebuilt from its ONNX export
 (transmod_demo.onnx_bert) computes what onnxruntime computes; a graph or vocabulary that does not fit is refused;
-the truecasing data; and the profile's dry run plans both pairs on both tasks."""
+the truecasing and word-order data; and the profile's dry run plans both pairs on all three tasks."""
 
 from __future__ import annotations
 
@@ -18,14 +18,18 @@ from safetensors.numpy import save_file
 from transmod_demo import onnx_bert
 from transmod_demo.minilm import (
     CASE_LABELS,
+    ORDER_LABELS,
     TOKENIZER_FILES,
     build_independent,
     case_class,
     minilm_folder,
     prose_paragraphs,
+    swap_adjacent_words,
     truecase_rows,
+    word_order_rows,
     write_next_sentence_data,
     write_truecase_data,
+    write_word_order_data,
 )
 
 from transmod.errors import TransmodError
@@ -171,16 +175,50 @@ def test_truecase_data_is_lowercased_words_in_the_next_sentence_datas_splits(tmp
     assert all(0.8 < c["lower"] / sum(c.values()) < 0.95 for c in counts.values())  # hence macro-F1
 
 
-def test_the_profile_plans_both_pairs_on_both_tasks(tmp_path):
+def test_a_swap_moves_two_plain_inner_words_and_nothing_else():
+    sentence = "The Foo function returns a list of names, in order."
+    seen = set()
+    for seed in range(40):
+        swapped = swap_adjacent_words(sentence, random.Random(seed))
+        assert sorted(swapped.split()) == sorted(sentence.split()) and swapped != sentence
+        changed = [i for i, (a, b) in enumerate(zip(swapped.split(), sentence.split())) if a != b]
+        assert len(changed) == 2 and changed[1] == changed[0] + 1
+        seen.add(changed[0])
+    assert seen == {2, 3, 4, 5}  # function-returns ... list-of; never Foo (a capital), names, (a comma), order.
+    assert swap_adjacent_words("Use it.", random.Random(0)) is None
+    assert swap_adjacent_words("See the the end.", random.Random(0)) is None  # a swap must change the text
+
+
+def test_word_order_rows_use_each_sentence_once_with_a_coin_flip_label():
+    sentences = [f"The {w} value is not set by default here." for w in ("first", "second", "third", "fourth")] * 10
+    rows = word_order_rows({"doc": [sentences]}, random.Random(0))
+    assert len(rows) == len(sentences)
+    for row, sentence in zip(rows, sentences):
+        assert (row["sentence"] == sentence) == (ORDER_LABELS[row["label"]] == "original")
+    assert 10 < sum(r["label"] for r in rows) < 30  # both labels, by a fair coin
+
+
+def test_word_order_data_shares_the_other_tasks_splits(tmp_path):
+    folder = write_word_order_data(tmp_path / "order", max_rows={"train": 300})
+    pi = write_next_sentence_data(tmp_path / "pi", max_rows={"train": 10, "validation": 10, "test": 10})
+    assert json.loads((folder / "topics.json").read_text()) == json.loads((pi / "topics.json").read_text())
+    for split in ("train", "validation", "test"):
+        labels = collections.Counter(pq.read_table(folder / "en" / f"{split}.parquet")["label"].to_pylist())
+        assert 0.4 < labels[0] / labels.total() < 0.6, (split, labels)
+    assert len(pq.read_table(folder / "en" / "train.parquet")) == 300
+
+
+def test_the_profile_plans_both_pairs_on_all_three_tasks(tmp_path):
     (tmp_path / "profiles").symlink_to(REPO / "profiles")
     done = snakemake("-n", "--profile", REPO / "profiles" / "minilm", cwd=tmp_path, timeout=300)
     counts = job_counts(done.stdout)
-    # 2 tasks x 2 module kinds x 3 seeds: one teacher (shared by both pairs), 3 inits per pair
+    # 3 tasks x 2 module kinds x 3 seeds: one teacher (shared by both pairs), 3 inits per pair
     assert {k: counts.get(k) for k in ("minilm_models", "minilm_independent", "minilm_data", "train_teacher",
                                        "train_student")} == {"minilm_models": 1, "minilm_independent": 1,
-                                                             "minilm_data": 2, "train_teacher": 12,
-                                                             "train_student": 72}
-    for run in ("independent/truecase/en/adapter/student-skip/seed3", "independent/pi/en/lora/student-avg/seed1",
-                "minilm/truecase/en/lora/student-default/seed2"):
+                                                             "minilm_data": 3, "train_teacher": 18,
+                                                             "train_student": 108}
+    for run in ("independent/truecase/en/adapter/student-skip-auto/seed3",
+                "independent/order/en/lora/student-avg-auto/seed1", "minilm/order/en/lora/student-default/seed2",
+                "minilm/pi/en/adapter/student-avg/seed2"):
         assert f"results/runs/{run}/metrics.json" in done.stdout
     assert "resources/minilm/models/independent" in done.stdout and not (tmp_path / "resources").exists()
