@@ -129,3 +129,18 @@ def test_tables_refuse_a_plan_or_metrics_file_whose_init_is_no_init(tmp_path):
     with pytest.raises(TransmodError) as file_error:
         read_metrics(path)
     assert str(file_error.value).startswith(f"{path}: run.init: 'zs-' is not a student init")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("zs-skip", "only a transferred, trained init"),
+    ("skip-heal", "healing reads the two models' sample files"),
+    ("skip-auto", "chooses its method by the grid cell's fidelity file"),
+    ("skip-procrustes", "no alignment of method 'procrustes'"),
+])
+def test_a_start_that_cannot_be_written_is_refused_before_anything_is_read(tmp_path, name, expected):
+    from transmod.align.starts import transferred_start
+
+    missing = tmp_path / "nothing-here"  # no module, no models: the refusal comes first
+    with pytest.raises(TransmodError, match=re.escape(expected)):
+        transferred_start(Init.parse(name), missing, str(missing), str(missing), {"lsa": None}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

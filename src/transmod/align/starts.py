@@ -30,6 +30,8 @@ def transferred_start(
     `healing` (steps, learning_rate, max_tokens) for a `-heal` init."""
     if not init.transferred or init.zero_shot:
         raise TransmodError(f"init {init.name!r}: only a transferred, trained init has a start to write")
+    if init.heal and samples is None:  # refused before anything is moved
+        raise TransmodError(f"init {init.name}: healing reads the two models' sample files; give them")
     method = choose_method(_measured(fidelity), init.mapping, fidelity) if init.auto else init.method
     if method not in alignments:
         raise TransmodError(f"init {init.name}: no alignment of method {method!r} was given (given: "
@@ -42,8 +44,6 @@ def transferred_start(
             moved.config["transmod"]["chosen_by"] = f"fidelity {CHOICE_MEASURE} ({Path(fidelity).name})"
         if not init.heal:
             return moved
-        if samples is None:
-            raise TransmodError(f"init {init.name}: healing reads the two models' sample files; give them")
         pair = SampleFile.open(samples[0]), SampleFile.open(samples[1])
         return heal(module, moved, *pair, init.mapping, alignment, lora_b=lora_b, holdout=holdout, **(healing or {}))[0]
 
