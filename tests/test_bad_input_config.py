@@ -78,6 +78,14 @@ CASES = {
     "a pair name of 300 characters": (lambda f: _renamed("matching", LONG),
                                       f"config key pairs: the name {'p' * 24}... has 300 characters; it names folders "
                                       f"under results/: use at most {MAX_NAME}"),
+    # a decoder task the grid cannot train yet: refused, not half run
+    "kind: completion": (lambda f: study_config(**{"tasks.qa": {"dataset": f["pos"], "languages": ["en"],
+                                                               "kind": "completion", "text_columns": ["prompt"],
+                                                               "label_column": "completion",
+                                                               "metric": "exact_match"},
+                                                   "pairs.matching.tasks": ["ner", "qa"]}),
+                         "config key tasks.qa.kind: the grid trains and evaluates classification tasks on encoder "
+                         "pairs so far; score a completion task with `transmod evaluate`"),
     "a task name one past the limit": (lambda f: _task_named("n" * (MAX_NAME + 1), f),
                                        f"config key tasks: the name {'n' * 24}... has {MAX_NAME + 1} characters"),
 }

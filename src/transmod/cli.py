@@ -1,4 +1,4 @@
-"""The `transmod` command: sample, correlate, assign, fit-alignment, transfer, fidelity, tables. Each step reads and writes files."""
+"""The `transmod` command: sample, correlate, assign, fit-alignment, transfer, fidelity, evaluate, tables. Each step reads and writes files."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from transmod.atomic import WRITTEN, check_output, new_output
 from transmod.errors import TransmodError
 from transmod.modules.io import MODULE_FORMATS
 from transmod.modules.kinds import KINDS
+from transmod.train.lmscore import DEFAULT_MAX_LENGTH
+from transmod.train.tasks import DECODER_KINDS
 from transmod.progress import log_lines
 
 EXAMPLES = {
@@ -74,6 +76,15 @@ methods: lsa (the study's permutation), lsa-signed, linear, procrustes, select (
   transmod fidelity --module ner_adapter --transferred ner_adapter_student --teacher teacher.parquet \\
       --student student.parquet --mapping skip --holdout 0.2 --out fidelity.json
 fit the alignment with the same --holdout so that the measured tokens were not fitted on""",
+    "evaluate": """examples:
+  # does the moved LoRA help? the student alone, then with the LoRA, on the same held-out examples
+  transmod evaluate --model models/student --task multiple-choice --data arc_test.jsonl
+  transmod evaluate --model models/student --module moved_lora --task multiple-choice --data arc_test.jsonl \
+      --out moved.json
+  # completions: {"prompt": ..., "completion": ...} per line; loss per answer token and exact match
+  transmod evaluate --model models/student --module moved_lora --task completion --data qa.jsonl
+columns: completion {prompt, completion}; multiple-choice {question, choices (a list), answer (its index)};
+rename them with --prompt-column, --answer-column, --choices-column""",
     "tables": """examples:
   transmod tables results            # the workflow's results folder: tables and figures of the runs finished so far
   transmod tables /scratch/me/results""",
@@ -124,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="replace an earlier transmod output at --out (anything else there is never touched)")
         return p
 
-    for add in (_sample_verb, _pair_verbs, _transfer_verb, _fidelity_verb, _tables_verb):
+    for add in (_sample_verb, _pair_verbs, _transfer_verb, _fidelity_verb, _evaluate_verb, _tables_verb):
         add(command)
     return parser
 
@@ -213,6 +224,22 @@ def _fidelity_verb(command: Command) -> None:
     p.add_argument("--ridge", type=ridge, default=DEFAULT_RIDGE, help="ridge of the reference map")
     p.add_argument("--batch-size", type=positive, default=2048, help="tokens per streamed batch")
     p.add_argument("--out", required=True, help="output .json")
+
+
+def _evaluate_verb(command: Command) -> None:
+    p = command("evaluate", "Score a decoder LLM, with or without a peft LoRA, on completion or multiple-choice examples.")
+    p.add_argument("--model", required=True, help="hub id or local folder of a decoder LLM")
+    p.add_argument("--module", help="a peft LoRA folder to load on it (default: the model alone)")
+    p.add_argument("--task", required=True, choices=DECODER_KINDS)
+    p.add_argument("--data", required=True, help=".jsonl, .json or .parquet file of examples")
+    p.add_argument("--prompt-column", help="the prompt's (the question's) column (default prompt / question)")
+    p.add_argument("--answer-column", help="the answer's column: its text, or the right choice's index "
+                   "(default completion / answer)")
+    p.add_argument("--choices-column", help="multiple-choice: the column of answer lists (default choices)")
+    p.add_argument("--no-chat", action="store_true", help="plain text even where the tokenizer has a chat template")
+    p.add_argument("--batch-size", type=positive, default=8)
+    p.add_argument("--max-length", type=positive, default=DEFAULT_MAX_LENGTH, help="tokens per example at most")
+    p.add_argument("--out", help="also write the scores and predictions to this .json")
 
 
 def _tables_verb(command: Command) -> None:
@@ -342,6 +369,40 @@ def _fidelity(args: argparse.Namespace) -> None:
           f"relative error {overall['rel_error']}, cosine {overall['cosine']}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from transmod.atomic import MARK
+    from transmod.train.lmscore import load_decoder, read_rows, score_decoder
+    from transmod.train.tasks import CHOICE, declare_task
+
+    mc = args.task == CHOICE
+    if args.choices_column and not mc:
+        raise TransmodError("--choices-column: only a multiple-choice task has choices; drop the option")
+    inputs = (args.model, args.module, args.data)
+    if args.out:
+        check_output(args.out, "evaluation", inputs, args.overwrite)
+    task = declare_task("evaluate", dict(
+        kind=args.task, text_columns=[args.prompt_column or ("question" if mc else "prompt")],
+        label_column=args.answer_column or ("answer" if mc else "completion"),
+        choices_column=(args.choices_column or "choices") if mc else None,
+        metric="accuracy" if mc else "exact_match"))
+    rows = read_rows(args.data)
+    model, tokenizer = load_decoder(args.model, args.module)
+    try:
+        result = score_decoder(model, tokenizer, task, rows, batch_size=args.batch_size, max_length=args.max_length,
+                               chat=not args.no_chat)
+    except TransmodError as exc:
+        raise TransmodError(f"{args.data}: {exc}") from None
+    record = {"model": args.model, "module": args.module, "data": args.data, "task": args.task, **result}
+    if args.out:
+        with new_output(args.out, "evaluation", inputs=inputs, overwrite=args.overwrite) as tmp:
+            tmp.write_text(json.dumps({MARK: "evaluation", **record}, indent=1) + "\n", encoding="utf-8")
+    scores = ", ".join(f"{k} {result[k]:.4f}" for k in ("accuracy", "exact_match", "loss_per_token") if k in result)
+    print(f"{args.model}{' + ' + args.module if args.module else ''} on {result['examples']} examples of "
+          f"{args.data}: {scores}")
+
+
 def _tables(args: argparse.Namespace) -> None:
     from transmod.results.tables import write_results
 
@@ -366,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log_lines(sys.stderr, fmt="transmod: %(message)s")  # progress of long steps (a bar too on a terminal)
     handlers = {"sample": _sample, "correlate": _correlate, "assign": _assign, "transfer": _transfer,
-                "fit-alignment": _fit_alignment, "fidelity": _fidelity, "tables": _tables}
+                "fit-alignment": _fit_alignment, "fidelity": _fidelity, "evaluate": _evaluate, "tables": _tables}
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with warnings.catch_warnings():

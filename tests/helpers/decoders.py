@@ -14,15 +14,18 @@ VOCAB = 120
 SPECIALS = ["<pad>", "<unk>", "<s>"]
 
 
-def make_decoder_tokenizer(extra: tuple[str, ...] = (), words=WORDS):
-    """A word-level tokenizer that prepends a BOS token, as Llama's and Gemma's do."""
+def make_decoder_tokenizer(extra: tuple[str, ...] = (), words=WORDS, pad: bool = True):
+    """A word-level tokenizer that prepends a BOS token, as Llama's and Gemma's do; `pad=False`: with no pad token
+    but an end-of-sequence token `</s>`, as Llama, Mistral and SmolLM ship theirs."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(SPECIALS + list(words) + list(extra))}
+    vocab = {w: i for i, w in enumerate(SPECIALS + list(words) + list(extra) + ([] if pad else ["</s>"]))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    if not pad:
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>")
 
 

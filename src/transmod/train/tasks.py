@@ -16,7 +16,9 @@ from transmod.errors import TransmodError
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 TOKEN, SEQUENCE = "token-classification", "sequence-classification"
-TASK_KINDS: tuple[str, ...] = (TOKEN, SEQUENCE)
+COMPLETION, CHOICE = "completion", "multiple-choice"  # decoder tasks, scored by likelihood (transmod.train.lmscore)
+TASK_KINDS: tuple[str, ...] = (TOKEN, SEQUENCE, COMPLETION, CHOICE)
+DECODER_KINDS: tuple[str, ...] = (COMPLETION, CHOICE)
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class Metric:
 # Keys are what metrics.json and predictions record (`f1` is seqeval's name, kept for the study's files).
 METRICS: dict[str, Metric] = {
     "f1": Metric("entity-level F1 (conlleval)", (TOKEN,)),
-    "accuracy": Metric("accuracy", (TOKEN, SEQUENCE)),
+    "accuracy": Metric("accuracy", (TOKEN, SEQUENCE, CHOICE)),
+    "exact_match": Metric("exact match of the greedy answer", (COMPLETION,)),
     "macro_f1": Metric("macro-F1", (TOKEN, SEQUENCE)),
     "matthews": Metric("Matthews correlation", (TOKEN, SEQUENCE), (-1.0, 1.0)),
 }
@@ -45,7 +48,9 @@ class Task:
     `config` and `splits` are patterns in which `{lang}` stands for the language: a language per
     config (`{lang}`, PAWS-X), per split (`train_{lang}`, WikiNeural) or a fixed config (`default`;
     None is the dataset's default config). Token tasks read one column of word lists (labels per
-    word, on the first sub-token); sequence tasks one text column, or two with `text_pair`.
+    word, on the first sub-token); sequence tasks one text column, or two with `text_pair`. Decoder tasks
+    read one text column (the prompt, or the question); a completion task's `label_column` holds the answer
+    text, a multiple-choice task's the index of the right one among the list in `choices_column`.
     """
 
     name: str
@@ -61,6 +66,11 @@ class Task:
     title: str = ""  # caption name for tables and figures (default: `label`)
     hub_id: str | None = None  # the hub dataset this declaration describes, if any
     languages: tuple[str, ...] = ()  # the languages that hub dataset has (checked before any job)
+    choices_column: str | None = None  # a multiple-choice task's column of answer lists
+
+    @property
+    def is_decoder(self) -> bool:
+        return self.kind in DECODER_KINDS
 
     @property
     def is_token(self) -> bool:
@@ -106,6 +116,12 @@ class Task:
         """The declared columns as `datasets.Features`, labels as ClassLabel (as the hub stores them)."""
         import datasets
 
+        text = datasets.Value("string")
+        if self.kind == COMPLETION:
+            return datasets.Features({self.text_columns[0]: text, self.label_column: text})
+        if self.kind == CHOICE:
+            return datasets.Features({self.text_columns[0]: text, self.choices_column: datasets.Sequence(text),
+                                      self.label_column: datasets.Value("int64")})
         names = labels or self.labels
         if not names:
             raise TransmodError(f"{self.key('labels')}: needed to write {self.name} data; list the label names")
@@ -149,7 +165,7 @@ BUILTIN: dict[str, dict[str, Any]] = {
 DISPLAY_KEYS = ("label", "title")
 # The config keys of a declaration (beside `dataset`, `languages` and `training`, which the workflow reads).
 DECLARATION_KEYS: tuple[str, ...] = ("kind", "text_columns", "text_pair", "label_column", "labels", "metric",
-                                     "config", "splits", "label", "title")
+                                     "config", "splits", "label", "title", "choices_column")
 _REQUIRED = ("kind", "text_columns", "label_column", "metric")
 
 
@@ -186,9 +202,18 @@ def _check(task: Task) -> None:
                             f"({', '.join(task.text_columns) or 'none'}); name {wanted}")
     if task.is_token and task.text_pair:
         raise TransmodError(f"{task.key('text_pair')}: a token-classification task has no text pair; drop the key")
-    if task.label_column in task.text_columns:
-        raise TransmodError(f"{task.key('label_column')}: {task.label_column!r} is also a text column; name the "
-                            "column that holds the labels")
+    if (task.kind == CHOICE) != (task.choices_column is not None):
+        raise TransmodError(f"{task.key('choices_column')}: " + (
+            "a multiple-choice task names the column of its answer lists" if task.kind == CHOICE else
+            f"only a multiple-choice task has choices, not a {task.kind} task; drop the key"))
+    if task.choices_column is not None and task.choices_column in task.text_columns:
+        raise TransmodError(f"{task.key('choices_column')}: {task.choices_column!r} is also a text column; name the "
+                            "column of answer lists")
+    if task.is_decoder and task.text_pair:
+        raise TransmodError(f"{task.key('text_pair')}: a {task.kind} task reads one prompt column; drop the key")
+    if task.label_column in (*task.text_columns, task.choices_column):
+        raise TransmodError(f"{task.key('label_column')}: {task.label_column!r} is also a text or choices column; "
+                            "name the column that holds the labels")
     if set(task.splits) != set(SPLITS):
         raise TransmodError(f"{task.key('splits')}: name the dataset split of each of {', '.join(SPLITS)}, "
                             f"got {', '.join(task.splits) or 'none'}")

@@ -233,6 +233,9 @@ def check_tasks(config: dict, built: list[str], read_data: bool) -> None:
     from transmod.train.data import check_dataset
 
     for name, task in declared_tasks(config).items():
+        if task.is_decoder:
+            raise TransmodError(f"config key {task.key('kind')}: the grid trains and evaluates classification tasks on "
+                                f"encoder pairs so far; score a {task.kind} task with `transmod evaluate`")
         spec = config["tasks"][name]
         dataset, languages = spec["dataset"], spec["languages"]
         _check_local(task.key("dataset"), dataset, built)
