@@ -14,6 +14,7 @@ mask and the scored positions leave the padding out, so no tokenizer is changed.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,7 +128,6 @@ def greedy_continuations(model: torch.nn.Module, tokenizer: Any, contexts: Seque
     """The greedy continuation of each context, of at most its `limits` tokens (left padding, as generation
     needs; a row's own limit applies however long the others are), cut at the end token or STOP, stripped."""
     import torch
-    from transformers import GenerationConfig
 
     device = next(model.parameters()).device
     pad_id = _pad_id(tokenizer)
@@ -142,8 +142,9 @@ def greedy_continuations(model: torch.nn.Module, tokenizer: Any, contexts: Seque
             ids[i, width - len(s.ids):] = torch.tensor(s.ids)
             mask[i, width - len(s.ids):] = 1
         rows = order[done:done + len(batch)]
-        config = GenerationConfig(max_new_tokens=max(limits[r] for r in rows), do_sample=False, pad_token_id=pad_id,
-                                  eos_token_id=tokenizer.eos_token_id)
+        config = copy.deepcopy(model.generation_config)  # the model's own token ids, no sampling
+        config.update(max_new_tokens=max(limits[r] for r in rows), do_sample=False, temperature=None, top_p=None,
+                      top_k=None, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
         with torch.no_grad():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
         for r, tokens in zip(rows, out[:, width:].cpu().tolist()):
