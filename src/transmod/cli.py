@@ -79,7 +79,7 @@ fit the alignment with the same --holdout so that the measured tokens were not f
     "evaluate": """examples:
   # does the moved LoRA help? the student alone, then with the LoRA, on the same held-out examples
   transmod evaluate --model models/student --task multiple-choice --data arc_test.jsonl
-  transmod evaluate --model models/student --module moved_lora --task multiple-choice --data arc_test.jsonl \
+  transmod evaluate --model models/student --module moved_lora --task multiple-choice --data arc_test.jsonl \\
       --out moved.json
   # completions: {"prompt": ..., "completion": ...} per line; loss per answer token and exact match
   transmod evaluate --model models/student --module moved_lora --task completion --data qa.jsonl

@@ -76,7 +76,7 @@ def encode(tokenizer: Any, context: str, continuation: str, max_length: int, cha
     return Scored(tuple(ctx + cont), len(ctx))
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id_of(tokenizer: Any) -> int:
     """Any id will do (masked out); the tokenizer's pad, else its end-of-sequence token, else 0."""
     for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if value is not None:
@@ -130,7 +130,7 @@ def greedy_continuations(model: torch.nn.Module, tokenizer: Any, contexts: Seque
     import torch
 
     device = next(model.parameters()).device
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_id_of(tokenizer)
     texts: list[str] = [""] * len(contexts)
     batches, order = _batched(contexts, batch_size)
     done = 0
@@ -174,7 +174,7 @@ def score_completions(model: torch.nn.Module, tokenizer: Any, task: Task, rows: 
     answers = [_column(r, task.label_column, i, _text, "a non-empty string") for i, r in enumerate(rows)]
     contexts = [context_text(tokenizer, p, chat) for p in prompts]
     items = [encode(tokenizer, c, continuation(c, a), max_length, chat, end=True) for c, a in zip(contexts, answers)]
-    logprobs = all_logprobs(model, items, _pad_id(tokenizer), batch_size)
+    logprobs = all_logprobs(model, items, pad_id_of(tokenizer), batch_size)
     tokens = sum(len(lp) for lp in logprobs)
     loss = -float(sum(lp.sum() for lp in logprobs)) / tokens
     # as many tokens as the answer and its end token: an answer the model does not end is no match
@@ -210,7 +210,7 @@ def score_choices(model: torch.nn.Module, tokenizer: Any, task: Task, rows: Sequ
             items.append(encode(tokenizer, context, continuation(context, choice), max_length, chat))
             owners.append((i, len(choice.strip())))
         answers.append(answer)
-    logprobs = all_logprobs(model, items, _pad_id(tokenizer), batch_size)
+    logprobs = all_logprobs(model, items, pad_id_of(tokenizer), batch_size)
     per_row: list[list[float]] = [[] for _ in rows]
     for (row, chars), lp in zip(owners, logprobs):
         per_row[row].append(float(lp.sum()) / chars)
@@ -226,25 +226,25 @@ def load_decoder(model_path: str, module: str | None = None) -> tuple[torch.nn.M
 
     from transformers import AutoModelForCausalLM
 
-    from transmod.align.sampling import load_tokenizer
     from transmod.hub import load_error, local_files_only
     from transmod.modules.architectures import load_model_shape
+    from transmod.train.model import load_tokenizer
 
     if not load_model_shape(model_path).arch.decoder:
         raise TransmodError(f"{model_path}: not a decoder LLM; completion and multiple-choice tasks score the "
                             "next-token predictions of Llama, Mistral, Qwen2/3 or Gemma models")
-    tokenizer = load_tokenizer(model_path, ())
+    tokenizer = load_tokenizer(model_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=False,
                                                      local_files_only=local_files_only(model_path))
     except Exception as exc:  # OSError, ValueError, safetensors' own errors: all mean "cannot load this model"
         raise load_error(model_path, "model", exc) from None
     if module is not None:
-        model = _with_lora(model, module)
+        model = with_lora(model, module)
     return (model.to("cuda") if torch.cuda.is_available() else model).eval(), tokenizer
 
 
-def _with_lora(model: torch.nn.Module, module: str) -> torch.nn.Module:
+def with_lora(model: torch.nn.Module, module: str, trainable: bool = False) -> torch.nn.Module:
     """`model` with the peft LoRA in folder `module` (safetensors, or a legacy .bin read with weights_only)."""
     import json
     from pathlib import Path
@@ -260,7 +260,7 @@ def _with_lora(model: torch.nn.Module, module: str) -> torch.nn.Module:
         raise TransmodError(f"--module {module}: not a peft LoRA folder (no adapter_config.json with peft_type LORA); "
                             "give the folder that peft's save_pretrained or `transmod transfer --format peft` wrote")
     try:
-        return PeftModel.from_pretrained(model, module, is_trainable=False)
+        return PeftModel.from_pretrained(model, module, is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TransmodError(f"--module {module}: peft could not load it onto this model ({detail}); give a LoRA "

@@ -42,6 +42,8 @@ from transmod.train.checkpoints import (
 )
 from transmod.train.config import TrainConfig
 from transmod.train.data import load_split
+from transmod.train.decoder import build_decoder, save_lora, scorer, training_example
+from transmod.train.decoder import gold as decoder_gold
 from transmod.train.evaluation import score_lists
 from transmod.train.files import (
     HEAD_FILE,
@@ -72,6 +74,7 @@ from transmod.train.runtime import (
     token_loss,
 )
 from transmod.train.tasks import SPLITS, Task, get_task
+from transmod.train.lmscore import pad_id_of
 from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
@@ -119,14 +122,16 @@ def train(
     state_dir = Path(state_dir) if state_dir is not None else out_dir / STATE_DIR
     (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)  # a stale file must not pass for this run's result
     set_seeds(cfg.seed)
-    run = _prepare(model_path, task, peft, (train_ds, val_ds, test_ds), cfg, init_module, labels, cache_dir, out_dir)
+    datasets = (train_ds, val_ds, test_ds)
+    run = (_prepare_decoder(model_path, task, peft, datasets, cfg, init_module, out_dir) if task.is_decoder else
+           _prepare(model_path, task, peft, datasets, cfg, init_module, labels, cache_dir, out_dir))
     progress = _train_to_best(run, cfg, state_dir, workers, step_callback)
-    test_pred = predict(run.model, run.splits["test"], task, run.labels, cfg.eval_batch_size, run.pad_id, run.dev)
+    _, test_pred = run.score("test")
     summary = {"task": task.name, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
                "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
                "model": str(model_path), "init_module": str(init_module) if init_module is not None else None,
                "environment": run.dev.environment()}
-    _write_outputs(run.model, out_dir, task.name, run.labels, summary, test_pred, run.gold["test"])
+    _write_outputs(run, out_dir, summary, test_pred)
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
     log.info("trained in %.1f s; best epoch %s, validation %s %.4f; wrote %s", time.perf_counter() - started,
@@ -179,6 +184,7 @@ class _Run:
     splits: dict[str, list]  # encoded train / validation / test examples
     lengths: list[int]  # of the training examples, which the batch order groups by
     gold: dict[str, list]  # validation and test gold labels, as the metrics compare them
+    score: Callable[[str], tuple[dict[str, float], list]]  # a split's scores and predictions
     metric: str  # the validation metric that picks the best epoch
     total_steps: int
     warmup: int
@@ -215,9 +221,13 @@ def _prepare(
         "init_module": str(init_module) if init_module is not None else None, "config": cfg.hyper(),
         "num_train": len(splits["train"]), "num_validation": len(splits["validation"]),
     }
+    def score(split: str) -> tuple[dict[str, float], list]:
+        pred = predict(model, splits[split], task, labels, cfg.eval_batch_size, pad_id, dev)
+        return score_lists(task, pred, gold[split]), pred
+
     run = _Run(task, model, named, input_keys(model), make_optimizer(named, cfg),
                torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, labels, pad_id, splits,
-               [length(ex) for ex in splits["train"]], gold,
+               [length(ex) for ex in splits["train"]], gold, score,
                task.metric, total_steps, math.ceil(total_steps * cfg.warmup_ratio), fingerprint, out_dir)
     log.info("training %s + %s on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
              "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, peft, task.name,
@@ -225,6 +235,39 @@ def _prepare(
              len(splits["test"]), cfg.epochs, total_steps // cfg.epochs, cfg.batch_size, cfg.learning_rate,
              dev.device, dev.precision)
     return run
+
+
+def _prepare_decoder(model_path: str | os.PathLike, task: Task, peft: str, datasets: tuple, cfg: TrainConfig,
+                     init_module: str | os.PathLike | None, out_dir: Path) -> _Run:
+    """A decoder run's `_Run`: its LoRA, the answers as shifted labels, and `lmscore` for validation and test."""
+    if peft != "lora":
+        raise TransmodError(f"a {task.kind} task trains a LoRA (peft: lora) on a decoder LLM, not {peft!r}")
+    model, tokenizer = build_decoder(model_path, cfg, init_module)
+    rows = {split: [dict(r) for r in ds] for split, ds in zip(SPLITS, datasets)}
+    for split, split_rows in rows.items():
+        if not split_rows:
+            raise TransmodError(f"the {split} split is empty; give at least one example")
+    try:
+        train_examples = [training_example(tokenizer, task, r, i, cfg.max_length) for i, r in enumerate(rows["train"])]
+    except TransmodError as exc:
+        raise TransmodError(f"the train split: {exc}") from None
+    dev = Device.pick(int(model.config.hidden_size))
+    model = model.to(dev.device)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    total_steps = math.ceil(len(train_examples) / cfg.batch_size) * cfg.epochs
+    fingerprint = {"model": str(model_path), "task": task.name, "peft": peft, "config": cfg.hyper(),
+                   "init_module": str(init_module) if init_module is not None else None,
+                   "num_train": len(train_examples), "num_validation": len(rows["validation"])}
+    log.info("training %s + a LoRA on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
+             "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, task.name,
+             f"{sum(p.numel() for _, p in named):,}", len(train_examples), len(rows["validation"]), len(rows["test"]),
+             cfg.epochs, total_steps // cfg.epochs, cfg.batch_size, cfg.learning_rate, dev.device, dev.precision)
+    return _Run(task, model, named, ("input_ids", "attention_mask"), make_optimizer(named, cfg),
+                torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, [], pad_id_of(tokenizer),
+                {"train": train_examples}, [length(ex) for ex in train_examples],
+                {split: decoder_gold(task, rows[split]) for split in ("validation", "test")},
+                scorer(model, tokenizer, task, rows, cfg), task.metric, total_steps,
+                math.ceil(total_steps * cfg.warmup_ratio), fingerprint, out_dir)
 
 
 def _train_to_best(
@@ -314,8 +357,7 @@ def _finite_loss(loss: torch.Tensor, out_dir: Path, cfg: TrainConfig, progress: 
 def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, clock: Clock,
                best_state: dict | None) -> dict:
     """Validate, record the epoch in the history, and keep the trainable state if it is the best so far."""
-    val_pred = predict(run.model, run.splits["validation"], run.task, run.labels, cfg.eval_batch_size, run.pad_id, run.dev)
-    val = score_lists(run.task, val_pred, run.gold["validation"])
+    val, _ = run.score("validation")
     entry = {"epoch": epoch + 1, "step": progress.global_step,
              "train_loss": progress.loss_sum / max(1, progress.loss_count),
              "val_metric": val[run.metric], **{f"val_{k}": v for k, v in val.items() if k != "n"}}
@@ -330,24 +372,29 @@ def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, cloc
     return best_state
 
 
-def _write_outputs(
-    model: torch.nn.Module, out_dir: Path, task: str, labels: list[str], summary: dict, test_pred: list, test_gold: list
-) -> None:
-    """Module, head, history, then predictions last: a complete predictions file means a finished run."""
+def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list) -> None:
+    """Module, head (a classifier's), history, then predictions last: a complete predictions file means a
+    finished run."""
     from safetensors.torch import save_file
 
+    model, task = run.model, run.task.name
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / MODULE_DIR, is_dir=True) as tmp:
-        with quiet_transformers():
-            model.save_adapter(str(tmp), ADAPTER_NAME, use_safetensors=True)
-    head = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in set(head_parameter_names(model))}
-    with atomic_path(out_dir / HEAD_FILE) as tmp:
-        save_file(head, str(tmp), metadata={"task": task, "labels": json.dumps(labels),
-                                            "model_type": model.config.model_type})
+        if run.task.is_decoder:
+            save_lora(model, tmp)
+        else:
+            with quiet_transformers():
+                model.save_adapter(str(tmp), ADAPTER_NAME, use_safetensors=True)
+    if not run.task.is_decoder:
+        head = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
+                if n in set(head_parameter_names(model))}
+        with atomic_path(out_dir / HEAD_FILE) as tmp:
+            save_file(head, str(tmp), metadata={"task": task, "labels": json.dumps(run.labels),
+                                                "model_type": model.config.model_type})
     with atomic_path(out_dir / HISTORY_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    predictions = {"task": task, "labels": labels, "metric": summary["metric"], "best_epoch": summary["best_epoch"],
+    predictions = {"task": task, "labels": run.labels, "metric": summary["metric"], "best_epoch": summary["best_epoch"],
                    "best_val_metric": summary["best_val_metric"], "environment": summary["environment"],
-                   "predictions": test_pred, "gold": test_gold}
+                   "predictions": test_pred, "gold": run.gold["test"]}
     with atomic_path(out_dir / PREDICTIONS_FILE) as tmp:
         tmp.write_text(json.dumps(predictions) + "\n", encoding="utf-8")

@@ -1,0 +1,94 @@
+"""A decoder LLM's run: a peft LoRA on all seven projections of every layer, trained on the answers of a
+completion or multiple-choice task (a multiple-choice row teaches its right choice as the answer), scored
+each epoch and at the end by `lmscore`. The encoder loop does the rest: its batching, schedule, precision,
+checkpoints, patience and progress lines; the labels are shifted here, so that the loss reads position t's
+prediction against token t + 1 as it reads a classifier's, and is taken on the answer's tokens only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transmod.errors import TransmodError
+from transmod.modules.architectures import DECODER_SITES
+from transmod.train.batching import IGNORE_INDEX, Example
+from transmod.train.config import TrainConfig
+from transmod.train.lmscore import context_text, continuation, encode, load_decoder, score_decoder, with_lora
+from transmod.train.tasks import CHOICE, Task
+
+CHAT = True  # a chat template frames every prompt where the tokenizer has one (as `transmod evaluate` does)
+
+
+def answer_of(task: Task, row: Mapping[str, Any], index: int) -> str:
+    """What a row teaches the model to write: the completion, or the right choice."""
+    if task.kind == CHOICE:
+        choices, answer = row.get(task.choices_column), row.get(task.label_column)
+        if not isinstance(choices, (list, tuple)) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+            raise TransmodError(f"row {index}: {task.label_column!r} must index {task.choices_column!r}, got "
+                                f"{answer!r} of {choices!r}; fix the data")
+        return str(choices[answer])
+    return str(row.get(task.label_column) or "")
+
+
+def training_example(tokenizer: Any, task: Task, row: Mapping[str, Any], index: int, max_length: int) -> Example:
+    """A row as ids, with labels on the answer's tokens (and its end token), shifted one to the left."""
+    prompt = row.get(task.text_columns[0])
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise TransmodError(f"row {index}: column {task.text_columns[0]!r} must be a non-empty string; fix the data")
+    context = context_text(tokenizer, prompt, CHAT)
+    scored = encode(tokenizer, context, continuation(context, answer_of(task, row, index)), max_length, CHAT, end=True)
+    ids = list(scored.ids)
+    labels = [IGNORE_INDEX] * len(ids)
+    labels[scored.start - 1:len(ids) - 1] = ids[scored.start:]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+def build_decoder(model_path: str | os.PathLike, cfg: TrainConfig, init_module: str | os.PathLike | None,
+                  ) -> tuple[torch.nn.Module, Any]:
+    """The frozen decoder with a trainable LoRA: fresh (the config's rank, alpha and dropout; its A drawn from
+    the seed, its B zero, as peft starts one) or the peft LoRA folder `init_module`, trained on from there."""
+    import peft
+
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_decoder(str(model_path))
+    if init_module is not None:
+        model = with_lora(model, str(init_module), trainable=True)
+    else:
+        options = cfg.module_options("lora")
+        config = peft.LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                                 target_modules=list(DECODER_SITES), task_type="CAUSAL_LM")
+        model = peft.get_peft_model(model, config)
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return model, tokenizer
+
+
+def scorer(model: torch.nn.Module, tokenizer: Any, task: Task, rows: Mapping[str, Sequence[Mapping[str, Any]]],
+           cfg: TrainConfig) -> Callable[[str], tuple[dict[str, float], list]]:
+    """A split's scores (the task's metric, and the loss per answer token of a completion task) and predictions."""
+
+    def score(split: str) -> tuple[dict[str, float], list]:
+        was_training = model.training
+        result = score_decoder(model, tokenizer, task, rows[split], batch_size=cfg.eval_batch_size,
+                               max_length=cfg.max_length, chat=CHAT)
+        model.train(was_training)
+        return {k: v for k, v in result.items() if isinstance(v, float)}, result["predictions"]
+
+    return score
+
+
+def gold(task: Task, rows: Sequence[Mapping[str, Any]]) -> list:
+    """The gold answers in the predictions' format: the completion's text, or the right choice's index."""
+    return [r[task.label_column].strip() if isinstance(r[task.label_column], str) else r[task.label_column]
+            for r in rows]
+
+
+def save_lora(model: torch.nn.Module, folder: Path) -> None:
+    """The LoRA in peft's format (safetensors), for `PeftModel.from_pretrained(model, folder)`."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise TransmodError(f"{folder}: peft wrote no adapter_model.safetensors; check the installed peft version")

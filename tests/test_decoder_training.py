@@ -1,0 +1,103 @@
+"""A decoder LLM's LoRA trained on a completion or multiple-choice task (transmod.train.decoder through the encoder
+loop): the loss reads the answer's tokens only, training learns a learnable task, the written LoRA is what peft
+loads and `transmod evaluate` scores as the run's own predictions, and a run resumes from a given LoRA."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from helpers.commands import run_cli
+from helpers.decoders import make_decoder, make_decoder_tokenizer, save_decoder
+
+from transmod.errors import TransmodError
+from transmod.train.batching import IGNORE_INDEX
+from transmod.train.config import TrainConfig
+from transmod.train.decoder import training_example
+from transmod.train.tasks import declare_task
+from transmod.train.training import train
+
+CHOICE = declare_task("mc", dict(kind="multiple-choice", text_columns=["question"], choices_column="choices",
+                                 label_column="answer", metric="accuracy"))
+COMPLETION = declare_task("qa", dict(kind="completion", text_columns=["prompt"], label_column="completion",
+                                     metric="exact_match"))
+WORDS = "the a cat dog sat on house red blue green big small runs walks sees eats bird tree".split()
+
+
+def mc_rows(n: int, seed: int) -> list[dict]:
+    """Questions of random words whose right choice is always `mat`, in a random place among two others."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        choices = ["mat", *rng.sample(["river", "paris", "bank", "city"], 2)]
+        rng.shuffle(choices)
+        rows.append({"question": " ".join(rng.choices(WORDS, k=4)), "choices": choices, "answer": choices.index("mat")})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    tokenizer = make_decoder_tokenizer(pad=False)  # as Llama's: no pad token
+    folder = tmp_path_factory.mktemp("decoder") / "model"
+    return save_decoder(make_decoder("llama", seed=1, vocab=len(tokenizer)), folder, tokenizer), tokenizer
+
+
+def config(**kw) -> TrainConfig:
+    values = dict(learning_rate=1e-2, batch_size=8, epochs=3, max_length=32, seed=3, warmup_ratio=0.0,
+                  modules={"lora": {"r": 4, "alpha": 8}})
+    return TrainConfig.from_dict({**values, **kw}, source="test")
+
+
+def test_the_labels_are_the_answers_tokens_shifted_one_left(decoder):
+    _, tokenizer = decoder
+    example = training_example(tokenizer, COMPLETION, {"prompt": "the cat sat", "completion": "on a mat"}, 0, 32)
+    ids, labels = example["input_ids"], example["labels"]
+    answer = tokenizer(" on a mat", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert ids[-len(answer):] == answer and ids[0] == tokenizer.bos_token_id
+    start = len(ids) - len(answer)
+    assert labels[:start - 1] == [IGNORE_INDEX] * (start - 1)  # the prompt teaches nothing
+    assert labels[start - 1:-1] == answer and labels[-1] == IGNORE_INDEX
+    mc = training_example(tokenizer, CHOICE, {"question": "the cat", "choices": ["dog", "mat"], "answer": 1}, 0, 32)
+    assert [t for t in mc["labels"] if t != IGNORE_INDEX] == [tokenizer.convert_tokens_to_ids("mat"),
+                                                             tokenizer.eos_token_id]
+    with pytest.raises(TransmodError, match="row 4: 'answer' must index 'choices'"):
+        training_example(tokenizer, CHOICE, {"question": "the cat", "choices": ["dog"], "answer": 1}, 4, 32)
+
+
+def test_a_lora_learns_a_multiple_choice_task_and_evaluate_scores_what_it_wrote(decoder, tmp_path, capsys):
+    folder, _ = decoder
+    splits = mc_rows(64, 0), mc_rows(24, 1), mc_rows(24, 2)
+    summary = train(folder, CHOICE, "lora", *splits, config(), tmp_path / "run")
+    accuracies = [e["val_accuracy"] for e in summary["epochs"]]
+    assert summary["best_val_metric"] == max(accuracies) == 1.0
+    predictions = json.loads((tmp_path / "run" / "test_predictions.json").read_text())
+    assert predictions["gold"] == [r["answer"] for r in splits[2]]
+    test_accuracy = sum(p == g for p, g in zip(predictions["predictions"], predictions["gold"])) / 24
+    assert test_accuracy == 1.0
+    assert (tmp_path / "run" / "module" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "run" / "head.safetensors").exists()
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in splits[2]))
+    code, _, err = run_cli(capsys, "evaluate", "--model", folder, "--task", "multiple-choice", "--data", data,
+                           "--out", tmp_path / "alone.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "alone.json").read_text())["accuracy"] < 0.8  # the model alone has not learnt it
+    code, _, err = run_cli(capsys, "evaluate", "--model", folder, "--module", tmp_path / "run" / "module", "--task",
+                           "multiple-choice", "--data", data, "--out", tmp_path / "with.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "with.json").read_text())["predictions"] == predictions["predictions"]
+
+
+def test_a_run_from_a_given_lora_starts_where_it_ended(decoder, tmp_path):
+    folder, _ = decoder
+    rows = [{"prompt": " ".join(random.Random(i).choices(WORDS, k=3)), "completion": "paris"} for i in range(40)]
+    first = train(folder, COMPLETION, "lora", rows[:24], rows[24:32], rows[32:], config(epochs=8), tmp_path / "a")
+    assert first["epochs"][-1]["val_loss_per_token"] < first["epochs"][0]["val_loss_per_token"]
+    assert first["best_val_metric"] == 1.0  # every greedy answer is `paris`, ended
+    again = train(folder, COMPLETION, "lora", rows[:24], rows[24:32], rows[32:], config(epochs=1, learning_rate=1e-9),
+                  tmp_path / "b", init_module=tmp_path / "a" / "module")
+    assert again["epochs"][0]["val_exact_match"] == 1.0
+    fresh = train(folder, COMPLETION, "lora", rows[:24], rows[24:32], rows[32:], config(epochs=1, learning_rate=1e-9),
+                  tmp_path / "c")
+    assert fresh["epochs"][0]["val_exact_match"] == 0.0
