@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers import REPO, REQUIRED_ON_CI
 from helpers.commands import DEMO_RUN_LOG, snakemake
+from helpers.decoders import decoder_config
 from helpers.models import SENTENCES, add_module, make_model, make_tokenizer, save_model
 from helpers.slurm import SLURM_UP, SLURM_WHY
 from helpers.training import ARCHS, make_training_tokenizer, tiny_config
@@ -115,6 +116,8 @@ def model_folders(tmp_path_factory) -> dict[str, str]:
                                          "n": ("xlm-roberta", 2, 16)}.items():
         make_model(kind, layers, hidden=hidden).config.save_pretrained(root / name)
         out[name] = str(root / name)
+    decoder_config("llama").save_pretrained(root / "d")  # a decoder LLM
+    out["d"] = str(root / "d")
     (root / "bad").mkdir()
     (root / "bad" / "config.json").write_text("{oops")
     out["bad"] = str(root / "bad")

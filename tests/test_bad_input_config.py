@@ -78,14 +78,18 @@ CASES = {
     "a pair name of 300 characters": (lambda f: _renamed("matching", LONG),
                                       f"config key pairs: the name {'p' * 24}... has 300 characters; it names folders "
                                       f"under results/: use at most {MAX_NAME}"),
-    # a decoder task the grid cannot train yet: refused, not half run
-    "kind: completion": (lambda f: study_config(**{"tasks.qa": {"dataset": f["pos"], "languages": ["en"],
-                                                               "kind": "completion", "text_columns": ["prompt"],
-                                                               "label_column": "completion",
-                                                               "metric": "exact_match"},
-                                                   "pairs.matching.tasks": ["ner", "qa"]}),
-                         "config key tasks.qa.kind: the grid trains and evaluates classification tasks on encoder "
-                         "pairs so far; score a completion task with `transmod evaluate`"),
+    # decoder tasks (completion, multiple choice) run on decoder pairs, with LoRA only
+    "a completion task on an encoder pair": (lambda f: study_config(**{
+        "tasks.qa": {"dataset": "someone/qa", "languages": ["en"], "kind": "completion", "text_columns": ["prompt"],
+                     "label_column": "completion", "metric": "exact_match"},
+        "pairs.matching.teacher": f["t"], "pairs.matching.tasks": ["ner", "qa"]}),
+        f"config key pairs.matching.tasks: task qa is a completion task, and the teacher"),
+    "a decoder pair with adapters": (lambda f: study_config(**{
+        "tasks.qa": {"dataset": "someone/qa", "languages": ["en"], "kind": "completion", "text_columns": ["prompt"],
+                     "label_column": "completion", "metric": "exact_match"},
+        "pairs.matching": {"teacher": f["d"], "student": f["d"], "aligned": False, "tasks": ["qa"]}}),
+        "config key peft: the completion task qa of pair matching trains a LoRA on a decoder LLM, and peft also "
+        "lists adapter; give the pair its own `peft: [lora]` (pairs.matching.peft)"),
     "a task name one past the limit": (lambda f: _task_named("n" * (MAX_NAME + 1), f),
                                        f"config key tasks: the name {'n' * 24}... has {MAX_NAME + 1} characters"),
 }

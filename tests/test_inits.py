@@ -101,7 +101,7 @@ def test_the_config_check_refuses_a_bad_init_naming_its_key(change, expected):
 def test_every_schema_choice_is_its_library_table():
     schema = load_schema(SCHEMA)
     props, task = schema["properties"], schema["$defs"]["task"]["properties"]
-    assert props["peft"]["items"]["enum"] == list(kinds.KINDS)
+    assert schema["$defs"]["peft"]["items"]["enum"] == list(kinds.KINDS)  # the top-level and each pair's peft
     assert props["alignment"]["properties"]["methods"]["items"]["enum"] == list(methods.grid_methods())
     assert props["alignment"]["properties"]["lora_b"]["enum"] == ["study", "output"]
     assert props["sampling"]["properties"]["split"]["enum"] == list(tasks.SPLITS)

@@ -20,7 +20,7 @@ from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS, mapping_names
 from transmod.hub import looks_local, slug
 from transmod.modules.kinds import KINDS
 from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
-from transmod.workflow.config import declared_tasks, inits_of
+from transmod.workflow.config import declared_tasks, inits_of, pefts_of
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
@@ -56,7 +56,7 @@ def grid():
     for pair, spec in config["pairs"].items():
         for task in spec["tasks"]:
             for lang in config["tasks"][task]["languages"]:
-                for peft in config["peft"]:
+                for peft in pefts_of(config, pair)[1]:
                     yield dict(pair=pair, task=task, lang=lang, peft=peft)
 
 

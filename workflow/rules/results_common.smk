@@ -91,14 +91,14 @@ def results_outputs():
     """Tables (Markdown, CSV, LaTeX), one HTML page per setting and table, the fidelity table, and the figures; the HTML
     pages and PNGs go into `snakemake --report`, grouped by setting (category) and task (subcategory)."""
     tasks = result_tasks()
-    modules = ", ".join(config["peft"])
     pages, figures = [], []
     for pair, spec in config["pairs"].items():
+        modules = ", ".join(pefts_of(config, pair)[1])
         pages.append(in_report(f"{HTML}/{pair}.summary.html", "summary", pair, "Summary", content="summary table", module=modules))
         for task in [t for t in tasks if t in spec["tasks"]]:
             page = f"{HTML}/{pair}.{task}.html"
             pages.append(in_report(page, "per_language", pair, task.upper(), content="per-language table", module=modules))
-            for peft in config["peft"]:
+            for peft in pefts_of(config, pair)[1]:
                 for kind in PLOT_KINDS:
                     stem = f"{PLOTS}/{pair}/{task}/{kind}.{peft}"
                     figures.append(in_report(f"{stem}.png", kind, pair, task.upper(), content=f"{kind} plot", module=peft))

@@ -3,7 +3,8 @@
 Token tasks are scored per word (the label of its first sub-token): entity-level micro
 precision/recall/F1 (conlleval chunk rules, exactly as seqeval 1.2.2's default mode) when the task's
 metric is `f1`, else word accuracy, macro-F1 and Matthews correlation. Sequence tasks: accuracy,
-macro-F1 and Matthews correlation. No scikit-learn: transformers would import it in every process.
+macro-F1 and Matthews correlation; multiple choice the same over choice indices; completions the exact match of
+the greedy answer. No scikit-learn: transformers would import it in every process.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
-from transmod.train.tasks import Task, get_task
+from transmod.train.tasks import COMPLETION, Task, get_task
 
 
 def score_lists(task: Task | str, predictions: Sequence, gold: Sequence) -> dict[str, float]:
@@ -24,6 +25,8 @@ def score_lists(task: Task | str, predictions: Sequence, gold: Sequence) -> dict
     spec = get_task(task)
     if len(predictions) != len(gold):
         raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold examples")
+    if spec.kind == COMPLETION:  # answers as text: right when equal (both stripped)
+        return {"exact_match": sum(p == g for p, g in zip(predictions, gold)) / max(1, len(gold)), "n": len(gold)}
     if spec.is_token and spec.metric == "f1":
         return {**entity_scores(predictions, gold), "n": len(gold)}
     n = len(gold)
@@ -144,6 +147,9 @@ def _check_kind(data: dict, task: Task, path: Path | str) -> None:
                 raise TransmodError(
                     f"{path}: sentence {i} of 'predictions'/'gold' must be lists of label names of equal length; {fix}"
                 )
+    elif task.kind == COMPLETION:
+        if not all(isinstance(v, str) for v in pred + gold):
+            raise TransmodError(f"{path}: keys 'predictions' and 'gold' must hold answer texts for {task.name}; {fix}")
     elif not all(isinstance(v, int) and not isinstance(v, bool) for v in pred + gold):
         raise TransmodError(f"{path}: keys 'predictions' and 'gold' must hold integer class ids for {task.name}; {fix}")
 

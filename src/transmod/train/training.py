@@ -373,8 +373,7 @@ def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, cloc
 
 
 def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list) -> None:
-    """Module, head (a classifier's), history, then predictions last: a complete predictions file means a
-    finished run."""
+    """Module, head, history, then predictions last: a complete predictions file means a finished run."""
     from safetensors.torch import save_file
 
     model, task = run.model, run.task.name
@@ -385,12 +384,12 @@ def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list) -> 
         else:
             with quiet_transformers():
                 model.save_adapter(str(tmp), ADAPTER_NAME, use_safetensors=True)
-    if not run.task.is_decoder:
-        head = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
-                if n in set(head_parameter_names(model))}
-        with atomic_path(out_dir / HEAD_FILE) as tmp:
-            save_file(head, str(tmp), metadata={"task": task, "labels": json.dumps(run.labels),
-                                                "model_type": model.config.model_type})
+    # a decoder answers through its own LM head, which stays frozen: its file holds no tensors
+    head = {} if run.task.is_decoder else {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
+                                           if n in set(head_parameter_names(model))}
+    with atomic_path(out_dir / HEAD_FILE) as tmp:
+        save_file(head, str(tmp), metadata={"task": task, "labels": json.dumps(run.labels),
+                                            "model_type": model.config.model_type})
     with atomic_path(out_dir / HISTORY_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     predictions = {"task": task, "labels": run.labels, "metric": summary["metric"], "best_epoch": summary["best_epoch"],

@@ -165,6 +165,38 @@ def model_dims(model: str) -> tuple[int, int] | None:
     return KNOWN_SHAPES.get(model)
 
 
+def model_is_decoder(model: str) -> bool | None:
+    """Whether a local model folder holds a decoder LLM (its config's model_type); None when unknown offline."""
+    from transmod.modules.architectures import architecture
+
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return None
+    data = read_json(config, "restore the model's config.json")
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    return architecture(model_type, str(config)).decoder if isinstance(model_type, str) else None
+
+
+def check_decoder_tasks(config: dict, pair: str, tasks: dict[str, Task]) -> None:
+    """A decoder pair runs decoder tasks (completion, multiple choice) with LoRA, an encoder pair classification
+    tasks: the other way round there is nothing to train."""
+    spec = config["pairs"][pair]
+    decoder = {role: model_is_decoder(spec[role]) for role in ("teacher", "student")}
+    for name in spec["tasks"]:
+        task = tasks[name]
+        for role, is_decoder in decoder.items():
+            if is_decoder is not None and is_decoder != task.is_decoder:
+                model = "a decoder LLM" if is_decoder else "an encoder"
+                raise TransmodError(
+                    f"config key pairs.{pair}.tasks: task {name} is a {task.kind} task, and the {role} {spec[role]} is "
+                    f"{model}; {'decoder LLMs run completion and multiple-choice tasks' if is_decoder else 'encoders run classification tasks'}")
+        key, pefts = pefts_of(config, pair)
+        if task.is_decoder and set(pefts) != {"lora"}:
+            raise TransmodError(f"config key {key}: the {task.kind} task {name} of pair {pair} trains a LoRA on a decoder "
+                                f"LLM, and {key} also lists {', '.join(p for p in pefts if p != 'lora')}; give the pair "
+                                f"its own `peft: [lora]` (pairs.{pair}.peft)")
+
+
 def check_names(config: dict) -> None:
     """Pair and task names name folders under results/: the schema's patterns keep each one plain path
     component, and MAX_NAME keeps every path derived from it valid."""
@@ -233,9 +265,6 @@ def check_tasks(config: dict, built: list[str], read_data: bool) -> None:
     from transmod.train.data import check_dataset
 
     for name, task in declared_tasks(config).items():
-        if task.is_decoder:
-            raise TransmodError(f"config key {task.key('kind')}: the grid trains and evaluates classification tasks on "
-                                f"encoder pairs so far; score a {task.kind} task with `transmod evaluate`")
         spec = config["tasks"][name]
         dataset, languages = spec["dataset"], spec["languages"]
         _check_local(task.key("dataset"), dataset, built)
@@ -252,12 +281,15 @@ def check_semantics(config: dict, read_data: bool = True) -> None:
     built = [prefix for section, prefix in BUILT_ASSETS.items() if section in config]
     check_tasks(config, built, read_data)
     check_models(config, built)
+    used = {peft for pair in config["pairs"] for peft in pefts_of(config, pair)[1]}
     options = {peft: kinds.get_kind(peft).options.from_dict(config.get("modules", {}).get(peft, {}), f"config key modules.{peft}")
-               for peft in config["peft"]}
+               for peft in sorted(used)}
+    tasks = declared_tasks(config)
     for pair, spec in config["pairs"].items():
         for task in spec["tasks"]:
             if task not in config["tasks"]:
                 raise TransmodError(f"config key pairs.{pair}.tasks: task {task!r} has no entry under `tasks`; add one")
+        check_decoder_tasks(config, pair, tasks)
         teacher, student = model_dims(spec["teacher"]), model_dims(spec["student"])
         if teacher and student and student[0] > teacher[0]:
             raise TransmodError(
@@ -269,13 +301,21 @@ def check_semantics(config: dict, read_data: bool = True) -> None:
                 f"config key pairs.{pair}.aligned: the teacher is {teacher[1]} wide and the student {student[1]}; "
                 "a module moves between different widths only with `aligned: true`"
             )
-        for (role, dims), (peft, opts) in itertools.product((("teacher", teacher), ("student", student)), options.items()):
+        pair_options = {peft: options[peft] for peft in pefts_of(config, pair)[1]}
+        for (role, dims), (peft, opts) in itertools.product((("teacher", teacher), ("student", student)),
+                                                            pair_options.items()):
             key = dims and opts.too_wide(dims[1])
             if key:
                 raise TransmodError(
                     f"config key modules.{peft}.{key}: {getattr(opts, key)} is wider than the {role} of pair {pair} "
                     f"({spec[role]}, hidden size {dims[1]}); it must be at most the hidden size"
                 )
+
+
+def pefts_of(config: dict, pair: str) -> tuple[str, list[str]]:
+    """A pair's module kinds (its own `peft`, else the top-level ones), and their key."""
+    own = "peft" in config["pairs"][pair]
+    return (f"pairs.{pair}.peft", config["pairs"][pair]["peft"]) if own else ("peft", config["peft"])
 
 
 def inits_of(config: dict, pair: str | None = None) -> tuple[str, list[Init]]:
