@@ -325,3 +325,42 @@ def test_models_are_reproducible_from_the_seed(assets, tmp_path):
     for name in DEMO_MODELS:
         assert digest(again[name]) == digest(assets[f"models/{name}"])
         assert digest(other[name]) != digest(assets[f"models/{name}"])
+
+
+# --- the decoder pair ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def decoders(assets, tmp_path_factory):
+    from transmod_demo.decoders import build_decoder_pair
+
+    texts = folder_texts({"pi": assets["data/pi"]}, {"pi": LANGS})
+    return build_decoder_pair(assets["tokenizer"], tmp_path_factory.mktemp("decoders"), texts=texts, pretrain_steps=30)
+
+
+def test_the_decoder_tokenizer_has_a_bos_and_no_pad_token(decoders):
+    tok = AutoTokenizer.from_pretrained(decoders["teacher-llama"])
+    ids = tok("Gring fiekuk")["input_ids"]
+    assert tok.pad_token is None and ids[0] == tok.bos_token_id and tok.eos_token_id not in ids
+    assert _load(decoders["teacher-llama"], "AutoModelForCausalLM").config.vocab_size == len(tok)
+
+
+def test_the_decoder_student_is_the_teacher_cut_to_layers_0_and_2(decoders):
+    from transmod_demo.decoders import DECODER_LAYERS
+
+    teacher = _load(decoders["teacher-llama"], "AutoModelForCausalLM")
+    student = _load(decoders["student-llama"], "AutoModelForCausalLM")
+    cut = copy.deepcopy(teacher)  # by what it computes, not by the builder's own name map
+    cut.model.layers = torch.nn.ModuleList(teacher.model.layers[j] for j in DECODER_LAYERS)
+    cut.config.num_hidden_layers = len(DECODER_LAYERS)
+    ids = torch.randint(5, teacher.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = student(input_ids=ids, use_cache=False).logits
+        torch.testing.assert_close(got, cut(input_ids=ids, use_cache=False).logits, atol=1e-5, rtol=0)
+        assert not torch.allclose(got, teacher(input_ids=ids, use_cache=False).logits, atol=1e-3)
+
+
+def test_cloze_rows_end_their_sentence_with_one_of_three_choices():
+    rows = generate_task_data("cloze", ["en"], 30, 5, 5, seed=0)[("en", "train")]
+    assert all(len(set(r["choices"])) == 3 and 0 <= r["answer"] < 3 for r in rows)
+    assert {r["answer"] for r in rows} == {0, 1, 2}  # the right one in every place

@@ -1,7 +1,8 @@
 """The demo's made-up languages: lexicons, sentences and task data in the hub schemas.
 
-The study's tasks (NER, PI, NLI) and two tasks of the kind a user declares in the config
-(`DEMO_TASKS`): part-of-speech tags (17 UPOS labels) and the topic of a sentence (what its subject is).
+The study's tasks (NER, PI, NLI) and three tasks of the kind a user declares in the config
+(`DEMO_TASKS`): part-of-speech tags (17 UPOS labels), the topic of a sentence (what its subject is), and a
+cloze for decoder LLMs (a multiple-choice task: which of three words ends the sentence).
 
 Small but learnable: entities, paraphrases and entailments follow rules a tiny model picks up in
 a few epochs, from a seed, so the demo and the tests need nothing from the hub.
@@ -17,7 +18,7 @@ from typing import Any
 
 from transmod.errors import TransmodError
 from transmod.train.data import write_hub_folder
-from transmod.train.tasks import SEQUENCE, SPLITS, TOKEN, Task, declare_task, get_task
+from transmod.train.tasks import CHOICE, SEQUENCE, SPLITS, TOKEN, Task, declare_task, get_task
 
 DEMO_LANGS: tuple[str, ...] = ("en", "de")
 DEFAULT_SIZES: dict[str, int] = {"train": 320, "validation": 80, "test": 80}
@@ -214,12 +215,30 @@ def _topic_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
     return {"text": _text(phrase), "label": TOPICS.index(subject)}
 
 
-# Two tasks declared as a user would in the config (the demo generates their data; the tests run them).
+def _cloze_example(lex: Lexicon, rng: random.Random) -> dict[str, Any]:
+    """A sentence without its last word, and three words that might end it: its own, and the last words of two
+    other sentences (endings of the same kinds, so that only the context tells; a decoder answers by likelihood)."""
+    def ending() -> list[str]:
+        return _text(_sentence(lex, rng)[0]).rstrip(".").split()
+
+    words = ending()
+    choices = [words[-1]]
+    while len(choices) < 3:
+        other = ending()[-1]
+        if other not in choices:
+            choices.append(other)
+    rng.shuffle(choices)
+    return {"question": " ".join(words[:-1]), "choices": choices, "answer": choices.index(words[-1])}
+
+
+# Three tasks declared as a user would in the config (the demo generates their data; the tests run them).
 DEMO_TASKS: dict[str, Task] = {
     "pos": declare_task("pos", dict(kind=TOKEN, text_columns=["tokens"], label_column="upos", metric="accuracy",
                                     labels=list(UPOS), title="Part-of-speech tagging")),
     "topic": declare_task("topic", dict(kind=SEQUENCE, text_columns=["text"], label_column="label",
                                         metric="macro_f1", labels=list(TOPICS), title="Sentence topic")),
+    "cloze": declare_task("cloze", dict(kind=CHOICE, text_columns=["question"], choices_column="choices",
+                                        label_column="answer", metric="accuracy", title="Cloze")),
 }
 
 
@@ -307,7 +326,7 @@ def _nli_example(lex: Lexicon, rng: random.Random, label: int) -> dict[str, Any]
 
 
 def _examples(task: str, lex: Lexicon, rng: random.Random, n: int) -> list[dict[str, Any]]:
-    per_sentence = {"ner": _ner_example, "pos": _pos_example, "topic": _topic_example}
+    per_sentence = {"ner": _ner_example, "pos": _pos_example, "topic": _topic_example, "cloze": _cloze_example}
     if task in per_sentence:
         return [per_sentence[task](lex, rng) for _ in range(n)]
     classes = len(get_task(task).labels)
@@ -320,7 +339,7 @@ def _examples(task: str, lex: Lexicon, rng: random.Random, n: int) -> list[dict[
     return rows
 
 
-GENERATED = ("ner", "pi", "nli", "pos", "topic")  # the tasks the demo makes data for
+GENERATED = ("ner", "pi", "nli", "pos", "topic", "cloze")  # the tasks the demo makes data for
 
 
 def demo_task(task: Task | str) -> Task:
