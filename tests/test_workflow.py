@@ -17,18 +17,21 @@ from helpers.config import DEMO_CONFIG
 from transmod.hub import slug
 
 
-def demo_grid():
+def demo_grid(decoders: bool = False):
+    """The demo's (pair, task, lang, peft) cells: its encoder pairs' (the decoder pair's too with `decoders`)."""
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     for pair, spec in config["pairs"].items():
+        if "peft" in spec and not decoders:  # the decoder pair names its own: [lora]
+            continue
         for task in spec["tasks"]:
             for lang in config["tasks"][task]["languages"]:
-                for peft in ("adapter", "lora"):
+                for peft in spec.get("peft", ("adapter", "lora")):
                     yield pair, task, lang, peft
 
 
 def test_demo_produces_every_table_with_numbers(demo):
     tables = demo / "results" / "tables"
-    for stem in ("summary", "wins", "ner", "pi", "nli"):
+    for stem in ("summary", "wins", "ner", "pi", "nli", "cloze"):
         for ext in (".md", ".csv", ".tex"):
             assert (tables / f"{stem}{ext}").is_file(), f"{stem}{ext} missing"
     for task in ("ner", "pi", "nli"):
@@ -43,6 +46,29 @@ def test_demo_produces_every_table_with_numbers(demo):
             assert rows[lang].notna().all(), (pair, task, lang, peft)
     summary = pd.read_csv(tables / "summary.csv")
     assert summary.filter(like="AVG").notna().all().all()
+
+
+def test_the_decoder_pair_runs_the_grid_with_its_lora_in_pefts_format(demo):
+    """The demo's tiny Llama pair: a LoRA trained on the cloze (multiple choice), moved, trained on and scored."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    results = demo / "results"
+    table = pd.read_csv(results / "tables" / "cloze.csv")
+    rows = table[(table.setting == "decoder") & (table.module == "lora")]
+    assert set(rows.model) == {"Teacher", "Student", "TM-Student SKIP", "TM-Student AVG"} and rows.en.notna().all()
+    moved = results / "transferred" / "decoder" / "cloze" / "en" / "lora" / "skip" / "seed1"
+    assert json.loads((moved / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    student = AutoModelForCausalLM.from_pretrained(demo / "resources/demo/models/student-llama")
+    assert isinstance(peft.PeftModel.from_pretrained(student, str(moved)), peft.PeftModel)  # the plain call
+    run = results / "runs" / "decoder" / "cloze" / "en" / "lora" / "student-skip" / "seed1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    predictions = json.loads((run / "test_predictions.json").read_text())
+    right = sum(p == g for p, g in zip(predictions["predictions"], predictions["gold"])) / len(predictions["gold"])
+    assert metrics["metric"] == "accuracy" and metrics["score"] == right and 0 <= right <= 1
+    assert (run / "module" / "adapter_model.safetensors").is_file()
+    log = (results / "logs/train_student/decoder/cloze/en/lora/skip/seed1.log").read_text()
+    assert re.search(r"training \S+student-llama \+ a LoRA on cloze: [\d,]+ trainable parameters", log), log
 
 
 def test_an_auto_healed_start_records_its_choice_and_its_healing(demo):
@@ -208,7 +234,7 @@ def _override(work: Path, role: str) -> Path:
 
 def test_student_change_reruns_only_student_stages(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "student"), cwd=demo)
-    n = len(list(demo_grid()))
+    n = len(list(demo_grid(decoders=True)))
     healed = sum(cell[0] == "incompatible" for cell in demo_grid())  # cells with a skip-auto-heal run
     # default, skip, avg (+ skip-auto-heal): zero-shot runs take their epochs from `zero_shot`, which did not change
     students = 3 * n + healed
@@ -218,7 +244,7 @@ def test_student_change_reruns_only_student_stages(demo):
 
 def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "teacher"), cwd=demo)
-    n = len(list(demo_grid()))
+    n = len(list(demo_grid(decoders=True)))
     zs = sum(cell[0] == "incompatible" for cell in demo_grid())  # cells with a zs-skip and a skip-auto-heal run
     assert counts == {
         "train_teacher": n, "prune_align": 2 * n + zs,  # skip, avg, skip-auto-heal (zs-skip reuses skip's start)

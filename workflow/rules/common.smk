@@ -193,9 +193,10 @@ def run_outputs(folder):
 
 
 def lora_b(w):
-    """`alignment.lora_b` for LoRA jobs; adapter jobs (which have no B) always see the default, so
-    changing it never re-runs them."""
-    return config["alignment"]["lora_b"] if w.peft == "lora" else "study"
+    """`alignment.lora_b` for an encoder's LoRA jobs; adapter jobs (which have no B) and a decoder's LoRA (each of
+    whose projections writes a space of its own, aligned as such) always see the default, so changing it never
+    re-runs them."""
+    return config["alignment"]["lora_b"] if w.peft == "lora" and not DECLARED_TASKS[w.task].is_decoder else "study"
 
 
 def hyper(role):
