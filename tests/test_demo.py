@@ -345,6 +345,14 @@ def test_the_decoder_tokenizer_has_a_bos_and_no_pad_token(decoders):
     assert _load(decoders["teacher-llama"], "AutoModelForCausalLM").config.vocab_size == len(tok)
 
 
+def test_the_narrow_decoder_has_fewer_heads_of_the_same_size(decoders):
+    teacher = _load(decoders["teacher-llama"], "AutoModelForCausalLM").config
+    narrow = _load(decoders["narrow-llama"], "AutoModelForCausalLM").config
+    assert (teacher.hidden_size, teacher.num_attention_heads, teacher.num_key_value_heads) == (64, 4, 2)
+    assert (narrow.hidden_size, narrow.num_attention_heads, narrow.num_key_value_heads) == (48, 2, 1)
+    assert narrow.head_dim == teacher.head_dim == 16
+
+
 def test_the_decoder_student_is_the_teacher_cut_to_layers_0_and_2(decoders):
     from transmod_demo.decoders import DECODER_LAYERS
 

@@ -48,27 +48,32 @@ def test_demo_produces_every_table_with_numbers(demo):
     assert summary.filter(like="AVG").notna().all().all()
 
 
-def test_the_decoder_pair_runs_the_grid_with_its_lora_in_pefts_format(demo):
-    """The demo's tiny Llama pair: a LoRA trained on the cloze (multiple choice), moved, trained on and scored."""
+@pytest.mark.parametrize("pair, student, rows", [
+    ("decoder", "student-llama", {"TM-Student SKIP", "TM-Student AVG"}),
+    ("decoder-narrow", "narrow-llama", {"TM-Student SKIP", "TM-Student SKIP-PROCRUSTES"}),
+])
+def test_the_decoder_pairs_run_the_grid_with_their_lora_in_pefts_format(demo, pair, student, rows):
+    """The demo's tiny Llama pairs (same width; narrower, aligned): a LoRA trained on the cloze (multiple choice),
+    moved, trained on and scored."""
     import peft
     from transformers import AutoModelForCausalLM
 
     results = demo / "results"
     table = pd.read_csv(results / "tables" / "cloze.csv")
-    rows = table[(table.setting == "decoder") & (table.module == "lora")]
-    assert set(rows.model) == {"Teacher", "Student", "TM-Student SKIP", "TM-Student AVG"} and rows.en.notna().all()
-    moved = results / "transferred" / "decoder" / "cloze" / "en" / "lora" / "skip" / "seed1"
+    mine = table[(table.setting == pair) & (table.module == "lora")]
+    assert set(mine.model) == {"Teacher", "Student"} | rows and mine.en.notna().all()
+    moved = results / "transferred" / pair / "cloze" / "en" / "lora" / "skip" / "seed1"
     assert json.loads((moved / "adapter_config.json").read_text())["peft_type"] == "LORA"
-    student = AutoModelForCausalLM.from_pretrained(demo / "resources/demo/models/student-llama")
-    assert isinstance(peft.PeftModel.from_pretrained(student, str(moved)), peft.PeftModel)  # the plain call
-    run = results / "runs" / "decoder" / "cloze" / "en" / "lora" / "student-skip" / "seed1"
+    model = AutoModelForCausalLM.from_pretrained(demo / "resources/demo/models" / student)
+    assert isinstance(peft.PeftModel.from_pretrained(model, str(moved)), peft.PeftModel)  # the plain call
+    run = results / "runs" / pair / "cloze" / "en" / "lora" / "student-skip" / "seed1"
     metrics = json.loads((run / "metrics.json").read_text())
     predictions = json.loads((run / "test_predictions.json").read_text())
     right = sum(p == g for p, g in zip(predictions["predictions"], predictions["gold"])) / len(predictions["gold"])
     assert metrics["metric"] == "accuracy" and metrics["score"] == right and 0 <= right <= 1
     assert (run / "module" / "adapter_model.safetensors").is_file()
-    log = (results / "logs/train_student/decoder/cloze/en/lora/skip/seed1.log").read_text()
-    assert re.search(r"training \S+student-llama \+ a LoRA on cloze: [\d,]+ trainable parameters", log), log
+    log = (results / "logs/train_student" / pair / "cloze/en/lora/skip/seed1.log").read_text()
+    assert re.search(rf"training \S+{student} \+ a LoRA on cloze: [\d,]+ trainable parameters", log), log
 
 
 def test_an_auto_healed_start_records_its_choice_and_its_healing(demo):
@@ -246,8 +251,10 @@ def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "teacher"), cwd=demo)
     n = len(list(demo_grid(decoders=True)))
     zs = sum(cell[0] == "incompatible" for cell in demo_grid())  # cells with a zs-skip and a skip-auto-heal run
+    pairs = yaml.safe_load(DEMO_CONFIG.read_text())["pairs"]
+    teachers = len({(pairs[pair]["teacher"], *cell) for pair, *cell in demo_grid(decoders=True)})  # shared: once
     assert counts == {
-        "train_teacher": n, "prune_align": 2 * n + zs,  # skip, avg, skip-auto-heal (zs-skip reuses skip's start)
+        "train_teacher": teachers, "prune_align": 2 * n + zs,  # skip, avg, skip-auto-heal (zs-skip reuses skip's start)
         # skip, avg, zs-skip, skip-auto-heal: default students (zs-default too) do not read the teacher
         "train_student": 2 * n + 2 * zs,
         "fidelity": n, "evaluate": 3 * n + 2 * zs, "plan": 1, "aggregate_tables": 1, "all": 1,

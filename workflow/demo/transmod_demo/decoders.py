@@ -1,5 +1,6 @@
-"""The demo's decoder pair: a tiny Llama teacher and a student made of its layers 0 and 2 (SKIP, k=2), as a
-layer-dropped student of one family would be.
+"""The demo's decoder pairs: a tiny Llama teacher and two students, one made of its layers 0 and 2 (SKIP, k=2),
+as a layer-dropped student of one family would be, and a narrower Llama trained on its own (48 wide, fewer heads
+of the same size: what an alignment has to bridge).
 
 Their tokenizer is the demo's WordPiece vocabulary as a decoder's: a BOS token before every text, an end token,
 and no pad token, as Llama, Mistral and SmolLM ship theirs. The teacher gets a short causal-LM pre-training
@@ -15,7 +16,7 @@ from typing import Any
 from transmod.atomic import atomic_path
 from transmod_demo.tokenizer import MAX_LENGTH
 
-DECODER_MODELS: tuple[str, ...] = ("teacher-llama", "student-llama")
+DECODER_MODELS: tuple[str, ...] = ("teacher-llama", "student-llama", "narrow-llama")
 DECODER_LAYERS: tuple[int, ...] = (0, 2)  # teacher layers the decoder student is made of
 
 
@@ -56,33 +57,46 @@ def pretrain_clm(model: Any, tokenizer: Any, texts: Sequence[str], steps: int, s
 
 def build_decoder_pair(tokenizer_dir: str | Path, out_root: str | Path, seed: int = 0, texts: Sequence[str] = (),
                        pretrain_steps: int = 0) -> dict[str, Path]:
-    """teacher-llama (4 layers, 64 wide, 4 query heads on 2 key/value heads) and student-llama (its layers 0 and
-    2, the same width), one folder each under `out_root`."""
+    """teacher-llama (4 layers, 64 wide, 4 query heads on 2 key/value heads of 16), student-llama (its layers 0 and
+    2) and narrow-llama (2 layers, 48 wide, 2 query heads on 1 key/value head of 16, its own seed and pre-training),
+    one folder each under `out_root`."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     tokenizer = decoder_tokenizer(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=MAX_LENGTH,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 3)
-        teacher = AutoModelForCausalLM.from_config(config)
-    if texts and pretrain_steps:
-        pretrain_clm(teacher, tokenizer, texts, pretrain_steps, seed + 3)
-    student_config = LlamaConfig.from_dict({**config.to_dict(), "num_hidden_layers": len(DECODER_LAYERS)})
-    student = AutoModelForCausalLM.from_config(student_config)
-    state, cut = teacher.state_dict(), student.state_dict()
-    for name, tensor in cut.items():  # model.layers.<l>.… of the student is layer DECODER_LAYERS[l] of the teacher
-        parts = name.split(".")
-        if parts[:2] == ["model", "layers"]:
-            parts[2] = str(DECODER_LAYERS[int(parts[2])])
-        tensor.copy_(state[".".join(parts)])
+    common = dict(vocab_size=len(tokenizer), head_dim=16, max_position_embeddings=MAX_LENGTH, tie_word_embeddings=False,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    configs = {"teacher-llama": LlamaConfig(**common, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                                            num_key_value_heads=2, intermediate_size=128),
+               "narrow-llama": LlamaConfig(**common, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                                           num_key_value_heads=1, intermediate_size=96)}
+    models = {}
+    for offset, (name, config) in enumerate(configs.items()):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 3 + offset)
+            models[name] = AutoModelForCausalLM.from_config(config)
+        if texts and pretrain_steps:
+            pretrain_clm(models[name], tokenizer, texts, pretrain_steps, seed + 3 + offset)
+    models["student-llama"] = _cut(models["teacher-llama"], DECODER_LAYERS)
     out = {}
-    for name, model in zip(DECODER_MODELS, (teacher, student)):
+    for name in DECODER_MODELS:
         out[name] = Path(out_root) / name
         with atomic_path(out[name], is_dir=True) as tmp:
-            model.eval().save_pretrained(tmp, safe_serialization=True)
+            models[name].eval().save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
     return out
+
+
+def _cut(teacher: Any, layers: Sequence[int]) -> Any:
+    """A student of the teacher's `layers` (its embeddings, final norm and LM head too)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    student = AutoModelForCausalLM.from_config(LlamaConfig.from_dict({**teacher.config.to_dict(),
+                                                                      "num_hidden_layers": len(layers)}))
+    state, cut = teacher.state_dict(), student.state_dict()
+    for name, tensor in cut.items():  # model.layers.<l>.… of the student is layer layers[l] of the teacher
+        parts = name.split(".")
+        if parts[:2] == ["model", "layers"]:
+            parts[2] = str(layers[int(parts[2])])
+        tensor.copy_(state[".".join(parts)])
+    return student
