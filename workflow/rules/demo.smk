@@ -57,6 +57,7 @@ rule demo_models:
     params:
         langs={task: config["tasks"][task]["languages"] for task in ENCODER_DATA},
         pretrain_steps=config["demo"]["pretrain_steps"],
+        builder="encoders",
     threads: 2
     log:
         "results/logs/demo_models.log",
@@ -77,6 +78,7 @@ rule demo_decoders:
     params:
         langs={task: config["tasks"][task]["languages"] for task in DEMO_DATA},
         pretrain_steps=config["demo"]["pretrain_steps"],
+        builder="decoders",
     threads: 1
     log:
         "results/logs/demo_decoders.log",
@@ -85,4 +87,4 @@ rule demo_decoders:
     conda:
         "../envs/transmod.yaml"
     script:
-        "../scripts/demo_decoders.py"
+        "../scripts/demo_models.py"
