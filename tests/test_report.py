@@ -94,9 +94,21 @@ RUNS = {"teacher": 8, "student-default": 5, "student-skip": 7, "student-avg": 6}
 NOT_RUN = ("incompatible", "de", "student-skip", 2)  # a failed job: no predictions, no metrics
 
 
+def small_config() -> dict:
+    """The demo's config with only SMALL's pairs (the decoder pairs and their task left out), SMALL laid over it."""
+    def merged(base: dict, over: dict) -> dict:
+        return {**base, **{k: merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                           for k, v in over.items()}}
+
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    config["pairs"] = {pair: spec for pair, spec in config["pairs"].items() if pair in SMALL["pairs"]}
+    config["tasks"].pop("cloze")
+    return merged(config, SMALL)
+
+
 def small_snakemake(work: Path, *args, check=True):
-    return snakemake(*args, "--profile", REPO / "profiles" / "demo", "--configfile", DEMO_CONFIG, work / "small.yaml",
-                     cwd=work, check=check)
+    return snakemake(*args, "--profile", REPO / "profiles" / "demo", "--configfile", work / "small.yaml", cwd=work,
+                     check=check)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +116,7 @@ def small(tmp_path_factory) -> Path:
     """Metrics of a small grid made by the real evaluate rule from synthetic predictions, one run missing."""
     work = tmp_path_factory.mktemp("small")
     (work / "profiles").symlink_to(REPO / "profiles")
-    (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    (work / "small.yaml").write_text(yaml.safe_dump(small_config()))
     targets = []
     teachers = {pair: slug(spec["teacher"]) for pair, spec in yaml.safe_load(DEMO_CONFIG.read_text())["pairs"].items()}
     for pair in SMALL["pairs"]:
@@ -265,7 +277,7 @@ def demo_metrics(demo: Path):
 
 ROW_NAMES = {"teacher": "Teacher", "default": "Student", "skip": "TM-Student SKIP", "avg": "TM-Student AVG",
              "zs-default": "Student (zero-shot)", "zs-skip": "TM-Student SKIP (zero-shot)",
-             "skip-auto-heal": "TM-Student SKIP-AUTO-HEAL"}
+             "skip-auto-heal": "TM-Student SKIP-AUTO-HEAL", "skip-procrustes": "TM-Student SKIP-PROCRUSTES"}
 
 
 def row_name(run) -> str:
@@ -275,7 +287,7 @@ def row_name(run) -> str:
 def test_demo_tables_and_figures_are_the_metrics(demo):
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     tables = demo / "results/tables"
-    per_task = {task: pd.read_csv(tables / f"{task}.csv") for task in ("ner", "pi", "nli")}
+    per_task = {task: pd.read_csv(tables / f"{task}.csv") for task in ("ner", "pi", "nli", "cloze")}
     scores = {}
     for _, run, score in demo_metrics(demo):
         table = per_task[run["task"]]
@@ -304,7 +316,7 @@ def test_demo_tables_and_figures_are_the_metrics(demo):
         assert (tables / "html" / f"{pair}.summary.html").is_file()
         for task in spec["tasks"]:
             assert (tables / "html" / f"{pair}.{task}.html").is_file()
-            for peft in ("adapter", "lora"):
+            for peft in spec.get("peft", ("adapter", "lora")):
                 for kind in ("scores", "alignment", "correlation"):
                     for ext in (".png", ".pdf"):
                         assert (demo / "results/plots" / pair / task / f"{kind}.{peft}{ext}").stat().st_size > 1000
@@ -318,6 +330,7 @@ def test_demo_report_renders(demo, tmp_path):
     categories = report_json(report, "categories")
     assert {c: sorted(s) for c, s in categories.items()} == {
         "incompatible": ["NER", "Summary"], "matching": ["NER", "NLI", "PI", "Summary"],
+        "decoder": ["CLOZE", "Summary"], "decoder-narrow": ["CLOZE", "Summary"],
         "Alignment methods": ["Transfer fidelity"]}
     assert len(categories["matching"]["NER"]) == 1 + 2 * 3  # the table and 3 figures per module type
     results = report_json(report, "results")

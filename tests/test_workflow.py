@@ -380,7 +380,7 @@ def test_bad_config_is_refused_before_any_job(tmp_path, case):
     assert "Job stats" not in out
 
 
-CHANCE = {"ner": 0.0, "pi": 50.0, "nli": 100 / 3}  # score x 100: entity F1 starts at 0, accuracy at 1 / classes
+CHANCE = {"ner": 0.0, "pi": 50.0, "nli": 100 / 3, "cloze": 100 / 3}  # score x 100: entity F1 starts at 0, accuracy at 1 / classes
 
 
 def test_demo_shows_the_gap_the_study_is_about(demo):
