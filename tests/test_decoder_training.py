@@ -76,7 +76,10 @@ def test_a_lora_learns_a_multiple_choice_task_and_evaluate_scores_what_it_wrote(
     test_accuracy = sum(p == g for p, g in zip(predictions["predictions"], predictions["gold"])) / 24
     assert test_accuracy == 1.0
     assert (tmp_path / "run" / "module" / "adapter_model.safetensors").is_file()
-    assert not (tmp_path / "run" / "head.safetensors").exists()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "head.safetensors"), framework="pt") as head:
+        assert list(head.keys()) == []  # a decoder answers through its own, frozen, LM head
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in splits[2]))
     code, _, err = run_cli(capsys, "evaluate", "--model", folder, "--task", "multiple-choice", "--data", data,
