@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.commands import TRANSMOD
+from helpers.commands import TRANSMOD, sigint_default
 from helpers.results import (
     edit_plan,
     make_results,
@@ -321,7 +321,8 @@ def larger(tmp_path_factory) -> Path:
 def interrupt_midway(results: Path, number: int) -> subprocess.CompletedProcess:
     """`transmod tables` in a subprocess, sent `number` once it has written a first figure (anywhere)."""
     started = time.time_ns()
-    proc = subprocess.Popen([TRANSMOD, "tables", str(results)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([TRANSMOD, "tables", str(results)], preexec_fn=sigint_default, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             text=True)
     deadline, sent = time.monotonic() + 120, False
     while time.monotonic() < deadline and proc.poll() is None and not sent:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.commands import TRANSMOD
+from helpers.commands import TRANSMOD, sigint_default
 from helpers.models import SENTENCES, add_module, make_model, save_model
 
 from transmod.align.samplefile import SampleFile
@@ -129,7 +129,8 @@ def _catches_sigterm(proc: subprocess.Popen) -> bool:
 
 def _stop_mid_write(argv: list[str], ready, sig: int, env: dict) -> subprocess.CompletedProcess:
     """Start a real `transmod`, wait until `ready(proc)`, then send `sig`."""
-    proc = subprocess.Popen([TRANSMOD, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([TRANSMOD, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_default)
     deadline = time.monotonic() + 120
     while not ready(proc) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

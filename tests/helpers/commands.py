@@ -67,3 +67,11 @@ def dry_run(*args, cwd) -> dict[str, int]:
     """Per-rule job counts of the demo profile's dry run in `cwd`."""
     done = snakemake("-n", "--profile", REPO / "profiles" / "demo", *args, cwd=cwd)
     return job_counts(done.stdout)
+
+
+def sigint_default() -> None:
+    """In a child before exec: SIGINT as the default, so Python installs its KeyboardInterrupt handler even where
+    this test process runs with SIGINT ignored (as a background job does); the tests send it SIGINT."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
