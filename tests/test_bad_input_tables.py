@@ -355,7 +355,8 @@ def test_an_interrupted_run_keeps_the_previous_tables_and_plots(larger, tmp_path
 
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_between_the_two_moves_waits_until_the_new_set_is_whole(sandbox, capfd, monkeypatch, number):
+def test_a_signal_between_the_two_moves_waits_until_the_new_set_is_whole(sandbox, capfd, monkeypatch, request,
+                                                                         number):
     """The worst moment: the new plots/ is in place, tables/ not yet. The signal waits for tables/, then stops the
     command, which says so; another thread (torch and BLAS run some in every job) does not let it through."""
     results = results_of(sandbox)
@@ -368,6 +369,9 @@ def test_a_signal_between_the_two_moves_waits_until_the_new_set_is_whole(sandbox
             os.kill(os.getpid(), number)
 
     monkeypatch.setattr(os, "replace", replace_then_signal)
+    if number == signal.SIGINT:  # a test run started in the background inherits SIGINT ignored; a user's shell does not
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     other = threading.Event()
     threading.Thread(target=other.wait, daemon=True).start()
     capfd.readouterr()
