@@ -61,7 +61,7 @@ def test_the_labels_are_the_answers_tokens_shifted_one_left(decoder):
     mc = training_example(tokenizer, CHOICE, {"question": "the cat", "choices": ["dog", "mat"], "answer": 1}, 0, 32)
     assert [t for t in mc["labels"] if t != IGNORE_INDEX] == [tokenizer.convert_tokens_to_ids("mat"),
                                                              tokenizer.eos_token_id]
-    with pytest.raises(TransmodError, match="row 4: 'answer' must index 'choices'"):
+    with pytest.raises(TransmodError, match="row 4: column 'choices' must be a list of at least two"):
         training_example(tokenizer, CHOICE, {"question": "the cat", "choices": ["dog"], "answer": 1}, 4, 32)
 
 

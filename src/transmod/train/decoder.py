@@ -17,29 +17,24 @@ from transmod.errors import TransmodError
 from transmod.modules.architectures import DECODER_SITES
 from transmod.train.batching import IGNORE_INDEX, Example
 from transmod.train.config import TrainConfig
-from transmod.train.lmscore import context_text, continuation, encode, load_decoder, score_decoder, with_lora
-from transmod.train.tasks import CHOICE, Task
+from transmod.train.lmscore import (
+    answer_of,
+    context_text,
+    continuation,
+    encode,
+    load_decoder,
+    prompt_of,
+    score_decoder,
+    with_lora,
+)
+from transmod.train.tasks import Task
 
 CHAT = True  # a chat template frames every prompt where the tokenizer has one (as `transmod evaluate` does)
 
 
-def answer_of(task: Task, row: Mapping[str, Any], index: int) -> str:
-    """What a row teaches the model to write: the completion, or the right choice."""
-    if task.kind == CHOICE:
-        choices, answer = row.get(task.choices_column), row.get(task.label_column)
-        if not isinstance(choices, (list, tuple)) or not isinstance(answer, int) or not 0 <= answer < len(choices):
-            raise TransmodError(f"row {index}: {task.label_column!r} must index {task.choices_column!r}, got "
-                                f"{answer!r} of {choices!r}; fix the data")
-        return str(choices[answer])
-    return str(row.get(task.label_column) or "")
-
-
 def training_example(tokenizer: Any, task: Task, row: Mapping[str, Any], index: int, max_length: int) -> Example:
     """A row as ids, with labels on the answer's tokens (and its end token), shifted one to the left."""
-    prompt = row.get(task.text_columns[0])
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise TransmodError(f"row {index}: column {task.text_columns[0]!r} must be a non-empty string; fix the data")
-    context = context_text(tokenizer, prompt, CHAT)
+    context = context_text(tokenizer, prompt_of(task, row, index), CHAT)
     scored = encode(tokenizer, context, continuation(context, answer_of(task, row, index)), max_length, CHAT, end=True)
     ids = list(scored.ids)
     labels = [IGNORE_INDEX] * len(ids)

@@ -84,18 +84,28 @@ def pad_id_of(tokenizer: Any) -> int:
     return 0
 
 
+def padded(batch: Sequence[Scored], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask of a batch: padded on the right for scoring (a causal model's real positions never
+    see the padding after them), on the left for generation (every row's next token comes at the same place)."""
+    import torch
+
+    width = max(len(s.ids) for s in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, s in enumerate(batch):
+        place = slice(width - len(s.ids), width) if left else slice(0, len(s.ids))
+        ids[i, place] = torch.tensor(s.ids)
+        mask[i, place] = 1
+    return ids, mask
+
+
 def continuation_logprobs(model: torch.nn.Module, batch: Sequence[Scored], pad_id: int) -> list[torch.Tensor]:
     """Per sequence, the log-probability of each continuation token given all before it (right padding: a
     causal model's real positions never see the padding after them)."""
     import torch
 
     device = next(model.parameters()).device
-    width = max(len(s.ids) for s in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, s in enumerate(batch):
-        ids[i, :len(s.ids)] = torch.tensor(s.ids)
-        mask[i, :len(s.ids)] = 1
+    ids, mask = padded(batch, pad_id, left=False)
     with torch.no_grad():
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
     out = []
@@ -135,12 +145,8 @@ def greedy_continuations(model: torch.nn.Module, tokenizer: Any, contexts: Seque
     batches, order = _batched(contexts, batch_size)
     done = 0
     for batch in batches:
-        width = max(len(s.ids) for s in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, s in enumerate(batch):
-            ids[i, width - len(s.ids):] = torch.tensor(s.ids)
-            mask[i, width - len(s.ids):] = 1
+        ids, mask = padded(batch, pad_id, left=True)
+        width = ids.shape[1]
         rows = order[done:done + len(batch)]
         config = copy.deepcopy(model.generation_config)  # the model's own token ids, no sampling
         config.update(max_new_tokens=max(limits[r] for r in rows), do_sample=False, temperature=None, top_p=None,
@@ -167,11 +173,36 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+def _choices(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) >= 2 and all(_text(c) for c in value)
+
+
+def prompt_of(task: Task, row: Mapping[str, Any], index: int) -> str:
+    """A row's prompt (a completion task) or question (a multiple-choice one), checked."""
+    return _column(row, task.text_columns[0], index, _text, "a non-empty string")
+
+
+def choices_of(task: Task, row: Mapping[str, Any], index: int) -> tuple[list[str], int]:
+    """A multiple-choice row's choices and the index of the right one, checked."""
+    choices = list(_column(row, task.choices_column, index, _choices, "a list of at least two non-empty strings"))
+    answer = _column(row, task.label_column, index, lambda v: isinstance(v, int) and not isinstance(v, bool)
+                     and 0 <= v < len(choices), f"a choice index from 0 to {len(choices) - 1}")
+    return choices, answer
+
+
+def answer_of(task: Task, row: Mapping[str, Any], index: int) -> str:
+    """What a row teaches the model to write: its completion, or its right choice."""
+    if task.kind == CHOICE:
+        choices, answer = choices_of(task, row, index)
+        return choices[answer]
+    return _column(row, task.label_column, index, _text, "a non-empty string")
+
+
 def score_completions(model: torch.nn.Module, tokenizer: Any, task: Task, rows: Sequence[Mapping[str, Any]], *,
                       batch_size: int = 8, max_length: int = DEFAULT_MAX_LENGTH, chat: bool = True) -> dict[str, Any]:
     """Loss per completion token (nats, its end token included) and the exact match of the greedy answer."""
-    prompts = [_column(r, task.text_columns[0], i, _text, "a non-empty string") for i, r in enumerate(rows)]
-    answers = [_column(r, task.label_column, i, _text, "a non-empty string") for i, r in enumerate(rows)]
+    prompts = [prompt_of(task, r, i) for i, r in enumerate(rows)]
+    answers = [answer_of(task, r, i) for i, r in enumerate(rows)]
     contexts = [context_text(tokenizer, p, chat) for p in prompts]
     items = [encode(tokenizer, c, continuation(c, a), max_length, chat, end=True) for c, a in zip(contexts, answers)]
     logprobs = all_logprobs(model, items, pad_id_of(tokenizer), batch_size)
@@ -183,10 +214,6 @@ def score_completions(model: torch.nn.Module, tokenizer: Any, task: Task, rows: 
     matches = [g == a.strip() for g, a in zip(greedy, answers)]
     return {"exact_match": sum(matches) / len(rows), "loss_per_token": loss, "tokens": tokens, "examples": len(rows),
             "predictions": greedy}
-
-
-def _choices(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) >= 2 and all(_text(c) for c in value)
 
 
 def continuation(context: str, answer: str) -> str:
@@ -201,11 +228,8 @@ def score_choices(model: torch.nn.Module, tokenizer: Any, task: Task, rows: Sequ
     items, owners = [], []
     answers = []
     for i, row in enumerate(rows):
-        question = _column(row, task.text_columns[0], i, _text, "a non-empty string")
-        choices = list(_column(row, task.choices_column, i, _choices, "a list of at least two non-empty strings"))
-        answer = _column(row, task.label_column, i, lambda v: isinstance(v, int) and not isinstance(v, bool)
-                         and 0 <= v < len(choices), f"a choice index from 0 to {len(choices) - 1}")
-        context = context_text(tokenizer, question, chat)
+        choices, answer = choices_of(task, row, i)
+        context = context_text(tokenizer, prompt_of(task, row, i), chat)
         for choice in choices:
             items.append(encode(tokenizer, context, continuation(context, choice), max_length, chat))
             owners.append((i, len(choice.strip())))
