@@ -91,11 +91,6 @@ CASES = {
                            "inits": ["default", "skip"]}}),
         "config key peft: the completion task qa of pair matching trains a LoRA on a decoder LLM, and peft also "
         "lists adapter; give the pair its own `peft: [lora]` (pairs.matching.peft)"),
-    "a decoder pair with a zero-shot init": (lambda f: study_config(**{
-        "tasks.qa": {"dataset": "someone/qa", "languages": ["en"], "kind": "completion", "text_columns": ["prompt"],
-                     "label_column": "completion", "metric": "exact_match"},
-        "pairs.matching": {"teacher": f["d"], "student": f["d"], "aligned": False, "tasks": ["qa"], "peft": ["lora"]}}),
-        "config key inits: zs-skip, zs-avg train an encoder's head on a frozen module, and a decoder (pair matching)"),
     "a task name one past the limit": (lambda f: _task_named("n" * (MAX_NAME + 1), f),
                                        f"config key tasks: the name {'n' * 24}... has {MAX_NAME + 1} characters"),
 }

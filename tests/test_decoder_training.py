@@ -90,6 +90,30 @@ def test_a_lora_learns_a_multiple_choice_task_and_evaluate_scores_what_it_wrote(
                            "multiple-choice", "--data", data, "--out", tmp_path / "with.json")
     assert code == 0, err
     assert json.loads((tmp_path / "with.json").read_text())["predictions"] == predictions["predictions"]
+    # the start's test score (the tables' zero-shot columns read it): here the model alone
+    assert summary["start_test"]["accuracy"] == json.loads((tmp_path / "alone.json").read_text())["accuracy"]
+    assert predictions["start_score"] == summary["start_test"]["accuracy"]
+
+
+def test_a_zero_shot_run_trains_nothing_and_scores_the_lora_as_it_is(decoder, tmp_path):
+    """A decoder has no head: its zero-shot run (`freeze_module`, a `zs-` init) is its start, scored and written."""
+    from safetensors.torch import load_file
+
+    folder, _ = decoder
+    splits = mc_rows(64, 0), mc_rows(24, 1), mc_rows(24, 2)
+    trained = train(folder, CHOICE, "lora", *splits, config(epochs=2), tmp_path / "run")
+    zero = train(folder, CHOICE, "lora", *splits, config(freeze_module=True), tmp_path / "zs",
+                 init_module=tmp_path / "run" / "module")
+    assert zero["best_epoch"] == 0 and [e["train_loss"] for e in zero["epochs"]] == [None]
+    assert zero["best_val_metric"] == trained["best_val_metric"]
+    read = [json.loads((tmp_path / run / "test_predictions.json").read_text()) for run in ("run", "zs")]
+    assert read[1]["predictions"] == read[0]["predictions"]
+    accuracy = sum(p == g for p, g in zip(read[0]["predictions"], read[0]["gold"])) / len(read[0]["gold"])
+    assert read[1]["start_score"] == zero["start_test"]["accuracy"] == accuracy  # its start is its end
+    before, after = (load_file(str(tmp_path / run / "module" / "adapter_model.safetensors")) for run in ("run", "zs"))
+    assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)  # written as it came
+    alone = train(folder, CHOICE, "lora", *splits, config(freeze_module=True), tmp_path / "alone")
+    assert alone["start_test"] == trained["start_test"]  # a fresh LoRA's B is zero: the model alone
 
 
 def test_a_run_from_a_given_lora_starts_where_it_ended(decoder, tmp_path):

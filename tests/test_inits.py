@@ -64,6 +64,13 @@ def test_what_an_init_name_encodes():
     assert Init.parse("skip-auto") == Init("skip", "auto") and Init.parse("skip-auto").auto
     assert Init.parse("zs-avg-lsa-signed-heal") == Init("avg", "lsa-signed", zero_shot=True, heal=True)
     assert Init.parse("cka-heal") == Init("cka", heal=True) and Init.parse("zs-cka-heal").base == Init("cka", heal=True)
+    assert Init.parse("copy").copy and Init.parse("zs-copy") == Init("copy", zero_shot=True) and not Init("skip").copy
+
+
+def test_copy_takes_no_alignment_method():
+    with pytest.raises(TransmodError, match=r"^config key inits.2: init copy-procrustes: copy moves the teacher's "
+                                            r"module as it is, with no alignment method"):
+        Init.parse("copy-procrustes", "config key inits.2")
 
 
 @pytest.mark.parametrize("name", ["skip-lsa", "default-linear", "zs-", "zs-zs-skip", "ckaa", "Skip", "skip-", "", 3, None,
@@ -88,6 +95,9 @@ def test_an_init_value_without_a_name_is_refused():
      "config key pairs.incompatible.inits.1: 'zs-skip-lsa' is not a student init"),
     ({"pairs.matching.inits": ["skip"], "inits": ["avg", "default-skip"]},  # the top level, though no pair uses it
      "config key inits.1: 'default-skip' is not a student init"),
+    ({"pairs.incompatible.inits": ["default", "copy"]},
+     "config key pairs.incompatible.inits: copy moves the teacher's module as it is, and pair incompatible's teacher is "
+     "1024 wide, its student 768; drop copy for this pair"),
     ({"pairs.matching.inits": ["skip", "cka", "skip-auto"]},
      "config key pairs.matching.inits: cka, skip-auto align hidden dimensions or pick layers on samples, but pair "
      "matching is not aligned"),

@@ -1,6 +1,6 @@
 import pytest
 
-from transmod.align.layermap import avg_map, layer_map, skip_map
+from transmod.align.layermap import avg_map, copy_map, layer_map, skip_map
 from transmod.errors import TransmodError
 
 
@@ -40,3 +40,10 @@ def test_student_deeper_than_teacher_is_refused():
 def test_unknown_mapping_names_the_valid_ones():
     with pytest.raises(TransmodError, match="skip, avg"):
         layer_map("mean", 12, 6)
+
+
+def test_copy_takes_the_teachers_first_layers_as_they_are():
+    assert copy_map(12, 6) == [[l] for l in range(6)] == layer_map("copy", 12, 6)
+    assert copy_map(4, 4) == skip_map(4, 4)  # same depth: skip is the copy
+    with pytest.raises(TransmodError, match="deeper than the teacher"):
+        copy_map(2, 3)

@@ -363,3 +363,31 @@ def test_the_wins_table_counts_every_cell_won_or_lost_and_its_mean_relative_gain
     assert wins.loc[("matching", "TM-Student AVG")].won == 2 and wins.loc[("matching", "TM-Student SKIP")].won == 4
     md = (tmp_path / "tables" / "wins.md").read_text()
     assert "| adapter, lora | TM-Student AVG | 2 | 4 |" in md and "Every cell counts, won or lost" in md
+
+
+def test_kept_is_the_share_of_the_teachers_own_gain_a_moved_lora_gives_zero_shot(tmp_path):
+    """A decoder's zero-shot rows: (TM zero-shot - the student alone) / (Teacher - the teacher alone), the
+    teacher alone read from its runs' `start_score`; encoder tasks have no KEPT column."""
+    cloze = declare_task("cloze", dict(kind="multiple-choice", text_columns=["q"], choices_column="c",
+                                       label_column="a", metric="accuracy"))
+    plan = make_plan(tmp_path, grid={"decoder": ["cloze"]}, pefts=("lora",), langs=["en"])
+    zero_shot = {"student-zs-default": 0.3, "student-zs-skip": 0.45}
+    for run in zero_shot:
+        for seed in (1, 2):
+            path = tmp_path / "results/runs/decoder/cloze/en/lora" / run / f"seed{seed}" / "metrics.json"
+            plan[str(path)] = run_info("decoder", "cloze", "en", "lora", run, seed, epochs=1)
+    write_metrics(plan, score=lambda info: zero_shot.get(f"student-{info['init']}") or score_of(info))
+    for path in (find(plan, role="teacher", seed=seed) for seed in (1, 2)):
+        data = json.loads(Path(path).read_text())
+        Path(path).write_text(json.dumps({**data, "start_score": 0.25}))  # the teacher alone
+    runs = gather(plan, tasks={"cloze": cloze})
+    got = summary_long(runs).set_index("model")
+    teacher = got.loc["Teacher", "AVG"]  # 80 + 2 * mean seed (1.5) = 83
+    assert got.loc["TM-Student SKIP (zero-shot)", "KEPT"] == pytest.approx(100 * (45 - 30) / (teacher - 25))
+    assert got.drop("TM-Student SKIP (zero-shot)").KEPT.isna().all()
+    assert [c.csv for c in summary_table(runs).columns] == ["cloze AVG", "cloze REL", "cloze GAP", "cloze KEPT"]
+    assert "KEPT %" in to_markdown(summary_table(runs)) and "of the Teacher's own gain" in to_markdown(summary_table(runs))
+    path = find(plan, role="teacher", seed=1)
+    Path(path).write_text(json.dumps({**json.loads(Path(path).read_text()), "start_score": 1.5}))
+    with pytest.raises(TransmodError, match=r"start_score 1.5 is not a number from 0 to 1, the range of accuracy"):
+        gather(plan, tasks={"cloze": cloze})

@@ -143,6 +143,17 @@ def test_matching_pair_skip_takes_teacher_layers_0_2(tmp_path, peft):
     load_module(student, tmp_path / "out")
 
 
+@pytest.mark.parametrize("peft", ["adapter", "lora"])
+def test_copy_puts_the_teachers_layer_l_on_the_students_layer_l_unchanged(tmp_path, peft):
+    teacher = add_module(make_model("bert", 4), peft)
+    t_shape, s_shape = model_shape(teacher.config, "t"), model_shape(make_model("distilbert", 2).config, "s")
+    transfer_module(save_module(teacher, tmp_path / "m"), t_shape, s_shape, "copy", tmp_path / "out")
+    src, dst = read_module(tmp_path / "m", t_shape), read_module(tmp_path / "out", s_shape)
+    assert sorted({l for l, _, _ in dst.weights}) == [0, 1]
+    for (l, site, param), tensor in dst.weights.items():
+        np.testing.assert_array_equal(tensor, src.weights[(l, site, param)])
+
+
 def test_incompatible_widths_keep_the_bottleneck_and_load_in_a_fresh_process(tmp_path):
     teacher_base = make_model("xlm-roberta", 4, hidden=24)
     student_base = make_model("xlm-roberta", 2, hidden=16, seed=5)

@@ -238,9 +238,9 @@ def init_module(w):
 
 
 def alignment_files(pair, task, lang, peft, init):
-    """What a transfer aligns with: nothing (identity) for unaligned pairs, else the alignment file of the
-    init's method (`lsa`, the study's, from solve_lsa; the others from fit_alignment)."""
-    if not config["pairs"][pair]["aligned"]:
+    """What a transfer aligns with: nothing (identity) for unaligned pairs and `copy`, else the alignment file of
+    the init's method (`lsa`, the study's, from solve_lsa; the others from fit_alignment)."""
+    if not config["pairs"][pair]["aligned"] or init.copy:
         return {}
     folder = ALIGN.format(pair=pair, task=task, lang=lang, peft=peft)
     return {"alignment": f"{folder}/{init.mapping}.{init.method}.alignment.safetensors"}

@@ -1,7 +1,8 @@
 """How a student run starts, as one value: `Init`. Its name is how the config, the workflow's paths and
 wildcards, the metrics files and the tables spell it: `default` (a fresh module), a layer mapping (`skip`,
 `avg`, or `cka`: the teacher layers most similar on samples, for aligned pairs; transferred and aligned with the
-study's `lsa`), a mapping and another alignment method
+study's `lsa`), `copy` (the teacher's module as it is, on the student's first layers: never aligned, for pairs
+of the same widths), a mapping and another alignment method
 (`avg-procrustes`) or `auto` (the method of best fidelity, `transmod.align.fidelity.choose_method`), each also
 healed on unlabelled text before training (`skip-heal`, `transmod.align.healing`) and zero-shot (`zs-skip`:
 the transferred module frozen, only the head trained).
@@ -64,6 +65,9 @@ class Init:
         known = self.mapping in layermap.mapping_names() and self.method in (*methods.grid_methods(), AUTO)
         if not fresh and not known:
             raise TransmodError(f"no init has mapping {self.mapping!r} and method {self.method!r}")
+        if self.copy and self.method != STUDY_METHOD:
+            raise TransmodError(f"init {self.mapping}-{self.method}: {layermap.COPY} moves the teacher's module as "
+                                "it is, with no alignment method; use copy, or skip/avg with a method")
 
     @classmethod
     def parse(cls, name: object, key: str = "init") -> Init:
@@ -76,7 +80,10 @@ class Init:
                 f"or {AUTO}: chosen by fidelity), each optionally followed by {HEAL} (healed on unlabelled text) "
                 f"and prefixed with {ZERO_SHOT} (zero-shot)")
         zero_shot, _, mapping, _, method, heal = match.groups()
-        return cls(mapping, method or STUDY_METHOD, zero_shot is not None, heal is not None)
+        try:
+            return cls(mapping, method or STUDY_METHOD, zero_shot is not None, heal is not None)
+        except TransmodError as exc:
+            raise TransmodError(f"{key}: {exc}") from None
 
     @property
     def name(self) -> str:
@@ -92,6 +99,11 @@ class Init:
     def transferred(self) -> bool:
         """Whether the run starts from the teacher's moved module (not from a fresh one)."""
         return self.mapping is not None
+
+    @property
+    def copy(self) -> bool:
+        """Whether the start is the teacher's module as it is (no alignment, whatever the pair's `aligned`)."""
+        return self.mapping == layermap.COPY
 
     @property
     def auto(self) -> bool:

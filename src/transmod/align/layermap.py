@@ -38,17 +38,27 @@ def avg_map(teacher_layers: int, student_layers: int) -> list[list[int]]:
     return [list(range(bounds[l], bounds[l + 1])) for l in range(student_layers)]
 
 
+def copy_map(teacher_layers: int, student_layers: int) -> list[list[int]]:
+    """Student layer l takes teacher layer l: a module loaded as it is onto a model of the same shape (what peft
+    does with a LoRA of another model), the baseline any transfer between related models must beat."""
+    _check_depths(teacher_layers, student_layers)
+    return [[l] for l in range(student_layers)]
+
+
 # from the depths alone, one entry each: the workflow's grid runs these, and they name inits
 MAPPINGS: dict[str, Callable[[int, int], list[list[int]]]] = {"skip": skip_map, "avg": avg_map}
+COPY = "copy"  # copy_map, never aligned in the grid: the `copy` init is the teacher's module as it is
 
 
 def mapping_names() -> tuple[str, ...]:
-    """Every mapping a transfer takes: from the depths, and from samples."""
-    return (*MAPPINGS, *SAMPLED_MAPPINGS)
+    """Every mapping a transfer takes: from the depths, the copy, and from samples."""
+    return (*MAPPINGS, COPY, *SAMPLED_MAPPINGS)
 
 
 def layer_map(mapping: str, teacher_layers: int, student_layers: int) -> list[list[int]]:
-    """The teacher layer group of each student layer, for a mapping named in MAPPINGS."""
+    """The teacher layer group of each student layer, for a mapping from the depths (MAPPINGS, or COPY)."""
+    if mapping == COPY:
+        return copy_map(teacher_layers, student_layers)
     if mapping in MAPPINGS:
         return MAPPINGS[mapping](teacher_layers, student_layers)
     if mapping in SAMPLED_MAPPINGS:

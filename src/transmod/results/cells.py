@@ -24,6 +24,9 @@ from transmod.train.tasks import METRICS, Task
 
 GAP_MIN_POINTS = 1.0  # score points (x 100): a smaller Teacher - Student difference leaves GAP empty
 GAP_NOTE = "GAP is empty where Teacher and Student differ by less than the noise (see above)"
+KEPT_NOTE = ("KEPT % (decoder tasks, zero-shot rows): of the Teacher's own gain from its LoRA (Teacher - the teacher "
+             "alone), the share that the moved LoRA gives the student with no training (TM zero-shot - the student "
+             f"alone); empty where the Teacher gained less than {GAP_MIN_POINTS:g} point")
 
 
 @dataclass
@@ -191,6 +194,7 @@ def _seed_counts(st: TaskStats) -> pd.Series:
 def summary_long(runs: Runs) -> pd.DataFrame:
     """One row per (setting, module, model, task): AVG, SD, REL, GAP, p, n_pairs, seeds, missing."""
     rows = []
+    starts = runs.finished.groupby(["pair", "peft", "task", "row"]).start.mean()  # decoder runs' untrained scores
     for task in unique(runs.plan.task):
         st = task_stats(runs, task)
         avg = st.mean["AVG"]
@@ -207,14 +211,26 @@ def summary_long(runs: Runs) -> pd.DataFrame:
                    if _is_transferred(key[2]) and math.isfinite(top - base) and not within else math.nan)
             rows.append({"setting": key[0], "module": key[1], "model": key[2], "task": task, "metric": st.metric,
                          "AVG": value, "SD": st.sd["AVG"][key], "REL": rel, "GAP": gap, "gap_within_noise": within,
+                         "KEPT": kept_share(key[2], value, base, top, starts.get((key[0], key[1], task, "Teacher"))),
                          "p": st.p[key],
                          "n_pairs": st.n_pairs[key] if _is_transferred(key[2]) else math.nan,
                          "seeds": seeds[key], "partial": bool(st.partial["AVG"][key]),
                          "missing": ";".join(st.missing[key])})
     long = pd.DataFrame(rows, columns=["setting", "module", "model", "task", "metric", "AVG", "SD", "REL", "GAP",
-                                       "gap_within_noise", "p", "n_pairs", "seeds", "partial", "missing"])
+                                       "gap_within_noise", "KEPT", "p", "n_pairs", "seeds", "partial", "missing"])
     long.insert(long.columns.get_loc("p") + 1, "p_holm", holm(long.p.to_numpy(float)))  # over the whole summary
     return long
+
+
+def kept_share(row: str, value: float, student_alone: float, teacher: float, teacher_alone: float | None) -> float:
+    """KEPT, for a zero-shot row of a decoder task: the share (in %) of the teacher's own gain from its LoRA that
+    the moved LoRA gives the student with no training, `(TM zero-shot - Student zero-shot) / (Teacher - Teacher
+    alone)` (a decoder's zero-shot Student is the student alone). Empty elsewhere, and where the teacher gained
+    less than GAP_MIN_POINTS from its LoRA."""
+    if not (row.endswith(ZERO_SHOT_ROW) and _is_transferred(row)) or teacher_alone is None:
+        return math.nan
+    gain = teacher - teacher_alone
+    return 100 * (value - student_alone) / gain if math.isfinite(gain) and gain >= GAP_MIN_POINTS else math.nan
 
 
 def gap_noise(sd_teacher: float, sd_student: float) -> float:
@@ -240,6 +256,8 @@ def summary_table(runs: Runs) -> Table:
                            p_holm=part.p_holm))
         cols.append(Column(f"{name} REL %", f"{task} REL", part.REL, signed=True, task=task))
         cols.append(Column(f"{name} GAP %", f"{task} GAP", part.GAP, task=task))
+        if runs.task(task).is_decoder:
+            cols.append(Column(f"{name} KEPT %", f"{task} KEPT", part.KEPT, signed=True, task=task))
         for key, text in part.missing.dropna().items():
             if text:
                 missing[key].extend(text.split(";"))
@@ -247,6 +265,8 @@ def summary_table(runs: Runs) -> Table:
     noisy = long[long.gap_within_noise.astype(bool)]
     notes = [f"{GAP_NOTE}: " + ", ".join(sorted({f"{r.setting} {r.module} {runs.task(r.task).short}" for r in noisy.itertuples()})) + "."
              ] if len(noisy) else []
+    if any(runs.task(task).is_decoder for task in unique(long.task)):
+        notes.append(KEPT_NOTE + ".")
     return Table("Summary: AVG over languages, REL and GAP per task", index, cols, missing,
                  _settings_of(runs.plan), notes=notes, tasks=tasks, scored=scored(runs, unique(long.task)))
 

@@ -140,9 +140,11 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     if metric not in METRICS:
         raise TransmodError(f"{path}: unknown metric {metric!r} (transmod scores {', '.join(METRICS)}); {fix}")
     low, high = METRICS[metric].bounds
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not low <= score <= high:
-        raise TransmodError(f"{path}: score {json.dumps(score)} is not a number from {low:g} to {high:g}, the range "
-                            f"of {METRICS[metric].description}; {fix}")
+    for key in ("score", "start_score"):  # the start's score: a decoder run's model before it trained
+        value = data.get(key)
+        if key in data and (isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high):
+            raise TransmodError(f"{path}: {key} {json.dumps(value)} is not a number from {low:g} to {high:g}, the "
+                                f"range of {METRICS[metric].description}; {fix}")
     check_names(data["run"], f"{path}: run", fix)
     check_init(data["run"], f"{path}: run", fix)
     return data
@@ -153,7 +155,8 @@ def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
     role, init = run["role"], run["init"]
     return {**{k: run[k] for k in RUN_KEYS}, "init": None if role == "teacher" else init,
             "teacher": run.get("teacher"), "student": run.get("student"),
-            "score": 100 * float(data["score"]), "metric": data["metric"], "file": str(path),
+            "score": 100 * float(data["score"]), "start": 100 * float(data.get("start_score", math.nan)),
+            "metric": data["metric"], "file": str(path),
             "row": row_name(role, init)}
 
 
@@ -184,13 +187,13 @@ def _setting_key(run: Mapping[str, Any]) -> tuple:
     return (run["pair"], run["task"], run["peft"], run["role"], init is not None and init.zero_shot)
 
 
-FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "metric", "file", "row"]
+FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "start", "metric", "file", "row"]
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)
     frame["seed"] = frame["seed"].astype(int)
-    frame["score"] = frame["score"].astype(float)
+    frame[["score", "start"]] = frame[["score", "start"]].astype(float)
     return frame
 
 
@@ -247,6 +250,7 @@ def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = 
         if not Path(path).is_file():
             missing.append({**{k: info[k] for k in RUN_KEYS}, "init": None if info["role"] == "teacher" else info["init"],
                             "teacher": info.get("teacher"), "student": info.get("student"), "score": math.nan,
+                            "start": math.nan,
                             "metric": "", "file": str(path), "row": row_name(info["role"], info["init"])})
             continue
         finished.append(_record(path, _read_requested(path, info, (tasks or {}).get(info["task"]))))

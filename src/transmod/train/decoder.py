@@ -45,7 +45,9 @@ def training_example(tokenizer: Any, task: Task, row: Mapping[str, Any], index: 
 def build_decoder(model_path: str | os.PathLike, cfg: TrainConfig, init_module: str | os.PathLike | None,
                   ) -> tuple[torch.nn.Module, Any]:
     """The frozen decoder with a trainable LoRA: fresh (the config's rank, alpha and dropout; its A drawn from
-    the seed, its B zero, as peft starts one) or the peft LoRA folder `init_module`, trained on from there."""
+    the seed, its B zero, as peft starts one) or the peft LoRA folder `init_module`, trained on from there.
+    With `cfg.freeze_module` (a zero-shot run) nothing trains: a decoder has no head, so the run scores its
+    start as it is (a fresh LoRA's B is zero: the model alone)."""
     import peft
 
     torch.manual_seed(cfg.seed)
@@ -58,7 +60,7 @@ def build_decoder(model_path: str | os.PathLike, cfg: TrainConfig, init_module: 
                                  target_modules=list(DECODER_SITES), task_type="CAUSAL_LM")
         model = peft.get_peft_model(model, config)
     for name, param in model.named_parameters():
-        param.requires_grad_("lora_" in name)
+        param.requires_grad_("lora_" in name and not cfg.freeze_module)
     return model, tokenizer
 
 

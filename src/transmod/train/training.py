@@ -125,12 +125,17 @@ def train(
     datasets = (train_ds, val_ds, test_ds)
     run = (_prepare_decoder(model_path, task, peft, datasets, cfg, init_module, out_dir) if task.is_decoder else
            _prepare(model_path, task, peft, datasets, cfg, init_module, labels, cache_dir, out_dir))
-    progress = _train_to_best(run, cfg, state_dir, workers, step_callback)
-    _, test_pred = run.score("test")
+    # a decoder's start is a model of its own (the model alone, or with the moved LoRA): its test score is what
+    # the tables' zero-shot columns read (a fresh encoder head scores nothing worth keeping)
+    start = run.score("test")[0] if task.is_decoder and run.named else None
+    progress = _train_to_best(run, cfg, state_dir, workers, step_callback) if run.named else _score_start(run)
+    test, test_pred = run.score("test")
     summary = {"task": task.name, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
                "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
                "model": str(model_path), "init_module": str(init_module) if init_module is not None else None,
                "environment": run.dev.environment()}
+    if task.is_decoder:
+        summary["start_test"] = start or test
     _write_outputs(run, out_dir, summary, test_pred)
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -176,7 +181,7 @@ class _Run:
     model: torch.nn.Module
     named: list[tuple[str, torch.nn.Parameter]]  # the trainable parameters, in a fixed order
     keys: tuple[str, ...]  # the encoded inputs the model reads
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None: nothing to train (a decoder's zero-shot run)
     scaler: torch.amp.GradScaler | None
     dev: Device
     labels: list[str]
@@ -258,11 +263,16 @@ def _prepare_decoder(model_path: str | os.PathLike, task: Task, peft: str, datas
     fingerprint = {"model": str(model_path), "task": task.name, "peft": peft, "config": cfg.hyper(),
                    "init_module": str(init_module) if init_module is not None else None,
                    "num_train": len(train_examples), "num_validation": len(rows["validation"])}
-    log.info("training %s + a LoRA on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
-             "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, task.name,
-             f"{sum(p.numel() for _, p in named):,}", len(train_examples), len(rows["validation"]), len(rows["test"]),
-             cfg.epochs, total_steps // cfg.epochs, cfg.batch_size, cfg.learning_rate, dev.device, dev.precision)
-    return _Run(task, model, named, ("input_ids", "attention_mask"), make_optimizer(named, cfg),
+    if named:
+        log.info("training %s + a LoRA on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
+                 "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, task.name,
+                 f"{sum(p.numel() for _, p in named):,}", len(train_examples), len(rows["validation"]),
+                 len(rows["test"]), cfg.epochs, total_steps // cfg.epochs, cfg.batch_size, cfg.learning_rate,
+                 dev.device, dev.precision)
+    else:
+        log.info("scoring %s + %s on %s as it is (zero-shot: nothing trains), %d validation / %d test examples, on %s",
+                 model_path, init_module or "no LoRA", task.name, len(rows["validation"]), len(rows["test"]), dev.device)
+    return _Run(task, model, named, ("input_ids", "attention_mask"), make_optimizer(named, cfg) if named else None,
                 torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, [], pad_id_of(tokenizer),
                 {"train": train_examples}, [length(ex) for ex in train_examples],
                 {split: decoder_gold(task, rows[split]) for split in ("validation", "test")},
@@ -295,6 +305,16 @@ def _train_to_best(
     with torch.no_grad():
         for n, p in run.named:
             p.copy_(best_state[n])
+    return progress
+
+
+def _score_start(run: _Run) -> Progress:
+    """A run with nothing to train (a decoder's zero-shot run: no head): its start is its best, epoch 0."""
+    val, _ = run.score("validation")
+    progress = Progress(best_metric=val[run.metric], best_epoch=0)
+    progress.history.append({"epoch": 0, "step": 0, "train_loss": None, "val_metric": val[run.metric],
+                             **{f"val_{k}": v for k, v in val.items() if k != "n"}})
+    log.info("nothing to train (zero-shot): validation %s %.4f", run.metric, progress.best_metric)
     return progress
 
 
@@ -395,5 +415,7 @@ def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list) -> 
     predictions = {"task": task, "labels": run.labels, "metric": summary["metric"], "best_epoch": summary["best_epoch"],
                    "best_val_metric": summary["best_val_metric"], "environment": summary["environment"],
                    "predictions": test_pred, "gold": run.gold["test"]}
+    if "start_test" in summary:
+        predictions["start_score"] = summary["start_test"][summary["metric"]]
     with atomic_path(out_dir / PREDICTIONS_FILE) as tmp:
         tmp.write_text(json.dumps(predictions) + "\n", encoding="utf-8")

@@ -191,12 +191,6 @@ def check_decoder_tasks(config: dict, pair: str, tasks: dict[str, Task]) -> None
                     f"config key pairs.{pair}.tasks: task {name} is a {task.kind} task, and the {role} {spec[role]} is "
                     f"{model}; {'decoder LLMs run completion and multiple-choice tasks' if is_decoder else 'encoders run classification tasks'}")
         key, pefts = pefts_of(config, pair)
-        init_key, inits = inits_of(config, pair)
-        zero_shot = [init.name for init in inits if init.zero_shot]
-        if task.is_decoder and zero_shot:
-            raise TransmodError(f"config key {init_key}: {', '.join(zero_shot)} train an encoder's head on a frozen "
-                                f"module, and a decoder (pair {pair}) answers through its own LM head; give the pair "
-                                "its own `inits` without them (`transmod evaluate` scores a moved LoRA as it is)")
         if task.is_decoder and set(pefts) != {"lora"}:
             raise TransmodError(f"config key {key}: the {task.kind} task {name} of pair {pair} trains a LoRA on a decoder "
                                 f"LLM, and {key} also lists {', '.join(p for p in pefts if p != 'lora')}; give the pair "
@@ -306,6 +300,12 @@ def check_semantics(config: dict, read_data: bool = True) -> None:
             raise TransmodError(
                 f"config key pairs.{pair}.aligned: the teacher is {teacher[1]} wide and the student {student[1]}; "
                 "a module moves between different widths only with `aligned: true`"
+            )
+        init_key, copies = inits_of(config, pair)
+        if teacher and student and teacher[1] != student[1] and any(init.copy for init in copies):
+            raise TransmodError(
+                f"config key {init_key}: copy moves the teacher's module as it is, and pair {pair}'s teacher is "
+                f"{teacher[1]} wide, its student {student[1]}; drop copy for this pair (skip or avg align the widths)"
             )
         pair_options = {peft: options[peft] for peft in pefts_of(config, pair)[1]}
         for (role, dims), (peft, opts) in itertools.product((("teacher", teacher), ("student", student)),
