@@ -132,7 +132,9 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         missing = [key for key in RUN_KEYS if key not in data["run"]]
         if missing:
             raise KeyError(f"run.{missing[0]}")
-        score, metric = data["score"], data["metric"]
+        metric = data["metric"]
+        if "score" not in data:
+            raise KeyError("score")
     except FileNotFoundError:
         raise TransmodError(f"{path}: no such metrics file; run the evaluate job that writes it") from None
     except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
