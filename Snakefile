@@ -38,7 +38,8 @@ validate(config, SCHEMA)  # the schema's defaults, filled in
 include: "workflow/rules/common.smk"
 # The demo's and the real-weights profile's builders (workflow/demo/transmod_demo) are not in the library: only
 # their profiles put them on the path, of this process and of every job, as src above.
-if "demo" in config or "minilm" in config:
+PROFILES = ("demo", "minilm", "smollm2")  # each profile's own config section, and its rules
+if any(name in config for name in PROFILES):
     DEMO = str(Path(workflow.basedir) / "workflow" / "demo")
     sys.path.insert(0, DEMO)
     add_to_pythonpath(DEMO)
@@ -50,6 +51,11 @@ if "demo" in config:
 if "minilm" in config:
 
     include: "workflow/rules/minilm.smk"
+
+
+if "smollm2" in config:
+
+    include: "workflow/rules/smollm2.smk"
 
 
 include: "workflow/rules/assets.smk"

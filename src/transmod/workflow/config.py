@@ -32,8 +32,8 @@ KNOWN_SHAPES = {
     "xlm-roberta-large": (24, 1024),
     "xlm-roberta-base": (12, 768),
 }
-# Folders that the workflow's own rules build when the config has their section (workflow/rules/{demo,minilm}.smk).
-BUILT_ASSETS = {"demo": "resources/demo/", "minilm": "resources/minilm/"}
+# Folders that the workflow's own rules build when the config has their section (workflow/rules/<name>.smk).
+BUILT_ASSETS = {"demo": "resources/demo/", "minilm": "resources/minilm/", "smollm2": "resources/smollm2/"}
 # The key that makes Snakemake evaluate a config file's `?`-values as Python (YTE templating): a config is data.
 YTE_KEY = "__use_yte__"
 # The longest pair or task name. Each names folders under results/ (and `<pair>.<task>.html` a file), and an
@@ -148,7 +148,7 @@ def check_schema(config: dict, schema_file: str | Path, prefix: tuple = ()) -> N
 
 
 def validate_section(config: dict, section: str, schema_file: str | Path) -> None:
-    """A profile's own section (`demo`, `minilm`), against the schema that lives with that profile."""
+    """A profile's own section (`demo`, `minilm`, `smollm2`), against the schema that lives with that profile."""
     check_schema(config[section], schema_file, (section,))
 
 
