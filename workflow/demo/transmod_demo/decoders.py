@@ -77,7 +77,7 @@ def build_decoder_pair(tokenizer_dir: str | Path, out_root: str | Path, seed: in
             models[name] = AutoModelForCausalLM.from_config(config)
         if texts and pretrain_steps:
             pretrain_clm(models[name], tokenizer, texts, pretrain_steps, seed + 3 + offset)
-    models["student-llama"] = _cut(models["teacher-llama"], DECODER_LAYERS)
+    models["student-llama"] = cut_layers(models["teacher-llama"], DECODER_LAYERS)
     out = {}
     for name in DECODER_MODELS:
         out[name] = Path(out_root) / name
@@ -87,16 +87,16 @@ def build_decoder_pair(tokenizer_dir: str | Path, out_root: str | Path, seed: in
     return out
 
 
-def _cut(teacher: Any, layers: Sequence[int]) -> Any:
-    """A student of the teacher's `layers` (its embeddings, final norm and LM head too)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+def cut_layers(model: Any, layers: Sequence[int]) -> Any:
+    """A model of the teacher's `layers` (its embeddings, final norm and LM head too), of the teacher's class."""
+    from transformers import AutoModelForCausalLM
 
-    student = AutoModelForCausalLM.from_config(LlamaConfig.from_dict({**teacher.config.to_dict(),
-                                                                      "num_hidden_layers": len(layers)}))
-    state, cut = teacher.state_dict(), student.state_dict()
+    config = type(model.config).from_dict({**model.config.to_dict(), "num_hidden_layers": len(layers)})
+    student = AutoModelForCausalLM.from_config(config)
+    state, cut = model.state_dict(), student.state_dict()
     for name, tensor in cut.items():  # model.layers.<l>.… of the student is layer layers[l] of the teacher
         parts = name.split(".")
         if parts[:2] == ["model", "layers"]:
             parts[2] = str(layers[int(parts[2])])
         tensor.copy_(state[".".join(parts)])
-    return student
+    return student.eval()

@@ -31,6 +31,7 @@ from typing import Any
 
 from transmod.errors import TransmodError
 from transmod.train.tasks import CHOICE, COMPLETION, Task, declare_task
+from transmod_demo.decoders import cut_layers
 
 STUDENT_LAYERS = tuple(range(0, 30, 2))  # the teacher's layers the student keeps
 SPLIT_SHARES = {"train": 0.7, "validation": 0.1, "test": 0.2}  # of the modules
@@ -66,21 +67,6 @@ def build_teacher(out_dir: str | Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.save_pretrained(out_dir, safe_serialization=True)
     return Path(out_dir)
-
-
-def cut_layers(model: Any, layers: Sequence[int]) -> Any:
-    """A model of the teacher's `layers` (its embeddings, final norm and LM head too), of the teacher's class."""
-    from transformers import AutoModelForCausalLM
-
-    config = type(model.config).from_dict({**model.config.to_dict(), "num_hidden_layers": len(layers)})
-    student = AutoModelForCausalLM.from_config(config)
-    state, cut = model.state_dict(), student.state_dict()
-    for name, tensor in cut.items():  # model.layers.<l>.… of the student is layer layers[l] of the teacher
-        parts = name.split(".")
-        if parts[:2] == ["model", "layers"]:
-            parts[2] = str(layers[int(parts[2])])
-        tensor.copy_(state[".".join(parts)])
-    return student.eval()
 
 
 def text_blocks(tokenizer: Any, texts: Sequence[str], length: int = HEAL_LENGTH) -> list[list[int]]:
