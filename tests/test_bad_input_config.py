@@ -91,6 +91,9 @@ CASES = {
                            "inits": ["default", "skip"]}}),
         "config key peft: the completion task qa of pair matching trains a LoRA on a decoder LLM, and peft also "
         "lists adapter; give the pair its own `peft: [lora]` (pairs.matching.peft)"),
+    "a task named as a table of every task": (lambda f: _task_named("steps", f),
+                                              "config key tasks.steps: results/tables/steps.md is the table of every "
+                                              "task; rename the task"),
     "a task name one past the limit": (lambda f: _task_named("n" * (MAX_NAME + 1), f),
                                        f"config key tasks: the name {'n' * 24}... has {MAX_NAME + 1} characters"),
 }

@@ -68,7 +68,7 @@ def test_the_labels_are_the_answers_tokens_shifted_one_left(decoder):
 def test_a_lora_learns_a_multiple_choice_task_and_evaluate_scores_what_it_wrote(decoder, tmp_path, capsys):
     folder, _ = decoder
     splits = mc_rows(64, 0), mc_rows(24, 1), mc_rows(24, 2)
-    summary = train(folder, CHOICE, "lora", *splits, config(), tmp_path / "run")
+    summary = train(folder, CHOICE, "lora", *splits, config(), tmp_path / "run", score_start=True)
     accuracies = [e["val_accuracy"] for e in summary["epochs"]]
     assert summary["best_val_metric"] == max(accuracies) == 1.0
     predictions = json.loads((tmp_path / "run" / "test_predictions.json").read_text())
@@ -110,10 +110,12 @@ def test_a_zero_shot_run_trains_nothing_and_scores_the_lora_as_it_is(decoder, tm
     assert read[1]["predictions"] == read[0]["predictions"]
     accuracy = sum(p == g for p, g in zip(read[0]["predictions"], read[0]["gold"])) / len(read[0]["gold"])
     assert read[1]["start_score"] == zero["start_test"]["accuracy"] == accuracy  # its start is its end
+    assert "start_test" not in trained and "start_score" not in read[0]  # scored only where asked (the teacher's)
     before, after = (load_file(str(tmp_path / run / "module" / "adapter_model.safetensors")) for run in ("run", "zs"))
     assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)  # written as it came
     alone = train(folder, CHOICE, "lora", *splits, config(freeze_module=True), tmp_path / "alone")
-    assert alone["start_test"] == trained["start_test"]  # a fresh LoRA's B is zero: the model alone
+    again = train(folder, CHOICE, "lora", *splits, config(epochs=1), tmp_path / "again", score_start=True)
+    assert alone["start_test"] == again["start_test"]  # a fresh LoRA's B is zero: the model alone
 
 
 def test_a_run_from_a_given_lora_starts_where_it_ended(decoder, tmp_path):

@@ -28,6 +28,7 @@ from transmod.errors import TransmodError
 from transmod.results.cells import (
     gap_noise,
     per_language_table,
+    steps_table,
     summary_long,
     summary_table,
 )
@@ -391,3 +392,27 @@ def test_kept_is_the_share_of_the_teachers_own_gain_a_moved_lora_gives_zero_shot
     Path(path).write_text(json.dumps({**json.loads(Path(path).read_text()), "start_score": 1.5}))
     with pytest.raises(TransmodError, match=r"start_score 1.5 is not a number from 0 to 1, the range of accuracy"):
         gather(plan, tasks={"cloze": cloze})
+
+
+def test_steps_to_match_are_the_first_epoch_at_the_students_best_validation_score(tmp_path):
+    plan = make_plan(tmp_path, grid={"matching": ["pi"]}, pefts=("adapter",), langs=["en"])
+    curves = {"student-default": [0.5, 0.6, 0.55], "student-skip": [0.62, 0.7, 0.7], "student-avg": [0.4, 0.5, 0.59],
+              "teacher": [0.7, 0.8, 0.8]}
+    write_metrics(plan)
+    for path, info in plan.items():
+        run = "teacher" if info["role"] == "teacher" else f"student-{info['init']}"
+        shift = 0.001 * info["seed"]  # the seed-2 Student's best is higher: each seed is matched against its own
+        curve = [{"step": 10 * (e + 1), "seconds": 1.5 * (e + 1), "val": v + shift} for e, v in enumerate(curves[run])]
+        Path(path).write_text(json.dumps({**json.loads(Path(path).read_text()), "curve": curve}))
+    table = steps_table(gather(plan))
+    got = pd.DataFrame({c.csv: c.mean for c in table.columns}).droplevel(["pair", "peft"])
+    assert list(got.index) == ["Student", "TM-Student SKIP", "TM-Student AVG"]  # no teacher, no zero-shot rows
+    assert got.loc["Student"].tolist() == [20, 3.0, 2, 2]  # its own best, in both seeds
+    assert got.loc["TM-Student SKIP"].tolist() == [10, 1.5, 2, 2]
+    assert math.isnan(got.loc["TM-Student AVG", "pi steps"]) and got.loc["TM-Student AVG", "pi reached"] == 0
+    assert "the first epoch at which a start's validation score reaches" in to_markdown(table)
+    path = find(plan, role="student", init="skip", seed=1)
+    data = json.loads(Path(path).read_text())
+    Path(path).write_text(json.dumps({**data, "curve": [{"step": 10, "seconds": -1.0, "val": 0.5}]}))
+    with pytest.raises(TransmodError, match=r"curve is not a list of \{step, seconds, val\} per epoch"):
+        gather(plan)

@@ -29,9 +29,19 @@ def demo_grid(decoders: bool = False):
                     yield pair, task, lang, peft
 
 
+def demo_inits(pair: str) -> list:
+    """A demo pair's student inits, as the workflow runs them (zs-default added where any run is zero-shot)."""
+    from transmod.align.inits import ZERO_SHOT_BASELINE
+    from transmod.workflow.config import inits_of
+
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    chosen = inits_of(config, pair)[1]
+    return chosen + [ZERO_SHOT_BASELINE] * (any(i.zero_shot for i in chosen) and ZERO_SHOT_BASELINE not in chosen)
+
+
 def test_demo_produces_every_table_with_numbers(demo):
     tables = demo / "results" / "tables"
-    for stem in ("summary", "wins", "ner", "pi", "nli", "cloze"):
+    for stem in ("summary", "wins", "steps", "ner", "pi", "nli", "cloze"):
         for ext in (".md", ".csv", ".tex"):
             assert (tables / f"{stem}{ext}").is_file(), f"{stem}{ext} missing"
     for task in ("ner", "pi", "nli"):
@@ -49,7 +59,8 @@ def test_demo_produces_every_table_with_numbers(demo):
 
 
 @pytest.mark.parametrize("pair, student, rows", [
-    ("decoder", "student-llama", {"TM-Student SKIP", "TM-Student AVG"}),
+    ("decoder", "student-llama", {"TM-Student SKIP", "TM-Student AVG", "TM-Student COPY", "Student (zero-shot)",
+                                  "TM-Student COPY (zero-shot)", "TM-Student SKIP (zero-shot)"}),
     ("decoder-narrow", "narrow-llama", {"TM-Student SKIP", "TM-Student SKIP-PROCRUSTES"}),
 ])
 def test_the_decoder_pairs_run_the_grid_with_their_lora_in_pefts_format(demo, pair, student, rows):
@@ -74,6 +85,33 @@ def test_the_decoder_pairs_run_the_grid_with_their_lora_in_pefts_format(demo, pa
     assert (run / "module" / "adapter_model.safetensors").is_file()
     log = (results / "logs/train_student" / pair / "cloze/en/lora/skip/seed1.log").read_text()
     assert re.search(rf"training \S+{student} \+ a LoRA on cloze: [\d,]+ trainable parameters", log), log
+
+
+def test_a_decoders_copy_is_the_teachers_lora_and_its_zero_shot_runs_train_nothing(demo):
+    """copy: the teacher's layers 0 and 1 on the student's two, unchanged; zs-: scored as moved, with KEPT."""
+    from safetensors.numpy import load_file
+
+    cell = demo / "results" / "runs" / "decoder" / "cloze" / "en" / "lora"
+    teacher = load_file(cell / "teacher" / "seed1" / "module" / "adapter_model.safetensors")
+    copied = load_file(demo / "results/transferred/decoder/cloze/en/lora/copy/seed1/adapter_model.safetensors")
+    assert copied.keys() == {k for k in teacher if ".layers.0." in k or ".layers.1." in k}
+    assert all((copied[k] == teacher[k]).all() for k in copied)
+    for init in ("zs-copy", "zs-skip", "zs-default"):
+        history = json.loads((cell / f"student-{init}" / "seed1" / "history.json").read_text())
+        assert history["best_epoch"] == 0 and [e["train_loss"] for e in history["epochs"]] == [None], init
+        metrics = json.loads((cell / f"student-{init}" / "seed1" / "metrics.json").read_text())
+        assert metrics["start_score"] == metrics["score"], init  # its start is its end
+    score = {run: json.loads((cell / run / "seed1" / "metrics.json").read_text()) for run in
+             ("teacher", "student-zs-skip", "student-zs-default")}
+    gain = score["teacher"]["score"] - score["teacher"]["start_score"]  # the teacher with its LoRA, and alone
+    summary = pd.read_csv(demo / "results" / "tables" / "summary.csv")
+    kept = summary[(summary.setting == "decoder") & (summary.model == "TM-Student SKIP (zero-shot)")].KEPT.iloc[0]
+    assert 100 * gain >= 1  # the demo's teacher gains from its LoRA (KEPT is empty where it gains under a point)
+    expected = 100 * (score["student-zs-skip"]["score"] - score["student-zs-default"]["score"]) / gain
+    assert kept == pytest.approx(expected, abs=1e-3)
+    steps = pd.read_csv(demo / "results" / "tables" / "steps.csv")
+    assert set(steps[steps.setting == "decoder"].model) == {"Student", "TM-Student COPY", "TM-Student SKIP",
+                                                            "TM-Student AVG"}
 
 
 def test_an_auto_healed_start_records_its_choice_and_its_healing(demo):
@@ -239,25 +277,24 @@ def _override(work: Path, role: str) -> Path:
 
 def test_student_change_reruns_only_student_stages(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "student"), cwd=demo)
-    n = len(list(demo_grid(decoders=True)))
-    healed = sum(cell[0] == "incompatible" for cell in demo_grid())  # cells with a skip-auto-heal run
-    # default, skip, avg (+ skip-auto-heal): zero-shot runs take their epochs from `zero_shot`, which did not change
-    students = 3 * n + healed
+    # every trained student; zero-shot runs take their epochs from `zero_shot`, which did not change
+    students = sum(not init.zero_shot for cell in demo_grid(decoders=True) for init in demo_inits(cell[0]))
     # plan: the runs' recorded settings changed, so the plan `transmod tables` reads is written again
     assert counts == {"train_student": students, "evaluate": students, "plan": 1, "aggregate_tables": 1, "all": 1}
 
 
 def test_teacher_change_reruns_teacher_and_downstream_but_never_sampling(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "teacher"), cwd=demo)
-    n = len(list(demo_grid(decoders=True)))
-    zs = sum(cell[0] == "incompatible" for cell in demo_grid())  # cells with a zs-skip and a skip-auto-heal run
+    cells = list(demo_grid(decoders=True))
     pairs = yaml.safe_load(DEMO_CONFIG.read_text())["pairs"]
-    teachers = len({(pairs[pair]["teacher"], *cell) for pair, *cell in demo_grid(decoders=True)})  # shared: once
+    teachers = len({(pairs[pair]["teacher"], *cell) for pair, *cell in cells})  # shared: once
+    # every transferred start once (a zero-shot run reuses its base's), and every student run that reads one:
+    # default students (zs-default too) do not read the teacher
+    starts = sum(len({init.base for init in demo_inits(cell[0]) if init.transferred}) for cell in cells)
+    students = sum(init.transferred for cell in cells for init in demo_inits(cell[0]))
     assert counts == {
-        "train_teacher": teachers, "prune_align": 2 * n + zs,  # skip, avg, skip-auto-heal (zs-skip reuses skip's start)
-        # skip, avg, zs-skip, skip-auto-heal: default students (zs-default too) do not read the teacher
-        "train_student": 2 * n + 2 * zs,
-        "fidelity": n, "evaluate": 3 * n + 2 * zs, "plan": 1, "aggregate_tables": 1, "all": 1,
+        "train_teacher": teachers, "prune_align": starts, "train_student": students,
+        "fidelity": len(cells), "evaluate": len(cells) + students, "plan": 1, "aggregate_tables": 1, "all": 1,
     }
 
 

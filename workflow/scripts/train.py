@@ -25,4 +25,5 @@ train_run(
     threads=snakemake.threads,
     state_dir=p.state,
     cache_dir=p.token_cache,
+    score_start=snakemake.rule == "train_teacher",  # a decoder teacher alone: the tables' KEPT reads it
 )

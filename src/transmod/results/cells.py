@@ -294,3 +294,46 @@ def wins_table(runs: Runs) -> Table:
     return Table("Cells won: each transferred start against its Student", index, cols,
                  pd.Series([[] for _ in index], index=index, dtype=object), _settings_of(runs.plan), notes=[WINS_NOTE],
                  scored=scored(runs, unique(long.task)))
+
+
+STEPS_NOTE = ("Steps to match: per language and seed, the first epoch at which a start's validation score reaches "
+              "the best validation score of the Student (the default start) of the same seed: its optimizer steps "
+              "and training seconds, averaged over the runs that reached it (reached: how many, of runs). The "
+              "Student row: the steps and seconds to its own best epoch. Zero-shot runs train nothing and are left "
+              "out; so are runs written before the curve was recorded.")
+
+
+def steps_long(runs: Runs) -> pd.DataFrame:
+    """One row per trained student run with a curve: the steps and seconds at which it first reached its seed's
+    Student's best validation score (NaN: never)."""
+    student = ROWS[("student", DEFAULT.name)]
+    done = runs.finished[(runs.finished.role == "student") & ~runs.finished.row.str.endswith(ZERO_SHOT_ROW)]
+    rows = []
+    for (pair, peft, task, lang), cell in done.groupby(["pair", "peft", "task", "lang"], sort=False):
+        best = {r.seed: max(v for _, _, v in r.curve) for r in cell[cell.row == student].itertuples() if r.curve}
+        for r in cell.itertuples():
+            if not r.curve or r.seed not in best:
+                continue
+            hit = next(((step, seconds) for step, seconds, v in r.curve if v >= best[r.seed]), (math.nan, math.nan))
+            rows.append({"pair": pair, "peft": peft, "row": r.row, "task": task, "lang": lang, "seed": r.seed,
+                         "steps": hit[0], "seconds": hit[1]})
+    return pd.DataFrame(rows, columns=["pair", "peft", "row", "task", "lang", "seed", "steps", "seconds"])
+
+
+def steps_table(runs: Runs) -> Table:
+    """Per setting, module type and trained start: how fast it reaches what the default start reaches at best."""
+    long = steps_long(runs)
+    index = _order(zip(long.pair, long.peft, long.row))
+    cols = []
+    for task in unique(long.task):
+        part = long[long.task == task].groupby(["pair", "peft", "row"])
+        name = runs.task(task).short
+        cols += [Column(f"{name} steps", f"{task} steps", part.steps.mean().reindex(index), task=task, digits=0),
+                 Column(f"{name} s", f"{task} seconds", part.seconds.mean().reindex(index), task=task),
+                 Column(f"{name} reached", f"{task} reached", part.steps.count().astype(float).reindex(index),
+                        task=task, digits=0),
+                 Column(f"{name} runs", f"{task} runs", part.size().astype(float).reindex(index), task=task, digits=0)]
+    tasks = {p: set(g.task) for p, g in long.groupby("pair")}
+    return Table("Steps to match: optimizer steps and seconds to the Student's best validation score", index, cols,
+                 pd.Series([[] for _ in index], index=index, dtype=object), _settings_of(runs.plan),
+                 notes=[STEPS_NOTE], tasks=tasks, scored=scored(runs, unique(long.task)))

@@ -16,6 +16,7 @@ from transmod.results.cells import (
     Column,
     Table,
     per_language_table,
+    steps_table,
     summary_long,
     summary_table,
     unique,
@@ -35,7 +36,8 @@ CAPTION = (
     f"|AVG_Teacher - AVG_Student| is within noise: below {GAP_MIN_POINTS:g} point or below the pooled SD of the two "
     "rows over seeds, whichever is larger. "
     "Zero-shot rows keep the module frozen and train only the head, for a small fixed budget; they are "
-    "compared with Student (zero-shot), a fresh module under the same budget, instead of Student."
+    "compared with Student (zero-shot), a fresh module under the same budget, instead of Student. A decoder has "
+    "no head: its zero-shot rows train nothing, and its Student (zero-shot) is the student alone."
 )
 EMPTY_NOTE = "An empty cell is a run without a metrics file (a failed or unfinished job), never a zero"
 PARTIAL_NOTE = "† a mean over fewer seeds than the config asks for (some runs have no metrics file yet)."
@@ -222,7 +224,7 @@ def ignored_note(runs: Runs) -> list[str]:
 
 
 def write_all(runs: Runs, outdir: str | Path, html_dir: str | Path | None = None) -> list[Path]:
-    """summary.{md,csv,tex}, wins.{md,csv,tex} and <task>.{md,csv,tex} under outdir; <pair>.summary.html and <pair>.<task>.html
+    """summary.{md,csv,tex}, wins.{md,csv,tex}, steps.{md,csv,tex} and <task>.{md,csv,tex} under outdir; <pair>.summary.html and <pair>.<task>.html
     (one page per setting) under html_dir."""
     summary = summary_table(runs)
     summary.notes += ignored_note(runs)
@@ -233,6 +235,7 @@ def write_all(runs: Runs, outdir: str | Path, html_dir: str | Path | None = None
         tables[task].notes += ignored_note(runs)
         written += write_tables(tables[task], inside(outdir, task))
     written += write_tables(wins_table(runs), inside(outdir, "wins"))
+    written += write_tables(steps_table(runs), inside(outdir, "steps"))
     if html_dir is not None:
         for name, table in tables.items():
             for pair in _settings_in(table):

@@ -147,9 +147,26 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         if key in data and (isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high):
             raise TransmodError(f"{path}: {key} {json.dumps(value)} is not a number from {low:g} to {high:g}, the "
                                 f"range of {METRICS[metric].description}; {fix}")
+    _check_curve(path, data.get("curve", []), low, high, fix)
     check_names(data["run"], f"{path}: run", fix)
     check_init(data["run"], f"{path}: run", fix)
     return data
+
+
+def _check_curve(path: str | Path, curve: Any, low: float, high: float, fix: str) -> None:
+    """The validation score per epoch (`curve`: step, training seconds, score): numbers in range, steps rising."""
+    def point(p: Any) -> bool:
+        return (isinstance(p, dict) and _number(p.get("step")) and p["step"] >= 0 and float(p["step"]).is_integer()
+                and _number(p.get("seconds")) and p["seconds"] >= 0 and _number(p.get("val")) and low <= p["val"] <= high)
+
+    if not isinstance(curve, list) or not all(map(point, curve)) or \
+            any(a["step"] > b["step"] for a, b in zip(curve, curve[1:])):
+        raise TransmodError(f"{path}: curve is not a list of {{step, seconds, val}} per epoch (steps rising, val from "
+                            f"{low:g} to {high:g}); {fix}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,6 +175,7 @@ def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: run[k] for k in RUN_KEYS}, "init": None if role == "teacher" else init,
             "teacher": run.get("teacher"), "student": run.get("student"),
             "score": 100 * float(data["score"]), "start": 100 * float(data.get("start_score", math.nan)),
+            "curve": [(p["step"], p["seconds"], 100 * p["val"]) for p in data.get("curve", [])],
             "metric": data["metric"], "file": str(path),
             "row": row_name(role, init)}
 
@@ -189,7 +207,7 @@ def _setting_key(run: Mapping[str, Any]) -> tuple:
     return (run["pair"], run["task"], run["peft"], run["role"], init is not None and init.zero_shot)
 
 
-FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "start", "metric", "file", "row"]
+FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "start", "curve", "metric", "file", "row"]
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -252,7 +270,7 @@ def gather(expected: Mapping[str, Mapping[str, Any]], scan: str | Path | None = 
         if not Path(path).is_file():
             missing.append({**{k: info[k] for k in RUN_KEYS}, "init": None if info["role"] == "teacher" else info["init"],
                             "teacher": info.get("teacher"), "student": info.get("student"), "score": math.nan,
-                            "start": math.nan,
+                            "start": math.nan, "curve": [],
                             "metric": "", "file": str(path), "row": row_name(info["role"], info["init"])})
             continue
         finished.append(_record(path, _read_requested(path, info, (tasks or {}).get(info["task"]))))

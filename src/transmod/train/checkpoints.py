@@ -26,6 +26,7 @@ class Progress:
     global_step: int = 0
     loss_sum: float = 0.0
     loss_count: int = 0
+    train_seconds: float = 0.0  # in optimizer steps so far, resumed runs too (the tables' seconds to match)
     best_metric: float | None = None
     best_epoch: int | None = None
     history: list | None = None

@@ -178,7 +178,7 @@ def write_metrics(pred_path: str | Path, out_path: str | Path, run_info: dict[st
     data = read_predictions(pred_path)
     metrics = score(data["task"] if task is None else task, data)
     metrics["run"] = _jsonable(run_info)
-    for key in ("best_epoch", "best_val_metric", "start_score", "environment"):
+    for key in ("best_epoch", "best_val_metric", "start_score", "curve", "environment"):
         if key in data:
             metrics[key] = data[key]
     with atomic_path(out_path) as tmp:

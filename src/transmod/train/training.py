@@ -97,6 +97,7 @@ def train(
     step_callback: Callable[[int], None] | None = None,
     cache_dir: str | os.PathLike | None = None,
     workers: int = 0,
+    score_start: bool = False,
 ) -> dict[str, Any]:
     """Train a module + head, keep the best epoch by the validation metric, write the run's files.
 
@@ -108,6 +109,7 @@ def train(
     `step_callback(global_step)` runs after every optimizer step (and after any checkpoint).
     `cache_dir` keeps tokenised splits that later runs with the same tokenizer and data reuse.
     `workers`: data-loader processes that pad the next batches while the model trains (0: in process).
+    `score_start`: a decoder run also scores its start on the test split (`start_test`: the teacher alone).
     `labels` default to the task's label names (declared, or the train split's ClassLabel names).
     Returns the summary that history.json holds.
     """
@@ -125,16 +127,16 @@ def train(
     datasets = (train_ds, val_ds, test_ds)
     run = (_prepare_decoder(model_path, task, peft, datasets, cfg, init_module, out_dir) if task.is_decoder else
            _prepare(model_path, task, peft, datasets, cfg, init_module, labels, cache_dir, out_dir))
-    # a decoder's start is a model of its own (the model alone, or with the moved LoRA): its test score is what
-    # the tables' zero-shot columns read (a fresh encoder head scores nothing worth keeping)
-    start = run.score("test")[0] if task.is_decoder and run.named else None
+    # a decoder's start is a model of its own (the model alone, or with the moved LoRA): the tables' KEPT reads the
+    # teacher alone's test score (a zero-shot run's start is its end; a fresh encoder head scores nothing)
+    start = run.score("test")[0] if task.is_decoder and run.named and score_start else None
     progress = _train_to_best(run, cfg, state_dir, workers, step_callback) if run.named else _score_start(run)
     test, test_pred = run.score("test")
     summary = {"task": task.name, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
                "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
                "model": str(model_path), "init_module": str(init_module) if init_module is not None else None,
                "environment": run.dev.environment()}
-    if task.is_decoder:
+    if task.is_decoder and (start or not run.named):
         summary["start_test"] = start or test
     _write_outputs(run, out_dir, summary, test_pred)
     if not keep_state:
@@ -160,6 +162,7 @@ def train_run(
     threads: int = 1,
     state_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
+    score_start: bool = False,
 ) -> dict[str, Any]:
     """One run of the workflow, a teacher's or a student's, on the task's three splits of `dataset` in `lang`.
 
@@ -170,7 +173,7 @@ def train_run(
     cfg = TrainConfig.from_dict(options, source="config.yaml training")
     data = {split: load_split(dataset, task, lang, split) for split in SPLITS}
     return train(model, task, peft, data["train"], data["validation"], data["test"], cfg, out_dir, init_module,
-                 threads=threads, workers=threads - 1, state_dir=state_dir, cache_dir=cache_dir)
+                 threads=threads, workers=threads - 1, state_dir=state_dir, cache_dir=cache_dir, score_start=score_start)
 
 
 @dataclass
@@ -312,8 +315,8 @@ def _score_start(run: _Run) -> Progress:
     """A run with nothing to train (a decoder's zero-shot run: no head): its start is its best, epoch 0."""
     val, _ = run.score("validation")
     progress = Progress(best_metric=val[run.metric], best_epoch=0)
-    progress.history.append({"epoch": 0, "step": 0, "train_loss": None, "val_metric": val[run.metric],
-                             **{f"val_{k}": v for k, v in val.items() if k != "n"}})
+    progress.history.append({"epoch": 0, "step": 0, "seconds": 0.0, "train_loss": None,
+                             "val_metric": val[run.metric], **{f"val_{k}": v for k, v in val.items() if k != "n"}})
     log.info("nothing to train (zero-shot): validation %s %.4f", run.metric, progress.best_metric)
     return progress
 
@@ -330,6 +333,7 @@ def _train_epoch(
                         collate_fn=functools.partial(collate, pad_token_id=run.pad_id),
                         pin_memory=run.dev.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     optimizer, scaler = run.optimizer, run.scaler
+    tick = time.perf_counter()
     for b, batch in enumerate(loader, start=progress.step_in_epoch):
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate * lr_factor(progress.global_step, run.warmup, run.total_steps)
@@ -352,6 +356,8 @@ def _train_epoch(
         progress.loss_sum += _finite_loss(loss, run.out_dir, cfg, progress)
         progress.loss_count += 1
         progress.global_step += 1
+        progress.train_seconds += time.perf_counter() - tick
+        tick = time.perf_counter()
         clock.tokens += int(batch["attention_mask"].sum())
         if clock.due():  # long epochs: a line every LOG_EVERY_S seconds as well
             log.info("epoch %d/%d, %s: loss %.4f", epoch + 1, cfg.epochs, clock.status(progress.global_step,
@@ -378,7 +384,7 @@ def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, cloc
                best_state: dict | None) -> dict:
     """Validate, record the epoch in the history, and keep the trainable state if it is the best so far."""
     val, _ = run.score("validation")
-    entry = {"epoch": epoch + 1, "step": progress.global_step,
+    entry = {"epoch": epoch + 1, "step": progress.global_step, "seconds": round(progress.train_seconds, 3),
              "train_loss": progress.loss_sum / max(1, progress.loss_count),
              "val_metric": val[run.metric], **{f"val_{k}": v for k, v in val.items() if k != "n"}}
     progress.history.append(entry)
@@ -417,5 +423,8 @@ def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list) -> 
                    "predictions": test_pred, "gold": run.gold["test"]}
     if "start_test" in summary:
         predictions["start_score"] = summary["start_test"][summary["metric"]]
+    # the validation score after each epoch, at its step and training seconds: the tables' steps to match
+    predictions["curve"] = [{"step": e["step"], "seconds": e["seconds"], "val": e["val_metric"]}
+                            for e in summary["epochs"]]
     with atomic_path(out_dir / PREDICTIONS_FILE) as tmp:
         tmp.write_text(json.dumps(predictions) + "\n", encoding="utf-8")

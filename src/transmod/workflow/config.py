@@ -22,6 +22,7 @@ from transmod.atomic import MAX_NAME
 from transmod.errors import TransmodError, read_json
 from transmod.hub import is_hub_id, looks_local, slug
 from transmod.modules import kinds
+from transmod.results import SHARED_TABLES
 from transmod.train import tasks
 from transmod.train.tasks import Task, declare_task
 
@@ -205,6 +206,10 @@ def check_names(config: dict) -> None:
             if len(name) > MAX_NAME:
                 raise TransmodError(f"config key {section}: the name {name[:24]}... has {len(name)} characters; it "
                                     f"names folders under results/: use at most {MAX_NAME}")
+    for name in config["tasks"]:
+        if name in SHARED_TABLES:
+            raise TransmodError(f"config key tasks.{name}: results/tables/{name}.md is the table of every task; "
+                                "rename the task")
 
 
 def _built(path: str, built: list[str]) -> bool:
