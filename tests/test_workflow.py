@@ -92,7 +92,8 @@ def test_a_decoders_copy_is_the_teachers_lora_and_its_zero_shot_runs_train_nothi
     from safetensors.numpy import load_file
 
     cell = demo / "results" / "runs" / "decoder" / "cloze" / "en" / "lora"
-    teacher = load_file(cell / "teacher" / "seed1" / "module" / "adapter_model.safetensors")
+    run = demo / "results" / "teachers" / slug("resources/demo/models/teacher-llama") / "cloze/en/lora/seed1"
+    teacher = load_file(run / "module" / "adapter_model.safetensors")
     copied = load_file(demo / "results/transferred/decoder/cloze/en/lora/copy/seed1/adapter_model.safetensors")
     assert copied.keys() == {k for k in teacher if ".layers.0." in k or ".layers.1." in k}
     assert all((copied[k] == teacher[k]).all() for k in copied)
