@@ -107,6 +107,16 @@ def test_bad_config_is_refused_naming_the_key(model_folders, case):
     assert expected in str(info.value) and "\n" not in str(info.value), str(info.value)
 
 
+def test_a_decoder_pair_may_answer_a_sentence_task_by_label_words(model_folders):
+    config = study_config(**{"pairs.matching": {"teacher": model_folders["d"], "student": model_folders["d"],
+                                                "aligned": False, "tasks": ["pi"], "peft": ["lora"]}})
+    validate_config(config, SCHEMA)
+    config["pairs"]["matching"]["tasks"] = ["ner"]
+    with pytest.raises(TransmodError, match="is a decoder LLM; decoder LLMs run completion, multiple-choice and "
+                                            "sentence classification tasks"):
+        validate_config(config, SCHEMA)
+
+
 def test_names_at_the_limit_pass(model_folders):
     """The limit refuses only what it must: a pair and a task of MAX_NAME characters pass."""
     config = _task_named("n" * MAX_NAME, model_folders)

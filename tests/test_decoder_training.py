@@ -130,3 +130,35 @@ def test_a_run_from_a_given_lora_starts_where_it_ended(decoder, tmp_path):
     fresh = train(folder, COMPLETION, "lora", rows[:24], rows[24:32], rows[32:], config(epochs=1, learning_rate=1e-9),
                   tmp_path / "c")
     assert fresh["epochs"][0]["val_exact_match"] == 0.0
+
+
+PAIRS = declare_task("pairs", dict(kind="sequence-classification", text_columns=["a", "b"], text_pair=True,
+                                   label_column="label", metric="accuracy", labels=["river", "mat"]))  # words of the vocabulary
+
+
+def pair_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"a": " ".join(rng.choices(WORDS, k=3)), "b": " ".join(rng.choices(WORDS, k=3)), "label": 0}
+            for _ in range(n)]  # always "river"
+
+
+def test_a_decoder_answers_a_classification_task_by_its_label_words(decoder, tmp_path):
+    """A sentence-pair task on a decoder: each row a multiple choice of the label names; predictions are label ids,
+    scored by the task's metric; the LoRA learns which word fits."""
+    from transmod.train.decoder import choice_view, label_word_rows
+    from transmod.train.lmscore import load_decoder, score_choices
+
+    folder, _ = decoder
+    splits = pair_rows(48, 0), pair_rows(16, 1), pair_rows(16, 2)
+    summary = train(folder, PAIRS, "lora", *splits, config(), tmp_path / "run", score_start=True)
+    assert summary["start_test"]["accuracy"] < 1.0 and summary["best_val_metric"] == 1.0
+    predictions = json.loads((tmp_path / "run" / "test_predictions.json").read_text())
+    assert predictions["labels"] == ["river", "mat"] and predictions["predictions"] == [0] * 16
+    rows = label_word_rows(PAIRS, splits[2], ["river", "mat"])
+    assert rows[0]["question"] == f"{splits[2][0]['a']}\n{splits[2][0]['b']}\nWhich fits: river, mat?"
+    model, tokenizer = load_decoder(str(folder), str(tmp_path / "run" / "module"))
+    assert score_choices(model, tokenizer, choice_view(PAIRS), rows)["predictions"] == predictions["predictions"]
+    with pytest.raises(TransmodError, match="row 1: column 'label' must be a label id from 0 to 1, got 2"):
+        label_word_rows(PAIRS, [splits[2][0], {**splits[2][1], "label": 2}], ["river", "mat"])
+    with pytest.raises(TransmodError, match="not a token-classification task"):
+        train(folder, "ner", "lora", [{"tokens": ["a"], "ner_tags": [0]}], [], [], config(), tmp_path / "ner")

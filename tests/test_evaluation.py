@@ -98,3 +98,22 @@ def test_write_metrics_includes_run_info(tmp_path):
     assert m["run"]["pair"] == "matching" and m["run"]["config"]["learning_rate"] == 1e-5
     assert m["run"]["path"] == str(tmp_path)
     assert [p.name for p in out.parent.iterdir()] == ["m.json"]  # no temp file left behind
+
+
+def test_the_metrics_curve_takes_the_runs_training_seconds_and_a_bad_timing_file_is_refused(tmp_path):
+    """timing.json (the one file of a run that differs when it is run again) adds seconds to the curve."""
+    from transmod.train.evaluation import write_metrics
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "test_predictions.json").write_text(json.dumps({
+        "task": "pi", "predictions": [1, 0], "gold": [1, 1], "curve": [{"step": 3, "val": 0.5}, {"step": 6, "val": 0.75}]}))
+    metrics = write_metrics(run / "test_predictions.json", tmp_path / "m.json", {}, "pi")
+    assert metrics["curve"] == [{"step": 3, "val": 0.5}, {"step": 6, "val": 0.75}]  # no timing file: steps only
+    (run / "timing.json").write_text(json.dumps({"epoch_seconds": [1.5, 3.0]}))
+    metrics = write_metrics(run / "test_predictions.json", tmp_path / "m.json", {}, "pi")
+    assert metrics["curve"] == [{"step": 3, "val": 0.5, "seconds": 1.5}, {"step": 6, "val": 0.75, "seconds": 3.0}]
+    (run / "timing.json").write_text(json.dumps({"epoch_seconds": [1.5, float("nan")]}))
+    with pytest.raises(TransmodError, match="timing.json: epoch_seconds must be 2 finite non-negative numbers"):
+        write_metrics(run / "test_predictions.json", tmp_path / "m2.json", {}, "pi")
+    assert not (tmp_path / "m2.json").exists()

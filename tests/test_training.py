@@ -30,6 +30,7 @@ from transmod.train.files import (
     MODULE_DIR,
     PREDICTIONS_FILE,
     STATE_DIR,
+    TIMING_FILE,
 )
 from transmod.train.model import ADAPTER_NAME, build_model, head_parameter_names
 from transmod.train.training import train
@@ -226,7 +227,7 @@ def test_training_beats_chance(training_models, tmp_path, arch, peft, task):
     cfg = TrainConfig(seed=0, **{**FAST, "epochs": 8, "learning_rate": 3e-2})
     summary = train(training_models[arch], task, peft, data(128, 0), data(32, 1), data(32, 2), cfg, tmp_path / "run", threads=1)
     out = tmp_path / "run"
-    assert sorted(p.name for p in out.iterdir()) == sorted([MODULE_DIR, HEAD_FILE, HISTORY_FILE, PREDICTIONS_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([MODULE_DIR, HEAD_FILE, HISTORY_FILE, TIMING_FILE, PREDICTIONS_FILE])
     assert (out / MODULE_DIR / "adapter.safetensors").is_file() and (out / MODULE_DIR / "adapter_config.json").is_file()
     history = json.loads((out / HISTORY_FILE).read_text())
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 9))

@@ -20,7 +20,7 @@ from transmod.align.layermap import MAPPINGS, SAMPLED_MAPPINGS, mapping_names
 from transmod.hub import looks_local, slug
 from transmod.modules.kinds import KINDS
 from transmod.train.files import HEAD_FILE, HISTORY_FILE, MODULE_DIR, PREDICTIONS_FILE, STATE_DIR
-from transmod.workflow.config import declared_tasks, inits_of, pefts_of
+from transmod.workflow.config import declared_tasks, inits_of, pair_is_decoder, pefts_of
 
 RUN = "results/runs/{pair}/{task}/{lang}/{peft}"
 ALIGN = "results/align/{pair}/{task}/{lang}/{peft}"
@@ -196,7 +196,8 @@ def lora_b(w):
     """`alignment.lora_b` for an encoder's LoRA jobs; adapter jobs (which have no B) and a decoder's LoRA (each of
     whose projections writes a space of its own, aligned as such) always see the default, so changing it never
     re-runs them."""
-    return config["alignment"]["lora_b"] if w.peft == "lora" and not DECLARED_TASKS[w.task].is_decoder else "study"
+    decoder = pair_is_decoder(config, w.pair, DECLARED_TASKS)
+    return config["alignment"]["lora_b"] if w.peft == "lora" and not decoder else "study"
 
 
 def hyper(role):

@@ -24,7 +24,7 @@ from transmod.train.tasks import METRICS, Task
 
 GAP_MIN_POINTS = 1.0  # score points (x 100): a smaller Teacher - Student difference leaves GAP empty
 GAP_NOTE = "GAP is empty where Teacher and Student differ by less than the noise (see above)"
-KEPT_NOTE = ("KEPT % (decoder tasks, zero-shot rows): of the Teacher's own gain from its LoRA (Teacher - the teacher "
+KEPT_NOTE = ("KEPT % (decoder LLMs, zero-shot rows): of the Teacher's own gain from its LoRA (Teacher - the teacher "
              "alone), the share that the moved LoRA gives the student with no training (TM zero-shot - the student "
              f"alone); empty where the Teacher gained less than {GAP_MIN_POINTS:g} point")
 
@@ -222,6 +222,11 @@ def summary_long(runs: Runs) -> pd.DataFrame:
     return long
 
 
+def _scored_alone(runs: Runs, task: str) -> bool:
+    """Whether a task's teacher runs scored their start (decoder teachers: the teacher alone), which KEPT reads."""
+    return bool(runs.finished[runs.finished.task == task].start.notna().any())
+
+
 def kept_share(row: str, value: float, student_alone: float, teacher: float, teacher_alone: float | None) -> float:
     """KEPT, for a zero-shot row of a decoder task: the share (in %) of the teacher's own gain from its LoRA that
     the moved LoRA gives the student with no training, `(TM zero-shot - Student zero-shot) / (Teacher - Teacher
@@ -256,7 +261,7 @@ def summary_table(runs: Runs) -> Table:
                            p_holm=part.p_holm))
         cols.append(Column(f"{name} REL %", f"{task} REL", part.REL, signed=True, task=task))
         cols.append(Column(f"{name} GAP %", f"{task} GAP", part.GAP, task=task))
-        if runs.task(task).is_decoder:
+        if _scored_alone(runs, task):
             cols.append(Column(f"{name} KEPT %", f"{task} KEPT", part.KEPT, signed=True, task=task))
         for key, text in part.missing.dropna().items():
             if text:
@@ -265,7 +270,7 @@ def summary_table(runs: Runs) -> Table:
     noisy = long[long.gap_within_noise.astype(bool)]
     notes = [f"{GAP_NOTE}: " + ", ".join(sorted({f"{r.setting} {r.module} {runs.task(r.task).short}" for r in noisy.itertuples()})) + "."
              ] if len(noisy) else []
-    if any(runs.task(task).is_decoder for task in unique(long.task)):
+    if any(_scored_alone(runs, task) for task in unique(long.task)):
         notes.append(KEPT_NOTE + ".")
     return Table("Summary: AVG over languages, REL and GAP per task", index, cols, missing,
                  _settings_of(runs.plan), notes=notes, tasks=tasks, scored=scored(runs, unique(long.task)))

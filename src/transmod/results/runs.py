@@ -154,10 +154,12 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 
 
 def _check_curve(path: str | Path, curve: Any, low: float, high: float, fix: str) -> None:
-    """The validation score per epoch (`curve`: step, training seconds, score): numbers in range, steps rising."""
+    """The validation score per epoch (`curve`: step, training seconds where recorded, score): numbers in range,
+    steps rising."""
     def point(p: Any) -> bool:
         return (isinstance(p, dict) and _number(p.get("step")) and p["step"] >= 0 and float(p["step"]).is_integer()
-                and _number(p.get("seconds")) and p["seconds"] >= 0 and _number(p.get("val")) and low <= p["val"] <= high)
+                and (p.get("seconds") is None or _number(p["seconds"]) and p["seconds"] >= 0)
+                and _number(p.get("val")) and low <= p["val"] <= high)
 
     if not isinstance(curve, list) or not all(map(point, curve)) or \
             any(a["step"] > b["step"] for a, b in zip(curve, curve[1:])):
@@ -175,7 +177,7 @@ def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: run[k] for k in RUN_KEYS}, "init": None if role == "teacher" else init,
             "teacher": run.get("teacher"), "student": run.get("student"),
             "score": 100 * float(data["score"]), "start": 100 * float(data.get("start_score", math.nan)),
-            "curve": [(p["step"], p["seconds"], 100 * p["val"]) for p in data.get("curve", [])],
+            "curve": [(p["step"], p.get("seconds", math.nan), 100 * p["val"]) for p in data.get("curve", [])],
             "metric": data["metric"], "file": str(path),
             "row": row_name(role, init)}
 

@@ -25,11 +25,28 @@ from typing import Any
 
 import pandas as pd
 
-from transmod.atomic import MARK, atomic_path, files_under, foreign_file, mark_folder, uninterrupted
+from transmod.atomic import (
+    MARK,
+    atomic_path,
+    files_under,
+    foreign_file,
+    mark_folder,
+    uninterrupted,
+)
 from transmod.errors import TransmodError
 from transmod.results import plots, render
-from transmod.results.fidelity_table import NAME as FIDELITY, fidelity_of_runs, write_fidelity
-from transmod.results.runs import NAME_KEYS, PLAN_FIX, RUN_KEYS, Plan, Runs, check_names, gather, inside
+from transmod.results.fidelity_table import NAME as FIDELITY
+from transmod.results.fidelity_table import fidelity_of_runs, write_fidelity
+from transmod.results.runs import (
+    NAME_KEYS,
+    PLAN_FIX,
+    RUN_KEYS,
+    Plan,
+    Runs,
+    check_names,
+    gather,
+    inside,
+)
 from transmod.train.tasks import BUILTIN_TASKS, METRICS, Task
 
 PLAN_FILE = "plan.json"

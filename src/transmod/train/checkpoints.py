@@ -27,6 +27,7 @@ class Progress:
     loss_sum: float = 0.0
     loss_count: int = 0
     train_seconds: float = 0.0  # in optimizer steps so far, resumed runs too (the tables' seconds to match)
+    epoch_seconds: list | None = None  # train_seconds at the end of each epoch (TIMING_FILE)
     best_metric: float | None = None
     best_epoch: int | None = None
     history: list | None = None
@@ -34,6 +35,8 @@ class Progress:
     def __post_init__(self) -> None:
         if self.history is None:
             self.history = []
+        if self.epoch_seconds is None:
+            self.epoch_seconds = []
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:

@@ -27,9 +27,38 @@ from transmod.train.lmscore import (
     score_decoder,
     with_lora,
 )
-from transmod.train.tasks import Task
+from transmod.train.tasks import CHOICE, Task, declare_task
 
 CHAT = True  # a chat template frames every prompt where the tokenizer has one (as `transmod evaluate` does)
+
+
+def choice_view(task: Task) -> Task:
+    """How a decoder reads a sentence (pair) classification task: a multiple-choice task over its label words."""
+    return declare_task(task.name, dict(kind=CHOICE, text_columns=["question"], choices_column="choices",
+                                        label_column="answer", metric="accuracy"))
+
+
+def label_word_rows(task: Task, rows: Sequence[Mapping[str, Any]], words: Sequence[str]) -> list[dict[str, Any]]:
+    """A classification task's rows as `choice_view` questions: the text (or the pair, a line each) and the
+    question which label word fits; the choices are the label words (the task's label names), the answer
+    the label id. The decoder scores them as any choice, so its prediction is a label id."""
+    out = []
+    for i, row in enumerate(rows):
+        texts = [_text_column(row, column, i) for column in task.text_columns]
+        label = row.get(task.label_column)
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(words):
+            raise TransmodError(f"row {i}: column {task.label_column!r} must be a label id from 0 to "
+                                f"{len(words) - 1}, got {label!r}; fix the data")
+        out.append({"question": "\n".join(texts) + f"\nWhich fits: {', '.join(words)}?", "choices": list(words),
+                    "answer": label})
+    return out
+
+
+def _text_column(row: Mapping[str, Any], column: str, index: int) -> str:
+    value = row.get(column)
+    if not isinstance(value, str) or not value.strip():
+        raise TransmodError(f"row {index}: column {column!r} must be a non-empty string, got {value!r}; fix the data")
+    return value
 
 
 def training_example(tokenizer: Any, task: Task, row: Mapping[str, Any], index: int, max_length: int) -> Example:
@@ -65,14 +94,19 @@ def build_decoder(model_path: str | os.PathLike, cfg: TrainConfig, init_module: 
 
 
 def scorer(model: torch.nn.Module, tokenizer: Any, task: Task, rows: Mapping[str, Sequence[Mapping[str, Any]]],
-           cfg: TrainConfig) -> Callable[[str], tuple[dict[str, float], list]]:
-    """A split's scores (the task's metric, and the loss per answer token of a completion task) and predictions."""
+           cfg: TrainConfig, metric_task: Task | None = None) -> Callable[[str], tuple[dict[str, float], list]]:
+    """A split's scores (the task's metric, and the loss per answer token of a completion task) and predictions;
+    `metric_task`: the classification task whose label words `task` (its `choice_view`) asks, and whose metric
+    (accuracy, macro-F1, Matthews) scores the predicted label ids."""
+    from transmod.train.evaluation import score_lists
 
     def score(split: str) -> tuple[dict[str, float], list]:
         was_training = model.training
         result = score_decoder(model, tokenizer, task, rows[split], batch_size=cfg.eval_batch_size,
                                max_length=cfg.max_length, chat=CHAT)
         model.train(was_training)
+        if metric_task is not None:
+            result.update(score_lists(metric_task, result["predictions"], gold(task, rows[split])))
         return {k: v for k, v in result.items() if isinstance(v, float)}, result["predictions"]
 
     return score

@@ -17,6 +17,7 @@ from typing import Any
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
+from transmod.train.files import TIMING_FILE
 from transmod.train.tasks import COMPLETION, Task, get_task
 
 
@@ -181,9 +182,29 @@ def write_metrics(pred_path: str | Path, out_path: str | Path, run_info: dict[st
     for key in ("best_epoch", "best_val_metric", "start_score", "curve", "environment"):
         if key in data:
             metrics[key] = data[key]
+    seconds = _epoch_seconds(Path(pred_path).with_name(TIMING_FILE), len(metrics.get("curve", [])))
+    if seconds is not None:
+        metrics["curve"] = [{**point, "seconds": s} for point, s in zip(metrics["curve"], seconds)]
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return metrics
+
+
+def _epoch_seconds(path: Path, epochs: int) -> list[float] | None:
+    """The training seconds at each epoch's end that the run recorded beside its predictions (None: no such file,
+    as from a run of an older transmod); checked, since the steps table reads them."""
+    if not path.is_file():
+        return None
+    try:
+        seconds = json.loads(path.read_text(encoding="utf-8"))["epoch_seconds"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TransmodError(f"{path}: not a timing file of transmod ({exc!r}); re-run the training job") from None
+    if (not isinstance(seconds, list) or len(seconds) != epochs or
+            not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+                    for x in seconds)):
+        raise TransmodError(f"{path}: epoch_seconds must be {epochs} finite non-negative numbers, one per epoch; "
+                            "re-run the training job")
+    return [float(x) for x in seconds]
 
 
 def _jsonable(value: Any) -> Any:

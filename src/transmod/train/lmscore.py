@@ -247,7 +247,6 @@ def load_decoder(model_path: str, module: str | None = None) -> tuple[torch.nn.M
     """A decoder LLM (hub id or folder; no remote code) and its tokenizer, with the peft LoRA folder `module`
     loaded on it if given; on the GPU if there is one."""
     import torch
-
     from transformers import AutoModelForCausalLM
 
     from transmod.hub import load_error, local_files_only

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
+from transmod.modules.architectures import load_model_shape
 from transmod.train.batching import (
     collate,
     length,
@@ -42,7 +43,14 @@ from transmod.train.checkpoints import (
 )
 from transmod.train.config import TrainConfig
 from transmod.train.data import load_split
-from transmod.train.decoder import build_decoder, save_lora, scorer, training_example
+from transmod.train.decoder import (
+    build_decoder,
+    choice_view,
+    label_word_rows,
+    save_lora,
+    scorer,
+    training_example,
+)
 from transmod.train.decoder import gold as decoder_gold
 from transmod.train.evaluation import score_lists
 from transmod.train.files import (
@@ -51,7 +59,9 @@ from transmod.train.files import (
     MODULE_DIR,
     PREDICTIONS_FILE,
     STATE_DIR,
+    TIMING_FILE,
 )
+from transmod.train.lmscore import pad_id_of
 from transmod.train.model import (
     ADAPTER_NAME,
     build_model,
@@ -74,7 +84,6 @@ from transmod.train.runtime import (
     token_loss,
 )
 from transmod.train.tasks import SPLITS, Task, get_task
-from transmod.train.lmscore import pad_id_of
 from transmod.train.tokencache import cached_encode
 
 log = logging.getLogger(__name__)
@@ -125,20 +134,21 @@ def train(
     (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)  # a stale file must not pass for this run's result
     set_seeds(cfg.seed)
     datasets = (train_ds, val_ds, test_ds)
-    run = (_prepare_decoder(model_path, task, peft, datasets, cfg, init_module, out_dir) if task.is_decoder else
+    run = (_prepare_decoder(model_path, task, peft, datasets, cfg, init_module, labels, out_dir)
+           if task.is_decoder or is_decoder_model(model_path) else
            _prepare(model_path, task, peft, datasets, cfg, init_module, labels, cache_dir, out_dir))
     # a decoder's start is a model of its own (the model alone, or with the moved LoRA): the tables' KEPT reads the
     # teacher alone's test score (a zero-shot run's start is its end; a fresh encoder head scores nothing)
-    start = run.score("test")[0] if task.is_decoder and run.named and score_start else None
+    start = run.score("test")[0] if run.decoder and run.named and score_start else None
     progress = _train_to_best(run, cfg, state_dir, workers, step_callback) if run.named else _score_start(run)
     test, test_pred = run.score("test")
     summary = {"task": task.name, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
                "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
                "model": str(model_path), "init_module": str(init_module) if init_module is not None else None,
                "environment": run.dev.environment()}
-    if task.is_decoder and (start or not run.named):
+    if run.decoder and (start or not run.named):
         summary["start_test"] = start or test
-    _write_outputs(run, out_dir, summary, test_pred)
+    _write_outputs(run, out_dir, summary, test_pred, progress.epoch_seconds)
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
     log.info("trained in %.1f s; best epoch %s, validation %s %.4f; wrote %s", time.perf_counter() - started,
@@ -198,6 +208,7 @@ class _Run:
     warmup: int
     fingerprint: dict  # what a checkpoint must match to be resumed
     out_dir: Path  # where the run writes: how its messages name it
+    decoder: bool = False  # a decoder LLM's LoRA (peft's format; no head of its own)
 
 
 def _prepare(
@@ -245,18 +256,35 @@ def _prepare(
     return run
 
 
+def is_decoder_model(model_path: str | os.PathLike) -> bool:
+    """Whether the model (its config alone) is a decoder LLM of a supported family; an unknown one is not."""
+    try:
+        return load_model_shape(str(model_path)).arch.decoder
+    except TransmodError:
+        return False
+
+
 def _prepare_decoder(model_path: str | os.PathLike, task: Task, peft: str, datasets: tuple, cfg: TrainConfig,
-                     init_module: str | os.PathLike | None, out_dir: Path) -> _Run:
-    """A decoder run's `_Run`: its LoRA, the answers as shifted labels, and `lmscore` for validation and test."""
+                     init_module: str | os.PathLike | None, labels: Sequence[str] | None, out_dir: Path) -> _Run:
+    """A decoder run's `_Run`: its LoRA, the answers as shifted labels, and `lmscore` for validation and test.
+    A sentence (pair) classification task is asked as a multiple choice of its label words."""
     if peft != "lora":
-        raise TransmodError(f"a {task.kind} task trains a LoRA (peft: lora) on a decoder LLM, not {peft!r}")
+        raise TransmodError(f"a decoder LLM trains a LoRA (peft: lora) on task {task.name}, not {peft!r}")
+    if task.is_token:
+        raise TransmodError(f"task {task.name}: a decoder LLM answers completion, multiple-choice and sentence "
+                            "classification tasks, not a token-classification task; give it to an encoder pair")
     model, tokenizer = build_decoder(model_path, cfg, init_module)
     rows = {split: [dict(r) for r in ds] for split, ds in zip(SPLITS, datasets)}
     for split, split_rows in rows.items():
         if not split_rows:
             raise TransmodError(f"the {split} split is empty; give at least one example")
+    asked, words = task, []
     try:
-        train_examples = [training_example(tokenizer, task, r, i, cfg.max_length) for i, r in enumerate(rows["train"])]
+        if not task.is_decoder:  # label words: each row a multiple choice of them
+            words = list(labels or task.label_names(getattr(datasets[0], "features", None), "the train split"))
+            asked = choice_view(task)
+            rows = {split: label_word_rows(task, split_rows, words) for split, split_rows in rows.items()}
+        train_examples = [training_example(tokenizer, asked, r, i, cfg.max_length) for i, r in enumerate(rows["train"])]
     except TransmodError as exc:
         raise TransmodError(f"the train split: {exc}") from None
     dev = Device.pick(int(model.config.hidden_size))
@@ -276,11 +304,11 @@ def _prepare_decoder(model_path: str | os.PathLike, task: Task, peft: str, datas
         log.info("scoring %s + %s on %s as it is (zero-shot: nothing trains), %d validation / %d test examples, on %s",
                  model_path, init_module or "no LoRA", task.name, len(rows["validation"]), len(rows["test"]), dev.device)
     return _Run(task, model, named, ("input_ids", "attention_mask"), make_optimizer(named, cfg) if named else None,
-                torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, [], pad_id_of(tokenizer),
+                torch.amp.GradScaler("cuda") if dev.dtype == torch.float16 else None, dev, words, pad_id_of(tokenizer),
                 {"train": train_examples}, [length(ex) for ex in train_examples],
-                {split: decoder_gold(task, rows[split]) for split in ("validation", "test")},
-                scorer(model, tokenizer, task, rows, cfg), task.metric, total_steps,
-                math.ceil(total_steps * cfg.warmup_ratio), fingerprint, out_dir)
+                {split: decoder_gold(asked, rows[split]) for split in ("validation", "test")},
+                scorer(model, tokenizer, asked, rows, cfg, None if asked is task else task), task.metric, total_steps,
+                math.ceil(total_steps * cfg.warmup_ratio), fingerprint, out_dir, decoder=True)
 
 
 def _train_to_best(
@@ -315,7 +343,8 @@ def _score_start(run: _Run) -> Progress:
     """A run with nothing to train (a decoder's zero-shot run: no head): its start is its best, epoch 0."""
     val, _ = run.score("validation")
     progress = Progress(best_metric=val[run.metric], best_epoch=0)
-    progress.history.append({"epoch": 0, "step": 0, "seconds": 0.0, "train_loss": None,
+    progress.epoch_seconds.append(0.0)
+    progress.history.append({"epoch": 0, "step": 0, "train_loss": None,
                              "val_metric": val[run.metric], **{f"val_{k}": v for k, v in val.items() if k != "n"}})
     log.info("nothing to train (zero-shot): validation %s %.4f", run.metric, progress.best_metric)
     return progress
@@ -384,7 +413,8 @@ def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, cloc
                best_state: dict | None) -> dict:
     """Validate, record the epoch in the history, and keep the trainable state if it is the best so far."""
     val, _ = run.score("validation")
-    entry = {"epoch": epoch + 1, "step": progress.global_step, "seconds": round(progress.train_seconds, 3),
+    progress.epoch_seconds.append(round(progress.train_seconds, 3))
+    entry = {"epoch": epoch + 1, "step": progress.global_step,
              "train_loss": progress.loss_sum / max(1, progress.loss_count),
              "val_metric": val[run.metric], **{f"val_{k}": v for k, v in val.items() if k != "n"}}
     progress.history.append(entry)
@@ -398,24 +428,26 @@ def _end_epoch(run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, cloc
     return best_state
 
 
-def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list) -> None:
+def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list, epoch_seconds: list[float]) -> None:
     """Module, head, history, then predictions last: a complete predictions file means a finished run."""
     from safetensors.torch import save_file
 
     model, task = run.model, run.task.name
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / MODULE_DIR, is_dir=True) as tmp:
-        if run.task.is_decoder:
+        if run.decoder:
             save_lora(model, tmp)
         else:
             with quiet_transformers():
                 model.save_adapter(str(tmp), ADAPTER_NAME, use_safetensors=True)
     # a decoder answers through its own LM head, which stays frozen: its file holds no tensors
-    head = {} if run.task.is_decoder else {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
+    head = {} if run.decoder else {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
                                            if n in set(head_parameter_names(model))}
     with atomic_path(out_dir / HEAD_FILE) as tmp:
         save_file(head, str(tmp), metadata={"task": task, "labels": json.dumps(run.labels),
                                             "model_type": model.config.model_type})
+    with atomic_path(out_dir / TIMING_FILE) as tmp:
+        tmp.write_text(json.dumps({"epoch_seconds": epoch_seconds}) + "\n", encoding="utf-8")
     with atomic_path(out_dir / HISTORY_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     predictions = {"task": task, "labels": run.labels, "metric": summary["metric"], "best_epoch": summary["best_epoch"],
@@ -423,8 +455,7 @@ def _write_outputs(run: _Run, out_dir: Path, summary: dict, test_pred: list) -> 
                    "predictions": test_pred, "gold": run.gold["test"]}
     if "start_test" in summary:
         predictions["start_score"] = summary["start_test"][summary["metric"]]
-    # the validation score after each epoch, at its step and training seconds: the tables' steps to match
-    predictions["curve"] = [{"step": e["step"], "seconds": e["seconds"], "val": e["val_metric"]}
-                            for e in summary["epochs"]]
+    # the validation score after each epoch, at its step: the tables' steps to match
+    predictions["curve"] = [{"step": e["step"], "val": e["val_metric"]} for e in summary["epochs"]]
     with atomic_path(out_dir / PREDICTIONS_FILE) as tmp:
         tmp.write_text(json.dumps(predictions) + "\n", encoding="utf-8")

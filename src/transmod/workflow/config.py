@@ -179,23 +179,31 @@ def model_is_decoder(model: str) -> bool | None:
 
 
 def check_decoder_tasks(config: dict, pair: str, tasks: dict[str, Task]) -> None:
-    """A decoder pair runs decoder tasks (completion, multiple choice) with LoRA, an encoder pair classification
-    tasks: the other way round there is nothing to train."""
+    """A decoder pair runs completion and multiple-choice tasks, and sentence (pair) classification by label words,
+    with LoRA; an encoder pair classification tasks: the other way round there is nothing to train."""
     spec = config["pairs"][pair]
     decoder = {role: model_is_decoder(spec[role]) for role in ("teacher", "student")}
     for name in spec["tasks"]:
         task = tasks[name]
         for role, is_decoder in decoder.items():
-            if is_decoder is not None and is_decoder != task.is_decoder:
-                model = "a decoder LLM" if is_decoder else "an encoder"
+            wrong = task.is_token if is_decoder else is_decoder is False and task.is_decoder
+            if wrong:
                 raise TransmodError(
                     f"config key pairs.{pair}.tasks: task {name} is a {task.kind} task, and the {role} {spec[role]} is "
-                    f"{model}; {'decoder LLMs run completion and multiple-choice tasks' if is_decoder else 'encoders run classification tasks'}")
+                    + ("a decoder LLM; decoder LLMs run completion, multiple-choice and sentence classification tasks"
+                       if is_decoder else "an encoder; encoders run classification tasks"))
         key, pefts = pefts_of(config, pair)
-        if task.is_decoder and set(pefts) != {"lora"}:
+        if (task.is_decoder or any(decoder.values())) and set(pefts) != {"lora"}:
             raise TransmodError(f"config key {key}: the {task.kind} task {name} of pair {pair} trains a LoRA on a decoder "
                                 f"LLM, and {key} also lists {', '.join(p for p in pefts if p != 'lora')}; give the pair "
                                 f"its own `peft: [lora]` (pairs.{pair}.peft)")
+
+
+def pair_is_decoder(config: dict, pair: str, tasks: dict[str, Task]) -> bool:
+    """Whether a pair's models are decoder LLMs: by a local model's config, else by its decoder tasks."""
+    spec = config["pairs"][pair]
+    known = model_is_decoder(spec["teacher"])
+    return known if known is not None else any(tasks[name].is_decoder for name in spec["tasks"])
 
 
 def check_names(config: dict) -> None:
