@@ -83,7 +83,7 @@ CASES = {
         "tasks.qa": {"dataset": "someone/qa", "languages": ["en"], "kind": "completion", "text_columns": ["prompt"],
                      "label_column": "completion", "metric": "exact_match"},
         "pairs.matching.teacher": f["t"], "pairs.matching.tasks": ["ner", "qa"]}),
-        f"config key pairs.matching.tasks: task qa is a completion task, and the teacher"),
+        "config key pairs.matching.tasks: task qa is a completion task, and the teacher"),
     "a decoder pair with adapters": (lambda f: study_config(**{
         "tasks.qa": {"dataset": "someone/qa", "languages": ["en"], "kind": "completion", "text_columns": ["prompt"],
                      "label_column": "completion", "metric": "exact_match"},

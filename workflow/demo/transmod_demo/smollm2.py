@@ -106,8 +106,8 @@ def heal(model: Any, blocks: Sequence[Sequence[int]], steps: int, learning_rate:
                 group["lr"] = learning_rate * (1 - step / steps)
             ids = torch.tensor([blocks[order[(step * batch_size + i) % len(order)]] for i in range(batch_size)])
             loss = model(input_ids=ids, labels=ids).loss
-            if not math.isfinite(float(loss)):
-                raise TransmodError(f"healing diverged at step {step + 1} (loss {float(loss)}); lower "
+            if not math.isfinite(loss.item()):
+                raise TransmodError(f"healing diverged at step {step + 1} (loss {loss.item()}); lower "
                                     f"smollm2.heal.learning_rate (now {learning_rate:g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
