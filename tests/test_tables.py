@@ -411,6 +411,7 @@ def test_steps_to_match_are_the_first_epoch_at_the_students_best_validation_scor
     assert got.loc["TM-Student SKIP"].tolist() == [10, 1.5, 2, 2]
     assert math.isnan(got.loc["TM-Student AVG", "pi steps"]) and got.loc["TM-Student AVG", "pi reached"] == 0
     assert "the first epoch at which a start's validation score reaches" in to_markdown(table)
+    assert "REL" not in to_markdown(table)  # its own caption, not the test scores' one
     path = find(plan, role="student", init="skip", seed=1)
     data = json.loads(Path(path).read_text())
     Path(path).write_text(json.dumps({**data, "curve": [{"step": 10, "seconds": -1.0, "val": 0.5}]}))

@@ -58,6 +58,7 @@ class Table:
     extra_csv: dict[str, pd.Series] = field(default_factory=dict)
     tasks: dict[str, set[str]] = field(default_factory=dict)  # pair -> its tasks (summary tables)
     scored: str = ""  # what the scores are, per task: "accuracy for PI and NLI; ..."
+    caption: str = ""  # what the table shows, where it is not test scores (then the scores' caption is left out)
 
     def for_setting(self, pair: str) -> "Table":
         keep = self.index.get_level_values(0) == pair
@@ -70,7 +71,7 @@ class Table:
                 for c in self.columns if c.task is None or pair not in self.tasks or c.task in self.tasks[pair]]
         return Table(self.title, idx, cols, self.missing.reindex(idx), {pair: self.settings.get(pair, "")},
                      self.notes, {k: v.reindex(idx) for k, v in self.extra_csv.items()},
-                     {pair: self.tasks[pair]} if pair in self.tasks else {}, self.scored)
+                     {pair: self.tasks[pair]} if pair in self.tasks else {}, self.scored, self.caption)
 
 
 def _order(keys: Iterable[tuple]) -> pd.MultiIndex:
@@ -341,4 +342,4 @@ def steps_table(runs: Runs) -> Table:
     tasks = {p: set(g.task) for p, g in long.groupby("pair")}
     return Table("Steps to match: optimizer steps and seconds to the Student's best validation score", index, cols,
                  pd.Series([[] for _ in index], index=index, dtype=object), _settings_of(runs.plan),
-                 notes=[STEPS_NOTE], tasks=tasks, scored=scored(runs, unique(long.task)))
+                 tasks=tasks, caption=STEPS_NOTE)

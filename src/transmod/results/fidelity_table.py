@@ -33,7 +33,7 @@ CAPTION = (
     "CKA: linear centred kernel alignment between the two effects, each in its own model's space; it needs no "
     "map, so it favours no method (0 to 1, unchanged by rotating or scaling either space). Mean over tasks, "
     "languages and seeds; lower error, higher cosine and CKA are better. zero-shot: mean test score x 100 of the "
-    "`zs-` run of that init (module frozen, head trained), where the config has one. "
+    "`zs-` run of that init (module frozen, head trained; a decoder's trains nothing), where the config has one. "
     "`lsa` is the study's assignment; unaligned (same-width) pairs are measured with the identity."
 )
 

@@ -66,7 +66,8 @@ def _cell(column: Column, key: tuple, fmt: str) -> str:
 
 
 def _notes(table: Table) -> list[str]:
-    notes = [CAPTION.format(scored=table.scored or "the tasks' metrics"), MARKER_NOTE]
+    notes = [table.caption] if table.caption else [CAPTION.format(scored=table.scored or "the tasks' metrics"),
+                                                  MARKER_NOTE]
     gone = [run for runs in table.missing for run in runs]
     if any(c.partial is not None and c.partial.any() for c in table.columns):
         notes.append(PARTIAL_NOTE)
