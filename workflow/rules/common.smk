@@ -196,7 +196,9 @@ def lora_b(w):
     """`alignment.lora_b` for an encoder's LoRA jobs; adapter jobs (which have no B) and a decoder's LoRA (each of
     whose projections writes a space of its own, aligned as such) always see the default, so changing it never
     re-runs them."""
-    decoder = pair_is_decoder(config, w.pair, DECLARED_TASKS)
+    pairs = [w.pair] if "pair" in w.keys() else [  # jobs keyed by model (sampling): the pairs of that model
+        pair for pair, spec in config["pairs"].items() if w.model in (slug(spec["teacher"]), slug(spec["student"]))]
+    decoder = any(pair_is_decoder(config, pair, DECLARED_TASKS) for pair in pairs)
     return config["alignment"]["lora_b"] if w.peft == "lora" and not decoder else "study"
 
 

@@ -119,15 +119,10 @@ def train(
     `cache_dir` keeps tokenised splits that later runs with the same tokenizer and data reuse.
     `workers`: data-loader processes that pad the next batches while the model trains (0: in process).
     `score_start`: a decoder run also scores its start on the test split (`start_test`: the teacher alone).
-    `labels` default to the task's label names (declared, or the train split's ClassLabel names).
-    Returns the summary that history.json holds.
-    """
+    `labels` default to the task's label names (declared, or the train split's ClassLabel names). Returns the
+    summary that history.json holds."""
     task = get_task(task)
-    check_peft(peft)
-    cfg.validate()
-    configure_threads(threads)
-    if workers < 0:
-        raise TransmodError(f"workers must not be negative, got {workers}")
+    _check_options(peft, cfg, threads, workers)
     started = time.perf_counter()
     out_dir = Path(out_dir)
     state_dir = Path(state_dir) if state_dir is not None else out_dir / STATE_DIR
@@ -145,15 +140,22 @@ def train(
     summary = {"task": task.name, "peft": peft, "metric": run.metric, "best_epoch": progress.best_epoch,
                "best_val_metric": progress.best_metric, "epochs": progress.history, "config": cfg.hyper(),
                "model": str(model_path), "init_module": str(init_module) if init_module is not None else None,
-               "environment": run.dev.environment()}
-    if run.decoder and (start or not run.named):
-        summary["start_test"] = start or test
+               "environment": run.dev.environment(),
+               **({"start_test": start or test} if run.decoder and (start or not run.named) else {})}
     _write_outputs(run, out_dir, summary, test_pred, progress.epoch_seconds)
     if not keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)
     log.info("trained in %.1f s; best epoch %s, validation %s %.4f; wrote %s", time.perf_counter() - started,
              progress.best_epoch, run.metric, progress.best_metric, out_dir)
     return summary
+
+
+def _check_options(peft: str, cfg: TrainConfig, threads: int | None, workers: int) -> None:
+    check_peft(peft)
+    cfg.validate()
+    configure_threads(threads)
+    if workers < 0:
+        raise TransmodError(f"workers must not be negative, got {workers}")
 
 
 def train_run(
