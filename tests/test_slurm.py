@@ -293,7 +293,12 @@ def test_demo_cell_runs_as_slurm_jobs(slurm_cell):
 def test_demo_cell_through_slurm_gives_the_local_runs_numbers(slurm_cell, demo):
     """The same seeds give the same predictions and fidelity, whether a job ran in sbatch or locally."""
     work, _ = slurm_cell
+
+    def exact(path: Path) -> dict:  # the training seconds (timing.json, in the curve) differ between any two runs
+        data = json.loads(path.read_text())
+        return {**data, "curve": [{k: v for k, v in p.items() if k != "seconds"} for p in data.get("curve", [])]}
+
     for target in map(Path, cell_targets()):
         for path in (target, target.with_name("test_predictions.json")):
             if path == target or (demo / path).exists():
-                assert json.loads((work / path).read_text()) == json.loads((demo / path).read_text()), path
+                assert exact(work / path) == exact(demo / path), path
