@@ -25,6 +25,7 @@ from transmod.train.lmscore import (
     load_decoder,
     prompt_of,
     score_decoder,
+    text_of,
     with_lora,
 )
 from transmod.train.tasks import CHOICE, Task, declare_task
@@ -44,7 +45,7 @@ def label_word_rows(task: Task, rows: Sequence[Mapping[str, Any]], words: Sequen
     the label id. The decoder scores them as any choice, so its prediction is a label id."""
     out = []
     for i, row in enumerate(rows):
-        texts = [_text_column(row, column, i) for column in task.text_columns]
+        texts = [text_of(row, column, i) for column in task.text_columns]
         label = row.get(task.label_column)
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(words):
             raise TransmodError(f"row {i}: column {task.label_column!r} must be a label id from 0 to "
@@ -52,13 +53,6 @@ def label_word_rows(task: Task, rows: Sequence[Mapping[str, Any]], words: Sequen
         out.append({"question": "\n".join(texts) + f"\nWhich fits: {', '.join(words)}?", "choices": list(words),
                     "answer": label})
     return out
-
-
-def _text_column(row: Mapping[str, Any], column: str, index: int) -> str:
-    value = row.get(column)
-    if not isinstance(value, str) or not value.strip():
-        raise TransmodError(f"row {index}: column {column!r} must be a non-empty string, got {value!r}; fix the data")
-    return value
 
 
 def training_example(tokenizer: Any, task: Task, row: Mapping[str, Any], index: int, max_length: int) -> Example:

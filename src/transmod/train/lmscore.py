@@ -177,9 +177,14 @@ def _choices(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) >= 2 and all(_text(c) for c in value)
 
 
+def text_of(row: Mapping[str, Any], column: str, index: int) -> str:
+    """A row's text in `column`, checked: a non-empty string."""
+    return _column(row, column, index, _text, "a non-empty string")
+
+
 def prompt_of(task: Task, row: Mapping[str, Any], index: int) -> str:
     """A row's prompt (a completion task) or question (a multiple-choice one), checked."""
-    return _column(row, task.text_columns[0], index, _text, "a non-empty string")
+    return text_of(row, task.text_columns[0], index)
 
 
 def choices_of(task: Task, row: Mapping[str, Any], index: int) -> tuple[list[str], int]:
@@ -195,7 +200,7 @@ def answer_of(task: Task, row: Mapping[str, Any], index: int) -> str:
     if task.kind == CHOICE:
         choices, answer = choices_of(task, row, index)
         return choices[answer]
-    return _column(row, task.label_column, index, _text, "a non-empty string")
+    return text_of(row, task.label_column, index)
 
 
 def score_completions(model: torch.nn.Module, tokenizer: Any, task: Task, rows: Sequence[Mapping[str, Any]], *,
