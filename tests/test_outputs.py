@@ -33,7 +33,7 @@ def inputs(tmp_path_factory) -> Path:
                                                                              use_safetensors=True)
     (m / "text.txt").write_text("\n".join(SENTENCES) + "\n")
     (m / "long.txt").write_text("\n".join(SENTENCES * 40) + "\n")  # slow enough to be stopped mid-way
-    (m / "longer.txt").write_text("\n".join(SENTENCES * 120) + "\n")  # the one shot's 20,000 tokens
+    (m / "longer.txt").write_text("\n".join(SENTENCES * 600) + "\n")  # 100,000 tokens: several seconds of one shot
     for name, model in (("t", "wide"), ("s", "narrow")):
         assert main(["sample", "--model", str(m / model), "--peft", "lora", "--data", str(m / "text.txt"),
                      "--out", str(m / f"{name}.parquet")]) == 0
@@ -165,7 +165,7 @@ def test_a_stopped_one_shot_transfer_leaves_nothing(inputs, tmp_path, sig):
     scratch.mkdir()
     argv = ["transfer", "--module", str(inputs / "wide-lora"), "--teacher-model", str(inputs / "wide"),
             "--student-model", str(inputs / "narrow"), "--mapping", "skip", "--samples", str(inputs / "longer.txt"),
-            "--out", str(tmp_path / "moved")]
+            "--max-tokens", "100000", "--out", str(tmp_path / "moved")]  # on an idle machine 20,000 took 1.1 s
     def sampling(proc: subprocess.Popen) -> bool:  # the models load within a second of main's start
         if _catches_sigterm(proc):
             time.sleep(1.5)
