@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
 from helpers.commands import run_cli
@@ -47,6 +48,27 @@ def config(**kw) -> TrainConfig:
     values = dict(learning_rate=1e-2, batch_size=8, epochs=3, max_length=32, seed=3, warmup_ratio=0.0,
                   modules={"lora": {"r": 4, "alpha": 8}})
     return TrainConfig.from_dict({**values, **kw}, source="test")
+
+
+def test_the_lm_head_runs_only_where_a_row_has_an_answer_token(decoder):
+    """The training loss from logits at the answer positions alone equals the loss from every position's."""
+    import torch
+
+    from transmod.train.batching import collate
+    from transmod.train.runtime import token_loss
+    from transmod.train.training import _batch_loss
+
+    _, tokenizer = decoder
+    model = make_decoder("llama", seed=4, vocab=len(tokenizer))
+    batch = collate([training_example(tokenizer, CHOICE, row, i, 32) for i, row in enumerate(mc_rows(5, seed=2))],
+                    pad_token_id=0)
+    assert (batch["labels"] == IGNORE_INDEX).all(0).any()  # some positions need no logits
+    run = SimpleNamespace(keys=("input_ids", "attention_mask"), dev=SimpleNamespace(device=torch.device("cpu")),
+                          model=model, decoder=True)  # the fields of a `_Run` that the loss reads
+    with torch.no_grad():
+        full = token_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                          batch["labels"])
+        assert float(_batch_loss(run, batch)) == pytest.approx(float(full), rel=1e-5)
 
 
 def test_the_labels_are_the_answers_tokens_shifted_one_left(decoder):

@@ -12,7 +12,7 @@ from helpers.commands import run_cli
 from helpers.decoders import load_peft, make_decoder, make_decoder_tokenizer, peft_lora, save_decoder
 
 from transmod.errors import TransmodError
-from transmod.train.lmscore import Scored, encode, score_decoder
+from transmod.train.lmscore import Scored, all_logprobs, encode, pad_id_of, score_decoder
 from transmod.train.tasks import declare_task
 
 COMPLETION = declare_task("qa", dict(kind="completion", text_columns=["prompt"], label_column="completion",
@@ -50,6 +50,18 @@ def test_choices_are_scored_by_log_likelihood_per_character(padless):
     assert result["predictions"] == expected
     assert result["accuracy"] == sum(p == 0 for p in expected) / len(rows)
     assert len(set(expected)) > 1  # the rows do not all pick the same place
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_choices_sharing_a_question_score_as_their_whole_sequences(padless, family):
+    """A question runs once and its key-value cache serves each of its choices: every choice token's
+    log-probability equals the one from the whole sequence, unpadded, and batches mix questions of other lengths."""
+    _, tokenizer = padless
+    model = make_decoder(family, seed=2, vocab=len(tokenizer))
+    items = [encode(tokenizer, q, " " + c, 64, chat=False) for q, choices in zip(QUESTIONS, CHOICES) for c in choices]
+    got = all_logprobs(model, items, pad_id_of(tokenizer), batch_size=3)
+    for item, lp in zip(items, got, strict=True):
+        assert lp.tolist() == pytest.approx(logprobs_one_by_one(model, list(item.ids), item.start), abs=1e-4)
 
 
 def greedy_one_by_one(model, tokenizer, prompt: str, limit: int) -> str:

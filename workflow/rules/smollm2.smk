@@ -29,7 +29,7 @@ rule smollm2_student:
         directory("resources/smollm2/models/student"),
     params:
         heal=config["smollm2"]["heal"],
-    threads: workflow.cores
+    threads: 1  # the teacher's runs (which do not need the student) train on the other cores meanwhile
     log:
         "results/logs/smollm2_student.log",
     benchmark:

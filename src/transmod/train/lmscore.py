@@ -15,6 +15,7 @@ mask and the scored positions leave the padding out, so no tokenizer is changed.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,24 @@ def padded(batch: Sequence[Scored], pad_id: int, left: bool) -> tuple[torch.Tens
     return ids, mask
 
 
+def forward_at(model: torch.nn.Module, positions: torch.Tensor, **inputs: Any) -> Any:
+    """The model's output with logits at sequence `positions` only (every row alike): the LM head over a large
+    vocabulary (49,152 words for SmolLM2) costs a third of a small model's forward pass, and a task scores a few
+    tokens of each sequence. transformers' `logits_to_keep` skips the rest; a model without it is cut after."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes it on
+    if "logits_to_keep" in inspect.signature(base.forward).parameters:
+        return model(**inputs, logits_to_keep=positions)
+    out = model(**inputs)
+    out.logits = out.logits[:, positions]
+    return out
+
+
+def kept_columns(need: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions that any row of `need` (bool, batch x length) needs, and each position's column among them."""
+    wanted = need.any(0)
+    return wanted.nonzero()[:, 0], wanted.cumsum(0) - 1
+
+
 def continuation_logprobs(model: torch.nn.Module, batch: Sequence[Scored], pad_id: int) -> list[torch.Tensor]:
     """Per sequence, the log-probability of each continuation token given all before it (right padding: a
     causal model's real positions never see the padding after them)."""
@@ -106,13 +125,54 @@ def continuation_logprobs(model: torch.nn.Module, batch: Sequence[Scored], pad_i
 
     device = next(model.parameters()).device
     ids, mask = padded(batch, pad_id, left=False)
+    need = torch.zeros(ids.shape, dtype=torch.bool)
+    for i, s in enumerate(batch):
+        need[i, s.start - 1:len(s.ids) - 1] = True  # position t predicts t + 1
+    positions, column = kept_columns(need)
     with torch.no_grad():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+        logits = forward_at(model, positions.to(device), input_ids=ids.to(device),
+                            attention_mask=mask.to(device)).logits.float().cpu()
     out = []
     for i, s in enumerate(batch):
-        predicted = torch.log_softmax(logits[i, s.start - 1:len(s.ids) - 1], dim=-1)  # position t predicts t + 1
+        predicted = torch.log_softmax(logits[i, column[s.start - 1:len(s.ids) - 1]], dim=-1)
         out.append(predicted.gather(-1, ids[i, s.start:len(s.ids), None])[:, 0])
     return out
+
+
+def shared_context_logprobs(model: torch.nn.Module, groups: Sequence[Sequence[Scored]],
+                            pad_id: int) -> list[list[torch.Tensor]]:
+    """`continuation_logprobs` of groups of sequences that share their context (a question's choices), each
+    context run once: its key-value cache is copied to each continuation, which runs after it at the positions
+    it would have in the whole sequence. A three-choice question costs its tokens once instead of three times."""
+    import torch
+
+    device = next(model.parameters()).device
+    contexts = [Scored(group[0].ids[:group[0].start], 0) for group in groups]
+    ids, mask = padded(contexts, pad_id, left=False)
+    lengths = torch.tensor([len(c.ids) for c in contexts])
+    need = torch.zeros(ids.shape, dtype=torch.bool)
+    need[torch.arange(len(groups)), lengths - 1] = True  # each context's last token predicts its choices' first
+    positions, column = kept_columns(need)
+    owner = torch.tensor([g for g, group in enumerate(groups) for _ in group])
+    rows = [s.ids[s.start:] for group in groups for s in group]
+    tails, tail_mask = padded([Scored(r, 0) for r in rows], pad_id, left=False)
+    with torch.no_grad():
+        out = forward_at(model, positions.to(device), input_ids=ids.to(device), attention_mask=mask.to(device),
+                         use_cache=True)
+        first = torch.log_softmax(out.logits.float().cpu()[torch.arange(len(groups)), column[lengths - 1]], -1)
+        rest = torch.empty(len(rows), 0, first.shape[-1])
+        if tails.shape[1] > 1:
+            cache = out.past_key_values
+            cache.reorder_cache(owner.to(device))
+            rest = forward_at(model, torch.arange(tails.shape[1] - 1, device=device), input_ids=tails.to(device),
+                              attention_mask=torch.cat([mask[owner], tail_mask], 1).to(device),
+                              position_ids=(lengths[owner, None] + torch.arange(tails.shape[1])).to(device),
+                              past_key_values=cache, use_cache=False).logits.float().cpu()
+    scored: list[list[torch.Tensor]] = [[] for _ in groups]
+    for r, (g, tail) in enumerate(zip(owner.tolist(), rows)):
+        later = torch.log_softmax(rest[r, :len(tail) - 1], -1).gather(-1, tails[r, 1:len(tail), None])[:, 0]
+        scored[g].append(torch.cat([first[g, tail[0]].reshape(1), later]))
+    return scored
 
 
 def _batched(items: Sequence[Scored], batch_size: int) -> tuple[list[list[Scored]], list[int]]:
@@ -122,14 +182,30 @@ def _batched(items: Sequence[Scored], batch_size: int) -> tuple[list[list[Scored
 
 
 def all_logprobs(model: torch.nn.Module, items: Sequence[Scored], pad_id: int, batch_size: int) -> list[torch.Tensor]:
-    """`continuation_logprobs` of every item, in the items' order."""
+    """`continuation_logprobs` of every item, in the items' order; items that share a context (the choices of
+    a question) are scored together, `batch_size` contexts at a time."""
     import torch
 
-    batches, order = _batched(items, batch_size)
-    flat = [lp for batch in batches for lp in continuation_logprobs(model, batch, pad_id)]
+    shared: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(items):
+        shared.setdefault(s.ids[:s.start], []).append(i)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    for position, index in enumerate(order):
-        out[index] = flat[position]
+    if len(shared) == len(items):  # no context is shared: whole sequences, one pass each
+        batches, order = _batched(items, batch_size)
+        flat = [lp for batch in batches for lp in continuation_logprobs(model, batch, pad_id)]
+        for position, index in enumerate(order):
+            out[index] = flat[position]
+        return out
+    members = list(shared.values())
+    batches, order = _batched([items[m[0]] for m in members], batch_size)
+    done = 0
+    for batch in batches:
+        group_ids = [members[g] for g in order[done:done + len(batch)]]
+        for indices, scored in zip(group_ids, shared_context_logprobs(model, [[items[i] for i in m] for m in group_ids],
+                                                                      pad_id)):
+            for index, lp in zip(indices, scored):
+                out[index] = lp
+        done += len(batch)
     return out
 
 

@@ -31,6 +31,7 @@ from transmod.atomic import atomic_path
 from transmod.errors import TransmodError
 from transmod.modules.architectures import load_model_shape
 from transmod.train.batching import (
+    IGNORE_INDEX,
     collate,
     length,
     length_grouped_batches,
@@ -61,7 +62,7 @@ from transmod.train.files import (
     STATE_DIR,
     TIMING_FILE,
 )
-from transmod.train.lmscore import pad_id_of
+from transmod.train.lmscore import forward_at, kept_columns, pad_id_of
 from transmod.train.model import (
     ADAPTER_NAME,
     build_model,
@@ -352,6 +353,15 @@ def _score_start(run: _Run) -> Progress:
     return progress
 
 
+def _batch_loss(run: _Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's loss; a decoder's LM head runs only where some row has an answer token (`forward_at`)."""
+    inputs, labels = model_inputs(run.keys, batch, run.dev.device), batch["labels"].to(run.dev.device)
+    if not run.decoder:
+        return token_loss(run.model(**inputs).logits, labels)
+    positions, _ = kept_columns(labels != IGNORE_INDEX)
+    return token_loss(forward_at(run.model, positions, **inputs).logits, labels[:, positions])
+
+
 def _train_epoch(
     run: _Run, cfg: TrainConfig, epoch: int, progress: Progress, clock: Clock, state_dir: Path,
     best_state: dict | None, workers: int, step_callback: Callable[[int], None] | None,
@@ -369,8 +379,7 @@ def _train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate * lr_factor(progress.global_step, run.warmup, run.total_steps)
         with run.dev.autocast():
-            logits = run.model(**model_inputs(run.keys, batch, run.dev.device)).logits
-        loss = token_loss(logits, batch["labels"].to(run.dev.device))
+            loss = _batch_loss(run, batch)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
