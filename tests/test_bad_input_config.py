@@ -91,6 +91,12 @@ CASES = {
                            "inits": ["default", "skip"]}}),
         "config key peft: the completion task qa of pair matching trains a LoRA on a decoder LLM, and peft also "
         "lists adapter; give the pair its own `peft: [lora]` (pairs.matching.peft)"),
+    "a decoder pair sampling fewer tokens than its MLP is wide": (lambda f: study_config(**{
+        "pairs.matching": {"teacher": f["d"], "student": f["d"], "aligned": False, "tasks": ["pi"], "peft": ["lora"]},
+        "sampling.max_tokens": 160}),
+        "config key sampling.max_tokens: the fidelity jobs of pair matching fit a 128 x 128 map per layer (lora) on "
+        "the sampled tokens before the held-out 20%: 128 of 160, and need at least 129; raise sampling.max_tokens to "
+        "161 or more"),
     "a task named as a table of every task": (lambda f: _task_named("steps", f),
                                               "config key tasks.steps: results/tables/steps.md is the table of every "
                                               "task; rename the task"),
@@ -115,6 +121,13 @@ def test_a_decoder_pair_may_answer_a_sentence_task_by_label_words(model_folders)
     with pytest.raises(TransmodError, match="is a decoder LLM; decoder LLMs run completion, multiple-choice and "
                                             "sentence classification tasks"):
         validate_config(config, SCHEMA)
+
+
+def test_a_decoder_pair_sampling_as_many_tokens_as_asked_passes(model_folders):
+    config = study_config(**{"pairs.matching": {"teacher": model_folders["d"], "student": model_folders["d"],
+                                                "aligned": False, "tasks": ["pi"], "peft": ["lora"]},
+                             "sampling.max_tokens": 161})
+    validate_config(config, SCHEMA)  # the least the refusal asks for
 
 
 def test_names_at_the_limit_pass(model_folders):

@@ -12,8 +12,8 @@ import random
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import REPO, REQUIRED_ON_CI
-from helpers.commands import job_counts, snakemake
+from helpers import REQUIRED_ON_CI
+from helpers.commands import plan_profile
 from safetensors.numpy import save_file
 from transmod_demo import onnx_bert
 from transmod_demo.minilm import (
@@ -209,9 +209,7 @@ def test_word_order_data_shares_the_other_tasks_splits(tmp_path):
 
 
 def test_the_profile_plans_both_pairs_on_all_three_tasks(tmp_path):
-    (tmp_path / "profiles").symlink_to(REPO / "profiles")
-    done = snakemake("-n", "--profile", REPO / "profiles" / "minilm", cwd=tmp_path, timeout=300)
-    counts = job_counts(done.stdout)
+    counts, plan = plan_profile("minilm", tmp_path)
     # 3 tasks x 2 module kinds x 3 seeds: one teacher (shared by both pairs), 3 inits per pair
     assert {k: counts.get(k) for k in ("minilm_models", "minilm_independent", "minilm_data", "train_teacher",
                                        "train_student")} == {"minilm_models": 1, "minilm_independent": 1,
@@ -220,5 +218,5 @@ def test_the_profile_plans_both_pairs_on_all_three_tasks(tmp_path):
     for run in ("independent/truecase/en/adapter/student-skip-auto/seed3",
                 "independent/order/en/lora/student-avg-auto/seed1", "minilm/order/en/lora/student-default/seed2",
                 "minilm/pi/en/adapter/student-avg/seed2"):
-        assert f"results/runs/{run}/metrics.json" in done.stdout
-    assert "resources/minilm/models/independent" in done.stdout and not (tmp_path / "resources").exists()
+        assert f"results/runs/{run}/metrics.json" in plan
+    assert "resources/minilm/models/independent" in plan

@@ -12,8 +12,8 @@ import random
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import REPO, REQUIRED_ON_CI
-from helpers.commands import job_counts, snakemake
+from helpers import REQUIRED_ON_CI
+from helpers.commands import plan_profile
 from helpers.decoders import make_decoder, make_decoder_tokenizer
 from transmod_demo import smollm2
 from transmod_demo.smollm2 import (
@@ -125,9 +125,7 @@ def test_which_function_draws_its_wrong_choices_from_other_modules():
 
 
 def test_the_profile_plans_every_run(tmp_path):
-    (tmp_path / "profiles").symlink_to(REPO / "profiles")
-    done = snakemake("-n", "--profile", REPO / "profiles" / "smollm2", cwd=tmp_path, timeout=300)
-    counts = job_counts(done.stdout)
+    counts, plan = plan_profile("smollm2", tmp_path)
     # 2 tasks x 3 seeds: a teacher, and 6 student runs (default, copy, skip and their zero-shot runs)
     assert {k: counts.get(k) for k in ("smollm2_teacher", "smollm2_student", "smollm2_data", "train_teacher",
                                        "train_student")} == {"smollm2_teacher": 1, "smollm2_student": 1,
@@ -135,5 +133,4 @@ def test_the_profile_plans_every_run(tmp_path):
                                                              "train_student": 36}
     for run in ("which_function/en/lora/student-zs-copy/seed3", "which_module/en/lora/student-skip/seed1",
                 "which_module/en/lora/student-zs-default/seed2"):
-        assert f"results/runs/smollm2/{run}/metrics.json" in done.stdout
-    assert not (tmp_path / "resources").exists()
+        assert f"results/runs/smollm2/{run}/metrics.json" in plan

@@ -69,6 +69,15 @@ def dry_run(*args, cwd) -> dict[str, int]:
     return job_counts(done.stdout)
 
 
+def plan_profile(name: str, cwd: Path) -> tuple[dict[str, int], str]:
+    """Per-rule job counts and the text of profile `name`'s dry run in `cwd` (its `profiles/` linked there, as in a
+    checkout); the dry run builds nothing."""
+    (cwd / "profiles").symlink_to(REPO / "profiles")
+    done = snakemake("-n", "--profile", REPO / "profiles" / name, cwd=cwd, timeout=300)
+    assert not (cwd / "resources").exists()
+    return job_counts(done.stdout), done.stdout
+
+
 def sigint_default() -> None:
     """In a child before exec: SIGINT as the default, so Python installs its KeyboardInterrupt handler even where
     this test process runs with SIGINT ignored (as a background job does); the tests send it SIGINT."""

@@ -34,6 +34,7 @@ FIDELITY = "results/fidelity/{pair}/{task}/{lang}/{peft}/seed{seed}.json"
 
 MODELS = {slug(spec[role]): spec[role] for spec in config["pairs"].values() for role in ("teacher", "student")}
 DECLARED_TASKS = declared_tasks(config)  # every task's declaration (the built-in ones filled in)
+DECODER_PAIRS = {pair for pair in config["pairs"] if pair_is_decoder(config, pair, DECLARED_TASKS)}  # read once
 # `resources: gpu` of the rules that run models on a GPU when there is one (training, sampling): the rule says
 # that it needs one, a profile only how many the machine has (profiles/local: `resources: gpu`).
 GPUS_PER_JOB = config["gpus_per_job"]
@@ -198,7 +199,7 @@ def lora_b(w):
     re-runs them."""
     pairs = [w.pair] if "pair" in w.keys() else [  # jobs keyed by model (sampling): the pairs of that model
         pair for pair, spec in config["pairs"].items() if w.model in (slug(spec["teacher"]), slug(spec["student"]))]
-    decoder = any(pair_is_decoder(config, pair, DECLARED_TASKS) for pair in pairs)
+    decoder = any(pair in DECODER_PAIRS for pair in pairs)
     return config["alignment"]["lora_b"] if w.peft == "lora" and not decoder else "study"
 
 

@@ -339,10 +339,16 @@ def check_fit(teacher: dict, student: dict, spaces: Sequence[str], method: str, 
         raise TransmodError(f"--ridge must be a finite number of at least 0, got {ridge}")
 
 
+def widest_map(teacher: dict, student: dict, spaces: Sequence[str]) -> tuple[int, int]:
+    """The (teacher, student) widths of the widest space that a dense map fits (every space but heads, which are
+    aligned whole): it needs more shared tokens than that."""
+    widest = max((s for s in spaces if s not in HEAD_SPACES), key=lambda s: space_width(teacher, s))
+    return space_width(teacher, widest), space_width(student, widest)
+
+
 def check_tokens(teacher: dict, student: dict, spaces: Sequence[str], method: str, n: int, source: str) -> None:
     """Refuse too few shared tokens (`source`: where they come from): a dense map needs more than its width."""
-    widest = max((s for s in spaces if s not in HEAD_SPACES), key=lambda s: space_width(teacher, s))
-    d_t, d_s = space_width(teacher, widest), space_width(student, widest)  # dense maps: every space but heads
+    d_t, d_s = widest_map(teacher, student, spaces)
     if dense(method) and n < max(d_t, d_s) + 1:
         raise TransmodError(f"--align {method} fits a {d_t} x {d_s} map per layer and needs at least {max(d_t, d_s) + 1} "
                             f"shared tokens to fit on, but {source} give {n}; sample more (--max-tokens)")

@@ -199,6 +199,31 @@ def check_decoder_tasks(config: dict, pair: str, tasks: dict[str, Task]) -> None
                                 f"its own `peft: [lora]` (pairs.{pair}.peft)")
 
 
+def check_fit_tokens(config: dict, pair: str) -> None:
+    """Every cell's fidelity job fits a dense reference map on the sampled tokens before the held-out ones: refuse,
+    before any job runs, a `sampling.max_tokens` that cannot give more of them than the widest space the map
+    fits (a decoder's MLP). Known where both models are local folders."""
+    from transmod.align.alignment import widest_map
+    from transmod.align.pairing import split_point
+    from transmod.modules.architectures import load_model_shape
+
+    spec = config["pairs"][pair]
+    if not all((Path(spec[role]) / "config.json").is_file() for role in ("teacher", "student")):
+        return
+    teacher, student = (load_model_shape(spec[role]) for role in ("teacher", "student"))
+    sampled, holdout = config["sampling"]["max_tokens"], config["alignment"]["holdout"]
+    fit = split_point(sampled, holdout)
+    for peft in pefts_of(config, pair)[1]:
+        d_t, d_s = widest_map(teacher.describe(), student.describe(), kinds.get_kind(peft).spaces(True, teacher.arch))
+        need = max(d_t, d_s) + 1
+        if fit < need:
+            enough = next(n for n in itertools.count(need) if split_point(n, holdout) >= need)
+            raise TransmodError(
+                f"config key sampling.max_tokens: the fidelity jobs of pair {pair} fit a {d_t} x {d_s} map per layer "
+                f"({peft}) on the sampled tokens before the held-out {holdout:.0%}: {fit} of {sampled}, and need at "
+                f"least {need}; raise sampling.max_tokens to {enough} or more")
+
+
 def pair_is_decoder(config: dict, pair: str, tasks: dict[str, Task]) -> bool:
     """Whether a pair's models are decoder LLMs: by a local model's config, else by its decoder tasks."""
     spec = config["pairs"][pair]
@@ -303,6 +328,7 @@ def check_semantics(config: dict, read_data: bool = True) -> None:
             if task not in config["tasks"]:
                 raise TransmodError(f"config key pairs.{pair}.tasks: task {task!r} has no entry under `tasks`; add one")
         check_decoder_tasks(config, pair, tasks)
+        check_fit_tokens(config, pair)
         teacher, student = model_dims(spec["teacher"]), model_dims(spec["student"])
         if teacher and student and student[0] > teacher[0]:
             raise TransmodError(
