@@ -30,6 +30,7 @@ rule smollm2_student:
     params:
         heal=config["smollm2"]["heal"],
     threads: 1  # the teacher's runs (which do not need the student) train on the other cores meanwhile
+    priority: 10  # every student job waits on it: start it before the teacher's runs
     log:
         "results/logs/smollm2_student.log",
     benchmark:
