@@ -97,6 +97,9 @@ CASES = {
         "config key sampling.max_tokens: the fidelity jobs of pair matching fit a 128 x 128 map per layer (lora) on "
         "the sampled tokens before the held-out 20%: 128 of 160, and need at least 129; raise sampling.max_tokens to "
         "161 or more"),
+    "a decoder teacher with an encoder student": (lambda f: study_config(**{
+        "pairs.matching": {"teacher": f["d"], "student": f["s"], "aligned": False, "tasks": ["pi"], "peft": ["lora"]}}),
+        "is an encoder and the teacher"),
     "a task named as a table of every task": (lambda f: _task_named("steps", f),
                                               "config key tasks.steps: results/tables/steps.md is the table of every "
                                               "task; rename the task"),

@@ -169,19 +169,19 @@ def test_console_script_exit_code(tmp_path, models):
     assert not (tmp_path / "o").exists()
 
 
-def test_two_families_are_refused_as_such_whichever_is_deeper(tmp_path, capsys):
-    """A Qwen teacher and a deeper Llama student: swapping them would not help, so the family is what is said."""
+def test_a_decoder_and_an_encoder_are_refused_as_such_whichever_is_deeper(tmp_path, capsys):
+    """A Qwen teacher and a deeper BERT student: swapping them would not help, so the kinds are what is said."""
     pytest.importorskip("peft")
     from helpers.decoders import make_decoder, peft_lora, save_decoder
 
     teacher = make_decoder("qwen2", layers=2)
     peft_lora(teacher, tmp_path / "lora")
+    make_model("bert", 4, hidden=64).save_pretrained(tmp_path / "bert")
     argv = ["transfer", "--module", tmp_path / "lora", "--teacher-model", save_decoder(teacher, tmp_path / "qwen"),
-            "--student-model", save_decoder(make_decoder("llama", layers=4), tmp_path / "llama"), "--mapping", "skip",
-            "--out", tmp_path / "out"]
+            "--student-model", tmp_path / "bert", "--mapping", "skip", "--out", tmp_path / "out"]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and err.count("\n") == 1, err
-    assert "a qwen2 model" in err and "a llama model" in err and "one family" in err and "swap" not in err, err
+    assert "is a decoder LLM (qwen2)" in err and "an encoder (bert)" in err and "swap" not in err, err
     assert not (tmp_path / "out").exists()
 
 

@@ -66,3 +66,33 @@ def test_planted_symmetry_is_recovered_and_the_moved_lora_reproduces_the_teacher
     got = logits(load_peft(student_base, tmp_path / "out"))
     torch.testing.assert_close(got, logits(teacher), rtol=0, atol=1e-4)
     assert (logits(teacher) - logits(teacher_base)).abs().max() > 1e-2
+
+
+def test_a_llama_lora_moves_to_a_qwen2_student_through_the_alignment(tmp_path):
+    """Across families: a Qwen2 student that computes the Llama teacher's function (its weights, zero attention
+    biases) with residual stream, heads and MLP neurons permuted. The alignment recovers the permutation from
+    samples and the moved LoRA gives the student the teacher's logits, loadable by peft on the Qwen2 model."""
+    from helpers.decoders import decoder_config, permute_decoder
+    from transformers import AutoModelForCausalLM
+
+    teacher_base, _, perms = planted("llama")
+    student_base = AutoModelForCausalLM.from_config(decoder_config("qwen2"), attn_implementation="eager").eval()
+    missing, unexpected = student_base.load_state_dict(teacher_base.state_dict(), strict=False)
+    assert unexpected == [] and all(k.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")) for k in missing)
+    with torch.no_grad():
+        for name, param in student_base.named_parameters():
+            if name.endswith("_proj.bias"):
+                param.zero_()
+    gen = torch.Generator().manual_seed(3)  # planted()'s permutations, drawn again
+    permute_decoder(student_base, residual=torch.randperm(64, generator=gen), kv_groups=torch.tensor([1, 0]),
+                    group_heads=[torch.randperm(4, generator=gen) for _ in range(2)],
+                    neurons=torch.randperm(128, generator=gen))
+    torch.testing.assert_close(logits(student_base), logits(teacher_base), rtol=0, atol=1e-4)
+    teacher = peft_lora(teacher_base, tmp_path / "teacher")
+    alignment = assign_correlation(correlate_samples(*decoder_samples((teacher_base, student_base), tmp_path), "skip"))
+    for lm in alignment.layers:
+        if lm.sigma is not None:
+            assert lm.sigma.tolist() == perms[lm.space].tolist(), (lm.space, lm.student_layer)
+    transfer_module(tmp_path / "teacher", model_shape(teacher_base.config, "llama"),
+                    model_shape(student_base.config, "qwen2"), "skip", tmp_path / "out", alignment, fmt="peft")
+    torch.testing.assert_close(logits(load_peft(student_base, tmp_path / "out")), logits(teacher), rtol=0, atol=1e-4)

@@ -52,7 +52,7 @@ EXAMPLES = {
   # a LoRA saved by peft, written back in peft's format
   transmod transfer --module peft_lora --teacher-model bert-base-cased --student-model distilbert-base-cased \\
       --mapping skip --format peft --out peft_lora_student
-  # decoder LLMs of one family: a peft LoRA on any of q/k/v/o/gate/up/down_proj, sampled, aligned and moved in one shot
+  # decoder LLMs (Llama, Mistral, Qwen2/3, Gemma; across them too): a peft LoRA on q/k/v/o/gate/up/down_proj in one shot
   transmod transfer --module qwen7b_lora --teacher-model Qwen/Qwen2.5-7B --student-model Qwen/Qwen2.5-1.5B \\
       --mapping skip --samples text.txt --align procrustes --out qwen1.5b_lora
   # Llama 3.1 8B -> 3.2 3B, depths 32 -> 28: layers picked by their similarity (linear CKA) on the samples

@@ -157,7 +157,7 @@ def _fold(mapped: dict[tuple[int, str, str], np.ndarray], kind: ModuleKind, alig
 
 
 def check_teacher_student(teacher: ModelShape, student: ModelShape) -> None:
-    """Refuse a pair no module moves between: two decoder families first (swapping them would not help), then a
+    """Refuse a pair no module moves between: a decoder and an encoder first (swapping them would not help), then a
     student deeper than its teacher."""
     check_family(teacher, student)
     if student.num_layers > teacher.num_layers:
@@ -168,12 +168,15 @@ def check_teacher_student(teacher: ModelShape, student: ModelShape) -> None:
 
 
 def check_family(teacher: ModelShape, student: ModelShape) -> None:
-    """A decoder LLM's LoRA moves within its family only (one architecture entry): another family names,
-    normalises and positions its states differently, which no alignment of widths accounts for."""
-    if (teacher.arch.decoder or student.arch.decoder) and teacher.model_type != student.model_type:
+    """A decoder LLM's LoRA moves to any decoder family (`DECODER_SITES`: Llama, Mistral, Qwen2/3 and Gemma share
+    the projections and the spaces they read and write; their norms and head sizes are what the alignment maps),
+    never between a decoder and an encoder, whose layers read and write different spaces."""
+    if teacher.arch.decoder != student.arch.decoder:
+        decoder, encoder = (teacher, student) if teacher.arch.decoder else (student, teacher)
         raise TransmodError(
-            f"{teacher.name} is a {teacher.model_type} model and {student.name} a {student.model_type} model: transmod "
-            "moves decoder LoRAs between models of one family; pick a student of the teacher's family"
+            f"{decoder.name} is a decoder LLM ({decoder.model_type}) and {encoder.name} an encoder "
+            f"({encoder.model_type}): their layers read and write different spaces, so no module moves between "
+            "them; pick two decoders or two encoders"
         )
 
 

@@ -183,6 +183,11 @@ def check_decoder_tasks(config: dict, pair: str, tasks: dict[str, Task]) -> None
     with LoRA; an encoder pair classification tasks: the other way round there is nothing to train."""
     spec = config["pairs"][pair]
     decoder = {role: model_is_decoder(spec[role]) for role in ("teacher", "student")}
+    if None not in decoder.values() and decoder["teacher"] != decoder["student"]:
+        raise TransmodError(f"config key pairs.{pair}.student: {spec['student']} is "
+                            f"{'a decoder LLM' if decoder['student'] else 'an encoder'} and the teacher "
+                            f"{spec['teacher']} {'a decoder LLM' if decoder['teacher'] else 'an encoder'}; no module "
+                            "moves between the two kinds: pick two decoders or two encoders")
     for name in spec["tasks"]:
         task = tasks[name]
         for role, is_decoder in decoder.items():
