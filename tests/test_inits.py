@@ -15,6 +15,7 @@ from helpers.results import run_info
 from transmod.align import methods
 from transmod.align.inits import (
     DEFAULT,
+    LIGHT_BASELINE,
     ZERO_SHOT_BASELINE,
     Init,
     init_pattern,
@@ -46,11 +47,12 @@ def test_every_shipped_init_round_trips_and_matches_the_wildcard():
     names = shipped_init_names()
     assert {"default", "skip", "avg", "zs-skip", "zs-avg"} <= set(names)
     for name in names + ["zs-default", "skip-procrustes", "zs-avg-lsa-signed", "avg-select", "skip-linear", "cka",
-                         "skip-auto", "zs-avg-auto-heal", "skip-heal", "cka-linear-heal", "avg-lsa-signed-heal"]:
+                         "skip-auto", "zs-avg-auto-heal", "skip-heal", "cka-linear-heal", "avg-lsa-signed-heal",
+                         "lt-skip", "lt-default", "lt-avg-linear-heal"]:
         init = Init.parse(name)
         assert init.name == str(init) == name and Init.parse(init.name) == init
         assert re.fullmatch(init_pattern(), name)
-        assert bool(re.fullmatch(transfer_pattern(), name)) == (init.transferred and not init.zero_shot)
+        assert bool(re.fullmatch(transfer_pattern(), name)) == (init.transferred and not init.budget)
         assert parse_run(run_name(init)) == init and re.fullmatch(run_pattern(), run_name(init))
     assert parse_run("teacher") is None and run_name(None) == "teacher"
 
@@ -65,6 +67,12 @@ def test_what_an_init_name_encodes():
     assert Init.parse("zs-avg-lsa-signed-heal") == Init("avg", "lsa-signed", zero_shot=True, heal=True)
     assert Init.parse("cka-heal") == Init("cka", heal=True) and Init.parse("zs-cka-heal").base == Init("cka", heal=True)
     assert Init.parse("copy").copy and Init.parse("zs-copy") == Init("copy", zero_shot=True) and not Init("skip").copy
+    light = Init.parse("lt-skip-linear")  # a light fine-tune: the moved module, trained on the `light` budget
+    assert light == Init("skip", "linear", light=True) and light.base == Init("skip", "linear") and light.transferred
+    assert light.baseline == LIGHT_BASELINE == Init.parse("lt-default") and Init("skip").baseline == DEFAULT
+    assert Init.parse("zs-skip").baseline == ZERO_SHOT_BASELINE
+    with pytest.raises(TransmodError, match="zero-shot .* or light .*, not both"):
+        Init("skip", zero_shot=True, light=True)
 
 
 def test_copy_takes_no_alignment_method():
@@ -73,7 +81,8 @@ def test_copy_takes_no_alignment_method():
         Init.parse("copy-procrustes", "config key inits.2")
 
 
-@pytest.mark.parametrize("name", ["skip-lsa", "default-linear", "zs-", "zs-zs-skip", "ckaa", "Skip", "skip-", "", 3, None,
+@pytest.mark.parametrize("name", ["skip-lsa", "default-linear", "zs-", "zs-zs-skip", "lt-zs-skip", "zs-lt-skip", "lt-",
+                                  "ckaa", "Skip", "skip-", "", 3, None,
                                   "default-heal", "skip-heal-auto", "auto", "skip-heal-heal"])
 def test_a_bad_init_name_is_one_error_naming_the_key(name):
     with pytest.raises(TransmodError) as info:
@@ -142,7 +151,8 @@ def test_tables_refuse_a_plan_or_metrics_file_whose_init_is_no_init(tmp_path):
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("zs-skip", "only a transferred, trained init"),
+    ("zs-skip", "only a transferred init"),
+    ("lt-skip", "zero-shot and light runs start from their base's"),
     ("skip-heal", "healing reads the two models' sample files"),
     ("skip-auto", "chooses its method by the grid cell's fidelity file"),
     ("skip-procrustes", "no alignment of method 'procrustes'"),

@@ -31,6 +31,7 @@ from transmod.results.cells import (
     steps_table,
     summary_long,
     summary_table,
+    wins_table,
 )
 from transmod.results.render import to_html, to_latex, to_markdown, write_all
 from transmod.results.runs import Plan, gather, inside, normalise
@@ -284,29 +285,35 @@ def test_csv_has_no_zero_for_missing(tmp_path):
     assert math.isnan(teacher.en) and teacher.de > 0 and "0.0000" not in text.splitlines()[1]
 
 
-def test_zero_shot_rows_come_last_and_are_compared_with_the_zero_shot_student(tmp_path):
+def test_light_then_zero_shot_rows_come_last_each_compared_with_the_student_of_its_budget(tmp_path):
     plan = make_plan(tmp_path, grid={"incompatible": ["pi"]}, pefts=("adapter",))
-    zero_shot = {"student-zs-default": 0.3, "student-zs-skip": 0.45}
-    for run in zero_shot:
+    budgets = {"student-zs-default": 0.3, "student-zs-skip": 0.45, "student-lt-default": 0.5, "student-lt-skip": 0.4}
+    for run in budgets:
         for lang in LANGS:
             for seed in (1, 2):
                 path = tmp_path / "results/runs/incompatible/pi" / lang / "adapter" / run / f"seed{seed}" / "metrics.json"
-                # A budget of its own (1 epoch, head only) is no config mix-up with the trained students.
+                # A budget of its own (1 epoch) is no config mix-up with the trained students.
                 plan[str(path)] = run_info("incompatible", "pi", lang, "adapter", run, seed, epochs=1)
 
     def score(info):
         run = f"student-{info['init']}"
-        return zero_shot[run] + 0.01 * LANGS.index(info["lang"]) if run in zero_shot else score_of(info)
+        return budgets[run] + 0.01 * LANGS.index(info["lang"]) if run in budgets else score_of(info)
 
     write_metrics(plan, score=score)
-    got = summary_long(gather(plan)).set_index("model")
+    runs = gather(plan)
+    got = summary_long(runs).set_index("model")
     assert list(got.index) == ["Teacher", "Student", "TM-Student SKIP", "TM-Student AVG",
+                               "Student (light)", "TM-Student SKIP (light)",
                                "Student (zero-shot)", "TM-Student SKIP (zero-shot)"]
     zs, base = got.loc["TM-Student SKIP (zero-shot)"], got.loc["Student (zero-shot)"]
     assert zs.AVG == pytest.approx(46.0) and base.AVG == pytest.approx(31.0)
     assert zs.REL == pytest.approx(100 * (46 - 31) / 31)
     assert zs.GAP == pytest.approx(100 * (46 - 31) / (got.loc["Teacher", "AVG"] - 31))
     assert zs.p == pytest.approx(2 / 64) and math.isnan(base.p)
+    light = got.loc["TM-Student SKIP (light)"]  # below its Student (light): a loss, said as plainly as a win
+    assert light.REL == pytest.approx(100 * (41 - 51) / 51) and light.p == pytest.approx(2 / 64)
+    wins = pd.DataFrame({c.csv: c.mean for c in wins_table(runs).columns}).droplevel(["pair", "peft"])
+    assert wins.loc["TM-Student SKIP (light)", "won"] == 0 and wins.loc["TM-Student SKIP (zero-shot)", "won"] == 1
 
 
 NASTY = "<b>x</b> | y\n# z $a_b}&%#\\ [l](u)"  # raw HTML, an extra cell, a heading of its own, math, LaTeX specials

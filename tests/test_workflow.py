@@ -30,13 +30,14 @@ def demo_grid(decoders: bool = False):
 
 
 def demo_inits(pair: str) -> list:
-    """A demo pair's student inits, as the workflow runs them (zs-default added where any run is zero-shot)."""
-    from transmod.align.inits import ZERO_SHOT_BASELINE
+    """A demo pair's student inits, as the workflow runs them (zs-default and lt-default added where any run is
+    zero-shot or light)."""
+    from transmod.align.inits import DEFAULT
     from transmod.workflow.config import inits_of
 
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     chosen = inits_of(config, pair)[1]
-    return chosen + [ZERO_SHOT_BASELINE] * (any(i.zero_shot for i in chosen) and ZERO_SHOT_BASELINE not in chosen)
+    return chosen + list(dict.fromkeys(i.baseline for i in chosen if i.baseline not in (DEFAULT, *chosen)))
 
 
 def test_demo_produces_every_table_with_numbers(demo):
@@ -60,7 +61,8 @@ def test_demo_produces_every_table_with_numbers(demo):
 
 @pytest.mark.parametrize("pair, student, rows", [
     ("decoder", "student-llama", {"TM-Student SKIP", "TM-Student AVG", "TM-Student COPY", "Student (zero-shot)",
-                                  "TM-Student COPY (zero-shot)", "TM-Student SKIP (zero-shot)"}),
+                                  "TM-Student COPY (zero-shot)", "TM-Student SKIP (zero-shot)", "Student (light)",
+                                  "TM-Student SKIP (light)"}),
     ("decoder-narrow", "narrow-llama", {"TM-Student SKIP", "TM-Student SKIP-PROCRUSTES"}),
 ])
 def test_the_decoder_pairs_run_the_grid_with_their_lora_in_pefts_format(demo, pair, student, rows):
@@ -181,6 +183,20 @@ def test_zero_shot_runs_keep_the_transferred_module(demo):
         assert history["config"]["freeze_module"] and len(history["epochs"]) == 2  # the demo's zero_shot budget
 
 
+def test_a_light_run_trains_the_moved_lora_for_the_light_budget(demo):
+    """lt-skip: LoRASuite's light fine-tune, from the moved LoRA for the `light` budget (1 epoch, against the
+    student's 4), beside lt-default, a fresh LoRA on the same budget."""
+    cell = demo / "results" / "runs" / "decoder" / "cloze" / "en" / "lora"
+    for init, start in (("lt-skip", "results/transferred/decoder/cloze/en/lora/skip/seed1"),
+                        ("lt-default", "a fresh LoRA")):
+        history = json.loads((cell / f"student-{init}" / "seed1" / "history.json").read_text())
+        assert len(history["epochs"]) == 1 and not history["config"]["freeze_module"], init
+        log = (demo / "results/logs/train_student/decoder/cloze/en/lora" / init / "seed1.log").read_text()
+        assert re.search(rf"training .*: .* 1 epochs x .*, from {start}\n", log), log
+    full = json.loads((cell / "student-skip" / "seed1" / "history.json").read_text())
+    assert len(full["epochs"]) == 4
+
+
 def test_every_stage_is_a_file_of_its_kind_made_from_its_inputs(demo):
     """Each stage's file reads back as what it claims to be, from the models and samples its path names."""
     from safetensors.numpy import load_file
@@ -293,8 +309,8 @@ def _override(work: Path, role: str) -> Path:
 
 def test_student_change_reruns_only_student_stages(demo):
     counts = dry_run("--configfile", DEMO_CONFIG, _override(demo, "student"), cwd=demo)
-    # every trained student; zero-shot runs take their epochs from `zero_shot`, which did not change
-    students = sum(not init.zero_shot for cell in demo_grid(decoders=True) for init in demo_inits(cell[0]))
+    # every trained student; zero-shot and light runs take their epochs from `zero_shot` and `light`, unchanged
+    students = sum(not init.budget for cell in demo_grid(decoders=True) for init in demo_inits(cell[0]))
     # plan: the runs' recorded settings changed, so the plan `transmod tables` reads is written again
     assert counts == {"train_student": students, "evaluate": students, "plan": 1, "aggregate_tables": 1, "all": 1}
 

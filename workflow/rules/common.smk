@@ -7,8 +7,8 @@ from pathlib import Path
 from transmod.align.methods import grid_methods
 from transmod.align.inits import (
     STUDY_METHOD,
+    DEFAULT,
     TEACHER_RUN,
-    ZERO_SHOT_BASELINE,
     Init,
     init_pattern,
     parse_run,
@@ -94,11 +94,12 @@ def fidelity_alignments(w):
 
 
 def inits(pair):
-    """Student inits of a pair (its own `inits`, else the top-level ones); with any zero-shot init
-    (`zs-skip`, ...), also its baseline `zs-default` (a fresh module, head only)."""
+    """Student inits of a pair (its own `inits`, else the top-level ones); with any zero-shot or light init
+    (`zs-skip`, `lt-skip`, ...), also its baseline (`zs-default`, `lt-default`: a fresh module, same budget)."""
     chosen = inits_of(config, pair)[1]  # validated: methods only where aligned
-    if any(init.zero_shot for init in chosen) and ZERO_SHOT_BASELINE not in chosen:
-        chosen.append(ZERO_SHOT_BASELINE)
+    for init in list(chosen):
+        if init.baseline != DEFAULT and init.baseline not in chosen:
+            chosen.append(init.baseline)
     return chosen
 
 
@@ -205,13 +206,16 @@ def lora_b(w):
 
 def hyper(role):
     """Training hyper-parameters of a role, with the task's overrides applied; a zero-shot student
-    run (`zs-` init) then takes the `zero_shot` budget and trains its head only."""
+    run (`zs-` init) then takes the `zero_shot` budget and trains its head only, a light one (`lt-`) the
+    `light` budget."""
 
     def params(w):
         merged = dict(config["training"][role])
         merged.update(config["tasks"][w.task]["training"][role])
         if zero_shot_run(w):
             merged.update(config["zero_shot"], freeze_module=True)
+        elif (init := init_of(w)) is not None and init.light:
+            merged.update(config["light"])
         return merged
 
     return params
@@ -235,7 +239,7 @@ def module_config(w):
 
 def init_module(w):
     """The transferred module a student run starts from (none for the default init)."""
-    init = init_of(w).base  # zero-shot runs start from the same transferred module
+    init = init_of(w).base  # zero-shot and light runs start from the same transferred module
     if not init.transferred:
         return []
     return f"results/transferred/{w.pair}/{w.task}/{w.lang}/{w.peft}/{init.name}/seed{w.seed}"

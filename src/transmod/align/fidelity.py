@@ -263,7 +263,7 @@ def fidelity_of_inits(
     results = {}
     for name, file in alignments.items():
         init = Init.parse(name, "fidelity init")
-        if not init.transferred or init.zero_shot:
+        if not init.transferred or init.budget:
             raise TransmodError(f"fidelity init {name!r}: fidelity measures a transferred module; name a layer mapping "
                                 "(skip, avg-procrustes, ...)")
         alignment = None if file is None else Alignment.load(file)

@@ -4,8 +4,11 @@ wildcards, the metrics files and the tables spell it: `default` (a fresh module)
 study's `lsa`), `copy` (the teacher's module as it is, on the student's first layers: never aligned, for pairs
 of the same widths), a mapping and another alignment method
 (`avg-procrustes`) or `auto` (the method of best fidelity, `transmod.align.fidelity.choose_method`), each also
-healed on unlabelled text before training (`skip-heal`, `transmod.align.healing`) and zero-shot (`zs-skip`:
-the transferred module frozen, only the head trained).
+healed on unlabelled text before training (`skip-heal`, `transmod.align.healing`), zero-shot (`zs-skip`:
+the transferred module frozen, only the head trained) and light (`lt-skip`: LoRASuite's light fine-tune, trained
+from the moved module on the short `light` budget).
+Zero-shot and light runs each have their baseline, the default start under the same budget (`zs-default`,
+`lt-default`: `Init.baseline`).
 
 Names are parsed and built here only (`Init.parse`, `Init.name`); the grammar follows the library's tables
 (`mapping_names`, `grid_methods`), so a new mapping or method is a new init without another edit.
@@ -22,6 +25,7 @@ from transmod.errors import TransmodError
 
 DEFAULT_NAME = "default"
 ZERO_SHOT = "zs-"  # prefix of zero-shot runs
+LIGHT = "lt-"  # prefix of light fine-tune runs (the `light` training budget)
 STUDY_METHOD = "lsa"  # what a bare mapping aligns with
 AUTO = "auto"  # the method whose moved module has the best fidelity on held-out tokens (never a test score)
 HEAL = "-heal"  # suffix: the moved module healed on unlabelled text before training (transmod.align.healing)
@@ -46,25 +50,30 @@ def transfer_pattern() -> str:
 
 def init_pattern() -> str:
     """Every init name as a regular expression (wildcard constraints; the tables it reads are read now)."""
-    return rf"({re.escape(ZERO_SHOT)})?({re.escape(DEFAULT_NAME)}|{transfer_pattern()})"
+    return rf"({re.escape(ZERO_SHOT)}|{re.escape(LIGHT)})?({re.escape(DEFAULT_NAME)}|{transfer_pattern()})"
 
 
 @dataclass(frozen=True)
 class Init:
     """A student run's start: a fresh module (`mapping` None) or the teacher's module moved with a layer
     mapping and aligned with `method` (`auto`: the method of best fidelity, chosen per grid cell and seed);
-    `heal` trains the moved module on unlabelled text first; `zero_shot` freezes it and trains the head only."""
+    `heal` trains the moved module on unlabelled text first; `zero_shot` freezes it and trains the head only;
+    `light` trains it on the short `light` budget."""
 
     mapping: str | None = None
     method: str = STUDY_METHOD
     zero_shot: bool = False
     heal: bool = False
+    light: bool = False
 
     def __post_init__(self) -> None:
         fresh = self.mapping is None and self.method == STUDY_METHOD and not self.heal  # `default`
         known = self.mapping in layermap.mapping_names() and self.method in (*methods.grid_methods(), AUTO)
         if not fresh and not known:
             raise TransmodError(f"no init has mapping {self.mapping!r} and method {self.method!r}")
+        if self.zero_shot and self.light:
+            raise TransmodError("an init is zero-shot (nothing of the module trained) or light (trained briefly), "
+                                "not both")
         if self.copy and self.method != STUDY_METHOD:
             raise TransmodError(f"init {self.mapping}-{self.method}: {layermap.COPY} moves the teacher's module as "
                                 "it is, with no alignment method; use copy, or skip/avg with a method")
@@ -78,10 +87,10 @@ class Init:
                 f"{key}: {name!r} is not a student init; use {DEFAULT_NAME}, a layer mapping "
                 f"({', '.join(layermap.mapping_names())}), or <mapping>-<method> (methods: {', '.join(_other_methods())}, "
                 f"or {AUTO}: chosen by fidelity), each optionally followed by {HEAL} (healed on unlabelled text) "
-                f"and prefixed with {ZERO_SHOT} (zero-shot)")
-        zero_shot, _, mapping, _, method, heal = match.groups()
+                f"and prefixed with {ZERO_SHOT} (zero-shot) or {LIGHT} (light fine-tune)")
+        budget, _, mapping, _, method, heal = match.groups()
         try:
-            return cls(mapping, method or STUDY_METHOD, zero_shot is not None, heal is not None)
+            return cls(mapping, method or STUDY_METHOD, budget == ZERO_SHOT, heal is not None, budget == LIGHT)
         except TransmodError as exc:
             raise TransmodError(f"{key}: {exc}") from None
 
@@ -90,7 +99,7 @@ class Init:
         """The init's one spelling (the study's method goes unnamed): `skip`, `zs-avg-linear`, `default`."""
         start = DEFAULT_NAME if self.mapping is None else (
             self.mapping if self.method == STUDY_METHOD else f"{self.mapping}-{self.method}")
-        return f"{ZERO_SHOT if self.zero_shot else ''}{start}{HEAL if self.heal else ''}"
+        return f"{self.budget}{start}{HEAL if self.heal else ''}"
 
     def __str__(self) -> str:
         return self.name
@@ -110,13 +119,24 @@ class Init:
         return self.method == AUTO
 
     @property
+    def budget(self) -> str:
+        """The run's training budget as its name's prefix: '' (the student's), `zs-` or `lt-`."""
+        return ZERO_SHOT if self.zero_shot else LIGHT if self.light else ""
+
+    @property
     def base(self) -> Init:
-        """The same start trained as usual: a zero-shot run starts from the module its base moved."""
-        return replace(self, zero_shot=False)
+        """The same start trained as usual: a zero-shot or light run starts from the module its base moved."""
+        return replace(self, zero_shot=False, light=False)
+
+    @property
+    def baseline(self) -> Init:
+        """What the run is compared with: the default start under the same budget."""
+        return Init(zero_shot=self.zero_shot, light=self.light)
 
 
 DEFAULT = Init()
 ZERO_SHOT_BASELINE = Init(zero_shot=True)  # a fresh module, head only: what zero-shot transfer is compared with
+LIGHT_BASELINE = Init(light=True)  # a fresh module on the light budget: what a light fine-tune is compared with
 
 
 def run_name(init: Init | None) -> str:

@@ -28,8 +28,9 @@ def transferred_start(
     `alignments`: the alignment file of each method the init may use (None: an unaligned pair keeps the
     dimensions); `fidelity`: the cell's fidelity file, read for `auto`; `samples` (teacher's, student's) and
     `healing` (steps, learning_rate, max_tokens) for a `-heal` init."""
-    if not init.transferred or init.zero_shot:
-        raise TransmodError(f"init {init.name!r}: only a transferred, trained init has a start to write")
+    if not init.transferred or init.budget:
+        raise TransmodError(f"init {init.name!r}: only a transferred init (skip, avg-linear, ...) has a start to write; "
+                            "zero-shot and light runs start from their base's")
     if init.heal and samples is None:  # refused before anything is moved
         raise TransmodError(f"init {init.name}: healing reads the two models' sample files; give them")
     method = choose_method(_measured(fidelity), init.mapping, fidelity) if init.auto else init.method

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from transmod.align.inits import DEFAULT, ZERO_SHOT_BASELINE
+from transmod.align.inits import DEFAULT, LIGHT_BASELINE, ZERO_SHOT_BASELINE
 from transmod.errors import TransmodError
-from transmod.results.runs import ROWS, ZERO_SHOT_ROW, Runs, baseline_row, run_id
+from transmod.results.runs import BUDGET_ROWS, ROWS, ZERO_SHOT_ROW, Runs, baseline_row, budget_of, run_id
 from transmod.results.stats import holm, sign_flip_test
 from transmod.train.tasks import METRICS, Task
 
@@ -76,12 +76,13 @@ class Table:
 
 def _order(keys: Iterable[tuple]) -> pd.MultiIndex:
     """Rows (pair, peft, row): settings and modules in the order they first appear (the config's), then
-    Teacher, Student, TM-Student SKIP, TM-Student AVG, other methods, and the zero-shot rows last."""
+    Teacher, Student, TM-Student SKIP, TM-Student AVG, other methods, then the light and the zero-shot rows."""
     keys = list(keys)
     first_pair = {p: i for i, p in enumerate(unique(k[0] for k in keys))}
     first_peft = {p: i for i, p in enumerate(unique(k[1] for k in keys))}
     rank = {name: i for i, name in enumerate(ROWS.values())}
-    keys = sorted(set(keys), key=lambda k: (first_pair[k[0]], first_peft[k[1]], k[2].endswith(ZERO_SHOT_ROW),
+    budgets = {budget: i for i, budget in enumerate(["", LIGHT_BASELINE.budget, ZERO_SHOT_BASELINE.budget])}
+    keys = sorted(set(keys), key=lambda k: (first_pair[k[0]], first_peft[k[1]], budgets[budget_of(k[2])],
                                             rank.get(k[2], 99), str(k[2])))
     return pd.MultiIndex.from_tuples(keys, names=["pair", "peft", "row"])
 
@@ -96,7 +97,7 @@ def _settings_of(plan: pd.DataFrame) -> dict[str, str]:
 
 
 def _is_transferred(row: str) -> bool:
-    return row not in (ROWS[("teacher", None)], ROWS[("student", DEFAULT.name)], ROWS[("student", ZERO_SHOT_BASELINE.name)])
+    return row != ROWS[("teacher", None)] and row != baseline_row(row)
 
 
 @dataclass
@@ -278,9 +279,9 @@ def summary_table(runs: Runs) -> Table:
 
 
 WINS_NOTE = ("A cell is a task of a setting and module type (its score: the mean over languages and seeds). Won: the "
-             "TM-Student's mean is above its Student's (the zero-shot rows: above the zero-shot Student's); mean REL: "
-             "the mean over cells of 100 * (TM-Student - Student) / Student. Every cell counts, won or lost, whatever "
-             "its p-value (the summary table has those).")
+             "TM-Student's mean is above its Student's (zero-shot and light rows: the Student's of the same "
+             "budget); mean REL: the mean over cells of 100 * (TM-Student - Student) / Student. Every cell counts, "
+             "won or lost, whatever its p-value (the summary table has those).")
 
 
 def wins_table(runs: Runs) -> Table:
@@ -305,15 +306,16 @@ def wins_table(runs: Runs) -> Table:
 STEPS_NOTE = ("Steps to match: per language and seed, the first epoch at which a start's validation score reaches "
               "the best validation score of the Student (the default start) of the same seed: its optimizer steps "
               "and training seconds, averaged over the runs that reached it (reached: how many, of runs). The "
-              "Student row: the steps and seconds to its own best epoch. Zero-shot runs train nothing and are left "
-              "out; so are runs written before the curve was recorded.")
+              "Student row: the steps and seconds to its own best epoch. Zero-shot and light runs (budgets of their "
+              "own) are left out; so are runs written before the curve was recorded.")
 
 
 def steps_long(runs: Runs) -> pd.DataFrame:
     """One row per trained student run with a curve: the steps and seconds at which it first reached its seed's
     Student's best validation score (NaN: never)."""
     student = ROWS[("student", DEFAULT.name)]
-    done = runs.finished[(runs.finished.role == "student") & ~runs.finished.row.str.endswith(ZERO_SHOT_ROW)]
+    trained = ~runs.finished.row.str.endswith(tuple(BUDGET_ROWS.values()))
+    done = runs.finished[(runs.finished.role == "student") & trained]
     rows = []
     for (pair, peft, task, lang), cell in done.groupby(["pair", "peft", "task", "lang"], sort=False):
         best = {r.seed: max(v for _, _, v in r.curve) for r in cell[cell.row == student].itertuples() if r.curve}

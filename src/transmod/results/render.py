@@ -37,7 +37,9 @@ CAPTION = (
     "rows over seeds, whichever is larger. "
     "Zero-shot rows keep the module frozen and train only the head, for a small fixed budget; they are "
     "compared with Student (zero-shot), a fresh module under the same budget, instead of Student. A decoder has "
-    "no head: its zero-shot rows train nothing, and its Student (zero-shot) is the student alone."
+    "no head: its zero-shot rows train nothing, and its Student (zero-shot) is the student alone. Light rows "
+    "(LoRASuite's light fine-tune) train from the start for the short `light` budget and are compared with "
+    "Student (light), a fresh module under the same budget."
 )
 EMPTY_NOTE = "An empty cell is a run without a metrics file (a failed or unfinished job), never a zero"
 PARTIAL_NOTE = "† a mean over fewer seeds than the config asks for (some runs have no metrics file yet)."

@@ -21,15 +21,18 @@ from typing import Any
 
 import pandas as pd
 
-from transmod.align.inits import DEFAULT, ZERO_SHOT_BASELINE, Init, run_name
+from transmod.align.inits import DEFAULT, LIGHT_BASELINE, ZERO_SHOT_BASELINE, Init, run_name
 from transmod.atomic import plain_name
 from transmod.errors import TransmodError
 from transmod.train.tasks import BUILTIN_TASKS, METRICS, Task
 
 ROWS = {("teacher", None): "Teacher", ("student", DEFAULT.name): "Student",
         ("student", Init("skip").name): "TM-Student SKIP", ("student", Init("avg").name): "TM-Student AVG",
-        ("student", ZERO_SHOT_BASELINE.name): "Student (zero-shot)"}
+        ("student", ZERO_SHOT_BASELINE.name): "Student (zero-shot)",
+        ("student", LIGHT_BASELINE.name): "Student (light)"}
 ZERO_SHOT_ROW = " (zero-shot)"
+LIGHT_ROW = " (light)"
+BUDGET_ROWS = {ZERO_SHOT_BASELINE.budget: ZERO_SHOT_ROW, LIGHT_BASELINE.budget: LIGHT_ROW}  # by init name prefix
 RUN_KEYS = ["pair", "task", "lang", "peft", "role", "init", "seed"]
 NAME_KEYS = ("pair", "task", "lang", "peft")  # run names that become folders and files (runs/, plots/, tables/)
 PLAN_FIX = "rewrite the plan with `snakemake results/plan.json -c1` in the workflow's folder"
@@ -184,19 +187,26 @@ def _record(path: str | Path, data: Mapping[str, Any]) -> dict[str, Any]:
 
 def row_name(role: str, init: str | None) -> str:
     """Teacher, Student (default init) or TM-Student <INIT> (a transferred module: SKIP, AVG, SKIP-PROCRUSTES, ...);
-    zero-shot runs (`zs-<init>`) get the row of <init> followed by ' (zero-shot)'."""
+    zero-shot and light runs (`zs-<init>`, `lt-<init>`) get the row of <init> followed by ' (zero-shot)' or
+    ' (light)'."""
     key = (role, None if role == "teacher" else init)
     if key in ROWS:
         return ROWS[key]
     if role != "student":
         return f"{role} {init}"
     start = Init.parse(init)
-    return row_name(role, start.base.name) + ZERO_SHOT_ROW if start.zero_shot else f"TM-Student {start.name.upper()}"
+    return row_name(role, start.base.name) + BUDGET_ROWS[start.budget] if start.budget else \
+        f"TM-Student {start.name.upper()}"
+
+
+def budget_of(row: str) -> str:
+    """The budget (init name prefix: '', `zs-`, `lt-`) whose runs a table row holds."""
+    return next((budget for budget, suffix in BUDGET_ROWS.items() if row.endswith(suffix)), "")
 
 
 def baseline_row(row: str) -> str:
     """The row a transferred row is compared with: the default student under the same training."""
-    return ROWS[("student", (ZERO_SHOT_BASELINE if row.endswith(ZERO_SHOT_ROW) else DEFAULT).name)]
+    return ROWS[("student", f"{budget_of(row)}{DEFAULT.name}")]
 
 
 def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,9 +214,9 @@ def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _setting_key(run: Mapping[str, Any]) -> tuple:
-    """Zero-shot runs train under their own budget: a setting of their own."""
+    """Zero-shot and light runs train under budgets of their own: settings of their own."""
     init = init_of(run)
-    return (run["pair"], run["task"], run["peft"], run["role"], init is not None and init.zero_shot)
+    return (run["pair"], run["task"], run["peft"], run["role"], init.budget if init is not None else "")
 
 
 FRAME_COLUMNS = RUN_KEYS + ["teacher", "student", "score", "start", "curve", "metric", "file", "row"]

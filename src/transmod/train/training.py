@@ -299,10 +299,10 @@ def _prepare_decoder(model_path: str | os.PathLike, task: Task, peft: str, datas
                    "num_train": len(train_examples), "num_validation": len(rows["validation"])}
     if named:
         log.info("training %s + a LoRA on %s: %s trainable parameters, %d train / %d validation / %d test examples, "
-                 "%d epochs x %d steps of %d, lr %g, on %s (%s)", model_path, task.name,
+                 "%d epochs x %d steps of %d, lr %g, on %s (%s), from %s", model_path, task.name,
                  f"{sum(p.numel() for _, p in named):,}", len(train_examples), len(rows["validation"]),
                  len(rows["test"]), cfg.epochs, total_steps // cfg.epochs, cfg.batch_size, cfg.learning_rate,
-                 dev.device, dev.precision)
+                 dev.device, dev.precision, init_module or "a fresh LoRA")
     else:
         log.info("scoring %s + %s on %s as it is (zero-shot: nothing trains), %d validation / %d test examples, on %s",
                  model_path, init_module or "no LoRA", task.name, len(rows["validation"]), len(rows["test"]), dev.device)
