@@ -126,11 +126,12 @@ def test_which_function_draws_its_wrong_choices_from_other_modules():
 
 def test_the_profile_plans_every_run(tmp_path):
     counts, plan = plan_profile("smollm2", tmp_path)
-    # 2 tasks x 3 seeds: a teacher, and 6 student runs (default, copy, skip and their zero-shot runs)
+    # 2 tasks x 3 seeds: a teacher, and 8 student runs (default, copy, skip, their zero-shot runs, lt-skip and
+    # lt-default)
     assert {k: counts.get(k) for k in ("smollm2_teacher", "smollm2_student", "smollm2_data", "train_teacher",
                                        "train_student")} == {"smollm2_teacher": 1, "smollm2_student": 1,
                                                              "smollm2_data": 2, "train_teacher": 6,
-                                                             "train_student": 36}
+                                                             "train_student": 48}
     for run in ("which_function/en/lora/student-zs-copy/seed3", "which_module/en/lora/student-skip/seed1",
-                "which_module/en/lora/student-zs-default/seed2"):
+                "which_module/en/lora/student-zs-default/seed2", "which_function/en/lora/student-lt-default/seed1"):
         assert f"results/runs/smollm2/{run}/metrics.json" in plan
