@@ -164,6 +164,19 @@ def pair_rows(n: int, seed: int) -> list[dict]:
             for _ in range(n)]  # always "river"
 
 
+def test_a_built_in_sentence_pair_task_runs_on_a_decoder_by_its_label_words(decoder, tmp_path):
+    """nli as built in (a text pair: premise and hypothesis): its multiple-choice view keeps the task's name and
+    drops the pair, and the run's predictions are its label ids."""
+    folder, _ = decoder
+    rng = random.Random(5)
+    rows = [{"premise": " ".join(rng.choices(WORDS, k=4)), "hypothesis": " ".join(rng.choices(WORDS, k=3)),
+             "label": i % 3} for i in range(12)]
+    train(folder, "nli", "lora", rows[:6], rows[6:9], rows[9:], config(epochs=1), tmp_path / "nli")
+    predictions = json.loads((tmp_path / "nli" / "test_predictions.json").read_text())
+    assert predictions["labels"] == ["entailment", "neutral", "contradiction"]
+    assert set(predictions["predictions"]) <= {0, 1, 2} and predictions["gold"] == [0, 1, 2]
+
+
 def test_a_decoder_answers_a_classification_task_by_its_label_words(decoder, tmp_path):
     """A sentence-pair task on a decoder: each row a multiple choice of the label names; predictions are label ids,
     scored by the task's metric; the LoRA learns which word fits."""

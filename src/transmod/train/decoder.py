@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,16 @@ from transmod.train.lmscore import (
     text_of,
     with_lora,
 )
-from transmod.train.tasks import CHOICE, Task, declare_task
+from transmod.train.tasks import CHOICE, Task
 
 CHAT = True  # a chat template frames every prompt where the tokenizer has one (as `transmod evaluate` does)
 
 
 def choice_view(task: Task) -> Task:
-    """How a decoder reads a sentence (pair) classification task: a multiple-choice task over its label words."""
-    return declare_task(task.name, dict(kind=CHOICE, text_columns=["question"], choices_column="choices",
-                                        label_column="answer", metric="accuracy"))
+    """How a decoder reads a sentence (pair) classification task: a multiple-choice task over its label words (a
+    view of the task itself: a built-in's declaration, text pair and all, is not read again)."""
+    return replace(task, kind=CHOICE, text_columns=("question",), text_pair=False, choices_column="choices",
+                   label_column="answer", metric="accuracy", labels=None)
 
 
 def label_word_rows(task: Task, rows: Sequence[Mapping[str, Any]], words: Sequence[str]) -> list[dict[str, Any]]:
