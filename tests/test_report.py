@@ -278,7 +278,8 @@ def demo_metrics(demo: Path):
 ROW_NAMES = {"teacher": "Teacher", "default": "Student", "skip": "TM-Student SKIP", "avg": "TM-Student AVG",
              "zs-default": "Student (zero-shot)", "zs-skip": "TM-Student SKIP (zero-shot)",
              "skip-auto-heal": "TM-Student SKIP-AUTO-HEAL", "skip-procrustes": "TM-Student SKIP-PROCRUSTES",
-             "copy": "TM-Student COPY", "zs-copy": "TM-Student COPY (zero-shot)"}
+             "copy": "TM-Student COPY", "zs-copy": "TM-Student COPY (zero-shot)", "lt-default": "Student (light)",
+             "lt-skip": "TM-Student SKIP (light)"}
 
 
 def row_name(run) -> str:

@@ -108,28 +108,13 @@ def test_a_decoders_copy_is_the_teachers_lora_and_its_zero_shot_runs_train_nothi
              ("teacher", "student-zs-skip", "student-zs-default")}
     gain = score["teacher"]["score"] - score["teacher"]["start_score"]  # the teacher with its LoRA, and alone
     summary = pd.read_csv(demo / "results" / "tables" / "summary.csv")
-    kept = summary[(summary.setting == "decoder") & (summary.model == "TM-Student SKIP (zero-shot)")
-                   & (summary.task == "cloze")].KEPT.iloc[0]
+    kept = summary[(summary.setting == "decoder") & (summary.model == "TM-Student SKIP (zero-shot)")].KEPT.iloc[0]
     assert 100 * gain >= 1  # the demo's teacher gains from its LoRA (KEPT is empty where it gains under a point)
     expected = 100 * (score["student-zs-skip"]["score"] - score["student-zs-default"]["score"]) / gain
     assert kept == pytest.approx(expected, abs=1e-3)
     steps = pd.read_csv(demo / "results" / "tables" / "steps.csv")
     assert set(steps[steps.setting == "decoder"].model) == {"Student", "TM-Student COPY", "TM-Student SKIP",
                                                             "TM-Student AVG"}
-
-
-def test_a_decoder_answers_a_classification_task_by_its_label_words(demo):
-    """NLI on the tiny Llama pair: each premise and hypothesis a multiple choice of the three label names, its
-    predictions label ids scored by the task's metric, in the same table as the encoders'."""
-    cell = demo / "results" / "runs" / "decoder" / "nli" / "en" / "lora"
-    for run in ("student-default", "student-skip", "student-zs-skip"):
-        metrics = json.loads((cell / run / "seed1" / "metrics.json").read_text())
-        predictions = json.loads((cell / run / "seed1" / "test_predictions.json").read_text())
-        assert set(predictions["predictions"]) <= {0, 1, 2} and set(predictions["gold"]) == {0, 1, 2}, run
-        right = sum(p == g for p, g in zip(predictions["predictions"], predictions["gold"])) / len(predictions["gold"])
-        assert metrics["metric"] == "accuracy" and metrics["score"] == pytest.approx(right), run
-    table = pd.read_csv(demo / "results" / "tables" / "nli.csv")
-    assert table[(table.setting == "decoder")].en.notna().all()
 
 
 def test_an_auto_healed_start_records_its_choice_and_its_healing(demo):
