@@ -301,7 +301,8 @@ def test_demo_tables_and_figures_are_the_metrics(demo):
         langs = config["tasks"][row.task]["languages"]
         avg = np.mean([scores[(row.setting, row.task, row.module, row.model, lang)] for lang in langs])
         assert row.AVG == pytest.approx(avg, abs=1e-3)
-        student = "Student (zero-shot)" if row.model.endswith("(zero-shot)") else "Student"  # same budget
+        student = next((f"Student ({b})" for b in ("zero-shot", "light") if row.model.endswith(f"({b})")),
+                       "Student")  # the same budget
         base = np.mean([scores[(row.setting, row.task, row.module, student, lang)] for lang in langs])
         top = np.mean([scores[(row.setting, row.task, row.module, "Teacher", lang)] for lang in langs])
         assert row.REL == pytest.approx(100 * (avg - base) / base, abs=1e-3)
