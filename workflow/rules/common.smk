@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transmod.align.methods import grid_methods
 from transmod.align.inits import (
-    STUDY_METHOD,
     DEFAULT,
+    STUDY_METHOD,
     TEACHER_RUN,
     Init,
     init_pattern,
