@@ -212,9 +212,10 @@ def hyper(role):
     def params(w):
         merged = dict(config["training"][role])
         merged.update(config["tasks"][w.task]["training"][role])
-        if zero_shot_run(w):
+        init = init_of(w)
+        if init is not None and init.zero_shot:
             merged.update(config["zero_shot"], freeze_module=True)
-        elif (init := init_of(w)) is not None and init.light:
+        elif init is not None and init.light:
             merged.update(config["light"])
         return merged
 
@@ -226,11 +227,6 @@ def init_of(w):
     if hasattr(w, "init"):
         return Init.parse(w.init, "wildcard init")
     return parse_run(w.run, "wildcard run") if hasattr(w, "run") else None
-
-
-def zero_shot_run(w):
-    init = init_of(w)
-    return init is not None and init.zero_shot
 
 
 def module_config(w):

@@ -15,6 +15,7 @@ mask and the scored positions leave the padding out, so no tokenizer is changed.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -105,11 +106,17 @@ def forward_at(model: torch.nn.Module, positions: torch.Tensor, **inputs: Any) -
     vocabulary (49,152 words for SmolLM2) costs a third of a small model's forward pass, and a task scores a few
     tokens of each sequence. transformers' `logits_to_keep` skips the rest; a model without it is cut after."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model passes it on
-    if "logits_to_keep" in inspect.signature(base.forward).parameters:
+    if _keeps_logits(type(base)):
         return model(**inputs, logits_to_keep=positions)
     out = model(**inputs)
     out.logits = out.logits[:, positions]
     return out
+
+
+@functools.cache
+def _keeps_logits(model_class: type) -> bool:
+    """Whether a model class takes `logits_to_keep` (asked once per class: forward_at runs every batch)."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def kept_columns(need: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,10 +182,10 @@ def shared_context_logprobs(model: torch.nn.Module, groups: Sequence[Sequence[Sc
     return scored
 
 
-def _batched(items: Sequence[Scored], batch_size: int) -> tuple[list[list[Scored]], list[int]]:
-    """Batches of similar length (less padding), and the item index of each batched position in turn."""
+def _batched(items: Sequence[Scored], batch_size: int) -> list[list[int]]:
+    """The items' indices in batches of similar length (less padding)."""
     order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
-    return [[items[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)], order
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
 def all_logprobs(model: torch.nn.Module, items: Sequence[Scored], pad_id: int, batch_size: int) -> list[torch.Tensor]:
@@ -191,21 +198,17 @@ def all_logprobs(model: torch.nn.Module, items: Sequence[Scored], pad_id: int, b
         shared.setdefault(s.ids[:s.start], []).append(i)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
     if len(shared) == len(items):  # no context is shared: whole sequences, one pass each
-        batches, order = _batched(items, batch_size)
-        flat = [lp for batch in batches for lp in continuation_logprobs(model, batch, pad_id)]
-        for position, index in enumerate(order):
-            out[index] = flat[position]
+        for rows in _batched(items, batch_size):
+            for index, lp in zip(rows, continuation_logprobs(model, [items[i] for i in rows], pad_id)):
+                out[index] = lp
         return out
     members = list(shared.values())
-    batches, order = _batched([items[m[0]] for m in members], batch_size)
-    done = 0
-    for batch in batches:
-        group_ids = [members[g] for g in order[done:done + len(batch)]]
-        for indices, scored in zip(group_ids, shared_context_logprobs(model, [[items[i] for i in m] for m in group_ids],
-                                                                      pad_id)):
+    for rows in _batched([items[m[0]] for m in members], batch_size):
+        groups = [members[g] for g in rows]
+        for indices, scored in zip(groups, shared_context_logprobs(model, [[items[i] for i in m] for m in groups],
+                                                                   pad_id)):
             for index, lp in zip(indices, scored):
                 out[index] = lp
-        done += len(batch)
     return out
 
 
@@ -218,12 +221,9 @@ def greedy_continuations(model: torch.nn.Module, tokenizer: Any, contexts: Seque
     device = next(model.parameters()).device
     pad_id = pad_id_of(tokenizer)
     texts: list[str] = [""] * len(contexts)
-    batches, order = _batched(contexts, batch_size)
-    done = 0
-    for batch in batches:
-        ids, mask = padded(batch, pad_id, left=True)
+    for rows in _batched(contexts, batch_size):
+        ids, mask = padded([contexts[r] for r in rows], pad_id, left=True)
         width = ids.shape[1]
-        rows = order[done:done + len(batch)]
         config = copy.deepcopy(model.generation_config)  # the model's own token ids, no sampling
         config.update(max_new_tokens=max(limits[r] for r in rows), do_sample=False, temperature=None, top_p=None,
                       top_k=None, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
@@ -234,7 +234,6 @@ def greedy_continuations(model: torch.nn.Module, tokenizer: Any, contexts: Seque
             if tokenizer.eos_token_id in tokens:
                 tokens = tokens[:tokens.index(tokenizer.eos_token_id)]
             texts[r] = tokenizer.decode(tokens, skip_special_tokens=True).split(STOP)[0].strip()
-        done += len(batch)
     return texts
 
 
