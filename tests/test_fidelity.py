@@ -275,16 +275,19 @@ def test_fidelity_of_inits_moves_the_module_with_each_inits_mapping_and_alignmen
     paths = save_model(teacher, tmp_path / "t"), save_model(student, tmp_path / "s")
     add_module(copy.deepcopy(teacher), "adapter").save_adapter(str(tmp_path / "m"), "task", use_safetensors=True)
     samples = encoder_samples((teacher, student), tmp_path, "adapter")
-    fit_alignment(*samples, "avg", "procrustes", holdout=0.2).save(tmp_path / "avg.procrustes.alignment.safetensors")
-    files = {"skip": None, "avg-procrustes": tmp_path / "avg.procrustes.alignment.safetensors"}
+    files = {"skip": None}
+    for method in ("procrustes", "linear"):  # two inits of one mapping: measured against one reference fit
+        files[f"avg-{method}"] = tmp_path / f"avg.{method}.alignment.safetensors"
+        fit_alignment(*samples, "avg", method, holdout=0.2).save(files[f"avg-{method}"])
     results = fidelity_of_inits(tmp_path / "m", *paths, (samples[0].path, samples[1].path), files, holdout=0.2)
-    assert list(results) == ["skip", "avg-procrustes"]
-    assert (results["skip"]["mapping"], results["avg-procrustes"]["mapping"]) == ("skip", "avg")
-    assert (results["skip"]["method"], results["avg-procrustes"]["method"]) == (None, "procrustes")
+    assert list(results) == ["skip", "avg-procrustes", "avg-linear"]
+    assert [r["mapping"] for r in results.values()] == ["skip", "avg", "avg"]
+    assert [r["method"] for r in results.values()] == [None, "procrustes", "linear"]
     shapes = model_shape(teacher.config, paths[0]), model_shape(student.config, paths[1])
     module = read_module(tmp_path / "m", shapes[0])
-    moved = transfer(module, *shapes, "avg", Alignment.load(files["avg-procrustes"]))
-    assert results["avg-procrustes"] == json.loads(json.dumps(transfer_fidelity(module, moved, *samples, "avg", holdout=0.2)))
+    for name in ("avg-procrustes", "avg-linear"):
+        moved = transfer(module, *shapes, "avg", Alignment.load(files[name]))
+        assert results[name] == json.loads(json.dumps(transfer_fidelity(module, moved, *samples, "avg", holdout=0.2)))
     for name, expected in (("default", "fidelity measures a transferred module"), ("zs-skip", "transferred module"),
                            ("skip-lsa", "fidelity init: 'skip-lsa' is not a student init")):
         with pytest.raises(TransmodError, match=expected):

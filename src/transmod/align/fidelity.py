@@ -135,9 +135,20 @@ def _check_modules(teacher_module: Module, student_module: Module, teacher: Samp
     _check_width(student_module, student, "student")
 
 
-def _ridge_reference(teacher: SampleFile, student: SampleFile, mapping: str, split: int, *, holdout: float,
-                     ridge: float, batch_size: int) -> Alignment:
-    """The default reference: the ridge slope on the tokens before the held-out ones, which must outnumber the dims."""
+def _held_out(teacher: SampleFile, student: SampleFile, holdout: float) -> tuple[tuple[np.ndarray, np.ndarray], int, int]:
+    """The rows both files share (their masks), how many, and where the held-out ones start."""
+    mask_t, mask_s, n = shared_rows(teacher, student)
+    split = split_point(n, holdout)
+    if split >= n:
+        raise TransmodError(f"--holdout {holdout} leaves none of the {n} shared tokens to measure on; raise it or sample more")
+    return (mask_t, mask_s), n, split
+
+
+def ridge_reference(teacher: SampleFile, student: SampleFile, mapping: str, *, holdout: float = 0.2,
+                    ridge: float = DEFAULT_RIDGE, batch_size: int = 2048) -> Alignment:
+    """The default reference: the ridge slope on the tokens before the held-out ones, which must outnumber the dims.
+    It depends on the mapping, never on the method: every init of one mapping is measured against one fit."""
+    split = _held_out(teacher, student, holdout)[2]
     if split < max(teacher.hidden_size, student.hidden_size) + 1:
         raise TransmodError(
             f"the reference map needs at least {max(teacher.hidden_size, student.hidden_size) + 1} tokens to fit on "
@@ -201,25 +212,23 @@ def _summary(s: np.ndarray) -> dict:
 
 def transfer_fidelity(
     teacher_module: Module, student_module: Module, teacher: SampleFile, student: SampleFile, mapping: str, *,
-    holdout: float = 0.2, ridge: float = DEFAULT_RIDGE, reference: Alignment | None = None, batch_size: int = 2048,
+    holdout: float = 0.2, ridge: float = DEFAULT_RIDGE, reference: Alignment | None = None, reference_name: str = "given",
+    batch_size: int = 2048,
 ) -> dict:
     """Relative error and cosine of the student module's effect against the teacher's, per layer/site and overall.
 
-    `reference`: an alignment whose write maps (`m_out`, or a selection) are the reference `M`; by
-    default the ridge slope fitted on the non-held-out tokens (see the module docstring).
+    `reference`: an alignment whose write maps (`m_out`, or a selection) are the reference `M` (recorded as
+    `reference_name`); by default the ridge slope fitted on the non-held-out tokens (`ridge_reference`).
     """
     spaces = check_pair(teacher, student)
     _check_modules(teacher_module, student_module, teacher, student)
     groups = layer_groups(mapping, teacher, student, holdout)  # per student depth
     depths = module_depths(student.describe())  # per student module layer: the depths it acts at
     t_shape = sample_shape(teacher)
-    mask_t, mask_s, n = shared_rows(teacher, student)
-    split = split_point(n, holdout)
-    if split >= n:
-        raise TransmodError(f"--holdout {holdout} leaves none of the {n} shared tokens to measure on; raise it or sample more")
-    label = "given" if reference is not None else "ridge"
+    masks, n, split = _held_out(teacher, student, holdout)
+    label = reference_name if reference is not None else "ridge"
     if reference is None:
-        reference = _ridge_reference(teacher, student, mapping, split, holdout=holdout, ridge=ridge, batch_size=batch_size)
+        reference = ridge_reference(teacher, student, mapping, holdout=holdout, ridge=ridge, batch_size=batch_size)
     effect_space = {site: _effect_space(site, spaces) for site in teacher_module.spec.sites}
     reads = {site: teacher_module.spec.input_space(site) for site in teacher_module.spec.sites}
     read = pooled_groups(groups, depths)
@@ -229,7 +238,7 @@ def transfer_fidelity(
     t_cols = sorted({f"{reads[site]}{t}" for l, site in cells for t in read[l]})
     s_cols = sorted({f"{reads[site]}{a}" for l, site in cells for a in depths[l]})
     progress = Progress(f"fidelity of {Path(student_module.path).name} on held-out tokens", "tokens", n - split)
-    for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, (mask_t, mask_s)):
+    for t_batch, s_batch in paired_batches(teacher, student, t_cols, s_cols, batch_size, split, n, masks):
         progress.update(len(next(iter(s_batch.values()))))
         for (l, site), a in ((cell, a) for cell in cells for a in depths[cell[0]]):
             own = teacher_effect(teacher_module, t_shape, groups[a], site, t_batch, reads[site])
@@ -260,7 +269,7 @@ def fidelity_of_inits(
     teacher_shape, student_shape = load_model_shape(teacher), load_model_shape(student)
     teacher_samples, student_samples = SampleFile.open(samples[0]), SampleFile.open(samples[1])
     module = read_module(module_dir, teacher_shape)
-    results = {}
+    results, references = {}, {}
     for name, file in alignments.items():
         init = Init.parse(name, "fidelity init")
         if not init.transferred or init.budget:
@@ -268,8 +277,11 @@ def fidelity_of_inits(
                                 "(skip, avg-procrustes, ...)")
         alignment = None if file is None else Alignment.load(file)
         moved = transfer(module, teacher_shape, student_shape, init.mapping, alignment, lora_b)
+        if init.mapping not in references:
+            references[init.mapping] = ridge_reference(teacher_samples, student_samples, init.mapping, holdout=holdout)
         results[init.name] = transfer_fidelity(module, moved, teacher_samples, student_samples, init.mapping,
-                                               holdout=holdout)
+                                               holdout=holdout, reference=references[init.mapping],
+                                               reference_name="ridge")
     return results
 
 
