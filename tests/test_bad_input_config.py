@@ -56,6 +56,8 @@ CASES = {
     "alpha: .inf": (lambda f: study_config(**{"modules.lora.alpha": INF}), "config key modules.lora.alpha: inf"),
     "alpha: 8.5": (lambda f: study_config(**{"modules.lora.alpha": 8.5}),
                    "config key modules.lora.alpha: 8.5 is not of type 'integer'"),
+    "sampling dtype float16": (lambda f: study_config(**{"sampling.dtype": "float16"}),
+                               "config key sampling.dtype: 'float16' is not one of ['float32', 'bfloat16']"),
     "a seed past 2**32": (lambda f: study_config(seeds=[2**32]),
                           "config key seeds.0: 4294967296 is greater than the maximum"),
     "a pair named `yes` (a bool in YAML)": (lambda f: _renamed("matching", True),

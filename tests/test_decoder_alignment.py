@@ -46,13 +46,16 @@ def test_sampling_captures_each_space_at_its_hook_point_in_one_pass(tmp_path):
         np.testing.assert_allclose(first[column][:n], seen[proj][0, 1:].numpy(), rtol=0, atol=1e-5)  # batched vs alone
 
 
-@pytest.mark.parametrize("family, method", [("llama", "lsa"), ("qwen2", "lsa"), ("llama", "procrustes"),
-                                            ("qwen2", "linear")])
-def test_planted_symmetry_is_recovered_and_the_moved_lora_reproduces_the_teacher_logits(tmp_path, family, method):
+@pytest.mark.parametrize("family, method, dtype", [("llama", "lsa", "float32"), ("qwen2", "lsa", "float32"),
+                                                   ("llama", "procrustes", "float32"), ("qwen2", "linear", "float32"),
+                                                   ("llama", "lsa", "bfloat16"), ("qwen2", "procrustes", "bfloat16")])
+def test_planted_symmetry_is_recovered_and_the_moved_lora_reproduces_the_teacher_logits(tmp_path, family, method, dtype):
+    """bfloat16 sample files (3 significant digits) find the same permutations as float32 ones."""
     teacher_base, student_base, perms = planted(family)
     torch.testing.assert_close(logits(student_base), logits(teacher_base), rtol=0, atol=1e-4)  # the same function (float sums reordered)
     teacher = peft_lora(teacher_base, tmp_path / "teacher")
-    samples = decoder_samples((teacher_base, student_base), tmp_path)
+    samples = decoder_samples((teacher_base, student_base), tmp_path, dtype=dtype)
+    assert samples[0].dtype == samples[1].dtype == dtype
     if method == "lsa":
         alignment = assign_correlation(correlate_samples(*samples, "skip"))
     else:
@@ -64,7 +67,8 @@ def test_planted_symmetry_is_recovered_and_the_moved_lora_reproduces_the_teacher
     shape = model_shape(teacher_base.config, family)
     transfer_module(tmp_path / "teacher", shape, shape, "skip", tmp_path / "out", alignment, fmt="peft")
     got = logits(load_peft(student_base, tmp_path / "out"))
-    torch.testing.assert_close(got, logits(teacher), rtol=0, atol=1e-4)
+    # A dense map fitted on bfloat16 states is the permutation to about 3 digits, no closer.
+    torch.testing.assert_close(got, logits(teacher), rtol=0, atol=1e-4 if dtype == "float32" or method == "lsa" else 2e-3)
     assert (logits(teacher) - logits(teacher_base)).abs().max() > 1e-2
 
 

@@ -16,6 +16,7 @@ from helpers.decoders import (
 )
 from helpers.models import SENTENCES
 
+from transmod.align.samplefile import SampleFile
 from transmod.cli import main
 
 pytest.importorskip("peft")
@@ -48,10 +49,13 @@ def _student(folders):
 
 
 def test_step_by_step_verbs_then_fidelity(folders, tmp_path, capsys):
-    for who in ("teacher", "student"):
+    code, out, err = run_cli(capsys, "sample", "--model", folders["student"], "--peft", "lora", "--data", folders["text"],
+                             "--out", tmp_path / "bad.parquet", "--dtype", "float16")
+    assert code != 0 and "--dtype 'float16': give one of float32, bfloat16" in err and not (tmp_path / "bad.parquet").exists()
+    for who, dtype in (("teacher", "float32"), ("student", "bfloat16")):  # one pair may mix them
         code, out, err = run_cli(capsys, "sample", "--model", folders[who], "--peft", "lora", "--data", folders["text"],
-                             "--out", tmp_path / f"{who}.parquet")
-        assert code == 0, err
+                                 "--out", tmp_path / f"{who}.parquet", "--dtype", dtype)
+        assert code == 0 and SampleFile.open(tmp_path / f"{who}.parquet").dtype == dtype, err
     pair = ["--teacher", tmp_path / "teacher.parquet", "--student", tmp_path / "student.parquet", "--mapping", "skip",
             "--teacher-model", folders["teacher"], "--student-model", folders["student"], "--holdout", "0.2"]
     assert run_cli(capsys, "correlate", *pair, "--out", tmp_path / "c.safetensors")[0] == 0

@@ -2,9 +2,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers.decoders import make_decoder, make_decoder_tokenizer
 from helpers.models import SENTENCES, add_module, make_model
 
-from transmod.align.samplefile import SampleFile, from_vectors
+from transmod.align.samplefile import SampleFile, from_vectors, to_bfloat16, to_vectors
 from transmod.align.sampling import capture, sample_hidden_states
 from transmod.errors import TransmodError
 from transmod.modules.architectures import architecture
@@ -109,3 +110,50 @@ def test_max_length_bounds_the_stored_tokens_of_each_pair(tmp_path, tokenizer):
     with pytest.raises(TransmodError, match="3 special tokens.*each pair; give --max-length 4 or more"):
         sample_hidden_states(model, tokenizer, examples, {"adapter": tmp_path / "t.parquet"}, model_name="tiny",
                              max_length=3)
+
+
+def test_bfloat16_vectors_round_as_torch_does_and_read_back_as_float32():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal((50, 8)) * 10.0 ** rng.integers(-30, 30, (50, 1)),
+                             [[0.0, -0.0, np.inf, -np.inf, 1 + 2**-8, 1 + 3 * 2**-8, 3.0e38, 1e-40]]]).astype(np.float32)
+    bits = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(to_bfloat16(values), bits)  # round to nearest, ties to even
+    back = from_vectors(to_vectors(values, "bfloat16"), "bfloat16")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, torch.from_numpy(values).to(torch.bfloat16).float().numpy())
+
+
+def test_a_decoder_sampled_in_bfloat16_holds_its_float32_states_rounded_in_half_the_bytes(tmp_path):
+    model = make_decoder("llama")
+    examples = [(s,) for s in SENTENCES[:12]]
+    for dtype in ("float32", "bfloat16"):
+        sample_hidden_states(model.model, make_decoder_tokenizer(), examples, {"lora": tmp_path / f"{dtype}.parquet"},
+                             model_name="llama", dtype=dtype)
+    wide, half = SampleFile.open(tmp_path / "float32.parquet"), SampleFile.open(tmp_path / "bfloat16.parquet")
+    assert (wide.dtype, half.dtype) == ("float32", "bfloat16") and wide.num_tokens == half.num_tokens > 50
+    np.testing.assert_array_equal(wide.keys(), half.keys())
+    columns = [f"{s}{l}" for s in half.meta["spaces"] for l in range(half.num_layers)]
+    for a, b in zip(wide.iter_columns(columns, 40), half.iter_columns(columns, 40)):
+        for column in columns:
+            assert b[column].dtype == np.float32
+            np.testing.assert_array_equal(b[column], from_vectors(to_vectors(a[column], "bfloat16"), "bfloat16"))
+    sizes = [pq.ParquetFile(f.path).metadata.row_group(0).total_byte_size for f in (wide, half)]
+    assert 0.45 < sizes[1] / sizes[0] < 0.55
+
+
+def test_a_sample_file_of_an_unknown_dtype_is_refused(tmp_path, tokenizer):
+    import json
+
+    out = tmp_path / "s.parquet"
+    sample_hidden_states(make_model("bert", 2), tokenizer, [(s,) for s in SENTENCES[:3]], {"adapter": out},
+                         model_name="tiny")
+    table = pq.read_table(out)
+    meta = json.loads(pq.ParquetFile(out).metadata.metadata[b"transmod"])
+    assert meta["dtype"] == "float32"
+    pq.write_table(table.replace_schema_metadata({b"transmod": json.dumps({**meta, "dtype": "float8"})}),
+                   tmp_path / "odd.parquet")
+    with pytest.raises(TransmodError, match="dtype is 'float8', not one of float32, bfloat16"):
+        SampleFile.open(tmp_path / "odd.parquet")
+    del meta["dtype"]  # a file written before dtypes: float32
+    pq.write_table(table.replace_schema_metadata({b"transmod": json.dumps(meta)}), tmp_path / "old.parquet")
+    assert SampleFile.open(tmp_path / "old.parquet").dtype == "float32"

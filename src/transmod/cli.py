@@ -151,6 +151,8 @@ def _sample_verb(command: Command) -> None:
     p.add_argument("--max-length", type=positive, help="truncate examples to this many tokens (default 128, or what "
                    "the model reads where that is fewer)")
     p.add_argument("--lora-outputs", action="store_true", help="also sample query/value outputs (for --lora-b output)")
+    p.add_argument("--dtype", default="float32", help="stored precision, float32 or bfloat16: bfloat16 halves the "
+                   "file (a decoder LLM's are large); readers get float32")
 
 
 def _sample_pair(p: argparse.ArgumentParser) -> None:
@@ -250,14 +252,18 @@ def _tables_verb(command: Command) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from transmod.align.samplefile import DTYPES
     from transmod.align.sampling import sample_model
 
+    if args.dtype not in DTYPES:
+        raise TransmodError(f"--dtype {args.dtype!r}: give one of {', '.join(DTYPES)}")
     inputs = (args.model, args.data)
     check_output(args.out, "samples", inputs, args.overwrite)
     examples = read_texts(args.data)
     with new_output(args.out, "samples", inputs=inputs, overwrite=args.overwrite) as tmp:
         n = sample_model(args.model, examples, {args.peft: tmp}, max_tokens=args.max_tokens,
-                         batch_size=args.batch_size, max_length=args.max_length, lora_outputs=args.lora_outputs)
+                         batch_size=args.batch_size, max_length=args.max_length, lora_outputs=args.lora_outputs,
+                         dtype=args.dtype)
         if n == 0:
             raise TransmodError(f"{args.data}: no tokens left after removing special tokens; give more text")
     print(f"wrote {n} tokens to {args.out}")

@@ -150,8 +150,8 @@ def planted(family: str, seed: int = 3):
     return teacher, student, dict(h=perms["residual"], f=perms["residual"], m=perms["neurons"], a=q_dims, kv=kv_dims)
 
 
-def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None):
-    """Sample files of (teacher, student) causal LMs on the same plain text."""
+def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None, dtype="float32"):
+    """Sample files of (teacher, student) causal LMs on the same plain text, stored as `dtype`."""
     from transmod.align.samplefile import SampleFile
     from transmod.align.sampling import sample_hidden_states
 
@@ -159,5 +159,6 @@ def decoder_samples(models, tmp_path, sentences=SENTENCES, tokenizers=None):
     for i, (who, model) in enumerate(zip("ts", models)):
         files.append(tmp_path / f"{who}.parquet")
         tok = (tokenizers or [make_decoder_tokenizer()] * 2)[i]
-        sample_hidden_states(model.model, tok, [(s,) for s in sentences], {"lora": files[-1]}, model_name=who)
+        sample_hidden_states(model.model, tok, [(s,) for s in sentences], {"lora": files[-1]}, model_name=who,
+                             dtype=dtype)
     return SampleFile.open(files[0]), SampleFile.open(files[1])

@@ -17,6 +17,7 @@ rule sample_embeddings:
         split=config["sampling"]["split"],
         max_tokens=config["sampling"]["max_tokens"],
         batch_size=config["sampling"]["batch_size"],
+        dtype=config["sampling"]["dtype"],
         lora_outputs=lambda w: lora_b(w) == "output",
     log:
         "results/logs/sample_embeddings/{model}/{task}/{lang}/{peft}.log",

@@ -27,5 +27,5 @@ examples = examples_from_columns(rows.to_dict(), task.text_columns,
                                 f"dataset {p.dataset} (task {task.name}, language {w.lang}, split {p.split})")
 with atomic_path(snakemake.output[0]) as out:
     n = sample_model(p.model, examples, {w.peft: out}, max_tokens=p.max_tokens, batch_size=p.batch_size,
-                     lora_outputs=p.lora_outputs)
+                     lora_outputs=p.lora_outputs, dtype=p.dtype)
 print(f"sampled {n} tokens of {p.model}")

@@ -138,9 +138,11 @@ def sample_hidden_states(
     max_length: int | None = None,
     lora_outputs: bool = False,
     seed: int = 0,
+    dtype: str = "float32",
 ) -> int:
     """Run the bare model over `examples` once and write, per hook type in `outs` (adapter, lora),
-    the module inputs of every layer to that file (see `sampled_batches`). Returns the number of tokens written."""
+    the module inputs of every layer to that file (see `sampled_batches`), as `dtype` (`samplefile.DTYPES`).
+    Returns the number of tokens written."""
     tokenizer = batchable(tokenizer, model_name)
     max_length = input_length(model.config, max_length, model_name)  # as the sample file records it
     shape = model_shape(model.config, model_name)
@@ -151,7 +153,8 @@ def sample_hidden_states(
     written = 0
     with contextlib.ExitStack() as stack:
         writers = {peft: stack.enter_context(SampleWriter(out, columns[peft], {f"{s}{l}": shape.width(s) for s in spaces[peft]
-                                                                                for l in range(shape.num_layers)}))
+                                                                                for l in range(shape.num_layers)},
+                                                          dtype=dtype))
                    for peft, out in outs.items()}
         progress = stack.enter_context(Progress(f"sampling {model_name}", "tokens", max_tokens))
         for batch in batches:
@@ -317,12 +320,13 @@ def sample_model(
     batch_size: int = 32,
     max_length: int | None = None,
     lora_outputs: bool = False,
+    dtype: str = "float32",
 ) -> int:
     """Load a hub id or local folder (no remote code) and sample it; see `sample_hidden_states`."""
     tokenizer = load_tokenizer(model_name, outs)
     return sample_hidden_states(
         load_model(model_name), tokenizer, examples, outs, model_name=model_name, max_tokens=max_tokens,
-        batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs,
+        batch_size=batch_size, max_length=max_length, lora_outputs=lora_outputs, dtype=dtype,
     )
 
 

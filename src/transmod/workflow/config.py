@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from transmod.align import methods, transfer
+from transmod.align import methods, samplefile, transfer
 from transmod.align.inits import STUDY_METHOD, Init
 from transmod.align.layermap import SAMPLED_MAPPINGS
 from transmod.atomic import MAX_NAME
@@ -109,7 +109,7 @@ def schema_enums() -> dict[str, tuple[str, ...]]:
     a new module kind, alignment method or metric is one entry in its table, and the config accepts it."""
     return {"module kinds": tuple(kinds.KINDS), "alignment methods": methods.grid_methods(),
             "lora_b alignments": transfer.LORA_B_ALIGNMENTS, "task kinds": tasks.TASK_KINDS,
-            "metrics": tuple(tasks.METRICS), "splits": tasks.SPLITS}
+            "metrics": tuple(tasks.METRICS), "splits": tasks.SPLITS, "sample dtypes": tuple(samplefile.DTYPES)}
 
 
 def fill_enums(schema: Any) -> Any:
