@@ -3,6 +3,7 @@ independently, one unpadded sequence at a time, on a tiny Llama whose tokenizer 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -12,7 +13,7 @@ from helpers.commands import run_cli
 from helpers.decoders import load_peft, make_decoder, make_decoder_tokenizer, peft_lora, save_decoder
 
 from transmod.errors import TransmodError
-from transmod.train.lmscore import Scored, all_logprobs, encode, pad_id_of, score_decoder
+from transmod.train.lmscore import Prefix, Scored, all_logprobs, encode, pad_id_of, score_decoder
 from transmod.train.tasks import declare_task
 
 COMPLETION = declare_task("qa", dict(kind="completion", text_columns=["prompt"], label_column="completion",
@@ -52,16 +53,25 @@ def test_choices_are_scored_by_log_likelihood_per_character(padless):
     assert len(set(expected)) > 1  # the rows do not all pick the same place
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
-def test_choices_sharing_a_question_score_as_their_whole_sequences(padless, family):
-    """A question runs once and its key-value cache serves each of its choices: every choice token's
-    log-probability equals the one from the whole sequence, unpadded, and batches mix questions of other lengths."""
+@pytest.mark.parametrize("family, options", [("llama", {}), ("gemma3_text", {}),
+                                             ("gemma3_text", {"sliding_window": 4})])
+@pytest.mark.parametrize("instruction", ["", "anna sees the old tree and the bird eats :"])
+def test_choices_sharing_a_question_score_as_their_whole_sequences(padless, family, options, instruction):
+    """A question runs once and its key-value cache serves each of its choices (and the tokens every question
+    begins with, as a chat template's system prompt, run once for all): every choice token's log-probability
+    equals the one from the whole sequence, unpadded, and batches mix questions of other lengths. Gemma 3's
+    local layers attend within a window shorter than a question."""
     _, tokenizer = padless
-    model = make_decoder(family, seed=2, vocab=len(tokenizer))
-    items = [encode(tokenizer, q, " " + c, 64, chat=False) for q, choices in zip(QUESTIONS, CHOICES) for c in choices]
-    got = all_logprobs(model, items, pad_id_of(tokenizer), batch_size=3)
-    for item, lp in zip(items, got, strict=True):
-        assert lp.tolist() == pytest.approx(logprobs_one_by_one(model, list(item.ids), item.start), abs=1e-4)
+    model = make_decoder(family, seed=2, vocab=len(tokenizer), **options)
+    items = [encode(tokenizer, f"{instruction} {q}".strip(), " " + c, 64, chat=False)
+             for q, choices in zip(QUESTIONS, CHOICES) for c in choices]
+    shared = Prefix.common(model, [item.ids[:item.start] for item in items])
+    assert (shared is None) if not instruction else len(shared.ids) > 8
+    firsts = [items[i] for i in itertools.accumulate([0] + [len(c) for c in CHOICES[:-1]])]  # no context shared
+    for scored in (items, firsts):
+        got = all_logprobs(model, scored, pad_id_of(tokenizer), batch_size=3)
+        for item, lp in zip(scored, got, strict=True):
+            assert lp.tolist() == pytest.approx(logprobs_one_by_one(model, list(item.ids), item.start), abs=1e-4)
 
 
 def greedy_one_by_one(model, tokenizer, prompt: str, limit: int) -> str:

@@ -30,8 +30,9 @@ def make_decoder_tokenizer(extra: tuple[str, ...] = (), words=WORDS, pad: bool =
 
 
 def decoder_config(family: str, layers: int = 2, hidden: int = 64, heads: int = 8, kv: int = 2,
-                   intermediate: int = 128, head_dim: int = 8, vocab: int = VOCAB):
-    """A small config of a decoder family; weights drawn wide enough that heads of a group attend differently."""
+                   intermediate: int = 128, head_dim: int = 8, vocab: int = VOCAB, **options):
+    """A small config of a decoder family (`options`: more of its config's keys); weights drawn wide enough that
+    heads of a group attend differently."""
     import transformers
 
     cls = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config",
@@ -39,7 +40,7 @@ def decoder_config(family: str, layers: int = 2, hidden: int = 64, heads: int = 
     return getattr(transformers, cls)(
         vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         num_key_value_heads=kv, intermediate_size=intermediate, head_dim=head_dim, max_position_embeddings=64,
-        initializer_range=0.2, tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        initializer_range=0.2, tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=1, **options,
     )
 
 

@@ -146,26 +146,30 @@ def continuation_logprobs(model: torch.nn.Module, batch: Sequence[Scored], pad_i
     return out
 
 
-def shared_context_logprobs(model: torch.nn.Module, groups: Sequence[Sequence[Scored]],
-                            pad_id: int) -> list[list[torch.Tensor]]:
+def shared_context_logprobs(model: torch.nn.Module, groups: Sequence[Sequence[Scored]], pad_id: int,
+                            prefix: Prefix | None = None) -> list[list[torch.Tensor]]:
     """`continuation_logprobs` of groups of sequences that share their context (a question's choices), each
     context run once: its key-value cache is copied to each continuation, which runs after it at the positions
-    it would have in the whole sequence. A three-choice question costs its tokens once instead of three times."""
+    it would have in the whole sequence. A three-choice question costs its tokens once instead of three times.
+    `prefix`: the cache of the first tokens of every context (`Prefix`), which then run from there."""
     import torch
 
     device = next(model.parameters()).device
-    contexts = [Scored(group[0].ids[:group[0].start], 0) for group in groups]
+    skip = len(prefix.ids) if prefix else 0
+    contexts = [Scored(group[0].ids[skip:group[0].start], 0) for group in groups]
     ids, mask = padded(contexts, pad_id, left=False)
     lengths = torch.tensor([len(c.ids) for c in contexts])
     need = torch.zeros(ids.shape, dtype=torch.bool)
     need[torch.arange(len(groups)), lengths - 1] = True  # each context's last token predicts its choices' first
     positions, column = kept_columns(need)
+    mask = torch.cat([torch.ones(len(groups), skip, dtype=mask.dtype), mask], 1)
     owner = torch.tensor([g for g, group in enumerate(groups) for _ in group])
     rows = [s.ids[s.start:] for group in groups for s in group]
     tails, tail_mask = padded([Scored(r, 0) for r in rows], pad_id, left=False)
     with torch.no_grad():
         out = forward_at(model, positions.to(device), input_ids=ids.to(device), attention_mask=mask.to(device),
-                         use_cache=True)
+                         position_ids=(skip + torch.arange(ids.shape[1])).repeat(len(groups), 1).to(device),
+                         past_key_values=prefix.copies(len(groups)) if prefix else None, use_cache=True)
         first = torch.log_softmax(out.logits.float().cpu()[torch.arange(len(groups)), column[lengths - 1]], -1)
         rest = torch.empty(len(rows), 0, first.shape[-1])
         if tails.shape[1] > 1:
@@ -173,13 +177,47 @@ def shared_context_logprobs(model: torch.nn.Module, groups: Sequence[Sequence[Sc
             cache.reorder_cache(owner.to(device))
             rest = forward_at(model, torch.arange(tails.shape[1] - 1, device=device), input_ids=tails.to(device),
                               attention_mask=torch.cat([mask[owner], tail_mask], 1).to(device),
-                              position_ids=(lengths[owner, None] + torch.arange(tails.shape[1])).to(device),
+                              position_ids=(skip + lengths[owner, None] + torch.arange(tails.shape[1])).to(device),
                               past_key_values=cache, use_cache=False).logits.float().cpu()
     scored: list[list[torch.Tensor]] = [[] for _ in groups]
     for r, (g, tail) in enumerate(zip(owner.tolist(), rows)):
         later = torch.log_softmax(rest[r, :len(tail) - 1], -1).gather(-1, tails[r, 1:len(tail), None])[:, 0]
         scored[g].append(torch.cat([first[g, tail[0]].reshape(1), later]))
     return scored
+
+
+@dataclass
+class Prefix:
+    """The key-value cache of the tokens every context of a scoring run begins with (a chat template's system
+    prompt and turn markers: SmolLM2's are 30 tokens of a 75-token question), run once for all of them."""
+
+    ids: tuple[int, ...]
+    cache: Any
+    device: Any
+
+    @classmethod
+    def common(cls, model: torch.nn.Module, contexts: Sequence[Sequence[int]]) -> "Prefix | None":
+        """The longest prefix of `contexts` that leaves each at least one token of its own, run; None where it is
+        shorter than two tokens (a lone BOS saves nothing)."""
+        import torch
+
+        shortest = min(len(c) for c in contexts) - 1
+        n = next((i for i in range(shortest) if len({c[i] for c in contexts}) > 1), max(shortest, 0))
+        if n < 2:
+            return None
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            out = forward_at(model, torch.tensor([n - 1], device=device),
+                             input_ids=torch.tensor([contexts[0][:n]], device=device), use_cache=True)
+        return cls(tuple(contexts[0][:n]), out.past_key_values, device)
+
+    def copies(self, rows: int) -> Any:
+        """The cache repeated for `rows` sequences (a copy: each use extends its own)."""
+        import torch
+
+        cache = copy.deepcopy(self.cache)
+        cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=self.device))
+        return cache
 
 
 def _batched(items: Sequence[Scored], batch_size: int) -> list[list[int]]:
@@ -190,14 +228,19 @@ def _batched(items: Sequence[Scored], batch_size: int) -> list[list[int]]:
 
 def all_logprobs(model: torch.nn.Module, items: Sequence[Scored], pad_id: int, batch_size: int) -> list[torch.Tensor]:
     """`continuation_logprobs` of every item, in the items' order; items that share a context (the choices of
-    a question) are scored together, `batch_size` contexts at a time."""
+    a question) are scored together, `batch_size` contexts at a time. A model whose sliding-window layers
+    (Gemma, some Mistral) may see fewer tokens than the longest item runs whole sequences: such a layer's cache
+    keeps only the last positions of a padded context, which may be padding."""
     import torch
 
     shared: dict[tuple[int, ...], list[int]] = {}
     for i, s in enumerate(items):
         shared.setdefault(s.ids[:s.start], []).append(i)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    if len(shared) == len(items):  # no context is shared: whole sequences, one pass each
+    window = getattr(model.config, "sliding_window", None)
+    whole = isinstance(window, int) and max(len(s.ids) for s in items) >= window - 1
+    prefix = None if whole else Prefix.common(model, list(shared))
+    if whole or (len(shared) == len(items) and prefix is None):  # nothing is shared: whole sequences, one pass each
         for rows in _batched(items, batch_size):
             for index, lp in zip(rows, continuation_logprobs(model, [items[i] for i in rows], pad_id)):
                 out[index] = lp
@@ -206,7 +249,7 @@ def all_logprobs(model: torch.nn.Module, items: Sequence[Scored], pad_id: int, b
     for rows in _batched([items[m[0]] for m in members], batch_size):
         groups = [members[g] for g in rows]
         for indices, scored in zip(groups, shared_context_logprobs(model, [[items[i] for i in m] for m in groups],
-                                                                   pad_id)):
+                                                                   pad_id, prefix)):
             for index, lp in zip(indices, scored):
                 out[index] = lp
     return out
