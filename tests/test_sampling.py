@@ -121,6 +121,8 @@ def test_bfloat16_vectors_round_as_torch_does_and_read_back_as_float32():
     back = from_vectors(to_vectors(values, "bfloat16"), "bfloat16")
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back, torch.from_numpy(values).to(torch.bfloat16).float().numpy())
+    nans = np.array([0x7FC00000, 0xFFFFFFFF, 0x7FFFFFFF], "<u4").view("<f4").reshape(1, 3)
+    assert np.isnan(from_vectors(to_vectors(nans, "bfloat16"), "bfloat16")).all()  # never rounded to a number
 
 
 def test_a_decoder_sampled_in_bfloat16_holds_its_float32_states_rounded_in_half_the_bytes(tmp_path):

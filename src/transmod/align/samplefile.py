@@ -42,9 +42,11 @@ def vector_type(hidden_size: int, dtype: str = "float32") -> pa.DataType:
 
 
 def to_bfloat16(values: np.ndarray) -> np.ndarray:
-    """float32 values as bfloat16 bits, rounded to nearest even (as torch rounds; NaN and inf stay so)."""
-    bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+    """float32 values as bfloat16 bits, rounded to nearest even as torch rounds; inf stays inf, and NaN NaN (the
+    rounding would carry some NaNs past the top bit, to zero: readers must see a NaN to refuse it)."""
+    values = np.ascontiguousarray(values, dtype="<f4")
+    bits = values.view("<u4")
+    return np.where(np.isnan(values), 0x7FC0, (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
 
 
 def to_vectors(values: np.ndarray, dtype: str = "float32") -> pa.FixedSizeBinaryArray:
@@ -121,7 +123,7 @@ class SampleFile:
             raise TransmodError(f"{path}: the `transmod` metadata lacks {', '.join(missing)} (damaged, or written by "
                                 f"an older transmod); {resample}")
         dtype = meta.setdefault("dtype", "float32")  # files written before bfloat16 have no dtype: float32
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise TransmodError(f"{path}: the `transmod` metadata's dtype is {dtype!r}, not one of {', '.join(DTYPES)}; "
                                 f"{resample}")
         if meta["num_tokens"] == 0 or pfile.metadata.num_rows == 0:
