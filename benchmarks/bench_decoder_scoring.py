@@ -9,7 +9,8 @@ Prints figures; it is not a test. Run from the repository root with the project'
 - **Scoring** a multiple-choice task (profiles/smollm2's `which_function`: a docstring, three `module.function`
   choices, chat-framed). The usual way (lm-eval-harness's) runs each choice as a whole sequence and computes the
   LM head at every position; transmod runs each question once and copies its key-value cache to its choices,
-  and computes the LM head only where a choice token is predicted (`lmscore.all_logprobs`). Both must pick the
+  runs the tokens every question begins with (the chat template's system prompt) once for all, and computes the
+  LM head only where a choice token is predicted (`lmscore.all_logprobs`). Both must pick the
   same choices; the per-token log-probabilities must agree to 1e-3.
 - **Training** a LoRA (r=8, all seven projections) on the same questions' answers: the loss from every position's
   logits against the loss from the answer positions' only (`training._batch_loss`), forward and backward.
@@ -68,7 +69,7 @@ def bench_scoring(model, tokenizer, rows: list, batch_size: int, threads: int) -
     worst = max(float((a - b).abs().max()) for a, b in zip(usual, ours))
     print(f"scoring {len(rows)} questions, {len(items)} choices, {tokens} tokens as whole sequences, {threads} thread(s)")
     print(f"  whole sequences, LM head everywhere: {usual_s:7.1f} s  ({tokens / usual_s:6.0f} tokens/s)")
-    print(f"  transmod (shared question, head where scored): {ours_s:7.1f} s  ({tokens / ours_s:6.0f} tokens/s)  "
+    print(f"  transmod (shared prefix and question, head where scored): {ours_s:7.1f} s  ({tokens / ours_s:6.0f} tokens/s)  "
           f"speed-up x{usual_s / ours_s:.2f}; largest log-probability difference {worst:.1e}")
     assert worst < 1e-3, "the two scorers disagree"
 
