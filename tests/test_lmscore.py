@@ -56,7 +56,8 @@ def test_choices_are_scored_by_log_likelihood_per_character(padless):
 @pytest.mark.parametrize("family, options", [("llama", {}), ("gemma3_text", {}),
                                              ("gemma3_text", {"sliding_window": 4})])
 @pytest.mark.parametrize("instruction", ["", "anna sees the old tree and the bird eats :"])
-def test_choices_sharing_a_question_score_as_their_whole_sequences(padless, family, options, instruction):
+def test_choices_sharing_a_question_score_as_their_whole_sequences(padless, family, options, instruction,
+                                                                    monkeypatch):
     """A question runs once and its key-value cache serves each of its choices (and the tokens every question
     begins with, as a chat template's system prompt, run once for all): every choice token's log-probability
     equals the one from the whole sequence, unpadded, and batches mix questions of other lengths. Gemma 3's
@@ -67,11 +68,28 @@ def test_choices_sharing_a_question_score_as_their_whole_sequences(padless, fami
              for q, choices in zip(QUESTIONS, CHOICES) for c in choices]
     shared = Prefix.common(model, [item.ids[:item.start] for item in items])
     assert (shared is None) if not instruction else len(shared.ids) > 8
+    copied = []
+    monkeypatch.setattr(Prefix, "copies", lambda self, rows, run=Prefix.copies: copied.append(rows) or run(self, rows))
     firsts = [items[i] for i in itertools.accumulate([0] + [len(c) for c in CHOICES[:-1]])]  # no context shared
     for scored in (items, firsts):
         got = all_logprobs(model, scored, pad_id_of(tokenizer), batch_size=3)
         for item, lp in zip(scored, got, strict=True):
             assert lp.tolist() == pytest.approx(logprobs_one_by_one(model, list(item.ids), item.start), abs=1e-4)
+    assert bool(copied) == bool(instruction and "sliding_window" not in options)  # the prefix ran once, then was copied
+
+
+def test_a_sliding_window_must_span_the_longest_context_and_the_longest_choice_of_a_batch(padless):
+    """Every item fits in the window, but a batch pads the long context before the long choice: that needs
+    more slots than the window, so the items are scored whole, and right."""
+    _, tokenizer = padless
+    items = [encode(tokenizer, question, " " + choice, 64, chat=False) for question, choices in
+             (("tom walks near the old river", ["a", "the"]), ("anna", ["sees the big dog near the tree", "eats"]))
+             for choice in choices]
+    longest = max(len(s.ids) for s in items)
+    assert max(s.start for s in items) + max(len(s.ids) - s.start for s in items) > longest + 3
+    model = make_decoder("gemma3_text", seed=2, vocab=len(tokenizer), sliding_window=longest + 2)
+    for item, lp in zip(items, all_logprobs(model, items, pad_id_of(tokenizer), batch_size=8), strict=True):
+        assert lp.tolist() == pytest.approx(logprobs_one_by_one(model, list(item.ids), item.start), abs=1e-4)
 
 
 def greedy_one_by_one(model, tokenizer, prompt: str, limit: int) -> str:

@@ -5,7 +5,7 @@ import torch
 from helpers.decoders import make_decoder, make_decoder_tokenizer
 from helpers.models import SENTENCES, add_module, make_model
 
-from transmod.align.samplefile import SampleFile, from_vectors, to_bfloat16, to_vectors
+from transmod.align.samplefile import SampleFile, SampleWriter, from_vectors, to_bfloat16, to_vectors
 from transmod.align.sampling import capture, sample_hidden_states
 from transmod.errors import TransmodError
 from transmod.modules.architectures import architecture
@@ -156,6 +156,9 @@ def test_a_sample_file_of_an_unknown_dtype_is_refused(tmp_path, tokenizer):
                    tmp_path / "odd.parquet")
     with pytest.raises(TransmodError, match="dtype is 'float8', not one of float32, bfloat16"):
         SampleFile.open(tmp_path / "odd.parquet")
+    with pytest.raises(TransmodError, match="bad.parquet: dtype 'float16': give one of float32, bfloat16"):
+        SampleWriter(tmp_path / "bad.parquet", ["h0"], 24, dtype="float16")
+    assert not (tmp_path / "bad.parquet").exists()
     del meta["dtype"]  # a file written before dtypes: float32
     pq.write_table(table.replace_schema_metadata({b"transmod": json.dumps(meta)}), tmp_path / "old.parquet")
     assert SampleFile.open(tmp_path / "old.parquet").dtype == "float32"

@@ -144,8 +144,8 @@ def _held_out(teacher: SampleFile, student: SampleFile, holdout: float) -> tuple
     return (mask_t, mask_s), n, split
 
 
-def ridge_reference(teacher: SampleFile, student: SampleFile, mapping: str, *, holdout: float = 0.2,
-                    ridge: float = DEFAULT_RIDGE, batch_size: int = 2048) -> Alignment:
+def _ridge_reference(teacher: SampleFile, student: SampleFile, mapping: str, *, holdout: float = 0.2,
+                     ridge: float = DEFAULT_RIDGE, batch_size: int = 2048) -> Alignment:
     """The default reference: the ridge slope on the tokens before the held-out ones, which must outnumber the dims.
     It depends on the mapping, never on the method: every init of one mapping is measured against one fit."""
     split = _held_out(teacher, student, holdout)[2]
@@ -218,7 +218,8 @@ def transfer_fidelity(
     """Relative error and cosine of the student module's effect against the teacher's, per layer/site and overall.
 
     `reference`: an alignment whose write maps (`m_out`, or a selection) are the reference `M` (recorded as
-    `reference_name`); by default the ridge slope fitted on the non-held-out tokens (`ridge_reference`).
+    `reference_name`, which names a given one only); by default the ridge slope fitted on the non-held-out
+    tokens (`_ridge_reference`).
     """
     spaces = check_pair(teacher, student)
     _check_modules(teacher_module, student_module, teacher, student)
@@ -228,7 +229,7 @@ def transfer_fidelity(
     masks, n, split = _held_out(teacher, student, holdout)
     label = reference_name if reference is not None else "ridge"
     if reference is None:
-        reference = ridge_reference(teacher, student, mapping, holdout=holdout, ridge=ridge, batch_size=batch_size)
+        reference = _ridge_reference(teacher, student, mapping, holdout=holdout, ridge=ridge, batch_size=batch_size)
     effect_space = {site: _effect_space(site, spaces) for site in teacher_module.spec.sites}
     reads = {site: teacher_module.spec.input_space(site) for site in teacher_module.spec.sites}
     read = pooled_groups(groups, depths)
@@ -268,6 +269,7 @@ def fidelity_of_inits(
     dimensions), measured on the teacher's and the student's sample files (`samples`); nothing is trained."""
     teacher_shape, student_shape = load_model_shape(teacher), load_model_shape(student)
     teacher_samples, student_samples = SampleFile.open(samples[0]), SampleFile.open(samples[1])
+    check_pair(teacher_samples, student_samples)
     module = read_module(module_dir, teacher_shape)
     results, references = {}, {}
     for name, file in alignments.items():
@@ -278,7 +280,8 @@ def fidelity_of_inits(
         alignment = None if file is None else Alignment.load(file)
         moved = transfer(module, teacher_shape, student_shape, init.mapping, alignment, lora_b)
         if init.mapping not in references:
-            references[init.mapping] = ridge_reference(teacher_samples, student_samples, init.mapping, holdout=holdout)
+            _check_modules(module, moved, teacher_samples, student_samples)  # before the fit, as transfer_fidelity
+            references[init.mapping] = _ridge_reference(teacher_samples, student_samples, init.mapping, holdout=holdout)
         results[init.name] = transfer_fidelity(module, moved, teacher_samples, student_samples, init.mapping,
                                                holdout=holdout, reference=references[init.mapping],
                                                reference_name="ridge")

@@ -50,7 +50,8 @@ def to_bfloat16(values: np.ndarray) -> np.ndarray:
 
 
 def to_vectors(values: np.ndarray, dtype: str = "float32") -> pa.FixedSizeBinaryArray:
-    """(rows x hidden) floats as one fixed-size binary column, without copying float32 input."""
+    """(rows x hidden) floats as one fixed-size binary column: float32 input as it is (no copy), or rounded to a
+    bfloat16 copy."""
     values = to_bfloat16(values) if dtype == "bfloat16" else np.ascontiguousarray(values, dtype=DTYPES[dtype])
     return pa.FixedSizeBinaryArray.from_buffers(vector_type(values.shape[1], dtype), len(values),
                                                 [None, pa.py_buffer(values)])
@@ -73,6 +74,8 @@ class SampleWriter:
                  compression: str | dict = "none", dtype: str = "float32"):
         """`width`: every column's, or per column (a decoder's spaces differ in width); `dtype`: of `DTYPES`,
         recorded by `finish`."""
+        if dtype not in DTYPES:
+            raise TransmodError(f"{path}: dtype {dtype!r}: give one of {', '.join(DTYPES)}")
         widths = width if isinstance(width, Mapping) else dict.fromkeys(columns, width)
         self.dtype = dtype
         self.schema = pa.schema(KEY_FIELDS + [(c, vector_type(widths[c], dtype)) for c in columns])

@@ -156,6 +156,8 @@ def shared_context_logprobs(model: torch.nn.Module, groups: Sequence[Sequence[Sc
 
     device = next(model.parameters()).device
     skip = len(prefix.ids) if prefix else 0
+    if prefix and any(group[0].ids[:skip] != prefix.ids for group in groups):
+        raise ValueError("every context must begin with the prefix's tokens")
     contexts = [Scored(group[0].ids[skip:group[0].start], 0) for group in groups]
     ids, mask = padded(contexts, pad_id, left=False)
     lengths = torch.tensor([len(c.ids) for c in contexts])
@@ -228,17 +230,20 @@ def _batched(items: Sequence[Scored], batch_size: int) -> list[list[int]]:
 
 def all_logprobs(model: torch.nn.Module, items: Sequence[Scored], pad_id: int, batch_size: int) -> list[torch.Tensor]:
     """`continuation_logprobs` of every item, in the items' order; items that share a context (the choices of
-    a question) are scored together, `batch_size` contexts at a time. A model whose sliding-window layers
-    (Gemma, some Mistral) may see fewer tokens than the longest item runs whole sequences: such a layer's cache
-    keeps only the last positions of a padded context, which may be padding."""
+    a question) are scored together, `batch_size` contexts at a time. A model with sliding-window layers (Gemma,
+    some Mistral) runs whole sequences unless its window spans the longest context padded and then the longest
+    continuation: such a layer's mask counts cache slots, padding included, not positions."""
     import torch
 
+    if not items:
+        return []
     shared: dict[tuple[int, ...], list[int]] = {}
     for i, s in enumerate(items):
         shared.setdefault(s.ids[:s.start], []).append(i)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
     window = getattr(model.config, "sliding_window", None)
-    whole = isinstance(window, int) and max(len(s.ids) for s in items) >= window - 1
+    slots = max(s.start for s in items) + max(len(s.ids) - s.start for s in items)
+    whole = isinstance(window, int) and slots >= window - 1
     prefix = None if whole else Prefix.common(model, list(shared))
     if whole or (len(shared) == len(items) and prefix is None):  # nothing is shared: whole sequences, one pass each
         for rows in _batched(items, batch_size):
