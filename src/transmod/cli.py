@@ -252,11 +252,10 @@ def _tables_verb(command: Command) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from transmod.align.samplefile import DTYPES
+    from transmod.align.samplefile import check_dtype
     from transmod.align.sampling import sample_model
 
-    if args.dtype not in DTYPES:
-        raise TransmodError(f"--dtype {args.dtype!r}: give one of {', '.join(DTYPES)}")
+    check_dtype(args.dtype, "--dtype")  # before any model loads
     inputs = (args.model, args.data)
     check_output(args.out, "samples", inputs, args.overwrite)
     examples = read_texts(args.data)

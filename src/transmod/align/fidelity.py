@@ -144,11 +144,10 @@ def _held_out(teacher: SampleFile, student: SampleFile, holdout: float) -> tuple
     return (mask_t, mask_s), n, split
 
 
-def _ridge_reference(teacher: SampleFile, student: SampleFile, mapping: str, *, holdout: float = 0.2,
+def _ridge_reference(teacher: SampleFile, student: SampleFile, mapping: str, split: int, *, holdout: float,
                      ridge: float = DEFAULT_RIDGE, batch_size: int = 2048) -> Alignment:
-    """The default reference: the ridge slope on the tokens before the held-out ones, which must outnumber the dims.
-    It depends on the mapping, never on the method: every init of one mapping is measured against one fit."""
-    split = _held_out(teacher, student, holdout)[2]
+    """The default reference: the ridge slope on the tokens before the held-out ones (`split`), which must outnumber
+    the dims. It depends on the mapping, never on the method: every init of one mapping is measured against one fit."""
     if split < max(teacher.hidden_size, student.hidden_size) + 1:
         raise TransmodError(
             f"the reference map needs at least {max(teacher.hidden_size, student.hidden_size) + 1} tokens to fit on "
@@ -229,7 +228,8 @@ def transfer_fidelity(
     masks, n, split = _held_out(teacher, student, holdout)
     label = reference_name if reference is not None else "ridge"
     if reference is None:
-        reference = _ridge_reference(teacher, student, mapping, holdout=holdout, ridge=ridge, batch_size=batch_size)
+        reference = _ridge_reference(teacher, student, mapping, split, holdout=holdout, ridge=ridge,
+                                     batch_size=batch_size)
     effect_space = {site: _effect_space(site, spaces) for site in teacher_module.spec.sites}
     reads = {site: teacher_module.spec.input_space(site) for site in teacher_module.spec.sites}
     read = pooled_groups(groups, depths)
@@ -270,6 +270,7 @@ def fidelity_of_inits(
     teacher_shape, student_shape = load_model_shape(teacher), load_model_shape(student)
     teacher_samples, student_samples = SampleFile.open(samples[0]), SampleFile.open(samples[1])
     check_pair(teacher_samples, student_samples)
+    split = _held_out(teacher_samples, student_samples, holdout)[2]  # once for every reference fit
     module = read_module(module_dir, teacher_shape)
     results, references = {}, {}
     for name, file in alignments.items():
@@ -281,7 +282,8 @@ def fidelity_of_inits(
         moved = transfer(module, teacher_shape, student_shape, init.mapping, alignment, lora_b)
         if init.mapping not in references:
             _check_modules(module, moved, teacher_samples, student_samples)  # before the fit, as transfer_fidelity
-            references[init.mapping] = _ridge_reference(teacher_samples, student_samples, init.mapping, holdout=holdout)
+            references[init.mapping] = _ridge_reference(teacher_samples, student_samples, init.mapping, split,
+                                                        holdout=holdout)
         results[init.name] = transfer_fidelity(module, moved, teacher_samples, student_samples, init.mapping,
                                                holdout=holdout, reference=references[init.mapping],
                                                reference_name="ridge")

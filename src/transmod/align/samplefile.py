@@ -37,6 +37,13 @@ KEY_FIELDS = [("sent", pa.int32()), ("seq", pa.int8()), ("start", pa.int32()), (
 DTYPES = {"float32": np.dtype("<f4"), "bfloat16": np.dtype("<u2")}  # bfloat16: float32's upper 16 bits
 
 
+def check_dtype(dtype: str, name: str) -> str:
+    """`dtype`, refused unless one of `DTYPES`; `name` says where it was given."""
+    if dtype not in DTYPES:
+        raise TransmodError(f"{name} {dtype!r}: give one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def vector_type(hidden_size: int, dtype: str = "float32") -> pa.DataType:
     return pa.binary(DTYPES[dtype].itemsize * hidden_size)
 
@@ -74,10 +81,8 @@ class SampleWriter:
                  compression: str | dict = "none", dtype: str = "float32"):
         """`width`: every column's, or per column (a decoder's spaces differ in width); `dtype`: of `DTYPES`,
         recorded by `finish`."""
-        if dtype not in DTYPES:
-            raise TransmodError(f"{path}: dtype {dtype!r}: give one of {', '.join(DTYPES)}")
+        self.dtype = check_dtype(dtype, f"{path}: dtype")
         widths = width if isinstance(width, Mapping) else dict.fromkeys(columns, width)
-        self.dtype = dtype
         self.schema = pa.schema(KEY_FIELDS + [(c, vector_type(widths[c], dtype)) for c in columns])
         # Dictionary encoding and compression only slow down float activations.
         self._writer = pq.ParquetWriter(path, self.schema, use_dictionary=False, compression=compression)
